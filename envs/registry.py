@@ -1,0 +1,159 @@
+"""``make(name)``: gymnax (classic control, MinAtar, bsuite, misc) and Brax environments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.core import Box, Discrete, Environment, as_step_types
+
+# Short names used by the config group ``conf/env``; any gymnax id works as well.
+ALIASES = {
+    "cartpole": "CartPole-v1",
+    "acrobot": "Acrobot-v1",
+    "mountaincar": "MountainCar-v0",
+    "pendulum": "Pendulum-v1",
+    "minatar_asterix": "Asterix-MinAtar",
+    "minatar_breakout": "Breakout-MinAtar",
+    "minatar_freeway": "Freeway-MinAtar",
+    "minatar_seaquest": "Seaquest-MinAtar",
+    "minatar_space_invaders": "SpaceInvaders-MinAtar",
+    "catch": "Catch-bsuite",
+    "deepsea": "DeepSea-bsuite",
+}
+
+BRAX_ENVS = (
+    "ant",
+    "halfcheetah",
+    "hopper",
+    "humanoid",
+    "humanoidstandup",
+    "inverted_pendulum",
+    "inverted_double_pendulum",
+    "pusher",
+    "reacher",
+    "swimmer",
+    "walker2d",
+)
+
+
+def _gymnax_ids() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def list_envs() -> list[str]:
+    """Every name :func:`make` accepts."""
+    return sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS]
+
+
+def make(name: str, **kwargs: Any) -> Environment:
+    """Build an environment by name.
+
+    ``name`` is a gymnax id (``"CartPole-v1"``, ``"Breakout-MinAtar"``, ...), one of the short
+    aliases (``"cartpole"``, ``"minatar_breakout"``, ...) or ``"brax/<env>"`` (``"brax/hopper"``).
+    Keyword arguments go to the backend (gymnax ``EnvParams`` fields, or Brax's constructor plus
+    ``episode_length``).
+    """
+    if name.startswith("brax/"):
+        brax_name = name[len("brax/"):]
+        if brax_name not in BRAX_ENVS:
+            raise ValueError(
+                f"Unknown Brax environment {brax_name!r}; valid: {', '.join('brax/' + n for n in BRAX_ENVS)}"
+            )
+        return BraxEnv(brax_name, **kwargs)
+    env_id = ALIASES.get(name, name)
+    if env_id not in _gymnax_ids():
+        raise ValueError(f"Unknown environment {name!r}. Valid names: {', '.join(list_envs())}")
+    return GymnaxEnv(env_id, **kwargs)
+
+
+class GymnaxEnv(Environment):
+    """A gymnax environment with its parameters bound (gymnax >= 1.0 auto-resets in ``step``)."""
+
+    def __init__(self, env_id: str, **param_overrides: Any):
+        import gymnax
+
+        env, params = gymnax.make(env_id)
+        unknown = set(param_overrides) - set(vars(params))
+        if unknown:
+            raise ValueError(
+                f"{env_id} has no parameter(s) {sorted(unknown)}; valid: {sorted(vars(params))}"
+            )
+        self._env = env
+        self.params = params.replace(**param_overrides) if param_overrides else params
+        self.name = env_id
+        self.max_episode_steps = int(getattr(self.params, "max_steps_in_episode", 1000))
+        space = env.action_space(self.params)
+        if hasattr(space, "n"):
+            self._action_space = Discrete(int(space.n))
+        else:
+            self._action_space = Box(float(jnp.min(space.low)), float(jnp.max(space.high)), tuple(space.shape))
+        self._obs_shape = tuple(env.observation_space(self.params).shape)
+
+    def reset(self, key):
+        obs, state = self._env.reset_env(key, self.params)
+        return obs.astype(jnp.float32), state
+
+    def step(self, key, state, action):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, self.params)
+        reward, terminated, truncated = as_step_types(reward, terminated, truncated)
+        info = {"final_observation": info["final_observation"].astype(jnp.float32)}
+        return obs.astype(jnp.float32), state, reward, terminated, truncated, info
+
+    @property
+    def observation_shape(self):
+        return self._obs_shape
+
+    @property
+    def action_space(self):
+        return self._action_space
+
+
+@struct.dataclass
+class BraxEnvState:
+    inner: Any  # brax State of the running episode
+    first: Any  # brax State the episode restarts from (as in Brax's own auto-reset)
+    time: jax.Array
+
+
+class BraxEnv(Environment):
+    """A Brax environment with a time limit and gymnax-style auto-reset.
+
+    Like Brax's ``AutoResetWrapper``, an ended episode restarts from the state drawn at ``reset``.
+    """
+
+    def __init__(self, name: str, episode_length: int = 1000, backend: str = "generalized", **kwargs):
+        from brax import envs as brax_envs
+
+        self._env = brax_envs.get_environment(name, backend=backend, **kwargs)
+        self.name = f"brax/{name}"
+        self.max_episode_steps = int(episode_length)
+        self._action_space = Box(-1.0, 1.0, (self._env.action_size,))
+        self._obs_shape = (self._env.observation_size,)
+
+    def reset(self, key):
+        s = self._env.reset(key)
+        return s.obs, BraxEnvState(inner=s, first=s, time=jnp.zeros((), jnp.int32))
+
+    def step(self, key, state, action):
+        del key  # Brax dynamics are deterministic given the state
+        ns = self._env.step(state.inner, action)
+        time = state.time + 1
+        reward, terminated, truncated = as_step_types(ns.reward, ns.done > 0.5, time >= self.max_episode_steps)
+        done = jnp.logical_or(terminated, truncated)
+        inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), state.first, ns)
+        new_state = BraxEnvState(inner=inner, first=state.first, time=jnp.where(done, 0, time))
+        return inner.obs, new_state, reward, terminated, truncated, {"final_observation": ns.obs}
+
+    @property
+    def observation_shape(self):
+        return self._obs_shape
+
+    @property
+    def action_space(self):
+        return self._action_space

@@ -1,0 +1,57 @@
+"""Checkpoints with orbax ``CheckpointManager``: the whole training state of every run (params,
+optimiser state, RNG, environment state) plus a JSON record (config identity, update counter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from purejaxrl.config import ConfigError, first_difference
+
+
+class Checkpointer:
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.directory = Path(directory).resolve()
+        self._mngr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        d = Path(directory)
+        return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        self._mngr.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        )
+        self._mngr.wait_until_finished()
+
+    def read_meta(self, step: int | None = None) -> dict:
+        step = self.latest_step() if step is None else step
+        return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, abstract_state: Any, identity: dict, step: int | None = None) -> tuple[Any, dict]:
+        """Restore the state after checking that the checkpoint was written by a config with the same
+        identity (raises :class:`ConfigError` naming the first differing field otherwise)."""
+        step = self.latest_step() if step is None else step
+        meta = self.read_meta(step)
+        diff = first_difference(meta["identity"], identity)
+        if diff:
+            raise ConfigError(
+                f"cannot resume from {self.directory}: the config differs from the one that wrote it ({diff}); "
+                "restore the original value or start a new run_dir"
+            )
+        restored = self._mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored["state"], meta
+
+    def close(self) -> None:
+        self._mngr.close()

@@ -1,0 +1,195 @@
+"""Config validation and the run grid (seeds × vmapped hyperparameters).
+
+Everything here runs before anything is compiled; each problem is reported as one line that
+names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+TOP_LEVEL = {
+    "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
+    "vmap", "stop_after_chunks", "compilation_cache", "hydra",
+}
+NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation", "conv_channels"}
+NETWORK_KINDS = {"auto", "mlp", "minatar_conv"}
+
+
+class ConfigError(ValueError):
+    """A config problem found before compiling; the message says how to fix it."""
+
+
+def _load_yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf  # its YAML loader reads 1e-4 as a float, as Hydra does
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def algo_defaults(name: str) -> dict:
+    path = CONF_DIR / "algo" / f"{name}.yaml"
+    if not path.exists():
+        valid = sorted(p.stem for p in (CONF_DIR / "algo").glob("*.yaml"))
+        raise ConfigError(f"algo={name!r} has no config file conf/algo/{name}.yaml; valid: {', '.join(valid)}")
+    d = _load_yaml(path)
+    d.pop("defaults", None)
+    return d
+
+
+def _type_error(key: str, value: Any, default: Any) -> str | None:
+    """Values must have the type of the default (ints may be given as integral floats)."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif isinstance(default, int):
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        want = "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a string"
+    else:
+        return None
+    if ok:
+        return None
+    return f"{key}={value!r} has the wrong type: expected {want} (default {default!r})"
+
+
+def validate(cfg: dict) -> None:
+    """Raise :class:`ConfigError` listing every problem in a resolved config (a plain dict)."""
+    from purejaxrl.algos import REGISTRY
+
+    errs: list[str] = []
+    for k in sorted(set(cfg) - TOP_LEVEL):
+        errs.append(f"unknown top-level key {k!r}; valid keys: {', '.join(sorted(TOP_LEVEL - {'hydra'}))}")
+    algo = cfg.get("algo") or {}
+    name = algo.get("name")
+    if name not in REGISTRY:
+        raise ConfigError(f"algo.name={name!r} is not a registered algorithm; valid: {', '.join(sorted(REGISTRY))}")
+    defaults = algo_defaults(name)
+    for k, v in algo.items():
+        if k not in defaults:
+            errs.append(f"algo.{k} is not a {name} setting; valid: {', '.join(sorted(defaults))}")
+        else:
+            e = _type_error(f"algo.{k}", v, defaults[k])
+            if e:
+                errs.append(e)
+    cls = REGISTRY[name]
+    for k in cls.HPARAMS:
+        if not isinstance(algo.get(k), (int, float)) or isinstance(algo.get(k), bool):
+            errs.append(f"algo.{k} must be a number (it is a traced hyperparameter), got {algo.get(k)!r}")
+    if not errs:
+        errs += cls.config_errors(algo)
+
+    env = cfg.get("env") or {}
+    if not isinstance(env.get("name"), str):
+        errs.append("env.name must be an environment name, e.g. env=cartpole or env.name=CartPole-v1")
+    else:
+        import envs as _envs
+
+        if env["name"] not in _envs.list_envs():
+            errs.append(f"env.name={env['name']!r} is unknown; valid: {', '.join(_envs.list_envs())}")
+    for k in sorted(set(env) - {"name", "kwargs"}):
+        errs.append(f"env.{k} is not an env setting; valid: name, kwargs")
+
+    net = cfg.get("network") or {}
+    for k in sorted(set(net) - NETWORK_KEYS):
+        errs.append(f"network.{k} is not a network setting; valid: {', '.join(sorted(NETWORK_KEYS))}")
+    if net.get("kind", "auto") not in NETWORK_KINDS:
+        errs.append(f"network.kind={net.get('kind')!r}; valid: {', '.join(sorted(NETWORK_KINDS))}")
+
+    for key, lo in (("num_seeds", 1), ("chunks", 1), ("seed", 0)):
+        v = cfg.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            errs.append(f"{key}={v!r} must be an integer >= {lo}")
+    sac = cfg.get("stop_after_chunks")
+    if sac is not None and (not isinstance(sac, int) or sac < 1):
+        errs.append(f"stop_after_chunks={sac!r} must be null or an integer >= 1")
+    if cfg.get("resume") and not cfg.get("run_dir"):
+        errs.append("resume=true needs run_dir=PATH, the directory of the run to continue")
+
+    errs += _vmap_errors(cfg.get("vmap") or {}, cls)
+    if errs:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
+
+
+def _vmap_errors(vmap: dict, cls) -> list[str]:
+    errs = []
+    for group, entries in vmap.items():
+        if group != "algo" or not isinstance(entries, dict):
+            errs.append(f"vmap.{group}: only algorithm hyperparameters vmap (vmap.algo.<name>=[...])")
+            continue
+        for k, values in entries.items():
+            if k not in cls.HPARAMS:
+                errs.append(
+                    f"vmap.algo.{k} cannot be vmapped (shapes and counts are static); "
+                    f"vmappable: {', '.join(cls.HPARAMS)}; sweep it with -m algo.{k}=a,b instead"
+                )
+            elif not isinstance(values, (list, tuple)) or not values or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in values
+            ):
+                errs.append(f"vmap.algo.{k}={values!r} must be a non-empty list of numbers, e.g. [1e-4,3e-4]")
+    return errs
+
+
+def run_grid(cfg: dict, hparam_names: tuple[str, ...]) -> tuple[list[dict], dict[str, np.ndarray], np.ndarray]:
+    """All runs of one call: the product of the vmapped value lists, times ``num_seeds`` seeds.
+
+    Returns ``(runs, hparams, seeds)``: a description per run (its seed and the vmapped values),
+    a float32 array ``[num_runs]`` per hyperparameter, and the seeds ``[num_runs]``.
+    Run ``(combo c, seed index j)`` uses seed ``seed + j``, so it equals a separate run with that
+    seed and those values.
+    """
+    vm = (cfg.get("vmap") or {}).get("algo") or {}
+    names = list(vm)
+    combos = list(itertools.product(*[vm[n] for n in names])) or [()]
+    runs, hp_rows, seeds = [], [], []
+    for combo in combos:
+        for j in range(cfg["num_seeds"]):
+            values = dict(zip(names, combo))
+            runs.append({"run": len(runs), "seed": cfg["seed"] + j, **{f"algo.{k}": v for k, v in values.items()}})
+            hp_rows.append({k: float(values.get(k, cfg["algo"][k])) for k in hparam_names})
+            seeds.append(cfg["seed"] + j)
+    hparams = {k: np.asarray([r[k] for r in hp_rows], np.float32) for k in hparam_names}
+    return runs, hparams, np.asarray(seeds, np.int64)
+
+
+IDENTITY_KEYS = ("algo", "env", "network", "seed", "num_seeds", "vmap")
+
+
+def identity(cfg: dict) -> dict:
+    """The part of a config that determines the results; a checkpoint only resumes into a config
+    whose identity is the same."""
+    return {k: cfg.get(k) for k in IDENTITY_KEYS}
+
+
+def first_difference(saved: Any, current: Any, prefix: str = "") -> str | None:
+    """Dotted path and values of the first difference between two nested configs."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for k in sorted(set(saved) | set(current), key=str):
+            d = first_difference(saved.get(k, "<absent>"), current.get(k, "<absent>"), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    if saved != current and not (_num(saved) and _num(current) and float(saved) == float(current)):
+        return f"{prefix.rstrip('.')}: checkpoint has {saved!r}, config now has {current!r}"
+    return None
+
+
+def _num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def dump_yaml(cfg: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,134 @@
+"""Per-run metric logs: JSONL and CSV in the run directory, optional TensorBoard / W&B streams.
+
+Rows are never merged across vmapped runs: each row names its ``run`` index and ``seed`` (and the
+vmapped hyperparameter values), and TensorBoard / W&B get one stream per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from purejaxrl.config import ConfigError
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+
+
+def check_backends(logger_cfg: dict) -> None:
+    """Fail before compiling if an optional backend is asked for but not installed."""
+    for flag, module, extra in (("tensorboard", "tensorboardX", "tensorboard"), ("wandb", "wandb", "wandb")):
+        if logger_cfg.get(flag):
+            try:
+                __import__(module)
+            except ImportError as e:
+                raise ConfigError(f"logger.{flag}=true needs {module}: pip install -e '.[{extra}]'") from e
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, runs: list[dict], logger_cfg: dict, resume_update: int = 0, project_cfg: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.runs = runs
+        self.log_every = max(int(logger_cfg.get("log_every", 1)), 1)
+        self.jsonl = self.run_dir / METRICS_JSONL
+        self.csv = self.run_dir / METRICS_CSV
+        self._csv_fields: list[str] | None = None
+        if resume_update:
+            self._truncate(resume_update)
+        elif self.jsonl.exists():
+            self.jsonl.unlink()
+            self.csv.unlink(missing_ok=True)
+        self._tb = []
+        if logger_cfg.get("tensorboard"):
+            from tensorboardX import SummaryWriter
+
+            self._tb = [SummaryWriter(str(self.run_dir / "tb" / f"run_{r['run']:03d}")) for r in runs]
+        self._wandb = []
+        if logger_cfg.get("wandb"):
+            import wandb
+
+            for r in runs:
+                self._wandb.append(
+                    wandb.init(
+                        project=logger_cfg.get("wandb_project", "purejaxrl"),
+                        group=self.run_dir.name,
+                        name=f"{self.run_dir.name}-run{r['run']}",
+                        config={**(project_cfg or {}), **r},
+                        reinit=True,
+                        mode=logger_cfg.get("wandb_mode", "online"),
+                    )
+                )
+
+    def _truncate(self, last_update: int) -> None:
+        """Drop rows written after the checkpoint we resume from (they will be recomputed)."""
+        if not self.jsonl.exists():
+            return
+        keep = [l for l in self.jsonl.read_text().splitlines() if l and json.loads(l)["update"] <= last_update]
+        self.jsonl.write_text("".join(l + "\n" for l in keep))
+        rows = [json.loads(l) for l in keep]
+        if self.csv.exists():
+            with self.csv.open() as f:
+                self._csv_fields = next(csv.reader(f), None)
+        if self._csv_fields:
+            with self.csv.open("w", newline="") as f:
+                w = csv.DictWriter(f, self._csv_fields, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+
+    def log_chunk(self, start: int, metrics: dict[str, np.ndarray], steps_per_update: int, num_updates: int) -> None:
+        """Write rows for updates ``start .. start + n`` every ``log_every`` updates (and whenever an
+        evaluation happened)."""
+        n = next(iter(metrics.values())).shape[1]
+        rows = []
+        for j in range(n):
+            u = start + j + 1
+            if u > num_updates:
+                break
+            has_eval = "eval_return" in metrics and not np.isnan(metrics["eval_return"][:, j]).all()
+            if u % self.log_every and not has_eval and u != num_updates:
+                continue
+            for r, run in enumerate(self.runs):
+                row = {**run, "update": u, "env_steps": u * steps_per_update}
+                for k, v in metrics.items():
+                    x = float(v[r, j])
+                    row[k] = None if math.isnan(x) else x
+                rows.append(row)
+        if not rows:
+            return
+        with self.jsonl.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        if self._csv_fields is None:
+            self._csv_fields = list(rows[0])
+            write_header = True
+        else:
+            write_header = False
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, self._csv_fields, extrasaction="ignore")
+            if write_header:
+                w.writeheader()
+            w.writerows(rows)
+        for row in rows:
+            scalars = {k: v for k, v in row.items() if isinstance(v, float) and k not in self.runs[0]}
+            if self._tb:
+                for k, v in scalars.items():
+                    self._tb[row["run"]].add_scalar(k, v, row["env_steps"])
+            if self._wandb:
+                self._wandb[row["run"]].log({**scalars, "env_steps": row["env_steps"]})
+
+    def close(self) -> None:
+        for w in self._tb:
+            w.close()
+        for w in self._wandb:
+            w.finish()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_JSONL
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a purejaxrl run directory?")
+    return [json.loads(l) for l in path.read_text().splitlines() if l]

@@ -1,0 +1,118 @@
+"""Networks: LayerNorm Q-networks (PQN) and actor-critics (PPO), MLP or MinAtar conv torso."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu, "silu": nn.silu}
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Resolved network configuration (``conf/network``)."""
+
+    kind: str  # "mlp" or "minatar_conv"
+    hidden_size: int
+    num_layers: int
+    layer_norm: bool
+    activation: str
+    conv_channels: int = 16
+
+
+class Torso(nn.Module):
+    spec: NetworkSpec
+    orthogonal: bool = False
+
+    def _dense(self, features, scale=np.sqrt(2)):
+        if self.orthogonal:
+            return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros)
+        return nn.Dense(features)
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.spec.activation]
+        if self.spec.kind == "minatar_conv":
+            x = nn.Conv(self.spec.conv_channels, (3, 3), padding="SAME")(x)
+            if self.spec.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+            x = x.reshape(x.shape[:-3] + (-1,))
+            layers = 1
+        else:
+            x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
+            layers = self.spec.num_layers
+        for _ in range(layers):
+            x = self._dense(self.spec.hidden_size)(x)
+            if self.spec.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return x
+
+
+class QNetwork(nn.Module):
+    """``Q(s, ·)``: torso of ``[Dense → LayerNorm → act] × L`` (or the MinAtar conv net), linear head."""
+
+    spec: NetworkSpec
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return nn.Dense(self.num_actions)(Torso(self.spec)(obs))
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic torsos (orthogonal init).  Discrete: logits; continuous: Gaussian
+    mean with a state-independent learned log-std."""
+
+    spec: NetworkSpec
+    action_dim: int
+    discrete: bool
+
+    @nn.compact
+    def __call__(self, obs):
+        h = Torso(self.spec, orthogonal=True)(obs)
+        out = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01), bias_init=nn.initializers.zeros)(h)
+        value = Torso(self.spec, orthogonal=True)(obs)
+        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=nn.initializers.zeros)(value)
+        log_std = None if self.discrete else self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        return out, log_std, value[..., 0]
+
+
+# ---- action distributions (small, explicit, traced-friendly) ----
+
+def categorical_log_prob(logits, actions):
+    logp = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits):
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def gaussian_log_prob(mean, log_std, actions):
+    z = (actions - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def gaussian_entropy(mean, log_std):
+    return jnp.sum(jnp.broadcast_to(log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e), mean.shape), axis=-1)
+
+
+def resolve_spec(network_cfg: dict, defaults: dict, obs_shape: Sequence[int]) -> NetworkSpec:
+    """Fill ``null`` fields of the network config with the algorithm's defaults; ``kind: auto``
+    picks the MinAtar conv net for image observations and an MLP otherwise."""
+    merged = {k: (v if v is not None else defaults.get(k)) for k, v in network_cfg.items()}
+    if merged.get("kind", "auto") == "auto":
+        merged["kind"] = "minatar_conv" if len(obs_shape) == 3 else "mlp"
+    if merged["kind"] == "minatar_conv":
+        merged.setdefault("hidden_size", 128)
+        if network_cfg.get("hidden_size") is None:
+            merged["hidden_size"] = 128
+    return NetworkSpec(**{k: merged[k] for k in NetworkSpec.__dataclass_fields__ if k in merged})

@@ -1,0 +1,122 @@
+"""The one training loop every algorithm runs in.
+
+``make_train(config)`` returns ``train(key, hparams) -> (state, metrics)``: the whole run as a
+pure, jittable function (a ``lax.scan`` over updates).  :class:`Trainer` cuts the same scan into
+compiled chunks for the host loop in :mod:`purejaxrl.experiment`, vmapping over runs (seeds ×
+hyperparameter values) only when there is more than one: a size-1 vmap costs ~1.85× on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxrl.algos import Algorithm, get_algorithm
+
+
+def build_algorithm(cfg: dict) -> Algorithm:
+    cls = get_algorithm(cfg["algo"]["name"])
+    return cls(cfg["algo"], cfg["env"], cfg.get("network") or {})
+
+
+class Trainer:
+    """Compiled pieces of a training run over ``num_runs`` runs."""
+
+    def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None):
+        self.algo = algo
+        self.num_runs = int(num_runs)
+        self.num_updates = algo.num_updates
+        self.updates_per_chunk = math.ceil(self.num_updates / max(int(chunks), 1))
+        evals = int(algo.cfg.get("num_evals", 10) if num_evals is None else num_evals)
+        self.eval_every = max(self.num_updates // max(evals, 1), 1)
+        batched = self.num_runs > 1
+        init = jax.vmap(algo.init) if batched else algo.init
+        chunk = self._run_updates
+        if batched:
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None, None))
+        self._init = jax.jit(init)
+        self._chunk = jax.jit(chunk, static_argnums=3, donate_argnums=0)
+        self._compiled: dict[Any, Any] = {}
+        self.compile_seconds = 0.0
+
+    # ---- pure functions ----
+    def _metrics_shape(self, state, hp):
+        out = jax.eval_shape(lambda s, h: self.algo.update(s, h, jnp.int32(0))[1], state, hp)
+        return {**out, "eval_return": jax.ShapeDtypeStruct((), jnp.float32)}
+
+    def _run_updates(self, state, hp, start, n: int):
+        """``n`` updates from update index ``start`` (unbatched, so the ``cond``s below stay
+        branches under vmap); updates past the end of training are skipped."""
+        algo, last = self.algo, self.num_updates - 1
+        nan_metrics = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), self._metrics_shape(state, hp))
+
+        def one_update(state, i):
+            state, m = algo.update(state, hp, i)
+            do_eval = jnp.logical_or((i + 1) % self.eval_every == 0, i == last)
+            ev = jax.lax.cond(do_eval, lambda s: algo.evaluate(s, hp, i), lambda s: {"eval_return": jnp.float32(jnp.nan)}, state)
+            return state, {**m, **ev}
+
+        def body(state, i):
+            if (self.num_updates % n) == 0:  # every chunk is full: no guard needed
+                return one_update(state, i)
+            return jax.lax.cond(i <= last, one_update, lambda s, _: (s, nan_metrics), state, i)
+
+        return jax.lax.scan(body, state, start + jnp.arange(n, dtype=jnp.int32))
+
+    def train_fn(self):
+        """``train(key, hparams) -> (state, metrics)`` for a single run, whole training in one scan."""
+
+        def train(key, hp):
+            state = self.algo.init(key, hp)
+            return self._run_updates(state, hp, jnp.int32(0), self.num_updates)
+
+        return train
+
+    # ---- compiled entry points ----
+    def _compile(self, name, fn, *args):
+        if name not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[name] = fn.lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[name]
+
+    def init(self, keys, hparams):
+        keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
+        return self._compile("init", self._init, keys, hparams)(keys, hparams)
+
+    def abstract_state(self, keys, hparams):
+        keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
+        return jax.eval_shape(self._init, keys, hparams)
+
+    def chunk(self, state, hparams, start: int):
+        """Run one chunk from update ``start``; metrics come back as numpy ``[num_runs, n]``."""
+        hparams = self._maybe_squeeze(hparams)
+        start = jnp.int32(start)
+        fn = self._compile("chunk", self._chunk, state, hparams, start, self.updates_per_chunk)
+        state, metrics = fn(state, hparams, start)
+        metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        if self.num_runs == 1:
+            metrics = {k: v[None] for k, v in metrics.items()}
+        return state, metrics
+
+    def _maybe_squeeze(self, tree):
+        if self.num_runs > 1:
+            return tree
+        return jax.tree.map(lambda x: jnp.asarray(x)[0], tree)
+
+
+def make_train(cfg: dict):
+    """``train(key, hparams)`` for a config: pure and jittable; ``jax.vmap`` it over seeds and
+    hyperparameters (``hparams``: a dict of float32 scalars, one per ``Algorithm.HPARAMS``)."""
+    algo = build_algorithm(cfg)
+    return Trainer(algo, num_runs=1, chunks=1).train_fn()
+
+
+def default_hparams(cfg: dict) -> dict[str, jax.Array]:
+    cls = get_algorithm(cfg["algo"]["name"])
+    return {k: jnp.float32(cfg["algo"][k]) for k in cls.HPARAMS}
