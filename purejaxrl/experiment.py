@@ -7,6 +7,7 @@ logged update), ``checkpoints/`` and ``summary.json`` (keys documented in the RE
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ def enable_compilation_cache(path: str | None = None) -> None:
 def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None) -> dict:
     """Train as ``cfg`` says; returns the summary (also written to ``run_dir/summary.json``)."""
     validate(cfg)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     check_backends(cfg.get("logger") or {})
     run_dir = Path(run_dir or cfg.get("run_dir") or "outputs/run").resolve()
     ckpt_dir = run_dir / "checkpoints"

@@ -1,0 +1,3 @@
+from purejaxrl.cli import main
+
+main()

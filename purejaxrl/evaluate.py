@@ -1,0 +1,72 @@
+"""``purejaxrl eval``: greedy episodes of the policy saved in a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+
+from purejaxrl.algos.base import greedy_episode_returns
+from purejaxrl.checkpoint import Checkpointer
+from purejaxrl.config import identity, run_grid
+from purejaxrl.trainer import Trainer, build_algorithm
+
+
+def load_run(run_dir: str | Path):
+    """``(algo, state, runs, cfg)`` of the latest checkpoint in ``run_dir`` (state batched over runs
+    when the run directory holds several)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path} not found: is {run_dir} a purejaxrl run directory?")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    if not Checkpointer.exists(run_dir / "checkpoints"):
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    algo = build_algorithm(cfg)
+    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
+    trainer = Trainer(algo, len(runs), 1)
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    try:
+        state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
+    finally:
+        ckpt.close()
+    return algo, state, runs, cfg
+
+
+def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123) -> dict:
+    algo, state, runs, _ = load_run(run_dir)
+
+    def one(s, key):
+        return greedy_episode_returns(algo.env, lambda obs: algo.greedy_action(s, obs), key, num_episodes)
+
+    key = jax.random.PRNGKey(seed)
+    if len(runs) > 1:
+        rets = jax.jit(jax.vmap(one, in_axes=(0, None)))(state, key)
+    else:
+        rets = jax.jit(one)(state, key)[None]
+    rets = np.asarray(rets)
+    return {
+        "per_run": [{**r, "mean_return": float(x.mean()), "std_return": float(x.std())} for r, x in zip(runs, rets)],
+        "mean": float(rets.mean(1).mean()),
+        "episodes_per_run": num_episodes,
+    }
+
+
+def eval_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="purejaxrl eval", description=__doc__)
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=32, help="greedy episodes per run")
+    p.add_argument("--seed", type=int, default=123)
+    a = p.parse_args(argv)
+    res = evaluate_run(a.run_dir, a.episodes, a.seed)
+    for r in res["per_run"]:
+        extra = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("algo."))
+        print(f"run {r['run']} seed {r['seed']} {extra}: {r['mean_return']:.1f} ± {r['std_return']:.1f}")
+    print(f"mean greedy return over runs: {res['mean']:.1f}")
+    (Path(a.run_dir) / "eval.json").write_text(json.dumps(res, indent=2))

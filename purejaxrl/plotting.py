@@ -1,0 +1,77 @@
+"""``purejaxrl plot``: learning curves with the mean and a 95% bootstrap CI over seeds."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from purejaxrl.logging import read_metrics
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of the mean over axis 0 (seeds) for every column."""
+    rng = np.random.default_rng(seed)
+    n = values.shape[0]
+    idx = rng.integers(0, n, size=(n_boot, n))
+    means = values[idx].mean(axis=1)
+    return np.quantile(means, alpha / 2, axis=0), np.quantile(means, 1 - alpha / 2, axis=0)
+
+
+def curves(rows: list[dict], metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Group rows into one curve per hyperparameter setting: ``label -> (env_steps, [seeds, points])``."""
+    groups: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r.get(metric) is None:
+            continue
+        label = ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in sorted(r.items()) if k.startswith("algo."))
+        groups[label][r["seed"]][r["env_steps"]] = r[metric]
+    out = {}
+    for label, by_seed in groups.items():
+        steps = sorted(set.intersection(*[set(d) for d in by_seed.values()]))
+        if steps:
+            out[label] = (np.asarray(steps), np.asarray([[d[s] for s in steps] for d in by_seed.values()]))
+    return out
+
+
+def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None = None, smooth: int = 1) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import yaml
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for d in run_dirs:
+        cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
+        name = f"{cfg['algo']['name']} / {cfg['env']['name']}"
+        for label, (x, y) in curves(read_metrics(d), metric).items():
+            if smooth > 1 and y.shape[1] >= smooth:
+                k = np.ones(smooth) / smooth
+                y = np.stack([np.convolve(row, k, mode="valid") for row in y])
+                x = x[smooth - 1:]
+            lo, hi = bootstrap_ci(y)
+            line, = ax.plot(x, y.mean(0), label=f"{name} {label} (n={y.shape[0]})".strip())
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(out) if out else Path(run_dirs[0]) / f"{metric}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="purejaxrl plot", description=__doc__)
+    p.add_argument("run_dirs", nargs="+", help="run directories (each with metrics.jsonl and config.yaml)")
+    p.add_argument("--metric", default="eval_return", help="eval_return (greedy) or episode_return (training)")
+    p.add_argument("--out", default=None, help="PNG path (default: <first run>/<metric>.png)")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window over logged points")
+    a = p.parse_args(argv)
+    print(plot_runs(a.run_dirs, a.metric, a.out, a.smooth))
