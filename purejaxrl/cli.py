@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from purejaxrl.config import CONF_DIR, ConfigError
+from purejaxrl.config import CONF_DIR, ConfigError, rewrite_overrides
 
 USAGE = """usage: purejaxrl <command> [args]
 
@@ -20,16 +19,6 @@ commands:
 """
 
 
-def _rewrite_overrides(args: list[str]) -> list[str]:
-    """``vmap.algo.lr=[...]`` adds a key to the empty ``vmap`` node: Hydra needs ``+`` for that."""
-    out = []
-    for a in args:
-        if a.startswith("vmap.") and "=" in a:
-            a = "+" + a
-        out.append(a)
-    return out
-
-
 def train_main(argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -39,7 +28,11 @@ def train_main(argv: list[str]) -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
+        import logging
+
         from hydra.core.hydra_config import HydraConfig
+
+        logging.getLogger("jax").setLevel(logging.WARNING)
 
         from purejaxrl.experiment import run
 
@@ -63,7 +56,7 @@ def train_main(argv: list[str]) -> None:
               f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s; results in {run_dir}")
         return fr["mean"]  # the Optuna sweeper maximises this
 
-    sys.argv = [sys.argv[0]] + _rewrite_overrides(argv)
+    sys.argv = [sys.argv[0]] + rewrite_overrides(argv)
     _main()
 
 

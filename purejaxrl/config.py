@@ -191,5 +191,27 @@ def _num(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def rewrite_overrides(args) -> list[str]:
+    """``vmap.algo.lr=[...]`` adds a key to the empty ``vmap`` node: Hydra needs ``+`` for that."""
+    return ["+" + a if a.startswith("vmap.") and "=" in a else a for a in args]
+
+
+def compose(overrides=()) -> dict:
+    """The resolved training config for Hydra-style ``overrides`` (for notebooks, scripts, tests)::
+
+        cfg = compose(["algo=ppo", "env=acrobot", "num_seeds=2"])
+        summary = purejaxrl.experiment.run(cfg, "outputs/my_run")
+    """
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = _compose("config", overrides=rewrite_overrides(overrides))
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
 def dump_yaml(cfg: dict, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
