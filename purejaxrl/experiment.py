@@ -32,6 +32,8 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None) -> dict:
     """Train as ``cfg`` says; returns the summary (also written to ``run_dir/summary.json``)."""
+    if run_dir is not None:
+        cfg = {**cfg, "run_dir": str(run_dir)}
     validate(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     check_backends(cfg.get("logger") or {})

@@ -1,0 +1,24 @@
+import os
+
+import pytest
+
+# One persistent compilation cache for the whole session: identical programs compiled by several
+# tests (and by CLI subprocesses) are compiled once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
+
+from purejaxrl.config import compose  # noqa: E402
+
+TINY = [
+    "algo.total_timesteps=16384",  # 8 updates of 32 envs x 64 steps
+    "algo.num_evals=4",
+    "algo.num_eval_envs=4",
+    "logger.progress=false",
+]
+
+
+@pytest.fixture
+def tiny_cfg():
+    def make(*overrides):
+        return compose(TINY + list(overrides))
+
+    return make
