@@ -27,14 +27,15 @@ def build_algorithm(cfg: dict) -> Algorithm:
 class Trainer:
     """Compiled pieces of a training run over ``num_runs`` runs."""
 
-    def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None):
+    def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None, vmap_single: bool = False):
         self.algo = algo
         self.num_runs = int(num_runs)
         self.num_updates = algo.num_updates
         self.updates_per_chunk = math.ceil(self.num_updates / max(int(chunks), 1))
         evals = int(algo.cfg.get("num_evals", 10) if num_evals is None else num_evals)
         self.eval_every = max(self.num_updates // max(evals, 1), 1)
-        batched = self.num_runs > 1
+        batched = self.num_runs > 1 or vmap_single  # vmap_single: the reference codes' layout, for benchmarks
+        self.batched = batched
         init = jax.vmap(algo.init) if batched else algo.init
         chunk = self._run_updates
         if batched:
@@ -100,12 +101,12 @@ class Trainer:
         fn = self._compile("chunk", self._chunk, state, hparams, start, self.updates_per_chunk)
         state, metrics = fn(state, hparams, start)
         metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-        if self.num_runs == 1:
+        if not self.batched:
             metrics = {k: v[None] for k, v in metrics.items()}
         return state, metrics
 
     def _maybe_squeeze(self, tree):
-        if self.num_runs > 1:
+        if self.batched:
             return tree
         return jax.tree.map(lambda x: jnp.asarray(x)[0], tree)
 
