@@ -1,0 +1,1 @@
+"""Token-level LLM post-training on small JAX transformers: model, sampler, losses."""

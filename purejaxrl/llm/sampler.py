@@ -1,0 +1,81 @@
+"""Jitted autoregressive sampling with a KV cache, temperature, top-k and stop tokens.
+
+Prompts are left-padded to a common length with ``pad_id`` (masked out of attention); each
+completion ends at its first stop token (kept, then padding), so completion lengths vary per
+sequence while every shape stays fixed: no recompilation across iterations.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from purejaxrl.llm.model import ModelConfig, forward, init_cache
+
+
+def _filter_logits(logits, temperature, top_k: int):
+    logits = logits / jnp.maximum(temperature, 1e-6)
+    if top_k and top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -1e30, logits)
+    return logits
+
+
+@partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "stop_id", "pad_id"))
+def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, stop_id: int = -1, pad_id: int = 0):
+    """Sample ``max_new`` tokens after each prompt.
+
+    Returns ``(completions [B, max_new], mask [B, max_new], logps [B, max_new])``: ``mask`` marks
+    generated tokens up to and including the stop token; ``logps`` are the log-probabilities of
+    the sampled tokens under the (temperature / top-k filtered) sampling distribution.
+    """
+    B, P = prompts.shape
+    S = P + max_new
+    valid = jnp.zeros((B, S), bool).at[:, :P].set(prompts != pad_id)
+    logits, cache = forward(params, cfg, prompts, valid, init_cache(cfg, B, S), 0)
+
+    def step(carry, t):
+        last, cache, valid, done, key = carry
+        key, k = jax.random.split(key)
+        lg = _filter_logits(last, temperature, top_k)
+        tok = jax.random.categorical(k, lg)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(lg), tok[:, None], -1)[:, 0]
+        active = jnp.logical_not(done)
+        tok = jnp.where(active, tok, pad_id)
+        done = jnp.logical_or(done, tok == stop_id)
+        valid = valid.at[:, P + t].set(True)
+        lg_next, cache = forward(params, cfg, tok[:, None], valid, cache, P + t)
+        return (lg_next[:, 0], cache, valid, done, key), (tok, active, jnp.where(active, logp, 0.0))
+
+    init = (logits[:, -1], cache, valid, jnp.zeros((B,), bool), key)
+    _, (toks, mask, logps) = jax.lax.scan(step, init, jnp.arange(max_new))
+    return toks.T, mask.T, logps.T
+
+
+@partial(jax.jit, static_argnames=("cfg", "max_new", "stop_id", "pad_id"))
+def sample_no_cache(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, stop_id: int = -1, pad_id: int = 0):
+    """The naive sampler: a full forward pass over the whole prefix for every new token
+    (a baseline for benchmarks; same outputs as :func:`sample` without top-k)."""
+    B, P = prompts.shape
+    S = P + max_new
+    tokens = jnp.concatenate([prompts, jnp.full((B, max_new), pad_id, prompts.dtype)], axis=1)
+    valid = jnp.zeros((B, S), bool).at[:, :P].set(prompts != pad_id)
+
+    def step(carry, t):
+        tokens, valid, done, key = carry
+        key, k = jax.random.split(key)
+        logits, _ = forward(params, cfg, tokens, valid)
+        lg = jax.lax.dynamic_index_in_dim(logits, P + t - 1, axis=1, keepdims=False) / temperature
+        tok = jax.random.categorical(k, lg)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(lg), tok[:, None], -1)[:, 0]
+        active = jnp.logical_not(done)
+        tok = jnp.where(active, tok, pad_id)
+        done = jnp.logical_or(done, tok == stop_id)
+        tokens = tokens.at[:, P + t].set(tok)
+        valid = valid.at[:, P + t].set(True)
+        return (tokens, valid, done, key), (tok, active, jnp.where(active, logp, 0.0))
+
+    _, (toks, mask, logps) = jax.lax.scan(step, (tokens, valid, jnp.zeros((B,), bool), key), jnp.arange(max_new))
+    return toks.T, mask.T, logps.T

@@ -1,0 +1,190 @@
+"""LLM losses on exact small problems: an enumerable tree (vocabulary 4, depth 3), identities
+between losses, ROVER targets by direct computation, Nash-MP on rock-paper-scissors."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxrl.llm import losses as L
+
+V, DEPTH = 4, 3
+SEQS = np.array(list(itertools.product(range(V), repeat=DEPTH)))  # all 64 sequences
+# node index of every prefix: root 0, then depth-1 prefixes 1..4, depth-2 prefixes 5..20
+PREFIX_NODE = np.stack([np.zeros(len(SEQS), int), 1 + SEQS[:, 0], 1 + V + SEQS[:, 0] * V + SEQS[:, 1]], axis=1)
+REWARD = jnp.asarray(((SEQS[:, 0] == 1) & (SEQS[:, 2] >= 2)) | (SEQS.sum(1) == 9), jnp.float32)
+
+
+def seq_logp(theta):
+    """log π(z) for all 64 sequences of the tabular tree policy θ [21 nodes, V]."""
+    lp = jax.nn.log_softmax(theta, -1)
+    return sum(lp[PREFIX_NODE[:, t], SEQS[:, t]] for t in range(DEPTH))
+
+
+def exact_grad_jq(theta, q):
+    return jax.grad(lambda th: L.ln_q(jnp.sum(jnp.exp(seq_logp(th)) * REWARD), q))(theta)
+
+
+def estimator_mean(theta, q, M, kind, repeats=4000, seed=0):
+    """Average over ``repeats`` independent batches of M samples of the loss's negative gradient."""
+    def one(key):
+        k1, k2 = jax.random.split(key)
+        idx = jax.random.categorical(k1, seq_logp(theta), shape=(M,))
+        r = REWARD[idx]
+
+        def loss(th):
+            ell = seq_logp(th)[idx]
+            if kind == "garl":
+                return L.garl_loss(ell, r, M, q, p_floor=1e-3, baseline="loo")
+            res = L.paft_resample(k2, r, M, M)
+            return L.paft_loss(ell, r, M, q, res)
+
+        return -jax.grad(loss)(theta)
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), repeats)
+    return jax.jit(jax.vmap(one))(keys).mean(0)
+
+
+THETA = jax.random.normal(jax.random.PRNGKey(3), (1 + V + V * V, V)) * 0.5
+
+
+def _rel_err(est, exact):
+    return float(jnp.linalg.norm(est - exact) / jnp.linalg.norm(exact))
+
+
+@pytest.mark.parametrize("kind", ["garl", "paft"])
+@pytest.mark.parametrize("q", [0.5, 1.0])
+def test_tsallis_estimators_converge_to_exact_gradient(kind, q):
+    p = float(jnp.sum(jnp.exp(seq_logp(THETA)) * REWARD))
+    assert 0.05 < p < 0.5
+    exact = exact_grad_jq(THETA, q)
+    errs = [_rel_err(estimator_mean(THETA, q, M, kind), exact) for M in (4, 64)]
+    assert errs[1] < errs[0], errs
+    assert errs[1] < 0.12, errs
+
+
+def test_ln_q_limits():
+    u = jnp.array([0.01, 0.3, 1.0, 2.0])
+    np.testing.assert_allclose(L.ln_q(u, 1.0), jnp.log(u), rtol=1e-6)
+    np.testing.assert_allclose(L.ln_q(u, 0.9999), jnp.log(u), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(L.ln_q(u, 0.0), u - 1.0, rtol=1e-6)
+    # J_Q's gradient is the RL gradient amplified by P^-q
+    p0 = 0.2
+    g = jax.grad(lambda p: L.ln_q(p, 0.75))(p0)
+    assert float(g) == pytest.approx(p0 ** -0.75, rel=1e-5)
+
+
+def test_adpo_with_two_candidates_is_dpo():
+    rng = np.random.default_rng(0)
+    pol = jnp.asarray(rng.normal(size=(5, 2)) - 10, jnp.float32)
+    ref = jnp.asarray(rng.normal(size=(5, 2)) - 10, jnp.float32)
+    beta = 0.1
+
+    def adpo(p):
+        u = L.adpo_logits(p, ref, 1.0 / beta)
+        return L.adpo_loss(u, L.adpo_targets_pairwise(jnp.ones(5)))
+
+    def dpo(p):
+        return L.dpo_loss(p[:, 0], p[:, 1], ref[:, 0], ref[:, 1], beta)
+
+    assert float(adpo(pol)) == pytest.approx(float(dpo(pol)), rel=1e-6)
+    np.testing.assert_allclose(jax.grad(adpo)(pol), jax.grad(dpo)(pol), rtol=1e-5, atol=1e-8)
+    # the gradient in u is softmax(u) - q
+    u = jnp.array([[0.3, -0.2, 1.0]])
+    q = jnp.array([[0.2, 0.5, 0.3]])
+    np.testing.assert_allclose(jax.grad(L.adpo_loss)(u, q), jax.nn.softmax(u) - q, rtol=1e-5)
+
+
+def test_plackett_luce_by_hand():
+    u = jnp.array([[2.0, 0.0, 1.0]])
+    ranking = jnp.array([[0, 2, 1]])
+    expected = -((2.0 - np.log(np.exp(2) + np.exp(1) + np.exp(0))) + (1.0 - np.log(np.exp(1) + np.exp(0))) + 0.0)
+    assert float(L.plackett_luce_loss(u, ranking)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_rover_targets_match_direct_computation():
+    rng = np.random.default_rng(1)
+    B, T, Vv, G = 4, 5, 6, 2
+    logits = rng.normal(size=(B, T, Vv)).astype(np.float32)
+    old = rng.normal(size=(B, T, Vv)).astype(np.float32)
+    tokens = rng.integers(0, Vv, size=(B, T))
+    lengths = [5, 3, 4, 1]
+    mask = np.array([[t < n for t in range(T)] for n in lengths])
+    rewards = np.array([1.0, 0.0, 0.5, 0.0], np.float32)
+    q, tgt = L.rover_targets(jnp.asarray(logits), jnp.asarray(old), jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(rewards), G)
+
+    def logsm(x):
+        return x - np.log(np.exp(x).sum())
+
+    for i in range(B):
+        grp = rewards[(i // G) * G : (i // G) * G + G]
+        r_tilde = (rewards[i] - grp.mean()) / (grp.std() + 1e-4)
+        for t in range(lengths[i]):
+            diff_t = logsm(logits[i, t]) - logsm(old[i, t])
+            assert float(q[i, t]) == pytest.approx(diff_t[tokens[i, t]], rel=1e-4, abs=1e-5)
+            v_next = (logsm(logits[i, t + 1]) - logsm(old[i, t + 1])).mean() if t + 1 < lengths[i] else 0.0
+            assert float(tgt[i, t]) == pytest.approx(r_tilde + v_next, rel=1e-4, abs=1e-5)
+
+
+def test_nash_mp_converges_where_self_play_cycles():
+    # rock-paper-scissors: P(i beats j)
+    pref = jnp.array([[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]])
+    log_ref = jnp.log(jnp.ones(3) / 3)
+    start = jnp.log(jnp.array([0.6, 0.3, 0.1]))
+    uniform = jnp.ones(3) / 3  # the regularised Nash equilibrium for a uniform reference
+    nmp, sp = start, start
+    sp_dists = []
+    for _ in range(300):
+        nmp = L.nash_mp_step(nmp, log_ref, pref, beta=0.1, eta=0.5)
+        sp = L.self_play_step(sp, pref, lr=0.5)
+        sp_dists.append(float(jnp.abs(jnp.exp(sp) - uniform).sum()))
+    assert float(jnp.abs(jnp.exp(nmp) - uniform).sum()) < 1e-4
+    assert min(sp_dists[-100:]) > 0.05  # self-play keeps cycling away from the equilibrium
+
+
+def test_group_advantages_and_aggregation_by_hand():
+    r = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    a = L.group_advantages(r, 4)
+    np.testing.assert_allclose(a[:4], np.array([3, -1, -1, -1]) / np.sqrt(3) * (np.sqrt(3) / 4) / (np.sqrt(3) / 4 + 1e-4), rtol=1e-5)
+    np.testing.assert_allclose(a[4:], 0.0)
+    np.testing.assert_allclose(L.group_advantages(r, 4, scale_rewards=False)[:4], [0.75, -0.25, -0.25, -0.25])
+    np.testing.assert_allclose(L.rloo_advantages(r, 4)[:4], [1.0, -1 / 3, -1 / 3, -1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(L.dapo_group_filter(r, 4), [1, 1, 1, 1, 0, 0, 0, 0])
+    per_tok = jnp.array([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = jnp.array([[1, 1, 1], [1, 0, 0]], bool)
+    assert float(L.aggregate(per_tok, mask, "grpo")) == pytest.approx((2.0 + 4.0) / 2)
+    assert float(L.aggregate(per_tok, mask, "dr_grpo", 4)) == pytest.approx(10.0 / 8)
+    assert float(L.aggregate(per_tok, mask, "dapo")) == pytest.approx(10.0 / 4)
+
+
+def test_clipped_surrogate_and_k3():
+    logp = jnp.log(jnp.array([[0.5, 0.9]]))
+    old = jnp.log(jnp.array([[0.25, 0.9]]))  # ratio 2 on the first token
+    mask = jnp.ones((1, 2), bool)
+    loss = L.clipped_pg_loss(logp, old, None, mask, jnp.array([1.0]), epsilon=0.2, epsilon_high=0.28)
+    assert float(loss) == pytest.approx(-(1.28 + 1.0) / 2)
+    assert float(L.k3_kl(jnp.log(0.5), jnp.log(0.5))) == 0.0
+    assert float(L.k3_kl(jnp.log(0.5), jnp.log(0.25))) == pytest.approx(0.5 - np.log(0.5) - 1)
+
+
+def test_likelihood_rewards():
+    lp = jnp.log(jnp.array([[0.5, 0.25, 0.9]]))
+    m = jnp.array([[1, 1, 0]], bool)
+    assert float(L.likelihood_rewards(lp, m, "logprob")[0]) == pytest.approx(np.log(0.125))
+    assert float(L.likelihood_rewards(lp, m, "prob")[0]) == pytest.approx(0.125)
+    assert float(L.likelihood_rewards(lp, m, "mean_prob")[0]) == pytest.approx(0.375)
+
+
+def test_epo_penalty_has_gradient_outside_band():
+    logits = jnp.zeros((1, 2, 4)).at[0, 0, 0].set(5.0)
+    mask = jnp.ones((1, 2), bool)
+    g = jax.grad(lambda x: L.epo_regulariser(x, mask, jnp.float32(1.0), entropy_coef=0.0)[0])(logits)
+    assert float(jnp.abs(g).sum()) > 0
+
+
+def test_fg_expo_pieces():
+    assert float(L.fg_expo_beta(0.1, 0.9)) > float(L.fg_expo_beta(0.1, 0.1))
+    w = L.fg_expo_curriculum_weights(jnp.array([0.0, 0.5, 1.0]))
+    assert float(w.sum()) == pytest.approx(1.0) and float(w[1]) > float(w[0])

@@ -1,0 +1,54 @@
+"""The transformer and its KV-cache sampler."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxrl.llm.model import ModelConfig, forward, init_params, num_params, token_logprobs
+from purejaxrl.llm.sampler import sample, sample_no_cache
+
+CFG = ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, d_mlp=128)
+PROMPTS = jnp.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 9, 9, 9]])  # left-padded with 0
+
+
+def test_kv_cache_sampler_logprobs_equal_full_forward():
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    toks, mask, logps = sample(params, CFG, PROMPTS, jax.random.PRNGKey(1), max_new=8, stop_id=2, pad_id=0)
+    ref = sample_no_cache(params, CFG, PROMPTS, jax.random.PRNGKey(1), max_new=8, stop_id=2, pad_id=0)
+    np.testing.assert_array_equal(toks, ref[0])
+    np.testing.assert_allclose(logps, ref[2], atol=2e-6)
+    full = jnp.concatenate([PROMPTS, toks], 1)
+    valid = jnp.concatenate([PROMPTS != 0, mask], 1)
+    lp = token_logprobs(params, CFG, full, valid)[:, PROMPTS.shape[1] - 1 :]
+    np.testing.assert_allclose(np.where(mask, lp, 0.0), logps, atol=2e-6)
+
+
+def test_stop_token_ends_each_completion_separately():
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    # make token 2 (stop) very likely after the prompt so some sequences stop early
+    params = {**params, "embed": params["embed"].at[2].multiply(30.0)}
+    toks, mask, _ = sample(params, CFG, PROMPTS, jax.random.PRNGKey(4), max_new=8, stop_id=2, pad_id=0, temperature=3.0)
+    for row_t, row_m in zip(np.asarray(toks), np.asarray(mask)):
+        n = row_m.sum()
+        assert row_m[:n].all() and not row_m[n:].any()
+        if n < 8:
+            assert row_t[n - 1] == 2 and (row_t[n:] == 0).all()
+
+
+def test_left_padding_does_not_change_logits():
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    a = jnp.array([[5, 6, 7]])
+    b = jnp.array([[0, 0, 5, 6, 7]])
+    la, _ = forward(params, CFG, a, jnp.ones((1, 3), bool))
+    lb, _ = forward(params, CFG, b, b != 0)
+    np.testing.assert_allclose(la[0, -1], lb[0, -1], atol=1e-5)
+    assert 50_000 < num_params(params) < 200_000
+
+
+def test_top_k_restricts_support():
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    logits, _ = forward(params, CFG, PROMPTS, PROMPTS != 0)
+    top2 = np.argsort(np.asarray(logits[:, -1]), -1)[:, -2:]
+    toks, _, _ = sample(params, CFG, PROMPTS, jax.random.PRNGKey(5), max_new=1, top_k=2, pad_id=0, temperature=5.0)
+    for i in range(3):
+        assert int(toks[i, 0]) in top2[i]
