@@ -16,6 +16,10 @@ commands:
                               purejaxrl train resume=true run_dir=PATH
   plot RUN_DIR [RUN_DIR ...]  learning curves (mean and 95% bootstrap CI over seeds) as PNG
   eval RUN_DIR                greedy evaluation of the saved policy of every run
+  llm {sft,rl,pref} [overrides]  token-level LLM post-training on small transformers, e.g.
+                              purejaxrl llm sft task=addition
+                              purejaxrl llm rl task=combination_lock loss=garl loss.q=0.75
+                              purejaxrl llm pref task=sort_letters loss=adpo_list noise=flip:0.2
 """
 
 
@@ -60,6 +64,45 @@ def train_main(argv: list[str]) -> None:
     _main()
 
 
+def llm_main(argv: list[str]) -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    if not argv or argv[0] not in ("sft", "rl", "pref"):
+        sys.exit("usage: purejaxrl llm {sft,rl,pref} [hydra overrides]")
+    mode, rest = argv[0], argv[1:]
+
+    @hydra.main(config_path=str(CONF_DIR / "llm"), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> float | None:
+        import logging
+
+        from hydra.core.hydra_config import HydraConfig
+
+        from purejaxrl.llm.run import run_llm
+
+        logging.getLogger("jax").setLevel(logging.WARNING)
+        hc = HydraConfig.get()
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("hydra", None)
+        run_dir = container.get("run_dir")
+        if run_dir and hc.mode.name == "MULTIRUN":
+            run_dir = f"{run_dir}/{hc.job.num}"
+        run_dir = run_dir or hc.runtime.output_dir
+        try:
+            summary = run_llm(container, run_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            if hc.mode.name == "MULTIRUN":
+                raise
+            sys.exit(2)
+        shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test_")}
+        print(f"{mode} {summary['task']}: {shown}; {summary['seconds_per_iteration']:.3f} s/iteration; results in {run_dir}")
+        return summary.get("test_pass_at_1", summary.get("test_true_reward"))
+
+    sys.argv = [sys.argv[0], f"mode={mode}", *rest]
+    _main()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -72,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         from purejaxrl.plotting import plot_main
 
         plot_main(rest)
+    elif cmd == "llm":
+        llm_main(rest)
     elif cmd == "eval":
         from purejaxrl.evaluate import eval_main
 

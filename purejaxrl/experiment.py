@@ -72,7 +72,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=trainer.num_updates * spu, initial=start * spu, unit="step", unit_scale=True, dynamic_ncols=True)
+        bar = tqdm(total=trainer.num_updates * spu, initial=start * spu, unit="step", unit_scale=True, dynamic_ncols=True, mininterval=1.0)
 
     last_eval = np.full(len(runs), np.nan)
     run_seconds, chunks_done = prior_seconds, 0

@@ -1,0 +1,184 @@
+"""Host loop for ``purejaxrl llm {sft,rl,pref}``: the same run-directory contract as RL training
+(``config.yaml``, ``metrics.jsonl``/``.csv``, ``checkpoints/``, ``summary.json``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from purejaxrl.checkpoint import Checkpointer
+from purejaxrl.config import ConfigError, dump_yaml
+from purejaxrl.llm import trainer as T
+from purejaxrl.llm.model import ModelConfig, init_params, num_params
+from purejaxrl.llm.tasks import VOCAB, make_task
+from purejaxrl.logging import MetricsLogger
+
+MODES = ("sft", "rl", "pref")
+IDENTITY = ("mode", "task", "model", "loss", "seed", "num_prompts", "num_generations", "batch_size")
+
+
+def validate_llm(cfg: dict) -> None:
+    errs = []
+    if cfg.get("mode") not in MODES:
+        errs.append(f"mode={cfg.get('mode')!r}; run purejaxrl llm sft|rl|pref")
+    loss = (cfg.get("loss") or {}).get("name")
+    if cfg.get("mode") == "rl" and loss not in T.RL_LOSSES:
+        errs.append(f"loss={loss!r} is not an RL loss; valid: {', '.join(T.RL_LOSSES)}")
+    if cfg.get("mode") == "pref" and loss not in T.PREF_LOSSES:
+        errs.append(f"loss={loss!r} is not a preference loss; valid: {', '.join(T.PREF_LOSSES)}")
+    m = cfg.get("model") or {}
+    if m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
+        errs.append(f"model.d_model={m.get('d_model')} must be divisible by model.n_heads={m.get('n_heads')}")
+    if cfg.get("mode") == "pref":
+        try:
+            T.parse_noise(cfg.get("noise", "none"))
+        except ValueError as e:
+            errs.append(str(e))
+        if cfg.get("dataset_size", 1) < cfg.get("batch_size", 1):
+            errs.append("dataset_size must be >= batch_size")
+        if (cfg.get("task") or {}).get("name") != "sort_letters":
+            errs.append("llm pref needs task=sort_letters (the task with graded true rewards)")
+    if cfg.get("init_from") and not Checkpointer.exists(Path(cfg["init_from"]) / "checkpoints"):
+        errs.append(f"init_from={cfg['init_from']}: no checkpoint there; give the run_dir of an earlier llm run")
+    if cfg.get("resume") and not cfg.get("run_dir"):
+        errs.append("resume=true needs run_dir=PATH")
+    if errs:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
+
+
+def _load_params(run_dir: str, template):
+    ck = Checkpointer(Path(run_dir) / "checkpoints")
+    try:
+        import orbax.checkpoint as ocp
+
+        step = ck.latest_step()
+        abstract = {"params": jax.eval_shape(lambda: template)}
+        restored = ck._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=abstract, partial_restore=True)))
+        return restored["state"]["params"]
+    finally:
+        ck.close()
+
+
+def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool = True) -> dict:
+    if run_dir is not None:
+        cfg = {**cfg, "run_dir": str(run_dir)}
+    validate_llm(cfg)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    run_dir = Path(cfg.get("run_dir") or "outputs/llm").resolve()
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = Checkpointer.exists(ckpt_dir)
+    if resuming and not cfg.get("resume"):
+        raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true or choose another run_dir")
+    if cfg.get("compilation_cache", True):
+        from purejaxrl.experiment import enable_compilation_cache
+
+        enable_compilation_cache()
+
+    task = make_task(cfg["task"]["name"], **(cfg["task"].get("kwargs") or {}))
+    mcfg = ModelConfig(vocab_size=len(VOCAB), max_len=task.prompt_len + task.max_new, **cfg["model"])
+    mode, loss_cfg = cfg["mode"], dict(cfg.get("loss") or {})
+    key = jax.random.PRNGKey(cfg["seed"])
+    params = init_params(jax.random.fold_in(key, 0), mcfg)
+    if cfg.get("init_from"):
+        params = _load_params(cfg["init_from"], params)
+    ref_params = jax.tree.map(jnp.copy, params)  # a separate buffer: the state is donated
+    lr = cfg["lr"]
+    opt = optax.chain(optax.clip_by_global_norm(cfg["max_grad_norm"]), optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
+    opt_state = opt.init(params)
+    hp = {k: jnp.float32(v) for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(1.0)}
+
+    if mode == "sft":
+        step = T.make_sft_step(task, mcfg, cfg["batch_size"], opt)
+        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
+        tokens_per_it = 0
+    elif mode == "rl":
+        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"], cfg["top_k"], loss_cfg["name"])
+        it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
+
+        def fn(s, k):
+            p, o, m = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"])
+            re = s["running_entropy"]
+            if "entropy" in m:
+                re = 0.9 * re + 0.1 * m["entropy"]
+            return {**s, "params": p, "opt_state": o, "running_entropy": re}, m
+
+        tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
+    else:
+        step = T.make_pref_step(task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
+                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt)
+        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+        tokens_per_it = 0
+
+    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"]))
+    ckpt = Checkpointer(ckpt_dir)
+    identity = {k: cfg.get(k) for k in IDENTITY}
+    start = 0
+    if resuming:
+        state, meta = ckpt.restore(jax.eval_shape(lambda: state), identity)
+        start = int(meta["update"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg["log_every"]}, resume_update=start)
+
+    t0 = time.perf_counter()
+    step_c = jax.jit(fn, donate_argnums=0).lower(state, key).compile()
+    compile_s = time.perf_counter() - t0
+    iters, total = cfg["iterations"], 0.0
+    last_eval: dict = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iters, initial=start, unit="it", dynamic_ncols=True, mininterval=1.0)
+    try:
+        for i in range(start, iters):
+            t = time.perf_counter()
+            state, m = step_c(state, jax.random.fold_in(key, i + 1))
+            m = jax.device_get(m)
+            dt = time.perf_counter() - t
+            total += dt
+            row = {k: np.asarray([[float(v)]]) for k, v in m.items()}
+            row["seconds"] = np.asarray([[dt]])
+            if (i + 1) % cfg["eval_every"] == 0 or i + 1 == iters:
+                last_eval = {f"test_{k}": float(v) for k, v in jax.device_get(evaluate(state["params"])).items()}
+                row.update({k: np.asarray([[v]]) for k, v in last_eval.items()})
+            logger.log_chunk(i, row, 1, iters)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k.replace("test_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
+            if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
+                ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        ckpt.close()
+    n_done = max(iters - start, 1)
+    spi = total / n_done
+    summary = {
+        **last_eval,
+        "iterations": iters,
+        "seconds_per_iteration": spi,
+        "sampled_tokens_per_second": tokens_per_it / spi if tokens_per_it else None,
+        "compile_seconds": compile_s,
+        "num_params": num_params(state["params"]),
+        "mode": mode,
+        "task": task.name,
+        "loss": loss_cfg.get("name"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _wrap(out, s):
+    p, o, m = out
+    return {**s, "params": p, "opt_state": o}, m

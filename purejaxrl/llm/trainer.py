@@ -1,0 +1,260 @@
+"""LLM trainers: supervised warm-up (``sft``), online RL with a verifiable reward (``rl``) and
+offline preference optimisation (``pref``).  Each iteration is one compiled function; shapes
+never change between iterations (varying completion lengths are masks), so nothing recompiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from purejaxrl.llm import losses as L
+from purejaxrl.llm.model import ModelConfig, forward, init_params, token_logprobs
+from purejaxrl.llm.sampler import sample
+from purejaxrl.llm.tasks import EOS, PAD, Task
+
+RL_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "rloo", "garl", "paft", "rover", "epo", "fg_expo")
+PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl")
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    num_prompts: int = 32          # prompts per iteration
+    num_generations: int = 16      # G completions per prompt (TRL num_generations)
+    num_iterations: int = 1        # gradient steps per generated batch (TRL num_iterations)
+    temperature: float = 1.0
+    top_k: int = 0
+    loss: str = "grpo"
+
+
+def _completion_logp(params, cfg, tokens, valid, P):
+    return token_logprobs(params, cfg, tokens, valid)[:, P - 1:]
+
+
+def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
+    """``loss(params, cfg, data) -> (loss, aux)`` for an RL loss by name; ``hp`` may hold traced
+    values (``beta``, ``epsilon``, ``epsilon_high``, ``q``, ``p_floor``, ``entropy_coef``)."""
+
+    def fn(params, cfg, d):
+        P = d["P"]
+        tokens, valid, mask, rewards = d["tokens"], d["valid"], d["mask"], d["rewards"]
+        if name in ("rover", "epo"):
+            logits, _ = forward(params, cfg, tokens, valid)
+            logits_c = logits[:, P - 1 : -1]
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits_c, -1), tokens[:, P:, None], -1)[..., 0]
+        else:
+            logp = _completion_logp(params, cfg, tokens, valid, P)
+        seq_logp = (logp * mask).sum(1)
+        aux = {}
+        if name in ("grpo", "dr_grpo", "dapo", "bnpo", "epo", "fg_expo"):
+            loss_type = {"epo": "grpo", "fg_expo": "grpo"}.get(name, name)
+            beta = hp["beta"] if name != "fg_expo" else L.fg_expo_beta(hp["beta"], rewards.mean())
+            adv = L.group_advantages(rewards, G, scale_rewards=name not in ("dr_grpo",))
+            if name == "dapo":
+                adv = adv * L.dapo_group_filter(rewards, G)
+            loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=beta,
+                                     epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"],
+                                     loss_type=loss_type, max_completion_length=L_max)
+            if name == "epo":
+                reg, h = L.epo_regulariser(logits_c, mask, d["running_entropy"], entropy_coef=hp["entropy_coef"])
+                loss = loss + reg
+                aux["entropy"] = h
+        elif name == "rloo":
+            adv = L.rloo_advantages(rewards, G)
+            loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=hp["beta"],
+                                     epsilon=hp["epsilon"], loss_type="dapo")
+        elif name == "garl":
+            loss = L.garl_loss(seq_logp, rewards, G, hp["q"], p_floor=hp["p_floor"], baseline="loo")
+        elif name == "paft":
+            loss = L.paft_loss(seq_logp, rewards, G, hp["q"], d["paft_idx"])
+        elif name == "rover":
+            old_logits = d["old_logits"]
+            loss = L.rover_loss(logits_c, old_logits, tokens[:, P:], mask, rewards, G)
+        else:
+            raise ValueError(f"unknown RL loss {name!r}; valid: {', '.join(RL_LOSSES)}")
+        return loss, aux
+
+    return fn
+
+
+def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_static: dict, optimizer):
+    """``iteration(params, opt_state, ref_params, key, hp) -> (params, opt_state, metrics)``."""
+    G, Np = settings.num_generations, settings.num_prompts
+    P, T = task.prompt_len, task.max_new
+    def iteration(params, opt_state, ref_params, key, hp, running_entropy):
+        k_task, k_sample, k_paft = jax.random.split(key, 3)
+        batch = task.sample(k_task, Np)
+        rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
+        comps, mask, samp_logp = sample(params, cfg, rep.prompts, k_sample, max_new=T,
+                                        temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD)
+        rewards = task.reward(comps, mask, rep)
+        tokens = jnp.concatenate([rep.prompts, comps], 1)
+        valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
+        d = {"P": P, "tokens": tokens, "valid": valid, "mask": mask, "rewards": rewards,
+             "running_entropy": running_entropy}
+        exact_sampler = settings.temperature == 1.0 and settings.top_k == 0
+        d["old_logp"] = samp_logp if exact_sampler else jax.lax.stop_gradient(_completion_logp(params, cfg, tokens, valid, P))
+        if hp_static.get("use_ref"):
+            d["ref_logp"] = jax.lax.stop_gradient(_completion_logp(ref_params, cfg, tokens, valid, P))
+        if settings.loss == "rover":
+            d["old_logits"] = jax.lax.stop_gradient(forward(params, cfg, tokens, valid)[0][:, P - 1 : -1])
+        if settings.loss == "paft":
+            d["paft_idx"] = L.paft_resample(k_paft, rewards, G, G)
+        lf = rl_loss(settings.loss, hp, G, T)
+
+        def step(carry, _):
+            p, o = carry
+            (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, d), has_aux=True)(p)
+            upd, o = optimizer.update(g, o, p)
+            return (optax.apply_updates(p, upd), o), (loss, aux)
+
+        (params, opt_state), (loss, aux) = jax.lax.scan(step, (params, opt_state), None, settings.num_iterations)
+        levels = rep.level
+        metrics = {
+            "loss": loss.mean(),
+            "reward": rewards.mean(),
+            "completion_length": mask.sum(1).mean(),
+            **{f"train_pass_level{lv}": jnp.sum(rewards * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
+               for lv in task.levels},
+            **{k: v.mean() for k, v in aux.items()},
+        }
+        return params, opt_state, metrics
+
+    return iteration
+
+
+def make_sft_step(task: Task, cfg: ModelConfig, batch_size: int, optimizer):
+    """Teacher-forced NLL on reference answers of freshly drawn training prompts."""
+    P = task.prompt_len
+
+    def step(params, opt_state, key, hp):
+        batch = task.sample(key, batch_size)
+        tokens = jnp.concatenate([batch.prompts, batch.answers], 1)
+        valid = tokens != PAD
+        mask = batch.answers != PAD
+
+        def loss_fn(p):
+            lp = _completion_logp(p, cfg, tokens, valid, P)
+            return -jnp.sum(lp * mask) / jnp.sum(mask)
+
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, {"loss": loss}
+
+    return step
+
+
+def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, seed: int = 999):
+    """Greedy pass@1 on a fixed set of test-split prompts, overall and per level."""
+    batch = task.sample(jax.random.PRNGKey(seed), num_prompts, test=True)
+
+    def evaluate(params):
+        comps, mask, _ = sample(params, cfg, batch.prompts, jax.random.PRNGKey(0), max_new=task.max_new,
+                                temperature=1e-6, stop_id=EOS, pad_id=PAD)
+        r = task.reward(comps, mask, batch)
+        out = {"pass_at_1": r.mean()}
+        if len(task.levels) > 1:
+            for lv in task.levels:
+                sel = batch.level == lv
+                out[f"pass_at_1_level{lv}"] = jnp.sum(r * sel) / jnp.maximum(sel.sum(), 1)
+        if hasattr(task, "true_reward"):
+            out["true_reward"] = task.true_reward(comps, batch).mean()
+        return out
+
+    return evaluate
+
+
+# ---------------------------------------------------------------- offline preferences
+def parse_noise(spec: str) -> tuple[str, float]:
+    """``none``, ``flip:p`` (pair flips), ``gauss:σ`` or ``cauchy:s`` (heavy-tailed) score noise."""
+    kind, _, val = str(spec).partition(":")
+    if kind not in ("none", "flip", "gauss", "cauchy") or (kind != "none" and not val):
+        raise ValueError(f"noise={spec!r}; valid: none, flip:P, gauss:SIGMA, cauchy:SCALE (e.g. noise=flip:0.2)")
+    return kind, float(val or 0.0)
+
+
+def make_preference_batch(task, key, n: int, num_candidates: int, noise: tuple[str, float]):
+    """Candidates for ``n`` prompts: the sorted answer with 0..k random adjacent swaps, their true
+    rewards, and noisy scores (the labels a preference dataset would record)."""
+    batch = task.sample(key, n)
+    k = task.k
+    kc, ks, kn = jax.random.split(jax.random.fold_in(key, 1), 3)
+    swaps = jax.random.randint(kc, (n, num_candidates), 0, k + 1)
+
+    def perturb(ans, n_swaps, key):
+        def body(i, c):
+            a, key = c
+            key, k1 = jax.random.split(key)
+            j = jax.random.randint(k1, (), 0, k - 1)
+            swapped = a.at[j].set(a[j + 1]).at[j + 1].set(a[j])
+            return jnp.where(i < n_swaps, swapped, a), key
+
+        return jax.lax.fori_loop(0, k, body, (ans, key))[0]
+
+    keys = jax.random.split(ks, n * num_candidates).reshape(n, num_candidates, 2)
+    cands = jax.vmap(lambda a, s, kk: jax.vmap(lambda s_, k_: perturb(a[:k], s_, k_))(s, kk))(batch.answers, swaps, keys)
+    cands = jnp.concatenate([cands, jnp.full((n, num_candidates, 1), EOS)], -1)
+    true = (cands[..., :k] == batch.answers[:, None, :k]).mean(-1)
+    kind, val = noise
+    if kind == "gauss":
+        scores = true + val * jax.random.normal(kn, true.shape)
+    elif kind == "cauchy":
+        scores = true + val * jax.random.cauchy(kn, true.shape)
+    else:
+        scores = true
+    return batch, cands, true, scores
+
+
+def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candidates: int, noise, dataset_size: int, optimizer):
+    """One optimiser step on a minibatch of a fixed offline dataset (``dataset_size`` prompts;
+    example ``i`` is always generated from the same key, so the data and its noise are fixed)."""
+    P = task.prompt_len
+    kind, val = noise
+
+    def step(params, opt_state, ref_params, key, hp):
+        idx = jax.random.randint(key, (), 0, dataset_size // batch_size)
+        dkey = jax.random.fold_in(jax.random.PRNGKey(12345), idx)
+        batch, cands, true, scores = make_preference_batch(task, dkey, batch_size, num_candidates, noise)
+        K = num_candidates
+        prompts = jnp.repeat(batch.prompts, K, axis=0)
+        tokens = jnp.concatenate([prompts, cands.reshape(batch_size * K, -1)], 1)
+        valid = tokens != PAD
+
+        def seq_lp(p):
+            return _completion_logp(p, cfg, tokens, valid, P).sum(1).reshape(batch_size, K)
+
+        ref = jax.lax.stop_gradient(seq_lp(ref_params))
+        order = jnp.argsort(-scores, axis=1)
+        best, worst = order[:, 0], order[:, -1]
+        flip = jax.random.bernoulli(jax.random.fold_in(dkey, 7), val if kind == "flip" else 0.0, (batch_size,))
+        w = jnp.where(flip, worst, best)
+        l = jnp.where(flip, best, worst)
+
+        def loss_fn(p):
+            lp = seq_lp(p)
+            pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
+            if loss == "dpo":
+                return L.dpo_loss(pick(lp, w), pick(lp, l), pick(ref, w), pick(ref, l), hp["beta"])
+            u = L.adpo_logits(lp, ref, hp["tau"])
+            if loss == "adpo_pair":
+                u2 = jnp.stack([pick(u, w), pick(u, l)], 1)
+                gap = pick(scores, w) - pick(scores, l)
+                p_t = jnp.where(kind == "flip", jnp.where(flip, val, 1.0 - val), jax.nn.sigmoid(gap / hp["beta_r"]))
+                return L.adpo_loss(u2, L.adpo_targets_pairwise(p_t))
+            s = jnp.where(flip[:, None], -scores, scores)  # a flip reverses the recorded ranking
+            if loss == "adpo_list":
+                return L.adpo_loss(u, L.adpo_targets_listwise(s, hp["beta_r"]))
+            if loss == "adpo_pl":
+                return L.plackett_luce_loss(u, jnp.argsort(-s, axis=1))
+            raise ValueError(f"unknown preference loss {loss!r}; valid: {', '.join(PREF_LOSSES)}")
+
+        lval, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "data_true_reward": true.mean()}
+
+    return step
