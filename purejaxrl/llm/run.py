@@ -67,7 +67,7 @@ def _load_params(run_dir: str, template):
         ck.close()
 
 
-def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool = True) -> dict:
+def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None) -> dict:
     if run_dir is not None:
         cfg = {**cfg, "run_dir": str(run_dir)}
     validate_llm(cfg)
@@ -135,7 +135,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool = True)
     iters, total = cfg["iterations"], 0.0
     last_eval: dict = {}
     bar = None
-    if progress:
+    if cfg.get("progress", True) if progress is None else progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iters, initial=start, unit="it", dynamic_ncols=True, mininterval=1.0)

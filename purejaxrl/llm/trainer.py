@@ -158,7 +158,7 @@ def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, seed: int = 999):
                                 temperature=1e-6, stop_id=EOS, pad_id=PAD)
         r = task.reward(comps, mask, batch)
         out = {"pass_at_1": r.mean()}
-        if len(task.levels) > 1:
+        if task.levels != (0,):
             for lv in task.levels:
                 sel = batch.level == lv
                 out[f"pass_at_1_level{lv}"] = jnp.sum(r * sel) / jnp.maximum(sel.sum(), 1)
