@@ -102,3 +102,31 @@ def test_llm_sft_learns_and_writes_the_run_contract(tmp_path):
     s2 = run_llm({**cfg, "mode": "rl", "iterations": 3, "eval_every": 3, "init_from": str(tmp_path / "sft"),
                   "loss": {"name": "garl", "q": 0.75, "p_floor": 1e-3}}, tmp_path / "rl")
     assert s2["sampled_tokens_per_second"] > 0 and s2["test_pass_at_1"] > 0.3
+
+
+def test_reference_answer_is_placed_after_the_chain_of_thought():
+    eq = make_task("digit_sum").separator
+    prompts = jnp.array([[1, 5, 6], [1, 7, 8]])
+    comps = jnp.array([[20, 21, eq, 4, 5, EOS], [22, 23, 24, 25, 26, 27]])  # row 1 never writes "="
+    mask = jnp.ones_like(comps, bool)
+    answers = jnp.array([[eq, 4, 9, EOS], [eq, 5, 5, EOS]])
+    tok, valid, z, a = T.append_reference_answer(prompts, comps, mask, answers, eq)
+    np.testing.assert_array_equal(tok[0], [1, 5, 6, 20, 21, eq, 4, 9, EOS, 0, 0, 0, 0])
+    np.testing.assert_array_equal(tok[1], [1, 7, 8, 22, 23, 24, 25, 26, 27, eq, 5, 5, EOS])
+    assert z.sum(1).tolist() == [2, 6] and a.sum(1).tolist() == [4, 4]
+    assert valid[0].tolist() == [True] * 9 + [False] * 4
+
+
+@pytest.mark.parametrize("reward", ["logprob", "prob", "mean_prob"])
+def test_likelihood_rewards_iteration(reward):
+    task = make_task("digit_sum")
+    cfg = ModelConfig(vocab_size=len(VOCAB), d_model=32, n_layers=1, n_heads=2, d_mlp=64, max_len=32)
+    settings = T.RLSettings(num_prompts=4, num_generations=4, loss="dr_grpo", reward=reward)
+    opt = optax.adam(1e-3)
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    hp = {"beta": jnp.float32(0.0), "epsilon": jnp.float32(0.2), "epsilon_high": jnp.float32(0.2)}
+    it = jax.jit(T.make_rl_iteration(task, cfg, settings, {}, opt))
+    _, _, m = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
+    assert np.isfinite(float(m["loss"])) and float(m["reward"]) != 0.0
+    if reward == "logprob":
+        assert float(m["reward"]) < 0

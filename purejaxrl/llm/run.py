@@ -21,7 +21,7 @@ from purejaxrl.llm.tasks import VOCAB, make_task
 from purejaxrl.logging import MetricsLogger
 
 MODES = ("sft", "rl", "pref")
-IDENTITY = ("mode", "task", "model", "loss", "seed", "num_prompts", "num_generations", "batch_size")
+IDENTITY = ("mode", "task", "model", "loss", "reward", "seed", "num_prompts", "num_generations", "batch_size")
 
 
 def validate_llm(cfg: dict) -> None:
@@ -36,6 +36,8 @@ def validate_llm(cfg: dict) -> None:
     m = cfg.get("model") or {}
     if m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
         errs.append(f"model.d_model={m.get('d_model')} must be divisible by model.n_heads={m.get('n_heads')}")
+    if cfg.get("reward", "binary") not in ("binary", "logprob", "prob", "mean_prob"):
+        errs.append(f"reward={cfg.get('reward')!r}; valid: binary, logprob, prob, mean_prob")
     if cfg.get("mode") == "pref":
         try:
             T.parse_noise(cfg.get("noise", "none"))
@@ -101,7 +103,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
     elif mode == "rl":
-        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"], cfg["top_k"], loss_cfg["name"])
+        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"], cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"))
         it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
 
         def fn(s, k):

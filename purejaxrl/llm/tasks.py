@@ -60,6 +60,7 @@ jax.tree_util.register_dataclass(Batch, data_fields=["prompts", "answers", "leve
 
 class Task:
     name = "task"
+    separator = TOK["="]   # token before the final answer (likelihood rewards cut the chain of thought there)
     prompt_len = 0
     max_new = 0            # completion budget
     levels: tuple[int, ...] = (0,)

@@ -30,6 +30,30 @@ class RLSettings:
     temperature: float = 1.0
     top_k: int = 0
     loss: str = "grpo"
+    reward: str = "binary"         # binary (the verifier) or a likelihood reward: logprob, prob, mean_prob
+
+
+def append_reference_answer(prompts, comps, mask, answers, sep_id: int):
+    """Likelihood rewards: keep the sampled chain of thought ``z`` (up to its first ``sep_id`` or its
+    end) and teacher-force the reference answer right after it.
+
+    ``answers [B, A]`` start with the separator (e.g. ``=dd<eos>``).  Returns ``(tokens, valid,
+    z_mask, answer_mask)`` where the masks index the completion region ``[B, T + A]``.
+    """
+    B, P = prompts.shape
+    T, A = comps.shape[1], answers.shape[1]
+    is_sep = (comps == sep_id) & mask
+    cut = jnp.where(is_sep.any(1), jnp.argmax(is_sep, axis=1), mask.sum(1))  # z = comps[:cut]
+    pos = jnp.arange(T + A)[None]
+    z_mask = pos < cut[:, None]
+    region = jnp.concatenate([comps, jnp.zeros((B, A), comps.dtype)], 1)
+    region = jnp.where(z_mask, region, 0)
+    rows = jnp.arange(B)[:, None]
+    region = region.at[rows, cut[:, None] + jnp.arange(A)[None]].set(answers)
+    answer_mask = (pos >= cut[:, None]) & (pos < cut[:, None] + A) & (region != 0)
+    tokens = jnp.concatenate([prompts, region], 1)
+    valid = jnp.concatenate([prompts != 0, z_mask | answer_mask], 1)
+    return tokens, valid, z_mask, answer_mask
 
 
 def _completion_logp(params, cfg, tokens, valid, P):
@@ -77,6 +101,10 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
             loss = L.rover_loss(logits_c, old_logits, tokens[:, P:], mask, rewards, G)
         else:
             raise ValueError(f"unknown RL loss {name!r}; valid: {', '.join(RL_LOSSES)}")
+        if "answer_mask" in d:  # likelihood reward: its own gradient, an SFT-like term on a* given z
+            ans_lp = _completion_logp(params, cfg, d["answer_tokens"], d["answer_valid"], P)
+            r_theta = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
+            loss = loss - jnp.mean(r_theta)
         return loss, aux
 
     return fn
@@ -92,11 +120,20 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
         comps, mask, samp_logp = sample(params, cfg, rep.prompts, k_sample, max_new=T,
                                         temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD)
-        rewards = task.reward(comps, mask, rep)
+        binary = task.reward(comps, mask, rep)
         tokens = jnp.concatenate([rep.prompts, comps], 1)
         valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
-        d = {"P": P, "tokens": tokens, "valid": valid, "mask": mask, "rewards": rewards,
-             "running_entropy": running_entropy}
+        d = {"P": P, "tokens": tokens, "valid": valid, "mask": mask, "running_entropy": running_entropy}
+        if settings.reward == "binary":
+            rewards = binary
+        else:  # reward = likelihood of the reference answer after the sampled chain of thought
+            a_tok, a_valid, z_mask, a_mask = append_reference_answer(rep.prompts, comps, mask, rep.answers, task.separator)
+            ans_lp = jax.lax.stop_gradient(_completion_logp(params, cfg, a_tok, a_valid, P))
+            rewards = L.likelihood_rewards(ans_lp, a_mask, settings.reward)
+            d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
+            mask = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
+            d["mask"] = mask
+        d["rewards"] = rewards
         exact_sampler = settings.temperature == 1.0 and settings.top_k == 0
         d["old_logp"] = samp_logp if exact_sampler else jax.lax.stop_gradient(_completion_logp(params, cfg, tokens, valid, P))
         if hp_static.get("use_ref"):
@@ -118,8 +155,9 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         metrics = {
             "loss": loss.mean(),
             "reward": rewards.mean(),
+            "verifier_reward": binary.mean(),
             "completion_length": mask.sum(1).mean(),
-            **{f"train_pass_level{lv}": jnp.sum(rewards * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
+            **{f"train_pass_level{lv}": jnp.sum(binary * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
                for lv in task.levels},
             **{k: v.mean() for k, v in aux.items()},
         }
