@@ -36,6 +36,16 @@ def curves(rows: list[dict], metric: str) -> dict[str, tuple[np.ndarray, np.ndar
     return out
 
 
+def run_label(cfg: dict) -> str:
+    """``algo / env`` for RL runs, ``mode loss / task`` for ``purejaxrl llm`` runs."""
+    if "algo" in cfg:
+        return f"{cfg['algo']['name']} / {cfg['env']['name']}"
+    extra = f" q={cfg['loss']['q']}" if "q" in cfg.get("loss", {}) else ""
+    reward = f" {cfg['reward']}" if cfg.get("reward", "binary") != "binary" else ""
+    noise = f" {cfg['noise']}" if cfg.get("mode") == "pref" else ""
+    return f"{cfg['mode']} {cfg['loss']['name']}{extra}{reward}{noise} / {cfg['task']['name']}"
+
+
 def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None = None, smooth: int = 1) -> Path:
     import matplotlib
 
@@ -46,7 +56,7 @@ def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for d in run_dirs:
         cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
-        name = f"{cfg['algo']['name']} / {cfg['env']['name']}"
+        name = run_label(cfg)
         for label, (x, y) in curves(read_metrics(d), metric).items():
             if smooth > 1 and y.shape[1] >= smooth:
                 k = np.ones(smooth) / smooth

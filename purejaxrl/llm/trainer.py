@@ -202,6 +202,10 @@ def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, seed: int = 999):
                 out[f"pass_at_1_level{lv}"] = jnp.sum(r * sel) / jnp.maximum(sel.sum(), 1)
         if hasattr(task, "true_reward"):
             out["true_reward"] = task.true_reward(comps, batch).mean()
+            # probability mass the policy puts on the true best completion
+            tokens = jnp.concatenate([batch.prompts, batch.answers], 1)
+            lp = _completion_logp(params, cfg, tokens, tokens != PAD, task.prompt_len)
+            out["best_answer_prob"] = jnp.exp((lp * (batch.answers != PAD)).sum(1)).mean()
         return out
 
     return evaluate
