@@ -114,6 +114,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             return {**s, "params": p, "opt_state": o, "running_entropy": re}, m
 
         tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
+    elif loss_cfg["name"] == "sppo":
+        step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt)
+        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+        tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     else:
         step = T.make_pref_step(task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
                                 T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt)
@@ -157,6 +161,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k.replace("test_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
+            if loss_cfg.get("name") == "sppo" and (i + 1) % cfg["round_length"] == 0:  # next SPPO round: π_t ← π_θ
+                state = {**state, "ref_params": jax.tree.map(jnp.copy, state["params"])}
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
     finally:

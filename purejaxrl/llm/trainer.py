@@ -19,7 +19,7 @@ from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
 RL_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "rloo", "garl", "paft", "rover", "epo", "fg_expo")
-PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl")
+PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl", "sppo")
 
 
 @dataclass(frozen=True)
@@ -298,5 +298,41 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
         lval, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, {"loss": lval, "data_true_reward": true.mean()}
+
+    return step
+
+
+def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int, optimizer, pref_temperature: float = 0.1):
+    """One step of iterated SPPO (self-play): sample ``K`` completions per prompt from the current
+    round's policy π_t (``prev_params``), estimate each one's win rate against π_t from a
+    Bradley–Terry preference on the true reward, and regress ``ℓ_θ − ℓ_t`` of the best and worst
+    samples onto ``η (P̂ − ½)``.  The host loop sets ``prev_params`` to the current parameters at
+    the start of every round."""
+    P, K = task.prompt_len, num_candidates
+
+    def step(params, opt_state, prev_params, key, hp):
+        k1, k2 = jax.random.split(key)
+        batch = task.sample(k1, batch_size)
+        rep = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), batch)
+        comps, mask, _ = sample(prev_params, cfg, rep.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD)
+        true = task.true_reward(comps, rep).reshape(batch_size, K)
+        win = jax.nn.sigmoid((true[:, :, None] - true[:, None, :]) / pref_temperature).mean(-1)
+        tokens = jnp.concatenate([rep.prompts, comps], 1)
+        valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
+
+        def seq_lp(p):
+            return (_completion_logp(p, cfg, tokens, valid, P) * mask).sum(1).reshape(batch_size, K)
+
+        prev = jax.lax.stop_gradient(seq_lp(prev_params))
+        w, l = jnp.argmax(true, 1), jnp.argmin(true, 1)
+        pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
+
+        def loss_fn(p):
+            lp = seq_lp(p)
+            return L.sppo_loss(pick(lp, w), pick(lp, l), pick(prev, w), pick(prev, l), pick(win, w), pick(win, l), hp["beta"])
+
+        lval, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "sample_true_reward": true.mean()}
 
     return step
