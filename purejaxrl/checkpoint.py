@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 from purejaxrl.config import ConfigError, first_difference
@@ -52,6 +53,15 @@ class Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
         return restored["state"], meta
+
+    def restore_subtree(self, key: str, template: Any, step: int | None = None) -> Any:
+        """Restore only ``state[key]`` (e.g. the parameters of an earlier run, to start a new one)."""
+        step = self.latest_step() if step is None else step
+        abstract = {key: jax.eval_shape(lambda: template)}
+        restored = self._mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=abstract, partial_restore=True))
+        )
+        return restored["state"][key]
 
     def close(self) -> None:
         self._mngr.close()

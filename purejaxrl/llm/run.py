@@ -58,13 +58,7 @@ def validate_llm(cfg: dict) -> None:
 def _load_params(run_dir: str, template):
     ck = Checkpointer(Path(run_dir) / "checkpoints")
     try:
-        import orbax.checkpoint as ocp
-
-        step = ck.latest_step()
-        abstract = {"params": jax.eval_shape(lambda: template)}
-        restored = ck._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=abstract, partial_restore=True)))
-        return restored["state"]["params"]
+        return ck.restore_subtree("params", template)
     finally:
         ck.close()
 
