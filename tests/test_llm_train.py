@@ -141,3 +141,21 @@ def test_sppo_round_step():
     # at the start of a round ℓ_θ = ℓ_t, so the loss is ½η²[(P̂_w − ½)² + (P̂_l − ½)²] > 0 and the step moves θ
     assert float(m["loss"]) > 0
     assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
+
+
+def test_llm_resume_continues_exactly(tmp_path):
+    cfg = {
+        "mode": "pref", "seed": 0, "iterations": 8, "lr": 1e-3, "weight_decay": 0.0, "max_grad_norm": 1.0,
+        "batch_size": 8, "num_candidates": 4, "dataset_size": 64, "noise": "flip:0.2", "eval_prompts": 16,
+        "eval_every": 4, "log_every": 1, "checkpoint_every": 4, "init_from": None, "resume": False,
+        "compilation_cache": False, "progress": False, "anchor": "moving", "round_length": 3,
+        "task": {"name": "sort_letters", "kwargs": {}},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_mlp": 64},
+        "loss": {"name": "adpo_list", "tau": 10.0, "beta_r": 0.1},
+    }
+    full = run_llm(cfg, tmp_path / "full")
+    run_llm({**cfg, "iterations": 4}, tmp_path / "part")
+    resumed = run_llm({**cfg, "resume": True}, tmp_path / "part")
+    rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
+    assert resumed["test_true_reward"] == full["test_true_reward"]

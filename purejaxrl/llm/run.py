@@ -21,7 +21,7 @@ from purejaxrl.llm.tasks import VOCAB, make_task
 from purejaxrl.logging import MetricsLogger
 
 MODES = ("sft", "rl", "pref")
-IDENTITY = ("mode", "task", "model", "loss", "reward", "seed", "num_prompts", "num_generations", "batch_size")
+IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size")
 
 
 def validate_llm(cfg: dict) -> None:
@@ -36,6 +36,8 @@ def validate_llm(cfg: dict) -> None:
     m = cfg.get("model") or {}
     if m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
         errs.append(f"model.d_model={m.get('d_model')} must be divisible by model.n_heads={m.get('n_heads')}")
+    if cfg.get("anchor", "fixed") not in ("fixed", "moving"):
+        errs.append(f"anchor={cfg.get('anchor')!r}; valid: fixed (π_ref), moving (the policy at the start of each round)")
     if cfg.get("reward", "binary") not in ("binary", "logprob", "prob", "mean_prob"):
         errs.append(f"reward={cfg.get('reward')!r}; valid: binary, logprob, prob, mean_prob")
     if cfg.get("mode") == "pref":
@@ -155,7 +157,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k.replace("test_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
-            if loss_cfg.get("name") == "sppo" and (i + 1) % cfg["round_length"] == 0:  # next SPPO round: π_t ← π_θ
+            rounds = loss_cfg.get("name") == "sppo" or (mode == "pref" and cfg.get("anchor", "fixed") == "moving")
+            if rounds and (i + 1) % cfg["round_length"] == 0:  # next round: SPPO's π_t / ADPO's anchor ← π_θ
                 state = {**state, "ref_params": jax.tree.map(jnp.copy, state["params"])}
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
