@@ -54,7 +54,7 @@ def test_every_rl_loss_runs_a_compiled_iteration(loss):
     params = init_params(jax.random.PRNGKey(0), cfg)
     hp = {k: jnp.float32(v) for k, v in dict(beta=0.04, epsilon=0.2, epsilon_high=0.28, q=0.75, p_floor=1e-3, entropy_coef=0.01).items()}
     it = jax.jit(T.make_rl_iteration(task, cfg, settings, {"use_ref": True}, opt))
-    p2, _, m = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
+    p2, _, m, _ = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
     assert np.isfinite(float(m["loss"]))
     moved = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
     assert moved > 0
@@ -126,7 +126,7 @@ def test_likelihood_rewards_iteration(reward):
     params = init_params(jax.random.PRNGKey(0), cfg)
     hp = {"beta": jnp.float32(0.0), "epsilon": jnp.float32(0.2), "epsilon_high": jnp.float32(0.2)}
     it = jax.jit(T.make_rl_iteration(task, cfg, settings, {}, opt))
-    _, _, m = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
+    _, _, m, _ = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
     assert np.isfinite(float(m["loss"])) and float(m["reward"]) != 0.0
     if reward == "logprob":
         assert float(m["reward"]) < 0
@@ -159,3 +159,18 @@ def test_llm_resume_continues_exactly(tmp_path):
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rows(tmp_path / "part") == rows(tmp_path / "full")
     assert resumed["test_true_reward"] == full["test_true_reward"]
+
+
+def test_fg_expo_curriculum_prefers_prompts_near_half_success():
+    task = ParityLock()
+    settings = T.RLSettings(num_prompts=4, num_generations=4, loss="fg_expo", curriculum_pool=16, curriculum_sigma=0.1)
+    opt = optax.adam(1e-3)
+    params = init_params(jax.random.PRNGKey(0), MICRO)
+    hp = {"beta": jnp.float32(0.04), "epsilon": jnp.float32(0.2), "epsilon_high": jnp.float32(0.2)}
+    it = jax.jit(T.make_rl_iteration(task, MICRO, settings, {"use_ref": True}, opt))
+    # prompts 0-3 sit at p̂ = 0.5, the rest are solved or hopeless: the curriculum picks 0-3
+    p_hat = jnp.concatenate([jnp.full(4, 0.5), jnp.full(6, 1.0), jnp.zeros(6)])
+    _, _, m, p_new = it(params, opt.init(params), params, jax.random.PRNGKey(3), hp, jnp.float32(1.0), p_hat)
+    changed = np.nonzero(np.asarray(p_new) != np.asarray(p_hat))[0]
+    assert set(changed.tolist()) <= {0, 1, 2, 3}
+    np.testing.assert_array_equal(np.asarray(p_new)[4:], np.asarray(p_hat)[4:])

@@ -40,6 +40,8 @@ def validate_llm(cfg: dict) -> None:
         errs.append(f"anchor={cfg.get('anchor')!r}; valid: fixed (π_ref), moving (the policy at the start of each round)")
     if cfg.get("reward", "binary") not in ("binary", "logprob", "prob", "mean_prob"):
         errs.append(f"reward={cfg.get('reward')!r}; valid: binary, logprob, prob, mean_prob")
+    if cfg.get("curriculum_pool", 0) and cfg.get("curriculum_pool", 0) < cfg.get("num_prompts", 0):
+        errs.append(f"curriculum_pool={cfg['curriculum_pool']} must be 0 (off) or >= num_prompts={cfg['num_prompts']}")
     if cfg.get("mode") == "pref":
         try:
             T.parse_noise(cfg.get("noise", "none"))
@@ -99,15 +101,22 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
     elif mode == "rl":
-        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"], cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"))
+        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"],
+                                cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
+                                cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2))
+        if settings.curriculum_pool:
+            state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
         it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
 
         def fn(s, k):
-            p, o, m = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"])
+            p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"))
             re = s["running_entropy"]
             if "entropy" in m:
                 re = 0.9 * re + 0.1 * m["entropy"]
-            return {**s, "params": p, "opt_state": o, "running_entropy": re}, m
+            out = {**s, "params": p, "opt_state": o, "running_entropy": re}
+            if p_hat is not None:
+                out["p_hat"] = p_hat
+            return out, m
 
         tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
     elif loss_cfg["name"] == "sppo":

@@ -31,6 +31,8 @@ class RLSettings:
     top_k: int = 0
     loss: str = "grpo"
     reward: str = "binary"         # binary (the verifier) or a likelihood reward: logprob, prob, mean_prob
+    curriculum_pool: int = 0       # > 0: FG-ExPO Gaussian curriculum over a fixed pool of this many train prompts
+    curriculum_sigma: float = 0.2  # width of the curriculum's Gaussian around p̂ = ½
 
 
 def append_reference_answer(prompts, comps, mask, answers, sep_id: int):
@@ -114,9 +116,17 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
     """``iteration(params, opt_state, ref_params, key, hp) -> (params, opt_state, metrics)``."""
     G, Np = settings.num_generations, settings.num_prompts
     P, T = task.prompt_len, task.max_new
-    def iteration(params, opt_state, ref_params, key, hp, running_entropy):
+    def iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None):
+        """One RL iteration; ``p_hat [curriculum_pool]`` (running success estimates per pool prompt)
+        is used and returned when the curriculum is on."""
         k_task, k_sample, k_paft = jax.random.split(key, 3)
-        batch = task.sample(k_task, Np)
+        if settings.curriculum_pool:
+            pool = task.sample(jax.random.PRNGKey(4242), settings.curriculum_pool)
+            w = L.fg_expo_curriculum_weights(p_hat, settings.curriculum_sigma)
+            idx = jax.lax.top_k(jnp.log(w) + jax.random.gumbel(k_task, w.shape), Np)[1]  # ∝ w, no repeats
+            batch = jax.tree.map(lambda x: x[idx], pool)
+        else:
+            batch = task.sample(k_task, Np)
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
         comps, mask, samp_logp = sample(params, cfg, rep.prompts, k_sample, max_new=T,
                                         temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD)
@@ -152,6 +162,9 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
 
         (params, opt_state), (loss, aux) = jax.lax.scan(step, (params, opt_state), None, settings.num_iterations)
         levels = rep.level
+        if settings.curriculum_pool:
+            group_rate = binary.reshape(Np, G).mean(1)
+            p_hat = p_hat.at[idx].set(0.5 * p_hat[idx] + 0.5 * group_rate)
         metrics = {
             "loss": loss.mean(),
             "reward": rewards.mean(),
@@ -161,7 +174,7 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
                for lv in task.levels},
             **{k: v.mean() for k, v in aux.items()},
         }
-        return params, opt_state, metrics
+        return params, opt_state, metrics, p_hat
 
     return iteration
 
