@@ -50,15 +50,19 @@ class Environment(abc.ABC):
     def step(self, key: jax.Array, state: Any, action: jax.Array):
         """One transition with auto-reset."""
 
-    @property
-    @abc.abstractmethod
-    def observation_shape(self) -> tuple[int, ...]:
-        """Shape of one observation."""
+    # Backends set these two in their constructor; wrappers forward them.
+    _obs_shape: tuple[int, ...] = ()
+    _action_space: Discrete | Box | None = None
 
     @property
-    @abc.abstractmethod
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation."""
+        return self._obs_shape
+
+    @property
     def action_space(self) -> Discrete | Box:
         """The action space."""
+        return self._action_space
 
     @property
     def unwrapped(self) -> "Environment":

@@ -105,14 +105,6 @@ class GymnaxEnv(Environment):
         info = {"final_observation": info["final_observation"].astype(jnp.float32)}
         return obs.astype(jnp.float32), state, reward, terminated, truncated, info
 
-    @property
-    def observation_shape(self):
-        return self._obs_shape
-
-    @property
-    def action_space(self):
-        return self._action_space
-
 
 @struct.dataclass
 class BraxEnvState:
@@ -149,11 +141,3 @@ class BraxEnv(Environment):
         inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), state.first, ns)
         new_state = BraxEnvState(inner=inner, first=state.first, time=jnp.where(done, 0, time))
         return inner.obs, new_state, reward, terminated, truncated, {"final_observation": ns.obs}
-
-    @property
-    def observation_shape(self):
-        return self._obs_shape
-
-    @property
-    def action_space(self):
-        return self._action_space

@@ -23,23 +23,23 @@ commands:
 """
 
 
-def train_main(argv: list[str]) -> None:
+def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
+    """Run ``run_fn(config_dict, run_dir) -> summary`` under ``@hydra.main`` with ``argv`` as
+    overrides.  Config errors print one line and exit 2 (a multirun re-raises them); ``report``
+    prints the summary and returns the value the Hydra sweepers optimise."""
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    if not CONF_DIR.is_dir():
-        sys.exit(f"error: config directory {CONF_DIR} not found; install purejaxrl with pip install -e .")
+    if not config_dir.is_dir():
+        sys.exit(f"error: config directory {config_dir} not found; install purejaxrl with pip install -e .")
 
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(config_dir), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
         import logging
 
         from hydra.core.hydra_config import HydraConfig
 
         logging.getLogger("jax").setLevel(logging.WARNING)
-
-        from purejaxrl.experiment import run
-
         hc = HydraConfig.get()
         container = OmegaConf.to_container(cfg, resolve=True)
         container.pop("hydra", None)
@@ -49,58 +49,49 @@ def train_main(argv: list[str]) -> None:
         run_dir = run_dir or hc.runtime.output_dir
         container["run_dir"] = run_dir
         try:
-            summary = run(container, run_dir)
+            summary = run_fn(container, run_dir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             if hc.mode.name == "MULTIRUN":
                 raise
             sys.exit(2)
-        fr = summary["final_return"]
-        print(f"final greedy return {fr['mean']} ± {fr['std']} over {len(fr['per_seed'])} run(s); "
-              f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s; results in {run_dir}")
-        return fr["mean"]  # the Optuna sweeper maximises this
+        return report(summary, run_dir)
 
     sys.argv = [sys.argv[0]] + rewrite_overrides(argv)
     _main()
 
 
-def llm_main(argv: list[str]) -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
+def train_main(argv: list[str]) -> None:
+    def run(cfg, run_dir):
+        from purejaxrl.experiment import run as run_experiment
 
+        return run_experiment(cfg, run_dir)
+
+    def report(summary, run_dir):
+        fr = summary["final_return"]
+        print(f"final greedy return {fr['mean']} ± {fr['std']} over {len(fr['per_seed'])} run(s); "
+              f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s; results in {run_dir}")
+        return fr["mean"]  # the Optuna sweeper maximises this
+
+    _hydra_entry(CONF_DIR, argv, run, report)
+
+
+def llm_main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("sft", "rl", "pref"):
         sys.exit("usage: purejaxrl llm {sft,rl,pref} [hydra overrides]")
     mode, rest = argv[0], argv[1:]
 
-    @hydra.main(config_path=str(CONF_DIR / "llm"), config_name="config", version_base="1.3")
-    def _main(cfg: DictConfig) -> float | None:
-        import logging
-
-        from hydra.core.hydra_config import HydraConfig
-
+    def run(cfg, run_dir):
         from purejaxrl.llm.run import run_llm
 
-        logging.getLogger("jax").setLevel(logging.WARNING)
-        hc = HydraConfig.get()
-        container = OmegaConf.to_container(cfg, resolve=True)
-        container.pop("hydra", None)
-        run_dir = container.get("run_dir")
-        if run_dir and hc.mode.name == "MULTIRUN":
-            run_dir = f"{run_dir}/{hc.job.num}"
-        run_dir = run_dir or hc.runtime.output_dir
-        try:
-            summary = run_llm(container, run_dir)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            if hc.mode.name == "MULTIRUN":
-                raise
-            sys.exit(2)
+        return run_llm(cfg, run_dir)
+
+    def report(summary, run_dir):
         shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test_")}
         print(f"{mode} {summary['task']}: {shown}; {summary['seconds_per_iteration']:.3f} s/iteration; results in {run_dir}")
         return summary.get("test_pass_at_1", summary.get("test_true_reward"))
 
-    sys.argv = [sys.argv[0], f"mode={mode}", *rest]
-    _main()
+    _hydra_entry(CONF_DIR / "llm", [f"mode={mode}", *rest], run, report)
 
 
 def main(argv: list[str] | None = None) -> None:

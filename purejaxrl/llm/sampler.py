@@ -23,6 +23,16 @@ def _filter_logits(logits, temperature, top_k: int):
     return logits
 
 
+def _draw(key, logits, done, stop_id: int, pad_id: int):
+    """Sample one token per sequence from (already filtered) ``logits``; finished sequences emit
+    padding.  Returns ``(token, log_prob (0 where inactive), active, done)``."""
+    tok = jax.random.categorical(key, logits)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], -1)[:, 0]
+    active = jnp.logical_not(done)
+    tok = jnp.where(active, tok, pad_id)
+    return tok, jnp.where(active, logp, 0.0), active, jnp.logical_or(done, tok == stop_id)
+
+
 @partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "stop_id", "pad_id"))
 def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, stop_id: int = -1, pad_id: int = 0):
     """Sample ``max_new`` tokens after each prompt.
@@ -39,15 +49,10 @@ def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=
     def step(carry, t):
         last, cache, valid, done, key = carry
         key, k = jax.random.split(key)
-        lg = _filter_logits(last, temperature, top_k)
-        tok = jax.random.categorical(k, lg)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(lg), tok[:, None], -1)[:, 0]
-        active = jnp.logical_not(done)
-        tok = jnp.where(active, tok, pad_id)
-        done = jnp.logical_or(done, tok == stop_id)
+        tok, logp, active, done = _draw(k, _filter_logits(last, temperature, top_k), done, stop_id, pad_id)
         valid = valid.at[:, P + t].set(True)
         lg_next, cache = forward(params, cfg, tok[:, None], valid, cache, P + t)
-        return (lg_next[:, 0], cache, valid, done, key), (tok, active, jnp.where(active, logp, 0.0))
+        return (lg_next[:, 0], cache, valid, done, key), (tok, active, logp)
 
     init = (logits[:, -1], cache, valid, jnp.zeros((B,), bool), key)
     _, (toks, mask, logps) = jax.lax.scan(step, init, jnp.arange(max_new))
@@ -68,14 +73,10 @@ def sample_no_cache(params, cfg: ModelConfig, prompts, key, *, max_new: int, tem
         key, k = jax.random.split(key)
         logits, _ = forward(params, cfg, tokens, valid)
         lg = jax.lax.dynamic_index_in_dim(logits, P + t - 1, axis=1, keepdims=False) / temperature
-        tok = jax.random.categorical(k, lg)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(lg), tok[:, None], -1)[:, 0]
-        active = jnp.logical_not(done)
-        tok = jnp.where(active, tok, pad_id)
-        done = jnp.logical_or(done, tok == stop_id)
+        tok, logp, active, done = _draw(k, lg, done, stop_id, pad_id)
         tokens = tokens.at[:, P + t].set(tok)
         valid = valid.at[:, P + t].set(True)
-        return (tokens, valid, done, key), (tok, active, jnp.where(active, logp, 0.0))
+        return (tokens, valid, done, key), (tok, active, logp)
 
     _, (toks, mask, logps) = jax.lax.scan(step, (tokens, valid, jnp.zeros((B,), bool), key), jnp.arange(max_new))
     return toks.T, mask.T, logps.T
