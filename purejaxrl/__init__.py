@@ -20,3 +20,23 @@ def _check_envs_module() -> None:
 
 
 _check_envs_module()
+
+
+def _configure_cpu_runtime() -> None:
+    """Run CPU computations without asynchronous dispatch.
+
+    Our host loops wait for every compiled chunk before doing anything else, so async dispatch buys
+    nothing; and with it on, XLA:CPU occasionally never completes a large vmapped program (the
+    main thread waits on a result while every worker thread sits idle; seen here with a 4-seed PPO
+    chunk, and reported upstream for async CPU dispatch).  Only effective before the first
+    computation creates the CPU client; ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` restores it.
+    """
+    import os
+
+    import jax
+
+    if os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH") is None:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+_configure_cpu_runtime()

@@ -1,10 +1,6 @@
 import os
 
-# XLA:CPU's multi-threaded Eigen pool can wedge intermittently on vmapped programs (all threads
-# parked on futexes after compilation). Tests do not measure speed, so they run without it.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
-
-import pytest  # noqa: E402
+import pytest
 
 # One persistent compilation cache for the whole session: identical programs compiled by several
 # tests (and by CLI subprocesses) are compiled once.
