@@ -3,8 +3,8 @@
 Every task generates prompts inside jitted code (``sample``), scores completions with a jittable
 verifier (``reward``), and gives reference completions for supervised warm-up.  Prompts are
 split into train and test *by prompt*: a prompt belongs to the test split when the sum of its
-digits/letters is divisible by 5, and the generator picks its last symbol to land in the
-requested split.
+digits/letters is divisible by 5 (for ``digit_sum``, whose answer *is* that sum, the last digit
+counts twice), and the generator picks its last symbol to land in the requested split.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def decode(ids) -> str:
     return "".join(out)
 
 
-def _split_last(key, head_sum, n_choices: int, test: bool, mod: int = 5):
-    """Pick a last symbol in ``0 .. n_choices-1`` so that ``(head_sum + s) % mod == 0`` iff ``test``."""
+def _split_last(key, head_sum, n_choices: int, test: bool, mod: int = 5, weight: int = 1):
+    """Pick a last symbol in ``0 .. n_choices-1`` so that ``(head_sum + weight·s) % mod == 0`` iff ``test``."""
     s = jnp.arange(n_choices)
-    ok = ((head_sum[:, None] + s[None]) % mod == 0) == test
+    ok = ((head_sum[:, None] + weight * s[None]) % mod == 0) == test
     return jax.random.categorical(key, jnp.where(ok, 0.0, -jnp.inf))
 
 
@@ -180,7 +180,8 @@ class DigitSum(Task):
     def sample(self, key, n, test=False):
         k1, k2 = jax.random.split(key)
         head = jax.random.randint(k1, (n, self.n - 1), 0, 10)
-        last = _split_last(k2, head.sum(1), 10, test)
+        # weight 2 on the last digit: the split must not be a function of the answer (the sum)
+        last = _split_last(k2, head.sum(1), 10, test, weight=2)
         digs = jnp.concatenate([head, last[:, None]], 1)
         total = digs.sum(1)
         n_ = jnp.full((n, 1), 0)
