@@ -298,8 +298,10 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
             u = L.adpo_logits(lp, ref, hp["tau"])
             if loss == "adpo_pair":
                 u2 = jnp.stack([pick(u, w), pick(u, l)], 1)
-                gap = pick(scores, w) - pick(scores, l)
-                p_t = jnp.where(kind == "flip", jnp.where(flip, val, 1.0 - val), jax.nn.sigmoid(gap / hp["beta_r"]))
+                if kind == "flip":  # calibrated confidence: the known flip rate, the same for every recorded pair
+                    p_t = jnp.full((batch_size,), 1.0 - val)
+                else:  # confidence from the recorded score gap
+                    p_t = jax.nn.sigmoid((pick(scores, w) - pick(scores, l)) / hp["beta_r"])
                 return L.adpo_loss(u2, L.adpo_targets_pairwise(p_t))
             s = jnp.where(flip[:, None], -scores, scores)  # a flip reverses the recorded ranking
             if loss == "adpo_list":
