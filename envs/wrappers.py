@@ -77,8 +77,7 @@ class EpisodeStats(Wrapper):
 
     def reset(self, key):
         obs, state = self.env.reset(key)
-        batch = jax.tree.leaves(obs)[0].shape[: obs.ndim - len(self.observation_shape)]
-        zeros = jnp.zeros(batch, jnp.float32)
+        zeros = jnp.zeros(obs.shape[: obs.ndim - len(self.observation_shape)], jnp.float32)
         return obs, EpisodeStatsState(state, zeros, zeros.astype(jnp.int32))
 
     def step(self, key, state, action):

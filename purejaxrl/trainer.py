@@ -46,15 +46,10 @@ class Trainer:
         self.compile_seconds = 0.0
 
     # ---- pure functions ----
-    def _metrics_shape(self, state, hp):
-        out = jax.eval_shape(lambda s, h: self.algo.update(s, h, jnp.int32(0))[1], state, hp)
-        return {**out, "eval_return": jax.ShapeDtypeStruct((), jnp.float32)}
-
     def _run_updates(self, state, hp, start, n: int):
         """``n`` updates from update index ``start`` (unbatched, so the ``cond``s below stay
         branches under vmap); updates past the end of training are skipped."""
         algo, last = self.algo, self.num_updates - 1
-        nan_metrics = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), self._metrics_shape(state, hp))
 
         def one_update(state, i):
             state, m = algo.update(state, hp, i)
@@ -62,9 +57,14 @@ class Trainer:
             ev = jax.lax.cond(do_eval, lambda s: algo.evaluate(s, hp, i), lambda s: {"eval_return": jnp.float32(jnp.nan)}, state)
             return state, {**m, **ev}
 
+        if self.num_updates % n == 0:  # every chunk is full: no guard needed
+            return jax.lax.scan(one_update, state, start + jnp.arange(n, dtype=jnp.int32))
+
+        # A short last chunk skips its surplus updates; their metrics are NaN (shapes from one trace).
+        shapes = jax.eval_shape(one_update, state, jnp.int32(0))[1]
+        nan_metrics = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
         def body(state, i):
-            if (self.num_updates % n) == 0:  # every chunk is full: no guard needed
-                return one_update(state, i)
             return jax.lax.cond(i <= last, one_update, lambda s, _: (s, nan_metrics), state, i)
 
         return jax.lax.scan(body, state, start + jnp.arange(n, dtype=jnp.int32))

@@ -1,6 +1,5 @@
 """Environment adapters: gymnax >= 1.0 step signature, auto-reset, statistics, name errors."""
 
-import importlib
 import sys
 import types
 

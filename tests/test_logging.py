@@ -1,6 +1,5 @@
 """Per-run logging: rows are never merged across vmapped runs; one TensorBoard stream per run."""
 
-import json
 
 import numpy as np
 

@@ -6,15 +6,14 @@ never change between iterations (varying completion lengths are masks), so nothi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from purejaxrl.llm import losses as L
-from purejaxrl.llm.model import ModelConfig, forward, init_params, token_logprobs
+from purejaxrl.llm.model import ModelConfig, forward, token_logprobs
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
