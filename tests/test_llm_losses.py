@@ -144,6 +144,28 @@ def test_nash_mp_converges_where_self_play_cycles():
     assert min(sp_dists[-100:]) > 0.05  # self-play keeps cycling away from the equilibrium
 
 
+def test_nash_mp_regression_reproduces_the_tabular_step():
+    # Fitting a softmax policy by the group-centred regression, once against π_k (midpoint) and once
+    # against the midpoint (full step, anchored at π_k), lands on nash_mp_step's exact update.
+    pref = jnp.array([[0.5, 0.2, 0.9, 0.4], [0.8, 0.5, 0.1, 0.6], [0.1, 0.9, 0.5, 0.3], [0.6, 0.4, 0.7, 0.5]])
+    log_ref = jax.nn.log_softmax(jnp.array([0.3, -0.2, 0.1, 0.0]))
+    log_k = jax.nn.log_softmax(jnp.array([1.0, 0.2, -0.5, 0.3]))
+    beta, eta = 0.5, 0.7
+
+    def fit(opponent_log):
+        win = (pref @ jnp.exp(opponent_log))[None]
+        loss = lambda th: L.nash_mp_loss(jax.nn.log_softmax(th)[None], log_k[None], log_ref[None], win, beta, eta)  # noqa: E731
+        th = jax.jit(lambda th: jax.lax.fori_loop(0, 3000, lambda i, th: th - 2.0 * jax.grad(loss)(th), th))(jnp.zeros(4))
+        assert float(loss(th)) < 1e-10
+        return jax.nn.log_softmax(th)
+
+    full = fit(fit(log_k))
+    np.testing.assert_allclose(full, L.nash_mp_step(log_k, log_ref, pref, beta, eta), atol=1e-4)
+    # and the loss is not blind: an untrained policy is far from the target
+    win = (pref @ jnp.exp(log_k))[None]
+    assert float(L.nash_mp_loss(log_k[None], log_k[None], log_ref[None], win, beta, eta)) > 1e-3
+
+
 def test_group_advantages_and_aggregation_by_hand():
     r = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     a = L.group_advantages(r, 4)

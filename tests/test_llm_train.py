@@ -64,7 +64,7 @@ def test_every_rl_loss_runs_a_compiled_iteration(loss):
     assert moved > 0
 
 
-@pytest.mark.parametrize("loss", [l for l in T.PREF_LOSSES if l != "sppo"])
+@pytest.mark.parametrize("loss", [l for l in T.PREF_LOSSES if l not in ("sppo", "nash_mp")])
 def test_every_preference_loss_steps(loss):
     task = make_task("sort_letters")
     opt = optax.adam(1e-3)
@@ -145,6 +145,31 @@ def test_sppo_round_step():
     # at the start of a round ℓ_θ = ℓ_t, so the loss is ½η²[(P̂_w − ½)² + (P̂_l − ½)²] > 0 and the step moves θ
     assert float(m["loss"]) > 0
     assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
+
+
+def test_nash_mp_step_and_round_boundaries(tmp_path):
+    task = make_task("sort_letters")
+    opt = optax.adam(1e-3)
+    params = init_params(jax.random.PRNGKey(0), MICRO)
+    step = jax.jit(T.make_nash_mp_step(task, MICRO, 4, 4, opt))
+    hp = {"beta": jnp.float32(0.1), "eta": jnp.float32(1.0)}
+    p2, _, m = step(params, opt.init(params), params, params, params, jax.random.PRNGKey(0), hp)
+    # θ = π_k = π_ref: the residual is the centred c₁·P̂, non-zero when the samples' rewards differ
+    assert float(m["loss"]) > 0
+    assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
+    # the opponent becomes the midpoint half way through a round; anchor and opponent the new iterate at its end
+    from purejaxrl.llm.run import _next_round
+
+    cfg = {"mode": "pref", "round_length": 4, "loss": {"name": "nash_mp"}}
+    st = {"params": jnp.float32(3.0), "anchor_params": jnp.float32(0.0), "opponent_params": jnp.float32(0.0)}
+    assert float(_next_round(st, cfg, 1)["opponent_params"]) == 0.0
+    mid = _next_round(st, cfg, 2)
+    assert (float(mid["opponent_params"]), float(mid["anchor_params"])) == (3.0, 0.0)
+    end = _next_round(st, cfg, 4)
+    assert (float(end["opponent_params"]), float(end["anchor_params"])) == (3.0, 3.0)
+    with pytest.raises(Exception, match="round_length"):
+        run_llm({"mode": "pref", "seed": 0, "round_length": 1, "loss": {"name": "nash_mp"}, "model": {},
+                 "task": {"name": "sort_letters"}, "noise": "none", "batch_size": 8, "dataset_size": 64}, tmp_path)
 
 
 def test_llm_resume_continues_exactly(tmp_path):

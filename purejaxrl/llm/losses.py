@@ -193,6 +193,25 @@ def nash_mp_step(log_pi, log_ref, pref, beta, eta):
     return prox(mid)
 
 
+def nash_mp_loss(seq_logp, anchor_logp, ref_logp, win, beta, eta):
+    """One Nash-MP prox step with a parametric policy: group-centred regression onto the tabular step.
+
+    For ``K`` responses per prompt (all arrays ``[N, K]``: sequence log-probs under θ, under the
+    anchor ``π_k`` and under ``π_ref``, and win rates ``P̂(y ≻ opponent)``), the prox step's target is
+    ``log π'(y) − log π_k(y) = c₁·P(y ≻ opp) + c₂·(log π_ref(y) − log π_k(y)) − log Z`` with
+    ``c₁ = η/(β(1+η))`` and ``c₂ = η/(1+η)`` (``nash_mp_step`` written relative to ``π_k``).  ``log Z``
+    is the same for every response of a prompt, so it cancels when both sides are centred over the
+    group: ``loss = mean ½[(d − d̄) − (t − t̄)]²``, ``d = ℓ_θ − ℓ_k``, ``t`` the right-hand side.  When
+    the ``K`` responses are all the responses (a tabular policy) its minimiser is the exact step.
+    """
+    c1 = eta / (beta * (1.0 + eta))
+    c2 = eta / (1.0 + eta)
+    d = seq_logp - anchor_logp
+    t = c1 * win + c2 * (ref_logp - anchor_logp)
+    err = (d - d.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))
+    return jnp.mean(0.5 * err**2)
+
+
 def self_play_step(log_pi, pref, lr):
     """Plain self-play (multiplicative weights against the current policy), for comparison."""
     return jax.nn.log_softmax(log_pi + lr * (pref @ jnp.exp(log_pi)))

@@ -49,6 +49,8 @@ def validate_llm(cfg: dict) -> None:
             errs.append(str(e))
         if cfg.get("dataset_size", 1) < cfg.get("batch_size", 1):
             errs.append("dataset_size must be >= batch_size")
+        if loss == "nash_mp" and cfg.get("round_length", 2) < 2:
+            errs.append(f"round_length={cfg.get('round_length')}: Nash-MP needs >= 2 (two half-steps per round)")
         if (cfg.get("task") or {}).get("name") != "sort_letters":
             errs.append("llm pref needs task=sort_letters (the task with graded true rewards)")
     if cfg.get("init_from") and not Checkpointer.exists(Path(cfg["init_from"]) / "checkpoints"):
@@ -119,6 +121,16 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             return out, m
 
         tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
+    elif loss_cfg["name"] == "nash_mp":
+        step = T.make_nash_mp_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt)
+        state["anchor_params"] = jax.tree.map(jnp.copy, params)  # π_k
+        state["opponent_params"] = jax.tree.map(jnp.copy, params)  # π_k, then the midpoint
+
+        def fn(s, k):
+            out = step(s["params"], s["opt_state"], s["ref_params"], s["anchor_params"], s["opponent_params"], k, hp)
+            return _wrap(out, s)
+
+        tokens_per_it = 2 * cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     elif loss_cfg["name"] == "sppo":
         step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt)
         fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
@@ -166,9 +178,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k.replace("test_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
-            rounds = loss_cfg.get("name") == "sppo" or (mode == "pref" and cfg.get("anchor", "fixed") == "moving")
-            if rounds and (i + 1) % cfg["round_length"] == 0:  # next round: SPPO's π_t / ADPO's anchor ← π_θ
-                state = {**state, "ref_params": jax.tree.map(jnp.copy, state["params"])}
+            state = _next_round(state, cfg, i + 1)
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
     finally:
@@ -191,6 +201,22 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _next_round(state: dict, cfg: dict, done: int) -> dict:
+    """Round boundaries after ``done`` iterations: SPPO's π_t and ADPO's moving anchor become the
+    current policy every ``round_length`` iterations; Nash-MP's opponent becomes the midpoint half
+    way through a round, and anchor and opponent become the new iterate at its end."""
+    R, name = cfg["round_length"], (cfg.get("loss") or {}).get("name")
+    copy = lambda: jax.tree.map(jnp.copy, state["params"])  # noqa: E731
+    if name == "nash_mp":
+        if done % R == R // 2:
+            return {**state, "opponent_params": copy()}
+        if done % R == 0:
+            return {**state, "anchor_params": copy(), "opponent_params": copy()}
+    elif (name == "sppo" or (cfg["mode"] == "pref" and cfg.get("anchor", "fixed") == "moving")) and done % R == 0:
+        return {**state, "ref_params": copy()}
+    return state
 
 
 def _wrap(out, s):

@@ -18,7 +18,7 @@ from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
 RL_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "rloo", "garl", "paft", "rover", "epo", "fg_expo")
-PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl", "sppo")
+PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl", "sppo", "nash_mp")
 
 
 @dataclass(frozen=True)
@@ -316,6 +316,22 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
     return step
 
 
+def _online_candidates(task, cfg: ModelConfig, params, key, batch_size: int, K: int, prompts=None):
+    """``K`` sampled completions per prompt from ``params``: (batch, tokens, valid, mask, true [N, K])."""
+    k1, k2 = jax.random.split(key)
+    batch = task.sample(k1, batch_size) if prompts is None else prompts
+    rep = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), batch)
+    comps, mask, _ = sample(params, cfg, rep.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD)
+    true = task.true_reward(comps, rep).reshape(batch_size, K)
+    tokens = jnp.concatenate([rep.prompts, comps], 1)
+    valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
+    return batch, tokens, valid, mask, true
+
+
+def _seq_logp(params, cfg, tokens, valid, mask, P, shape):
+    return (_completion_logp(params, cfg, tokens, valid, P) * mask).sum(1).reshape(shape)
+
+
 def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int, optimizer, pref_temperature: float = 0.1):
     """One step of iterated SPPO (self-play): sample ``K`` completions per prompt from the current
     round's policy π_t (``prev_params``), estimate each one's win rate against π_t from a
@@ -325,18 +341,9 @@ def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int,
     P, K = task.prompt_len, num_candidates
 
     def step(params, opt_state, prev_params, key, hp):
-        k1, k2 = jax.random.split(key)
-        batch = task.sample(k1, batch_size)
-        rep = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), batch)
-        comps, mask, _ = sample(prev_params, cfg, rep.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD)
-        true = task.true_reward(comps, rep).reshape(batch_size, K)
+        _, tokens, valid, mask, true = _online_candidates(task, cfg, prev_params, key, batch_size, K)
         win = jax.nn.sigmoid((true[:, :, None] - true[:, None, :]) / pref_temperature).mean(-1)
-        tokens = jnp.concatenate([rep.prompts, comps], 1)
-        valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
-
-        def seq_lp(p):
-            return (_completion_logp(p, cfg, tokens, valid, P) * mask).sum(1).reshape(batch_size, K)
-
+        seq_lp = lambda p: _seq_logp(p, cfg, tokens, valid, mask, P, (batch_size, K))  # noqa: E731
         prev = jax.lax.stop_gradient(seq_lp(prev_params))
         w, l = jnp.argmax(true, 1), jnp.argmin(true, 1)
         pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
@@ -345,6 +352,34 @@ def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int,
             lp = seq_lp(p)
             return L.sppo_loss(pick(lp, w), pick(lp, l), pick(prev, w), pick(prev, l), pick(win, w), pick(win, l), hp["beta"])
 
+        lval, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "sample_true_reward": true.mean()}
+
+    return step
+
+
+def make_nash_mp_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int, optimizer, pref_temperature: float = 0.1):
+    """One step of Nash mirror-prox with a parametric policy.
+
+    A round has two halves.  In both, ``K`` completions per prompt are sampled from the round's
+    anchor ``π_k`` and their win rates ``P̂(y ≻ opponent)`` are estimated against ``K`` completions
+    of the opponent (Bradley–Terry on the true reward); θ is regressed onto the prox step from
+    ``π_k`` (``losses.nash_mp_loss``).  First half: opponent ``π_k`` (θ becomes the midpoint).
+    Second half: opponent = the midpoint (θ becomes ``π_{k+1}``).  The host loop sets
+    ``anchor_params`` / ``opponent_params`` at the boundaries; ``ref_params`` is the fixed ``π_ref``.
+    """
+    P, K = task.prompt_len, num_candidates
+
+    def step(params, opt_state, ref_params, anchor_params, opponent_params, key, hp):
+        k1, k2 = jax.random.split(key)
+        batch, tokens, valid, mask, true = _online_candidates(task, cfg, anchor_params, k1, batch_size, K)
+        *_, true_opp = _online_candidates(task, cfg, opponent_params, k2, batch_size, K, prompts=batch)
+        win = jax.nn.sigmoid((true[:, :, None] - true_opp[:, None, :]) / pref_temperature).mean(-1)
+        seq_lp = lambda p: _seq_logp(p, cfg, tokens, valid, mask, P, (batch_size, K))  # noqa: E731
+        anchor_lp = jax.lax.stop_gradient(seq_lp(anchor_params))
+        ref_lp = jax.lax.stop_gradient(seq_lp(ref_params))
+        loss_fn = lambda p: L.nash_mp_loss(seq_lp(p), anchor_lp, ref_lp, win, hp["beta"], hp["eta"])  # noqa: E731
         lval, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, {"loss": lval, "sample_true_reward": true.mean()}
