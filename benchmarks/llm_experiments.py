@@ -4,6 +4,7 @@
     python benchmarks/llm_experiments.py cold_start_long --iterations 500   # (a) Dr. GRPO, GARL, PAFT, longer
     python benchmarks/llm_experiments.py noise           # (b) DPO vs ADPO variants under label noise
     python benchmarks/llm_experiments.py likelihood      # (c) log-prob vs binary reward on digit sum
+    python benchmarks/llm_experiments.py self_play       # SPPO vs Nash-MP rounds from the same warm start
 
 Runs go to ``benchmarks/results/llm/<experiment>/<config>/seed<k>``; the summary and the plots to
 ``benchmarks/results/llm/<experiment>.json`` / ``.png``.
@@ -66,13 +67,22 @@ def experiments(name: str, seeds: int, iterations: int | None):
             for label, loss in losses.items():
                 yield f"{label}_{noise}", {**BASE, "mode": "pref", "task": task, "loss": loss, "noise": noise,
                                            "iterations": iterations or 300, "lr": 3e-4, "init_from": str(init)}
+    elif name == "self_play":  # online preferences (Bradley–Terry on the true reward) from the noise warm start
+        task = {"name": "sort_letters", "kwargs": {}}
+        init = OUT / "noise" / "sft_init"
+        if not (init / "summary.json").exists():
+            raise SystemExit("run the noise experiment first: it writes the shared warm start")
+        losses = {"sppo": {"name": "sppo", "beta": 0.1}, "nash_mp": {"name": "nash_mp", "beta": 0.1, "eta": 1.0}}
+        for label, loss in losses.items():
+            yield label, {**BASE, "mode": "pref", "task": task, "loss": loss, "round_length": 20,
+                          "iterations": iterations or 200, "lr": 3e-4, "init_from": str(init)}
     elif name == "likelihood":
         task = {"name": "digit_sum", "kwargs": {}}
         for reward in ("binary", "logprob", "prob"):
             yield reward, {**BASE, "task": task, "loss": {"name": "dr_grpo", **PG}, "reward": reward,
                            "iterations": iterations or 200}
     else:
-        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_long, noise, likelihood")
+        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_long, noise, likelihood, self_play")
 
 
 def main() -> None:
@@ -122,7 +132,7 @@ def summarise(name, results):
         finals = {k: [ps["summary"][k] for ps in per_seed] for k in per_seed[0]["summary"] if k.startswith("test_")}
         entry = {k: {"mean": float(np.mean(v)), "per_seed": v} for k, v in finals.items()}
         entry["seconds_per_iteration"] = float(np.mean([ps["summary"]["seconds_per_iteration"] for ps in per_seed]))
-        if name != "noise":  # sampled (temperature 1) training success at the end: mean of the last 3 logged rows
+        if name not in ("noise", "self_play"):  # sampled (temperature 1) training success at the end: mean of the last 3 logged rows
             last = [[r["verifier_reward"] for r in ps["rows"] if "verifier_reward" in r][-3:] for ps in per_seed]
             entry["final_train_verifier_reward"] = {"mean": float(np.mean(last)), "per_seed": [float(np.mean(x)) for x in last]}
         if name.startswith("cold_start"):  # first evaluation at which pass@1 on level k exceeds 0.5
@@ -142,7 +152,7 @@ def plot(name, results):
 
     if name.startswith("cold_start"):
         metrics = ["test_pass_at_1_level1", "test_pass_at_1_level2", "test_pass_at_1_level3"]
-    elif name == "noise":
+    elif name in ("noise", "self_play"):
         metrics = ["test_true_reward", "test_best_answer_prob"]
     else:
         metrics = ["test_pass_at_1", "verifier_reward"]
