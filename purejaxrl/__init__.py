@@ -3,6 +3,64 @@
 __version__ = "0.1.0"
 
 
+def _configure_cpu_runtime() -> None:
+    """Make XLA:CPU runs finish: single-threaded Eigen inside ops, and no async dispatch.
+
+    With XLA's multithreaded Eigen intra-op pool, a large vmapped program on CPU occasionally never
+    completes: the main thread waits for the result while every worker thread sits idle.  We saw it
+    three times on a 2-core machine, always in a 4-seed PPO CartPole chunk (once a whole CI run
+    timed out on it), and it is reported upstream for vmapped graphs, where
+    ``--xla_cpu_multi_thread_eigen=false`` removed it.  That flag is therefore our default on CPU;
+    it costs 10-20% on matmul-bound CPU runs (benchmarks/results/cpu_runtime_flags_cpu.json).
+    ``PUREJAXRL_CPU_MULTITHREAD_EIGEN=1`` (or your own ``--xla_cpu_multi_thread_eigen`` in
+    ``XLA_FLAGS``) keeps XLA's default.  Async CPU dispatch is also off (our host loops wait for each
+    chunk anyway); ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on.  GPU runs are unaffected.
+    Both only take effect before the first computation creates the CPU client.
+    """
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get("PUREJAXRL_CPU_MULTITHREAD_EIGEN", "0") in ("", "0", "false", "False"):
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+
+    if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False"):
+        _keep_heap()
+
+    import jax
+
+    if os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH") is None:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def _keep_heap() -> None:
+    """Keep freed memory in the process (glibc): no mmap for large blocks, no trimming.
+
+    XLA:CPU allocates its scratch buffers per call; by default glibc returns them to the OS and
+    the next call faults them in again (about 10^6 minor page faults per LLM train step here).
+    Keeping them made the 1M-parameter transformer's forward+backward ~25% faster
+    (benchmarks/llm_throughput.py).  The cost: the process keeps its peak heap.  Equivalent to
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``; ``PUREJAXRL_KEEP_HEAP=0``
+    leaves glibc's defaults.  A no-op where glibc is not the C library.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # mallopt parameters from <malloc.h>
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_arena_max, 1)
+
+
+_configure_cpu_runtime()
+
+
 def _check_envs_module() -> None:
     """Make sure ``import envs`` gives our environments, not an unrelated package of that name."""
     import importlib
@@ -20,23 +78,3 @@ def _check_envs_module() -> None:
 
 
 _check_envs_module()
-
-
-def _configure_cpu_runtime() -> None:
-    """Run CPU computations without asynchronous dispatch.
-
-    Our host loops wait for every compiled chunk before doing anything else, so async dispatch buys
-    nothing; and with it on, XLA:CPU occasionally never completes a large vmapped program (the
-    main thread waits on a result while every worker thread sits idle; seen here with a 4-seed PPO
-    chunk, and reported upstream for async CPU dispatch).  Only effective before the first
-    computation creates the CPU client; ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` restores it.
-    """
-    import os
-
-    import jax
-
-    if os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH") is None:
-        jax.config.update("jax_cpu_enable_async_dispatch", False)
-
-
-_configure_cpu_runtime()

@@ -87,7 +87,9 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
     """
     B, T = tokens.shape
     positions = start + jnp.arange(T)
-    x = params["embed"][tokens]
+    # Activations stay 2-D ``[B*T, d]`` between attention blocks: XLA:CPU runs 2-D matmuls and
+    # their gradients several times faster than the same products written over [B, T, d].
+    x = params["embed"][tokens.reshape(-1)]
     S = T if cache is None else cache["k"].shape[2]
     key_pos = jnp.arange(S)
     mask = (key_pos[None, :] <= positions[:, None])[None] & key_valid[:, None, :]  # [B, T, S]
@@ -96,9 +98,8 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
     def layer(x, lp_and_cache):
         lp, kc, vc = lp_and_cache
         h = _rms_norm(x, lp["attn_norm"])
-        qkv = h @ lp["wqkv"]
-        q, k, v = jnp.split(qkv.reshape(B, T, 3, H, Dh), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+        qkv = (h @ lp["wqkv"]).reshape(B, T, 3, H, Dh)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = _rope(q, positions, cfg.rope_base), _rope(k, positions, cfg.rope_base)
         if kc is not None:
             kc = jax.lax.dynamic_update_slice(kc, k, (0, start, 0, 0))
@@ -109,10 +110,11 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
         scores = jnp.einsum("bthd,bshd->bhts", q, k_all) / jnp.sqrt(Dh)
         scores = jnp.where(mask[:, None], scores, -1e30)
         attn = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bhts,bshd->bthd", attn, v_all).reshape(B, T, H * Dh)
+        out = jnp.einsum("bhts,bshd->bthd", attn, v_all).reshape(B * T, H * Dh)
         x = x + out @ lp["wo"]
         h = _rms_norm(x, lp["mlp_norm"])
-        gate, up = jnp.split(h @ lp["w_gate_up"], 2, axis=-1)
+        # two products with the halves of the fused weight: slicing a [B*T, 2m] product was ~2x slower
+        gate, up = h @ lp["w_gate_up"][:, : cfg.d_mlp], h @ lp["w_gate_up"][:, cfg.d_mlp :]
         x = x + (jax.nn.silu(gate) * up) @ lp["w_down"]
         return x, (kc, vc)
 
@@ -122,7 +124,7 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
     else:
         x, (kc, vc) = jax.lax.scan(layer, x, (params["layers"], cache["k"], cache["v"]))
         new_cache = {"k": kc, "v": vc}
-    logits = _rms_norm(x, params["final_norm"]) @ params["embed"].T
+    logits = (_rms_norm(x, params["final_norm"]) @ params["embed"].T).reshape(B, T, -1)
     return logits, new_cache
 
 
