@@ -1,6 +1,8 @@
 """Seconds per GRPO iteration for a ~1M-parameter model (d 128, 4 layers, 4 heads, SwiGLU 512,
 vocabulary 32) at 32 prompts × 16 completions, 7 prompt tokens + 8 new tokens, one AdamW step per
-generation — beside the naive no-cache sampler measured in the same run.
+generation — beside the naive no-cache sampler and the train step without prompt sharing, measured
+in the same run.  The training forward runs each prompt once per group of 16 completions
+(``grouped_completion_logits``, what ``purejaxrl llm rl`` does).
 
     python benchmarks/llm_throughput.py
 
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxrl.llm import losses as L
-from purejaxrl.llm.model import ModelConfig, init_params, num_params, token_logprobs
+from purejaxrl.llm.model import ModelConfig, grouped_completion_logprobs, init_params, num_params, token_logprobs
 from purejaxrl.llm.sampler import sample, sample_no_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,15 +51,23 @@ def main() -> None:
     kv = lambda p, k: sample(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0)  # noqa: E731
     naive = lambda p, k: sample_no_cache(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0)  # noqa: E731
 
-    @jax.jit
-    def train_step(params, opt_state, tokens, valid, mask, old_logp, rewards):
-        def loss_fn(p):
-            logp = token_logprobs(p, cfg, tokens, valid)[:, P - 1:]
-            return L.grpo_loss(logp, old_logp, None, mask, rewards, G, beta=0.0)
+    def make_train_step(grouped: bool):
+        @jax.jit
+        def train_step(params, opt_state, tokens, valid, mask, old_logp, rewards):
+            def loss_fn(p):
+                if grouped:
+                    logp = grouped_completion_logprobs(p, cfg, tokens[::G, :P], valid[::G, :P], tokens[:, P:], mask)
+                else:
+                    logp = token_logprobs(p, cfg, tokens, valid)[:, P - 1:]
+                return L.grpo_loss(logp, old_logp, None, mask, rewards, G, beta=0.0)
 
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, loss
+            loss, g = jax.value_and_grad(loss_fn)(params)
+            upd, opt_state = opt.update(g, opt_state, params)
+            return optax.apply_updates(params, upd), opt_state, loss
+
+        return train_step
+
+    train_step = make_train_step(grouped=True)
 
     @jax.jit
     def iteration(params, opt_state, key):
@@ -69,7 +79,7 @@ def main() -> None:
 
     comps, mask, logps = kv(params, key)
     tokens = jnp.concatenate([prompts, comps], 1)
-    valid = jnp.ones_like(tokens, bool)
+    valid = jnp.concatenate([prompts != 0, mask], 1)
     rewards = (comps[:, 0] % 2).astype(jnp.float32)
     res = {
         "model": {"params": num_params(params), "d_model": 128, "n_layers": 4, "n_heads": 4, "d_mlp": 512, "vocab": 32},
@@ -78,6 +88,8 @@ def main() -> None:
         "sample_kv_cache_s": timeit(jax.jit(kv), params, key),
         "sample_no_cache_s": timeit(jax.jit(naive), params, key),
         "train_step_s": timeit(train_step, params, opt_state, tokens, valid, mask, logps, rewards),
+        "train_step_ungrouped_s": timeit(make_train_step(grouped=False), params, opt_state, tokens, valid, mask, logps, rewards),
+        "process_settings": {k: v for k, v in os.environ.items() if k.startswith(("PUREJAXRL_", "MALLOC_", "XLA_FLAGS"))},
     }
     t = time.perf_counter()
     iteration.lower(params, opt_state, key).compile()

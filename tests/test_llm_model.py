@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxrl.llm.model import ModelConfig, forward, init_params, num_params, token_logprobs
+from purejaxrl.llm.model import ModelConfig, forward, grouped_completion_logprobs, init_params, num_params, token_logprobs
 from purejaxrl.llm.sampler import sample, sample_no_cache
 
 CFG = ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, d_mlp=128)
@@ -21,6 +21,21 @@ def test_kv_cache_sampler_logprobs_equal_full_forward():
     valid = jnp.concatenate([PROMPTS != 0, mask], 1)
     lp = token_logprobs(params, CFG, full, valid)[:, PROMPTS.shape[1] - 1 :]
     np.testing.assert_allclose(np.where(mask, lp, 0.0), logps, atol=2e-6)
+
+
+def test_grouped_prompts_give_the_full_forward_logprobs_and_gradients():
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    G = 4
+    rep = jnp.repeat(PROMPTS, G, axis=0)
+    toks, mask, _ = sample(params, CFG, rep, jax.random.PRNGKey(2), max_new=6, stop_id=2, pad_id=0, temperature=2.0)
+    assert 0 < int(mask.sum()) < mask.size  # some completions stopped early
+    full = lambda p: token_logprobs(p, CFG, jnp.concatenate([rep, toks], 1), jnp.concatenate([rep != 0, mask], 1))[:, 4:]  # noqa: E731
+    grouped = lambda p: grouped_completion_logprobs(p, CFG, PROMPTS, PROMPTS != 0, toks, mask)  # noqa: E731
+    np.testing.assert_allclose(np.where(mask, grouped(params), 0.0), np.where(mask, full(params), 0.0), atol=2e-6)
+    g_full = jax.grad(lambda p: jnp.sum(full(p) * mask))(params)
+    g_grp = jax.grad(lambda p: jnp.sum(grouped(p) * mask))(params)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_grp)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)  # float32 summation order
 
 
 def test_stop_token_ends_each_completion_separately():

@@ -73,6 +73,14 @@ def _rope(x, positions, base):
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
+def _mlp(x, lp, cfg: ModelConfig):
+    """Pre-norm SwiGLU block with its residual on 2-D activations ``[rows, d]``."""
+    h = _rms_norm(x, lp["mlp_norm"])
+    # two products with the halves of the fused weight: slicing a [rows, 2m] product was ~2x slower
+    gate, up = h @ lp["w_gate_up"][:, : cfg.d_mlp], h @ lp["w_gate_up"][:, cfg.d_mlp :]
+    return x + (jax.nn.silu(gate) * up) @ lp["w_down"]
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> dict:
     shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
     return {"k": jnp.zeros(shape), "v": jnp.zeros(shape)}
@@ -112,11 +120,7 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
         attn = jax.nn.softmax(scores, axis=-1)
         out = jnp.einsum("bhts,bshd->bthd", attn, v_all).reshape(B * T, H * Dh)
         x = x + out @ lp["wo"]
-        h = _rms_norm(x, lp["mlp_norm"])
-        # two products with the halves of the fused weight: slicing a [B*T, 2m] product was ~2x slower
-        gate, up = h @ lp["w_gate_up"][:, : cfg.d_mlp], h @ lp["w_gate_up"][:, cfg.d_mlp :]
-        x = x + (jax.nn.silu(gate) * up) @ lp["w_down"]
-        return x, (kc, vc)
+        return _mlp(x, lp, cfg), (kc, vc)
 
     if cache is None:
         x, _ = jax.lax.scan(lambda c, lp: layer(c, (lp, None, None)), x, params["layers"])
@@ -133,3 +137,57 @@ def token_logprobs(params, cfg: ModelConfig, tokens, valid):
     logits, _ = forward(params, cfg, tokens, valid)
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+def grouped_completion_logits(params, cfg: ModelConfig, prompts, prompt_valid, comps, comp_valid):
+    """Logits that predict each completion token, ``[B, T, V]``, for ``B = N·G`` completions
+    ``comps [B, T]`` of ``N`` prompts ``[N, P]`` (rows ``g·G .. g·G+G-1`` share prompt ``g``).
+
+    Equal to ``forward`` on the concatenated ``[prompt, completion]`` rows (positions ``P-1 ..
+    P+T-2``), but each prompt runs through the network once per group instead of ``G`` times:
+    completion queries attend to their prompt's keys/values without copying them.  For GRPO's
+    32 prompts × 16 completions of 7 + 8 tokens this is 44% fewer rows in every matmul.
+    """
+    N, P = prompts.shape
+    B, T = comps.shape
+    G = B // N
+    H, Dh, d = cfg.n_heads, cfg.head_dim, cfg.d_model
+    pos_p, pos_c = jnp.arange(P), P + jnp.arange(T)
+    x = params["embed"][jnp.concatenate([prompts.reshape(-1), comps.reshape(-1)])]  # [N·P + B·T, d]
+    n_p = N * P
+    mask_pp = (pos_p[None, :] <= pos_p[:, None])[None] & prompt_valid[:, None, :]  # [N, P, P]
+    mask_cp = prompt_valid[:, None, None, None, :]  # [N, 1(G), 1(H), 1(T), P]
+    mask_cc = ((pos_c[None, :] <= pos_c[:, None])[None] & comp_valid[:, None, :]).reshape(N, G, 1, T, T)
+    scale = 1.0 / jnp.sqrt(Dh)
+
+    def layer(x, lp):
+        qkv = _rms_norm(x, lp["attn_norm"]) @ lp["wqkv"]
+        qkv_p = qkv[:n_p].reshape(N, P, 3, H, Dh)
+        qkv_c = qkv[n_p:].reshape(B, T, 3, H, Dh)
+        q_p, k_p, v_p = _rope(qkv_p[:, :, 0], pos_p, cfg.rope_base), _rope(qkv_p[:, :, 1], pos_p, cfg.rope_base), qkv_p[:, :, 2]
+        q_c = _rope(qkv_c[:, :, 0], pos_c, cfg.rope_base).reshape(N, G, T, H, Dh)
+        k_c = _rope(qkv_c[:, :, 1], pos_c, cfg.rope_base).reshape(N, G, T, H, Dh)
+        v_c = qkv_c[:, :, 2].reshape(N, G, T, H, Dh)
+        # prompts: causal self-attention, once per group
+        s_pp = jnp.where(mask_pp[:, None], jnp.einsum("nqhd,nkhd->nhqk", q_p, k_p) * scale, -1e30)
+        out_p = jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(s_pp, axis=-1), v_p).reshape(n_p, d)
+        # completions: one softmax over [their prompt's keys, their own earlier keys]
+        s_cp = jnp.where(mask_cp, jnp.einsum("ngqhd,nkhd->nghqk", q_c, k_p) * scale, -1e30)
+        s_cc = jnp.where(mask_cc, jnp.einsum("ngqhd,ngkhd->nghqk", q_c, k_c) * scale, -1e30)
+        a = jax.nn.softmax(jnp.concatenate([s_cp, s_cc], axis=-1), axis=-1)
+        out_c = jnp.einsum("nghqk,nkhd->ngqhd", a[..., :P], v_p) + jnp.einsum("nghqk,ngkhd->ngqhd", a[..., P:], v_c)
+        out = jnp.concatenate([out_p, out_c.reshape(B * T, d)], axis=0)
+        x = x + out @ lp["wo"]
+        return _mlp(x, lp, cfg), None
+
+    x, _ = jax.lax.scan(layer, x, params["layers"])
+    x = _rms_norm(x, params["final_norm"])
+    last_prompt = jnp.repeat(x[:n_p].reshape(N, P, d)[:, -1], G, axis=0)  # predicts completion token 0
+    h = jnp.concatenate([last_prompt[:, None], x[n_p:].reshape(B, T, d)[:, :-1]], axis=1)
+    return (h.reshape(B * T, d) @ params["embed"].T).reshape(B, T, -1)
+
+
+def grouped_completion_logprobs(params, cfg: ModelConfig, prompts, prompt_valid, comps, comp_valid):
+    """``log π(comps[:, t] | prompt, comps[:, :t])``, ``[B, T]``; see ``grouped_completion_logits``."""
+    logits = grouped_completion_logits(params, cfg, prompts, prompt_valid, comps, comp_valid)
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), comps[..., None], axis=-1)[..., 0]

@@ -207,14 +207,16 @@ def _next_round(state: dict, cfg: dict, done: int) -> dict:
     """Round boundaries after ``done`` iterations: SPPO's π_t and ADPO's moving anchor become the
     current policy every ``round_length`` iterations; Nash-MP's opponent becomes the midpoint half
     way through a round, and anchor and opponent become the new iterate at its end."""
-    R, name = cfg["round_length"], (cfg.get("loss") or {}).get("name")
+    R, name = cfg.get("round_length") or 0, (cfg.get("loss") or {}).get("name")
+    if cfg["mode"] != "pref" or R <= 0:
+        return state
     copy = lambda: jax.tree.map(jnp.copy, state["params"])  # noqa: E731
     if name == "nash_mp":
         if done % R == R // 2:
             return {**state, "opponent_params": copy()}
         if done % R == 0:
             return {**state, "anchor_params": copy(), "opponent_params": copy()}
-    elif (name == "sppo" or (cfg["mode"] == "pref" and cfg.get("anchor", "fixed") == "moving")) and done % R == 0:
+    elif (name == "sppo" or cfg.get("anchor", "fixed") == "moving") and done % R == 0:
         return {**state, "ref_params": copy()}
     return state
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxrl.llm import losses as L
-from purejaxrl.llm.model import ModelConfig, forward, token_logprobs
+from purejaxrl.llm.model import ModelConfig, grouped_completion_logits, token_logprobs
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
@@ -61,19 +61,25 @@ def _completion_logp(params, cfg, tokens, valid, P):
     return token_logprobs(params, cfg, tokens, valid)[:, P - 1:]
 
 
+def _group_logits(params, cfg, d, comps=None, comp_valid=None):
+    """Completion logits ``[B, T, V]`` with each prompt run once for its ``G`` completions."""
+    comps = d["comps"] if comps is None else comps
+    comp_valid = d["comp_valid"] if comp_valid is None else comp_valid
+    return grouped_completion_logits(params, cfg, d["prompts"], d["prompts"] != PAD, comps, comp_valid)
+
+
+def _logp_of(logits, tokens):
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[..., None], axis=-1)[..., 0]
+
+
 def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
     """``loss(params, cfg, data) -> (loss, aux)`` for an RL loss by name; ``hp`` may hold traced
     values (``beta``, ``epsilon``, ``epsilon_high``, ``q``, ``p_floor``, ``entropy_coef``)."""
 
     def fn(params, cfg, d):
-        P = d["P"]
-        tokens, valid, mask, rewards = d["tokens"], d["valid"], d["mask"], d["rewards"]
-        if name in ("rover", "epo"):
-            logits, _ = forward(params, cfg, tokens, valid)
-            logits_c = logits[:, P - 1 : -1]
-            logp = jnp.take_along_axis(jax.nn.log_softmax(logits_c, -1), tokens[:, P:, None], -1)[..., 0]
-        else:
-            logp = _completion_logp(params, cfg, tokens, valid, P)
+        mask, rewards = d["mask"], d["rewards"]
+        logits_c = _group_logits(params, cfg, d)
+        logp = _logp_of(logits_c, d["comps"])
         seq_logp = (logp * mask).sum(1)
         aux = {}
         if name in ("grpo", "dr_grpo", "dapo", "bnpo", "epo", "fg_expo"):
@@ -99,11 +105,11 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
             loss = L.paft_loss(seq_logp, rewards, G, hp["q"], d["paft_idx"])
         elif name == "rover":
             old_logits = d["old_logits"]
-            loss = L.rover_loss(logits_c, old_logits, tokens[:, P:], mask, rewards, G)
+            loss = L.rover_loss(logits_c, old_logits, d["comps"], mask, rewards, G)
         else:
             raise ValueError(f"unknown RL loss {name!r}; valid: {', '.join(RL_LOSSES)}")
         if "answer_mask" in d:  # likelihood reward: its own gradient, an SFT-like term on a* given z
-            ans_lp = _completion_logp(params, cfg, d["answer_tokens"], d["answer_valid"], P)
+            ans_lp = _logp_of(_group_logits(params, cfg, d, d["answer_tokens"], d["answer_valid"]), d["answer_tokens"])
             r_theta = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
             loss = loss - jnp.mean(r_theta)
         return loss, aux
@@ -130,25 +136,30 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         comps, mask, samp_logp = sample(params, cfg, rep.prompts, k_sample, max_new=T,
                                         temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD)
         binary = task.reward(comps, mask, rep)
-        tokens = jnp.concatenate([rep.prompts, comps], 1)
-        valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
-        d = {"P": P, "tokens": tokens, "valid": valid, "mask": mask, "running_entropy": running_entropy}
+        # completions are scored with their prompt run once per group (grouped_completion_logits)
+        d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "running_entropy": running_entropy}
         if settings.reward == "binary":
             rewards = binary
         else:  # reward = likelihood of the reference answer after the sampled chain of thought
             a_tok, a_valid, z_mask, a_mask = append_reference_answer(rep.prompts, comps, mask, rep.answers, task.separator)
-            ans_lp = jax.lax.stop_gradient(_completion_logp(params, cfg, a_tok, a_valid, P))
+            a_tok, a_valid = a_tok[:, P:], a_valid[:, P:]
+            ans_lp = jax.lax.stop_gradient(_logp_of(_group_logits(params, cfg, d, a_tok, a_valid), a_tok))
             rewards = L.likelihood_rewards(ans_lp, a_mask, settings.reward)
             d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
             mask = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
             d["mask"] = mask
         d["rewards"] = rewards
         exact_sampler = settings.temperature == 1.0 and settings.top_k == 0
-        d["old_logp"] = samp_logp if exact_sampler else jax.lax.stop_gradient(_completion_logp(params, cfg, tokens, valid, P))
-        if hp_static.get("use_ref"):
-            d["ref_logp"] = jax.lax.stop_gradient(_completion_logp(ref_params, cfg, tokens, valid, P))
         if settings.loss == "rover":
-            d["old_logits"] = jax.lax.stop_gradient(forward(params, cfg, tokens, valid)[0][:, P - 1 : -1])
+            d["old_logits"] = jax.lax.stop_gradient(_group_logits(params, cfg, d))
+        if exact_sampler:
+            d["old_logp"] = samp_logp
+        elif settings.loss == "rover":
+            d["old_logp"] = _logp_of(d["old_logits"], comps)
+        else:
+            d["old_logp"] = jax.lax.stop_gradient(_logp_of(_group_logits(params, cfg, d), comps))
+        if hp_static.get("use_ref"):
+            d["ref_logp"] = jax.lax.stop_gradient(_logp_of(_group_logits(ref_params, cfg, d), comps))
         if settings.loss == "paft":
             d["paft_idx"] = L.paft_resample(k_paft, rewards, G, G)
         lf = rl_loss(settings.loss, hp, G, T)
