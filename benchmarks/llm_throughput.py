@@ -48,7 +48,7 @@ def main() -> None:
     prompts = jnp.repeat(jax.random.randint(jax.random.PRNGKey(1), (PROMPTS, P), 3, 32), G, axis=0)
     key = jax.random.PRNGKey(2)
 
-    kv = lambda p, k: sample(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0)  # noqa: E731
+    kv = lambda p, k: sample(p, cfg, prompts[::G], k, max_new=NEW, stop_id=-1, pad_id=0, num_samples=G)  # noqa: E731
     naive = lambda p, k: sample_no_cache(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0)  # noqa: E731
 
     def make_train_step(grouped: bool):

@@ -27,7 +27,13 @@ def test_grouped_prompts_give_the_full_forward_logprobs_and_gradients():
     params = init_params(jax.random.PRNGKey(0), CFG)
     G = 4
     rep = jnp.repeat(PROMPTS, G, axis=0)
-    toks, mask, _ = sample(params, CFG, rep, jax.random.PRNGKey(2), max_new=6, stop_id=2, pad_id=0, temperature=2.0)
+    toks, mask, logps = sample(params, CFG, rep, jax.random.PRNGKey(2), max_new=6, stop_id=2, pad_id=0, temperature=2.0)
+    # sampling each prompt G times from one prefill draws exactly what sampling the repeated prompts does
+    toks_g, mask_g, logps_g = sample(params, CFG, PROMPTS, jax.random.PRNGKey(2), max_new=6, stop_id=2, pad_id=0,
+                                     temperature=2.0, num_samples=G)
+    np.testing.assert_array_equal(toks_g, toks)
+    np.testing.assert_array_equal(mask_g, mask)
+    np.testing.assert_allclose(logps_g, logps, atol=2e-6)
     assert 0 < int(mask.sum()) < mask.size  # some completions stopped early
     full = lambda p: token_logprobs(p, CFG, jnp.concatenate([rep, toks], 1), jnp.concatenate([rep != 0, mask], 1))[:, 4:]  # noqa: E731
     grouped = lambda p: grouped_completion_logprobs(p, CFG, PROMPTS, PROMPTS != 0, toks, mask)  # noqa: E731

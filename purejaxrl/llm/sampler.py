@@ -33,18 +33,24 @@ def _draw(key, logits, done, stop_id: int, pad_id: int):
     return tok, jnp.where(active, logp, 0.0), active, jnp.logical_or(done, tok == stop_id)
 
 
-@partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "stop_id", "pad_id"))
-def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, stop_id: int = -1, pad_id: int = 0):
-    """Sample ``max_new`` tokens after each prompt.
+@partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "stop_id", "pad_id", "num_samples"))
+def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, stop_id: int = -1,
+           pad_id: int = 0, num_samples: int = 1):
+    """Sample ``max_new`` tokens after each prompt, ``num_samples`` times per prompt.
 
-    Returns ``(completions [B, max_new], mask [B, max_new], logps [B, max_new])``: ``mask`` marks
-    generated tokens up to and including the stop token; ``logps`` are the log-probabilities of
-    the sampled tokens under the (temperature / top-k filtered) sampling distribution.
+    Returns ``(completions [B, max_new], mask [B, max_new], logps [B, max_new])`` with
+    ``B = len(prompts) * num_samples`` (the samples of prompt ``i`` are rows ``i·n .. i·n+n-1``):
+    ``mask`` marks generated tokens up to and including the stop token; ``logps`` are the
+    log-probabilities of the sampled tokens under the (temperature / top-k filtered) sampling
+    distribution.  With ``num_samples > 1`` each prompt is prefilled once and its KV cache copied.
     """
-    B, P = prompts.shape
-    S = P + max_new
-    valid = jnp.zeros((B, S), bool).at[:, :P].set(prompts != pad_id)
-    logits, cache = forward(params, cfg, prompts, valid, init_cache(cfg, B, S), 0)
+    N, P = prompts.shape
+    B, S = N * num_samples, P + max_new
+    valid = jnp.zeros((N, S), bool).at[:, :P].set(prompts != pad_id)
+    logits, cache = forward(params, cfg, prompts, valid, init_cache(cfg, N, S), 0)
+    if num_samples > 1:
+        logits, valid = jnp.repeat(logits, num_samples, axis=0), jnp.repeat(valid, num_samples, axis=0)
+        cache = jax.tree.map(lambda c: jnp.repeat(c, num_samples, axis=1), cache)
 
     def step(carry, t):
         last, cache, valid, done, key = carry

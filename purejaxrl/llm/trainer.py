@@ -133,8 +133,8 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         else:
             batch = task.sample(k_task, Np)
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
-        comps, mask, samp_logp = sample(params, cfg, rep.prompts, k_sample, max_new=T,
-                                        temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD)
+        comps, mask, samp_logp = sample(params, cfg, batch.prompts, k_sample, max_new=T, temperature=settings.temperature,
+                                        top_k=settings.top_k, stop_id=EOS, pad_id=PAD, num_samples=G)
         binary = task.reward(comps, mask, rep)
         # completions are scored with their prompt run once per group (grouped_completion_logits)
         d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "running_entropy": running_entropy}
@@ -332,7 +332,7 @@ def _online_candidates(task, cfg: ModelConfig, params, key, batch_size: int, K: 
     k1, k2 = jax.random.split(key)
     batch = task.sample(k1, batch_size) if prompts is None else prompts
     rep = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), batch)
-    comps, mask, _ = sample(params, cfg, rep.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD)
+    comps, mask, _ = sample(params, cfg, batch.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD, num_samples=K)
     true = task.true_reward(comps, rep).reshape(batch_size, K)
     tokens = jnp.concatenate([rep.prompts, comps], 1)
     valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
