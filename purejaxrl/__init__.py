@@ -4,25 +4,13 @@ __version__ = "0.1.0"
 
 
 def _configure_cpu_runtime() -> None:
-    """Make XLA:CPU runs finish: single-threaded Eigen inside ops, and no async dispatch.
+    """CPU defaults, set before the first computation creates the CPU client.
 
-    With XLA's multithreaded Eigen intra-op pool, a large vmapped program on CPU occasionally never
-    completes: the main thread waits for the result while every worker thread sits idle.  We saw it
-    three times on a 2-core machine, always in a 4-seed PPO CartPole chunk (once a whole CI run
-    timed out on it), and it is reported upstream for vmapped graphs, where
-    ``--xla_cpu_multi_thread_eigen=false`` removed it.  That flag is therefore our default on CPU;
-    it costs 10-20% on matmul-bound CPU runs (benchmarks/results/cpu_runtime_flags_cpu.json).
-    ``PUREJAXRL_CPU_MULTITHREAD_EIGEN=1`` (or your own ``--xla_cpu_multi_thread_eigen`` in
-    ``XLA_FLAGS``) keeps XLA's default.  Async CPU dispatch is also off (our host loops wait for each
-    chunk anyway); ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on.  GPU runs are unaffected.
-    Both only take effect before the first computation creates the CPU client.
+    The glibc heap is kept between calls (``_keep_heap``; ``PUREJAXRL_KEEP_HEAP=0`` leaves glibc's
+    defaults).  Async CPU dispatch is off: our host loops wait for every chunk anyway, and a hang
+    with it on is reported upstream; ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on.
     """
     import os
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if os.environ.get("PUREJAXRL_CPU_MULTITHREAD_EIGEN", "0") in ("", "0", "false", "False"):
-        if "xla_cpu_multi_thread_eigen" not in flags:
-            os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
 
     if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False"):
         _keep_heap()

@@ -25,13 +25,50 @@ class NetworkSpec:
     conv_channels: int = 16
 
 
+def _orthonormal_columns(a):
+    """``Q`` of the QR decomposition of ``a [m, n]`` (m >= n) with ``diag(R) > 0``, by modified
+    Gram–Schmidt in plain array ops (twice, for float32 accuracy)."""
+    n = a.shape[1]
+
+    def body(j, q):
+        col = q[:, j]
+        earlier = (jnp.arange(n) < j).astype(a.dtype)
+        for _ in range(2):  # re-orthogonalise once: "twice is enough"
+            col = col - q @ ((q.T @ col) * earlier)
+        return q.at[:, j].set(col / jnp.linalg.norm(col))
+
+    return jax.lax.fori_loop(0, n, body, a)
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal kernel initializer, the same matrices as ``flax.linen.initializers.orthogonal``
+    (same normal draw, QR with a positive diagonal) without LAPACK.
+
+    XLA:CPU runs LAPACK's QR as a custom call that, when batched (vmapped seeds) and run beside
+    another such call, splits its batch over the intra-op thread pool and waits for the pieces;
+    with every pool thread inside such a wait, nothing runs them and the program never finishes
+    (seen as an occasional stall at the start of a multi-seed PPO run on 2 cores).  Plain array
+    ops cannot wait on the pool, so this initializer cannot stall.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        matrix_shape = (cols, rows) if rows < cols else (rows, cols)
+        q = _orthonormal_columns(jax.random.normal(key, matrix_shape, dtype))
+        if rows < cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
 class Torso(nn.Module):
     spec: NetworkSpec
     orthogonal: bool = False
 
     def _dense(self, features, scale=np.sqrt(2)):
         if self.orthogonal:
-            return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros)
+            return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
         return nn.Dense(features)
 
     @nn.compact
@@ -77,9 +114,9 @@ class ActorCritic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         h = Torso(self.spec, orthogonal=True)(obs)
-        out = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01), bias_init=nn.initializers.zeros)(h)
+        out = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)(h)
         value = Torso(self.spec, orthogonal=True)(obs)
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=nn.initializers.zeros)(value)
+        value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(value)
         log_std = None if self.discrete else self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return out, log_std, value[..., 0]
 

@@ -10,7 +10,7 @@ from scipy import stats
 import envs
 from purejaxrl.algos import ppo
 from purejaxrl.config import compose
-from purejaxrl.networks import categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob
+from purejaxrl.networks import orthogonal, categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob
 from purejaxrl.trainer import Trainer, build_algorithm
 
 
@@ -82,3 +82,29 @@ def test_brax_adapter_truncates_and_resets():
     assert bool(trunc) and not bool(term) and int(st.time) == 0
     np.testing.assert_allclose(obs, st.first.obs)
     assert not np.allclose(info["final_observation"], obs)
+
+
+@pytest.mark.parametrize("algo", ["pqn", "ppo"])
+def test_multi_seed_programs_have_no_lapack_custom_calls(algo, tiny_cfg):
+    # Batched LAPACK QR (flax's orthogonal init under vmapped seeds) waits on XLA:CPU's intra-op
+    # pool from inside it and stalled 4-seed PPO runs; our initializer uses plain array ops.
+    cfg = tiny_cfg(f"algo={algo}", "num_seeds=4")
+    algo_ = build_algorithm(cfg)
+    tr = Trainer(algo_, 4, chunks=1)
+    keys = jnp.stack([jax.random.PRNGKey(i) for i in range(4)])
+    hp = {k: np.full((4,), cfg["algo"][k], np.float32) for k in algo_.HPARAMS}
+    init_hlo = tr._init.lower(keys, hp).as_text()
+    chunk_hlo = tr._chunk.lower(jax.eval_shape(tr._init, keys, hp), hp, jnp.int32(0), tr.updates_per_chunk).as_text()
+    for hlo in (init_hlo, chunk_hlo):
+        assert "custom_call" not in hlo and "lapack" not in hlo.lower()
+
+
+def test_orthogonal_init_matches_flax_without_qr():
+    import flax.linen as nn
+
+    for shape in [(4, 64), (64, 64), (64, 2), (300, 256), (3, 3, 4, 16)]:
+        key = jax.random.PRNGKey(sum(shape))
+        np.testing.assert_allclose(orthogonal(1.4)(key, shape), nn.initializers.orthogonal(1.4)(key, shape), atol=2e-6)
+        w = orthogonal(1.0)(key, shape).reshape(-1, shape[-1])
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)
