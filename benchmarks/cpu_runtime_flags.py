@@ -1,5 +1,5 @@
-"""The CPU runtime default set by ``import purejaxrl`` (the glibc heap kept between calls), measured
-against glibc's defaults in alternating fresh processes (this machine class is noisy: compare pairs only).
+"""``purejaxrl.keep_heap()`` (the glibc heap kept between calls; ``import purejaxrl.llm`` applies it),
+measured against glibc's defaults in alternating fresh processes (this machine class is noisy: compare pairs only).
 
     python benchmarks/cpu_runtime_flags.py [--rounds 2]
 
@@ -25,6 +25,8 @@ SETTINGS = {
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, "benchmarks")
+import purejaxrl
+purejaxrl.keep_heap()  # what ``import purejaxrl.llm`` does; a no-op under PUREJAXRL_KEEP_HEAP=0
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_compilation_cache", False)
 from purejaxrl.config import compose

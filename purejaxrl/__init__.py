@@ -4,16 +4,10 @@ __version__ = "0.1.0"
 
 
 def _configure_cpu_runtime() -> None:
-    """CPU defaults, set before the first computation creates the CPU client.
-
-    The glibc heap is kept between calls (``_keep_heap``; ``PUREJAXRL_KEEP_HEAP=0`` leaves glibc's
-    defaults).  Async CPU dispatch is off: our host loops wait for every chunk anyway, and a hang
-    with it on is reported upstream; ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on.
-    """
+    """Async CPU dispatch off (before the first computation creates the CPU client): our host loops
+    wait for every chunk anyway, and a hang with it on is reported upstream;
+    ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on."""
     import os
-
-    if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False"):
-        _keep_heap()
 
     import jax
 
@@ -21,18 +15,23 @@ def _configure_cpu_runtime() -> None:
         jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
-def _keep_heap() -> None:
+def keep_heap() -> None:
     """Keep freed memory in the process (glibc): no mmap for large blocks, no trimming.
 
     XLA:CPU allocates its scratch buffers per call; by default glibc returns them to the OS and
     the next call faults them in again (about 10^6 minor page faults per LLM train step here).
-    Keeping them made the 1M-parameter transformer's forward+backward ~25% faster
-    (benchmarks/llm_throughput.py).  The cost: the process keeps its peak heap.  Equivalent to
-    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``; ``PUREJAXRL_KEEP_HEAP=0``
-    leaves glibc's defaults.  A no-op where glibc is not the C library.
+    Keeping them made the 1M-parameter transformer's train step 15-25% faster, but not the RL
+    loops, whose compiles it slowed by ~1 s (benchmarks/results/cpu_runtime_flags_cpu.json): so
+    ``import purejaxrl.llm`` calls this and ``import purejaxrl`` does not.  The cost: the process
+    keeps its peak heap.  Like ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``;
+    ``PUREJAXRL_KEEP_HEAP=0`` makes it a no-op, as it is where glibc is not the C library.
     """
     import ctypes
+    import os
     import platform
+
+    if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") in ("0", "false", "False"):
+        return
 
     if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
         return

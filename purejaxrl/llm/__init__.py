@@ -1,1 +1,5 @@
-"""Token-level LLM post-training on small JAX transformers: model, sampler, losses."""
+"""Token-level LLM post-training losses on small JAX transformers."""
+
+from purejaxrl import keep_heap as _keep_heap
+
+_keep_heap()
