@@ -2,6 +2,7 @@
 
     python benchmarks/llm_experiments.py cold_start      # (a) GRPO, Dr. GRPO, GARL q∈{.5,.75,1}, PAFT q=.75
     python benchmarks/llm_experiments.py cold_start_long --iterations 500   # (a) Dr. GRPO, GARL, PAFT, longer
+    python benchmarks/llm_experiments.py cold_start_longer --iterations 1500  # (a) Dr. GRPO vs GARL q=.75, level 3
     python benchmarks/llm_experiments.py noise           # (b) DPO vs ADPO variants under label noise
     python benchmarks/llm_experiments.py likelihood      # (c) log-prob vs binary reward on digit sum
     python benchmarks/llm_experiments.py self_play       # SPPO vs Nash-MP rounds from the same warm start
@@ -37,7 +38,7 @@ PG = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2}
 
 
 def experiments(name: str, seeds: int, iterations: int | None):
-    if name in ("cold_start", "cold_start_long"):
+    if name in ("cold_start", "cold_start_long", "cold_start_longer"):
         task = {"name": "combination_lock", "kwargs": {}}
         losses = {
             "grpo": {"name": "grpo", **PG},
@@ -49,6 +50,8 @@ def experiments(name: str, seeds: int, iterations: int | None):
         }
         if name == "cold_start_long":  # longer runs of the three that matter for level 3
             losses = {k: losses[k] for k in ("dr_grpo", "garl_q0.75", "paft_q0.75")}
+        if name == "cold_start_longer":  # the paper's claim itself: does GARL q = 0.75 escape level 3?
+            losses = {k: losses[k] for k in ("dr_grpo", "garl_q0.75")}
         for label, loss in losses.items():
             yield label, {**BASE, "task": task, "loss": loss, "iterations": iterations or 200}
     elif name == "noise":
@@ -82,7 +85,7 @@ def experiments(name: str, seeds: int, iterations: int | None):
             yield reward, {**BASE, "task": task, "loss": {"name": "dr_grpo", **PG}, "reward": reward,
                            "iterations": iterations or 200}
     else:
-        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_long, noise, likelihood, self_play")
+        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_long, cold_start_longer, noise, likelihood, self_play")
 
 
 def main() -> None:
