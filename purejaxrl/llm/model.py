@@ -82,8 +82,11 @@ def _mlp(x, lp, cfg: ModelConfig):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> dict:
-    shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape), "v": jnp.zeros(shape)}
+    """Keys and values, one ``[B, H, S, Dh]`` buffer per layer (a tuple, not a stacked array: the
+    decoding step updates each in place instead of slicing and re-stacking a [L, ...] array)."""
+    shape = (batch, cfg.n_heads, length, cfg.head_dim)
+    return {"k": tuple(jnp.zeros(shape) for _ in range(cfg.n_layers)),
+            "v": tuple(jnp.zeros(shape) for _ in range(cfg.n_layers))}
 
 
 def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
@@ -98,7 +101,7 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
     # Activations stay 2-D ``[B*T, d]`` between attention blocks: XLA:CPU runs 2-D matmuls and
     # their gradients several times faster than the same products written over [B, T, d].
     x = params["embed"][tokens.reshape(-1)]
-    S = T if cache is None else cache["k"].shape[2]
+    S = T if cache is None else cache["k"][0].shape[2]
     key_pos = jnp.arange(S)
     mask = (key_pos[None, :] <= positions[:, None])[None] & key_valid[:, None, :]  # [B, T, S]
     H, Dh = cfg.n_heads, cfg.head_dim
@@ -109,25 +112,32 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
         qkv = (h @ lp["wqkv"]).reshape(B, T, 3, H, Dh)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = _rope(q, positions, cfg.rope_base), _rope(k, positions, cfg.rope_base)
-        if kc is not None:
-            kc = jax.lax.dynamic_update_slice(kc, k, (0, start, 0, 0))
-            vc = jax.lax.dynamic_update_slice(vc, v, (0, start, 0, 0))
-            k_all, v_all = kc, vc
+        if kc is not None:  # cache layout [B, H, S, Dh]: attention reads it without transposes
+            kc = jax.lax.dynamic_update_slice(kc, k.transpose(0, 2, 1, 3), (0, 0, start, 0))
+            vc = jax.lax.dynamic_update_slice(vc, v.transpose(0, 2, 1, 3), (0, 0, start, 0))
+            scores = jnp.einsum("bthd,bhsd->bhts", q, kc) / jnp.sqrt(Dh)
         else:
-            k_all, v_all = k, v
-        scores = jnp.einsum("bthd,bshd->bhts", q, k_all) / jnp.sqrt(Dh)
+            scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(Dh)
         scores = jnp.where(mask[:, None], scores, -1e30)
         attn = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bhts,bshd->bthd", attn, v_all).reshape(B * T, H * Dh)
+        if kc is not None:
+            out = jnp.einsum("bhts,bhsd->bthd", attn, vc).reshape(B * T, H * Dh)
+        else:
+            out = jnp.einsum("bhts,bshd->bthd", attn, v).reshape(B * T, H * Dh)
         x = x + out @ lp["wo"]
         return _mlp(x, lp, cfg), (kc, vc)
 
     if cache is None:
         x, _ = jax.lax.scan(lambda c, lp: layer(c, (lp, None, None)), x, params["layers"])
         new_cache = None
-    else:
-        x, (kc, vc) = jax.lax.scan(layer, x, (params["layers"], cache["k"], cache["v"]))
-        new_cache = {"k": kc, "v": vc}
+    else:  # layers unrolled: each layer's cache buffer is updated in place
+        ks, vs = [], []
+        for i in range(cfg.n_layers):
+            lp = jax.tree.map(lambda a: a[i], params["layers"])
+            x, (kc, vc) = layer(x, (lp, cache["k"][i], cache["v"][i]))
+            ks.append(kc)
+            vs.append(vc)
+        new_cache = {"k": tuple(ks), "v": tuple(vs)}
     logits = (_rms_norm(x, params["final_norm"]) @ params["embed"].T).reshape(B, T, -1)
     return logits, new_cache
 

@@ -50,7 +50,7 @@ def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=
     logits, cache = forward(params, cfg, prompts, valid, init_cache(cfg, N, S), 0)
     if num_samples > 1:
         logits, valid = jnp.repeat(logits, num_samples, axis=0), jnp.repeat(valid, num_samples, axis=0)
-        cache = jax.tree.map(lambda c: jnp.repeat(c, num_samples, axis=1), cache)
+        cache = jax.tree.map(lambda c: jnp.repeat(c, num_samples, axis=0), cache)
 
     def step(carry, t):
         last, cache, valid, done, key = carry
