@@ -112,18 +112,13 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
         qkv = (h @ lp["wqkv"]).reshape(B, T, 3, H, Dh)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = _rope(q, positions, cfg.rope_base), _rope(k, positions, cfg.rope_base)
-        if kc is not None:  # cache layout [B, H, S, Dh]: attention reads it without transposes
+        kv = "bshd"  # key/value layout: the layer's own [B, T, H, Dh], or the cache's [B, H, S, Dh]
+        if kc is not None:  # (transposing the uncached keys instead cost the full forward 5-10%)
             kc = jax.lax.dynamic_update_slice(kc, k.transpose(0, 2, 1, 3), (0, 0, start, 0))
             vc = jax.lax.dynamic_update_slice(vc, v.transpose(0, 2, 1, 3), (0, 0, start, 0))
-            scores = jnp.einsum("bthd,bhsd->bhts", q, kc) / jnp.sqrt(Dh)
-        else:
-            scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(Dh)
-        scores = jnp.where(mask[:, None], scores, -1e30)
-        attn = jax.nn.softmax(scores, axis=-1)
-        if kc is not None:
-            out = jnp.einsum("bhts,bhsd->bthd", attn, vc).reshape(B * T, H * Dh)
-        else:
-            out = jnp.einsum("bhts,bshd->bthd", attn, v).reshape(B * T, H * Dh)
+            k, v, kv = kc, vc, "bhsd"
+        scores = jnp.where(mask[:, None], jnp.einsum(f"bthd,{kv}->bhts", q, k) / jnp.sqrt(Dh), -1e30)
+        out = jnp.einsum(f"bhts,{kv}->bthd", jax.nn.softmax(scores, axis=-1), v).reshape(B * T, H * Dh)
         x = x + out @ lp["wo"]
         return _mlp(x, lp, cfg), (kc, vc)
 
@@ -142,11 +137,15 @@ def forward(params, cfg: ModelConfig, tokens, key_valid, cache=None, start=0):
     return logits, new_cache
 
 
+def token_logp(logits, tokens):
+    """``log softmax(logits)`` at ``tokens``: ``[..., V], [...] -> [...]``."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[..., None], axis=-1)[..., 0]
+
+
 def token_logprobs(params, cfg: ModelConfig, tokens, valid):
     """``log π(tokens[:, t+1] | tokens[:, :t+1])`` for every position: ``[B, S-1]`` (full forward)."""
     logits, _ = forward(params, cfg, tokens, valid)
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return token_logp(logits[:, :-1], tokens[:, 1:])
 
 
 def grouped_completion_logits(params, cfg: ModelConfig, prompts, prompt_valid, comps, comp_valid):
@@ -199,5 +198,4 @@ def grouped_completion_logits(params, cfg: ModelConfig, prompts, prompt_valid, c
 
 def grouped_completion_logprobs(params, cfg: ModelConfig, prompts, prompt_valid, comps, comp_valid):
     """``log π(comps[:, t] | prompt, comps[:, :t])``, ``[B, T]``; see ``grouped_completion_logits``."""
-    logits = grouped_completion_logits(params, cfg, prompts, prompt_valid, comps, comp_valid)
-    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), comps[..., None], axis=-1)[..., 0]
+    return token_logp(grouped_completion_logits(params, cfg, prompts, prompt_valid, comps, comp_valid), comps)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxrl.llm import losses as L
-from purejaxrl.llm.model import ModelConfig, grouped_completion_logits, token_logprobs
+from purejaxrl.llm.model import ModelConfig, grouped_completion_logits, grouped_completion_logprobs, token_logp, token_logprobs
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
@@ -68,8 +68,10 @@ def _group_logits(params, cfg, d, comps=None, comp_valid=None):
     return grouped_completion_logits(params, cfg, d["prompts"], d["prompts"] != PAD, comps, comp_valid)
 
 
-def _logp_of(logits, tokens):
-    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[..., None], axis=-1)[..., 0]
+def _seq_logp(params, cfg, prompts, comps, mask):
+    """Sequence log-probs ``[N, K]`` of ``K`` completions per prompt (each prompt run once)."""
+    lp = grouped_completion_logprobs(params, cfg, prompts, prompts != PAD, comps, mask)
+    return (lp * mask).sum(1).reshape(prompts.shape[0], -1)
 
 
 def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
@@ -79,7 +81,7 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
     def fn(params, cfg, d):
         mask, rewards = d["mask"], d["rewards"]
         logits_c = _group_logits(params, cfg, d)
-        logp = _logp_of(logits_c, d["comps"])
+        logp = token_logp(logits_c, d["comps"])
         seq_logp = (logp * mask).sum(1)
         aux = {}
         if name in ("grpo", "dr_grpo", "dapo", "bnpo", "epo", "fg_expo"):
@@ -109,7 +111,7 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
         else:
             raise ValueError(f"unknown RL loss {name!r}; valid: {', '.join(RL_LOSSES)}")
         if "answer_mask" in d:  # likelihood reward: its own gradient, an SFT-like term on a* given z
-            ans_lp = _logp_of(_group_logits(params, cfg, d, d["answer_tokens"], d["answer_valid"]), d["answer_tokens"])
+            ans_lp = token_logp(_group_logits(params, cfg, d, d["answer_tokens"], d["answer_valid"]), d["answer_tokens"])
             r_theta = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
             loss = loss - jnp.mean(r_theta)
         return loss, aux
@@ -143,7 +145,7 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         else:  # reward = likelihood of the reference answer after the sampled chain of thought
             a_tok, a_valid, z_mask, a_mask = append_reference_answer(rep.prompts, comps, mask, rep.answers, task.separator)
             a_tok, a_valid = a_tok[:, P:], a_valid[:, P:]
-            ans_lp = jax.lax.stop_gradient(_logp_of(_group_logits(params, cfg, d, a_tok, a_valid), a_tok))
+            ans_lp = jax.lax.stop_gradient(token_logp(_group_logits(params, cfg, d, a_tok, a_valid), a_tok))
             rewards = L.likelihood_rewards(ans_lp, a_mask, settings.reward)
             d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
             mask = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
@@ -155,11 +157,11 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         if exact_sampler:
             d["old_logp"] = samp_logp
         elif settings.loss == "rover":
-            d["old_logp"] = _logp_of(d["old_logits"], comps)
+            d["old_logp"] = token_logp(d["old_logits"], comps)
         else:
-            d["old_logp"] = jax.lax.stop_gradient(_logp_of(_group_logits(params, cfg, d), comps))
+            d["old_logp"] = jax.lax.stop_gradient(token_logp(_group_logits(params, cfg, d), comps))
         if hp_static.get("use_ref"):
-            d["ref_logp"] = jax.lax.stop_gradient(_logp_of(_group_logits(ref_params, cfg, d), comps))
+            d["ref_logp"] = jax.lax.stop_gradient(token_logp(_group_logits(ref_params, cfg, d), comps))
         if settings.loss == "paft":
             d["paft_idx"] = L.paft_resample(k_paft, rewards, G, G)
         lf = rl_loss(settings.loss, hp, G, T)
@@ -278,20 +280,14 @@ def make_preference_batch(task, key, n: int, num_candidates: int, noise: tuple[s
 def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candidates: int, noise, dataset_size: int, optimizer):
     """One optimiser step on a minibatch of a fixed offline dataset (``dataset_size`` prompts;
     example ``i`` is always generated from the same key, so the data and its noise are fixed)."""
-    P = task.prompt_len
     kind, val = noise
 
     def step(params, opt_state, ref_params, key, hp):
         idx = jax.random.randint(key, (), 0, dataset_size // batch_size)
         dkey = jax.random.fold_in(jax.random.PRNGKey(12345), idx)
         batch, cands, true, scores = make_preference_batch(task, dkey, batch_size, num_candidates, noise)
-        K = num_candidates
-        prompts = jnp.repeat(batch.prompts, K, axis=0)
-        tokens = jnp.concatenate([prompts, cands.reshape(batch_size * K, -1)], 1)
-        valid = tokens != PAD
-
-        def seq_lp(p):
-            return _completion_logp(p, cfg, tokens, valid, P).sum(1).reshape(batch_size, K)
+        comps = cands.reshape(batch_size * num_candidates, -1)
+        seq_lp = lambda p: _seq_logp(p, cfg, batch.prompts, comps, comps != PAD)  # noqa: E731
 
         ref = jax.lax.stop_gradient(seq_lp(ref_params))
         order = jnp.argsort(-scores, axis=1)
@@ -328,19 +324,13 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
 
 
 def _online_candidates(task, cfg: ModelConfig, params, key, batch_size: int, K: int, prompts=None):
-    """``K`` sampled completions per prompt from ``params``: (batch, tokens, valid, mask, true [N, K])."""
+    """``K`` sampled completions per prompt from ``params``: (batch, comps, mask, true [N, K])."""
     k1, k2 = jax.random.split(key)
     batch = task.sample(k1, batch_size) if prompts is None else prompts
     rep = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), batch)
     comps, mask, _ = sample(params, cfg, batch.prompts, k2, max_new=task.max_new, stop_id=EOS, pad_id=PAD, num_samples=K)
-    true = task.true_reward(comps, rep).reshape(batch_size, K)
-    tokens = jnp.concatenate([rep.prompts, comps], 1)
-    valid = jnp.concatenate([rep.prompts != PAD, mask], 1)
-    return batch, tokens, valid, mask, true
+    return batch, comps, mask, task.true_reward(comps, rep).reshape(batch_size, K)
 
-
-def _seq_logp(params, cfg, tokens, valid, mask, P, shape):
-    return (_completion_logp(params, cfg, tokens, valid, P) * mask).sum(1).reshape(shape)
 
 
 def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int, optimizer, pref_temperature: float = 0.1):
@@ -349,12 +339,12 @@ def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int,
     Bradley–Terry preference on the true reward, and regress ``ℓ_θ − ℓ_t`` of the best and worst
     samples onto ``η (P̂ − ½)``.  The host loop sets ``prev_params`` to the current parameters at
     the start of every round."""
-    P, K = task.prompt_len, num_candidates
+    K = num_candidates
 
     def step(params, opt_state, prev_params, key, hp):
-        _, tokens, valid, mask, true = _online_candidates(task, cfg, prev_params, key, batch_size, K)
+        batch, comps, mask, true = _online_candidates(task, cfg, prev_params, key, batch_size, K)
         win = jax.nn.sigmoid((true[:, :, None] - true[:, None, :]) / pref_temperature).mean(-1)
-        seq_lp = lambda p: _seq_logp(p, cfg, tokens, valid, mask, P, (batch_size, K))  # noqa: E731
+        seq_lp = lambda p: _seq_logp(p, cfg, batch.prompts, comps, mask)  # noqa: E731
         prev = jax.lax.stop_gradient(seq_lp(prev_params))
         w, l = jnp.argmax(true, 1), jnp.argmin(true, 1)
         pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
@@ -380,14 +370,14 @@ def make_nash_mp_step(task, cfg: ModelConfig, batch_size: int, num_candidates: i
     Second half: opponent = the midpoint (θ becomes ``π_{k+1}``).  The host loop sets
     ``anchor_params`` / ``opponent_params`` at the boundaries; ``ref_params`` is the fixed ``π_ref``.
     """
-    P, K = task.prompt_len, num_candidates
+    K = num_candidates
 
     def step(params, opt_state, ref_params, anchor_params, opponent_params, key, hp):
         k1, k2 = jax.random.split(key)
-        batch, tokens, valid, mask, true = _online_candidates(task, cfg, anchor_params, k1, batch_size, K)
+        batch, comps, mask, true = _online_candidates(task, cfg, anchor_params, k1, batch_size, K)
         *_, true_opp = _online_candidates(task, cfg, opponent_params, k2, batch_size, K, prompts=batch)
         win = jax.nn.sigmoid((true[:, :, None] - true_opp[:, None, :]) / pref_temperature).mean(-1)
-        seq_lp = lambda p: _seq_logp(p, cfg, tokens, valid, mask, P, (batch_size, K))  # noqa: E731
+        seq_lp = lambda p: _seq_logp(p, cfg, batch.prompts, comps, mask)  # noqa: E731
         anchor_lp = jax.lax.stop_gradient(seq_lp(anchor_params))
         ref_lp = jax.lax.stop_gradient(seq_lp(ref_params))
         loss_fn = lambda p: L.nash_mp_loss(seq_lp(p), anchor_lp, ref_lp, win, hp["beta"], hp["eta"])  # noqa: E731
