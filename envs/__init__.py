@@ -22,6 +22,7 @@ from envs.wrappers import (  # noqa: E402
     EpisodeStats,
     NormalizeReward,
     VecEnv,
+    make_stack,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "VecEnv",
     "list_envs",
     "make",
+    "make_stack",
 ]

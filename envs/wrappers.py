@@ -1,7 +1,8 @@
 """Wrappers: vectorisation, episode statistics, action clipping, reward normalisation.
 
-Order used by the trainers: ``env -> ClipAction -> VecEnv -> EpisodeStats -> NormalizeReward``;
-statistics therefore always see the raw reward.
+:func:`make_stack` builds the one stack that training and evaluation both use:
+``env -> ClipAction -> VecEnv -> EpisodeStats [-> NormalizeReward]``; statistics therefore always
+see the raw reward, and every consumer steps the env with the same (clipped) actions.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class NormalizeRewardState:
 class NormalizeReward(Wrapper):
     """Divide rewards by a running std of the discounted return (applied to a batched env)."""
 
-    def __init__(self, env: Environment, gamma: float = 0.99, epsilon: float = 1e-8):
+    def __init__(self, env: Environment, gamma=0.99, epsilon: float = 1e-8):
+        """``gamma`` may be a traced scalar (a vmapped discount reaches the normaliser too)."""
         super().__init__(env)
         self.gamma = gamma
         self.epsilon = epsilon
@@ -133,3 +135,17 @@ def running_moments(mean, var, count, x, axis=0):
     m2 = var * count + b_var * b_count + jnp.square(delta) * count * b_count / total
     return new_mean, m2 / total, total
 
+
+
+def make_stack(env: Environment, num_envs: int, *, normalize_reward: bool = False, gamma=0.99) -> Environment:
+    """The environment stack every trainer and every evaluation steps through::
+
+        env -> ClipAction -> VecEnv(num_envs) -> EpisodeStats [-> NormalizeReward(gamma)]
+
+    ``ClipAction`` is a no-op for discrete spaces; ``EpisodeStats`` sees the raw reward (returns are
+    always reported unnormalised); ``gamma`` may be traced.
+    """
+    venv = EpisodeStats(VecEnv(ClipAction(env), num_envs))
+    if normalize_reward:
+        venv = NormalizeReward(venv, gamma=gamma)
+    return venv

@@ -36,7 +36,21 @@ class Checkpointer:
 
     def read_meta(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step
-        return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        try:
+            meta = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001 - any failure here means an unreadable checkpoint
+            raise self._unreadable(step, e) from e
+        if not isinstance(meta, dict) or "identity" not in meta or "update" not in meta:
+            raise self._unreadable(step, ValueError("its metadata has no identity/update record"))
+        return meta
+
+    def _unreadable(self, step, e: Exception) -> ConfigError:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        steps = sorted(self._mngr.all_steps())
+        older = [s for s in steps if s != step]
+        fix = (f"move {self.directory / str(step)} away to resume from step {older[-1]}" if older
+               else "start a new run_dir")
+        return ConfigError(f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {first}); {fix}")
 
     def restore(self, abstract_state: Any, identity: dict, step: int | None = None) -> tuple[Any, dict]:
         """Restore the state after checking that the checkpoint was written by a config with the same
@@ -49,9 +63,12 @@ class Checkpointer:
                 f"cannot resume from {self.directory}: the config differs from the one that wrote it ({diff}); "
                 "restore the original value or start a new run_dir"
             )
-        restored = self._mngr.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
+        try:
+            restored = self._mngr.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except Exception as e:  # noqa: BLE001 - corrupted files, or a state of another shape
+            raise self._unreadable(step, e) from e
         return restored["state"], meta
 
     def restore_subtree(self, key: str, template: Any, step: int | None = None) -> Any:

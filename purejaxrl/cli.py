@@ -48,13 +48,20 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
             run_dir = f"{run_dir}/{hc.job.num}"
         run_dir = run_dir or hc.runtime.output_dir
         container["run_dir"] = run_dir
+        from purejaxrl.experiment import TrainingDiverged
+
         try:
-            summary = run_fn(container, run_dir)
+            summary = run_fn(container, run_dir, list(hc.overrides.task))
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             if hc.mode.name == "MULTIRUN":
                 raise
             sys.exit(2)
+        except TrainingDiverged as e:  # one sweep point diverging does not end the sweep
+            print(f"error: {e}", file=sys.stderr)
+            if hc.mode.name == "MULTIRUN":
+                return None
+            sys.exit(3)
         return report(summary, run_dir)
 
     sys.argv = [sys.argv[0]] + rewrite_overrides(argv)
@@ -62,10 +69,10 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
 
 
 def train_main(argv: list[str]) -> None:
-    def run(cfg, run_dir):
+    def run(cfg, run_dir, overrides):
         from purejaxrl.experiment import run as run_experiment
 
-        return run_experiment(cfg, run_dir)
+        return run_experiment(cfg, run_dir, overrides=overrides)
 
     def report(summary, run_dir):
         fr = summary["final_return"]
@@ -81,10 +88,10 @@ def llm_main(argv: list[str]) -> None:
         sys.exit("usage: purejaxrl llm {sft,rl,pref} [hydra overrides]")
     mode, rest = argv[0], argv[1:]
 
-    def run(cfg, run_dir):
+    def run(cfg, run_dir, overrides):
         from purejaxrl.llm.run import run_llm
 
-        return run_llm(cfg, run_dir)
+        return run_llm(cfg, run_dir, overrides=overrides)
 
     def report(summary, run_dir):
         shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test_")}
@@ -100,6 +107,14 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    try:
+        _dispatch(cmd, rest)
+    except ConfigError as e:  # bad input to plot / eval: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _dispatch(cmd: str, rest: list[str]) -> None:
     if cmd == "train":
         train_main(rest)
     elif cmd == "plot":

@@ -19,12 +19,29 @@ TOP_LEVEL = {
     "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
     "vmap", "stop_after_chunks", "compilation_cache", "hydra",
 }
-NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation", "conv_channels"}
+NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation", "conv_channels", "conv_padding",
+                "kernel_init", "input_scale"}
 NETWORK_KINDS = {"auto", "mlp", "minatar_conv"}
 
 
 class ConfigError(ValueError):
     """A config problem found before compiling; the message says how to fix it."""
+
+
+def _first_set(value, default):
+    """``${purejaxrl_or:${run_dir},<default>}``: the value unless it is null (``oc.select`` only
+    falls back for a missing key, not for ``run_dir: null``)."""
+    return default if value is None or value == "" else value
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("purejaxrl_or"):
+        OmegaConf.register_new_resolver("purejaxrl_or", _first_set)
+
+
+register_resolvers()
 
 
 def _load_yaml(path: Path) -> dict:
@@ -100,14 +117,12 @@ def validate(cfg: dict) -> None:
 
         if env["name"] not in _envs.list_envs():
             errs.append(f"env.name={env['name']!r} is unknown; valid: {', '.join(_envs.list_envs())}")
+        else:
+            errs += _env_errors(env, cls)
     for k in sorted(set(env) - {"name", "kwargs"}):
         errs.append(f"env.{k} is not an env setting; valid: name, kwargs")
 
-    net = cfg.get("network") or {}
-    for k in sorted(set(net) - NETWORK_KEYS):
-        errs.append(f"network.{k} is not a network setting; valid: {', '.join(sorted(NETWORK_KEYS))}")
-    if net.get("kind", "auto") not in NETWORK_KINDS:
-        errs.append(f"network.kind={net.get('kind')!r}; valid: {', '.join(sorted(NETWORK_KINDS))}")
+    errs += _network_errors(cfg.get("network") or {})
 
     for key, lo in (("num_seeds", 1), ("chunks", 1), ("seed", 0)):
         v = cfg.get(key)
@@ -120,8 +135,53 @@ def validate(cfg: dict) -> None:
         errs.append("resume=true needs run_dir=PATH, the directory of the run to continue")
 
     errs += _vmap_errors(cfg.get("vmap") or {}, cls)
+    raise_errors(errs)
+
+
+def raise_errors(errs: list[str]) -> None:
+    """One problem: one line; several: one line each."""
+    if len(errs) == 1:
+        raise ConfigError(f"invalid config: {errs[0]}")
     if errs:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
+
+
+def _env_errors(env_cfg: dict, cls) -> list[str]:
+    """Build the environment (cheap: no compilation) to check ``env.kwargs`` and that the
+    algorithm can act in it."""
+    import envs as _envs
+
+    kwargs = env_cfg.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return [f"env.kwargs={kwargs!r} must be a mapping of environment parameters, e.g. env.kwargs.max_steps_in_episode=200"]
+    try:
+        env = _envs.make(env_cfg["name"], **kwargs)
+    except (TypeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return [f"env.kwargs {kwargs} do not fit {env_cfg['name']}: {msg}; fix or remove them"]
+    return cls.env_errors(env)
+
+
+def _network_errors(net: dict) -> list[str]:
+    from purejaxrl.networks import ACTIVATIONS, KERNEL_INITS
+
+    errs = []
+    for k in sorted(set(net) - NETWORK_KEYS):
+        errs.append(f"network.{k} is not a network setting; valid: {', '.join(sorted(NETWORK_KEYS))}")
+    if net.get("kind", "auto") not in NETWORK_KINDS:
+        errs.append(f"network.kind={net.get('kind')!r}; valid: {', '.join(sorted(NETWORK_KINDS))}")
+    choices = {"activation": ACTIVATIONS, "kernel_init": KERNEL_INITS, "conv_padding": ("SAME", "VALID")}
+    for k, valid in choices.items():
+        if net.get(k) is not None and net[k] not in valid:
+            errs.append(f"network.{k}={net[k]!r} is unknown; valid: {', '.join(sorted(valid))}")
+    for k in ("hidden_size", "num_layers", "conv_channels"):
+        v = net.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            errs.append(f"network.{k}={v!r} must be an integer >= 1 (or null for the algorithm's default)")
+    v = net.get("input_scale")
+    if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0):
+        errs.append(f"network.input_scale={v!r} must be a positive number")
+    return errs
 
 
 def _vmap_errors(vmap: dict, cls) -> list[str]:
@@ -140,6 +200,8 @@ def _vmap_errors(vmap: dict, cls) -> list[str]:
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in values
             ):
                 errs.append(f"vmap.algo.{k}={values!r} must be a non-empty list of numbers, e.g. [1e-4,3e-4]")
+            else:
+                errs += cls.hparam_errors(f"vmap.algo.{k}", k, values)
     return errs
 
 
@@ -213,5 +275,5 @@ def compose(overrides=()) -> dict:
     return out
 
 
-def dump_yaml(cfg: dict, path: Path) -> None:
+def dump_yaml(cfg, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -19,7 +19,7 @@ import numpy as np
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, identity, run_grid, validate
 from purejaxrl.logging import MetricsLogger, check_backends
-from purejaxrl.trainer import Trainer, build_algorithm
+from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 SUMMARY = "summary.json"
 
@@ -30,14 +30,31 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None) -> dict:
-    """Train as ``cfg`` says; returns the summary (also written to ``run_dir/summary.json``)."""
+class TrainingDiverged(RuntimeError):
+    """A run's loss or parameters became NaN/inf; the last good checkpoint was kept."""
+
+
+# Metrics that are NaN by design (no episode ended, no evaluation in that update).
+MAY_BE_NAN = ("episode_return", "episode_length", "eval_return")
+
+
+def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None, overrides: list[str] | None = None,
+        **algo_kwargs) -> dict:
+    """Train as ``cfg`` says; returns the summary (also written to ``run_dir/summary.json``).
+
+    ``algo_kwargs`` go to the algorithm's constructor (e.g. ``objective=`` for PPO); ``overrides``
+    (the command line's, from the CLI) are saved as ``overrides.yaml``.  Every check
+    (config, environment, run directory, checkpoint compatibility) happens before anything is
+    compiled or written.
+    """
     if run_dir is not None:
         cfg = {**cfg, "run_dir": str(run_dir)}
     validate(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     check_backends(cfg.get("logger") or {})
     run_dir = Path(run_dir or cfg.get("run_dir") or "outputs/run").resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file, not a directory; choose another run_dir")
     ckpt_dir = run_dir / "checkpoints"
     resuming = Checkpointer.exists(ckpt_dir)
     if resuming and not cfg.get("resume"):
@@ -45,43 +62,58 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
             f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
             "or choose another run_dir (nothing was changed)"
         )
+    if cfg.get("resume") and not resuming:
+        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
     if cfg.get("compilation_cache", True):
         enable_compilation_cache()
     logger_cfg = cfg.get("logger") or {}
 
-    algo = build_algorithm(cfg)
+    algo = build_algorithm(cfg, **algo_kwargs)
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
+    hparams = batch_hparams(algo, hparams, len(runs))
     trainer = Trainer(algo, len(runs), cfg["chunks"])
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    spu = algo.steps_per_update
+    spu = algo.units_per_update
 
-    ckpt = Checkpointer(ckpt_dir)
     start, prior_seconds = 0, 0.0
     if resuming:
-        state, meta = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
+        ckpt = Checkpointer(ckpt_dir)
+        try:
+            state, meta = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
+        finally:
+            ckpt.close()
         start, prior_seconds = int(meta["update"]), float(meta.get("run_seconds", 0.0))
+        if start >= trainer.num_updates and (run_dir / SUMMARY).exists():
+            print(f"{run_dir} already completed all {trainer.num_updates} updates; nothing to do")
+            return json.loads((run_dir / SUMMARY).read_text())
         print(f"resuming {run_dir} from update {start}/{trainer.num_updates}")
     else:
         state = trainer.init(keys, hparams)
+    # Everything is checked: from here on the run directory is written.
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
+    if overrides is not None:
+        dump_yaml(overrides, run_dir / "overrides.yaml")
+    ckpt = Checkpointer(ckpt_dir)
     logger = MetricsLogger(run_dir, runs, logger_cfg, resume_update=start, project_cfg=identity(cfg))
+    last_eval = logger.last_values("eval_return")
 
     show = logger_cfg.get("progress", True) if progress is None else progress
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=trainer.num_updates * spu, initial=start * spu, unit="step", unit_scale=True, dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=trainer.num_updates * spu, initial=start * spu, unit=algo.unit, unit_scale=True,
+                   dynamic_ncols=True, mininterval=1.0)
 
-    last_eval = np.full(len(runs), np.nan)
     run_seconds, chunks_done = prior_seconds, 0
     stop_after = cfg.get("stop_after_chunks")
+    diverged = None
     try:
         while start < trainer.num_updates:
             compiled_before = trainer.compile_seconds
             t0 = time.perf_counter()
-            state, metrics = trainer.chunk(state, hparams, start)
+            state, metrics, finite = trainer.chunk(state, hparams, start, with_finite=True)
             dt = time.perf_counter() - t0 - (trainer.compile_seconds - compiled_before)
             run_seconds += dt
             n = min(trainer.updates_per_chunk, trainer.num_updates - start)
@@ -91,6 +123,9 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                 if seen.size:
                     last_eval[r] = seen[-1]
             logger.log_chunk(start, metrics, spu, trainer.num_updates)
+            diverged = _first_divergence(metrics, finite, n, start, runs)
+            if diverged:
+                break  # no checkpoint of this chunk: the last good one stays the latest
             start += n
             chunks_done += 1
             ckpt.save(start, state, {"identity": identity(cfg), "update": start, "run_seconds": run_seconds})
@@ -99,7 +134,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                 bar.update(n * spu)
                 bar.set_postfix(
                     {
-                        "steps/s": f"{n * spu * len(runs) / max(dt, 1e-9):,.0f}",
+                        f"{algo.unit}s/s": f"{n * spu * len(runs) / max(dt, 1e-9):,.0f}",
                         "return": f"{np.nanmean(ret[:, -1]) if not np.isnan(ret[:, -1]).all() else float('nan'):.1f}",
                         "eval": f"{np.nanmean(last_eval):.1f}" if not np.isnan(last_eval).all() else "-",
                     },
@@ -133,8 +168,29 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         "algo": cfg["algo"]["name"],
         "env": cfg["env"]["name"],
     }
+    if diverged:
+        summary["diverged"] = diverged
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    if diverged:
+        raise TrainingDiverged(
+            f"run {diverged['run']} (seed {diverged['seed']}) in {run_dir} diverged: {diverged['metric']} is not finite "
+            f"at update {diverged['update']}; stopped, the last good checkpoint (update {start}) is kept. "
+            "Lower algo.lr or algo.max_grad_norm and start a new run_dir, or resume=true after fixing the cause"
+        )
     return summary
+
+
+def _first_divergence(metrics: dict, finite: np.ndarray, n: int, start: int, runs: list[dict]) -> dict | None:
+    """The first run whose metrics (other than :data:`MAY_BE_NAN`) or parameters are not finite in
+    the first ``n`` updates of a chunk, with the update and the metric."""
+    for r, run_info in enumerate(runs):
+        for j in range(n):
+            for k, v in metrics.items():
+                if k not in MAY_BE_NAN and not np.isfinite(v[r, j]):
+                    return {"run": r, "seed": run_info["seed"], "update": start + j + 1, "metric": k}
+        if not finite[r]:
+            return {"run": r, "seed": run_info["seed"], "update": start + n, "metric": "parameters"}
+    return None
 
 
 def _f(x):

@@ -30,43 +30,73 @@ def check_backends(logger_cfg: dict) -> None:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, runs: list[dict], logger_cfg: dict, resume_update: int = 0, project_cfg: dict | None = None):
+    """Rows per run and logged update.  On resume, rows after the checkpoint are dropped from the
+    JSONL/CSV files and the TensorBoard streams are rewritten from the kept rows (so no step
+    appears twice); W&B runs keep their id (``wandb_ids.json``) and are resumed, not duplicated."""
+
+    def __init__(self, run_dir: Path, runs: list[dict], logger_cfg: dict, resume_update: int = 0,
+                 project_cfg: dict | None = None):
         self.run_dir = Path(run_dir)
         self.runs = runs
         self.log_every = max(int(logger_cfg.get("log_every", 1)), 1)
         self.jsonl = self.run_dir / METRICS_JSONL
         self.csv = self.run_dir / METRICS_CSV
         self._csv_fields: list[str] | None = None
+        self.kept: list[dict] = []
         if resume_update:
-            self._truncate(resume_update)
+            self.kept = self._truncate(resume_update)
         elif self.jsonl.exists():
             self.jsonl.unlink()
             self.csv.unlink(missing_ok=True)
         self._tb = []
         if logger_cfg.get("tensorboard"):
+            import shutil
+
             from tensorboardX import SummaryWriter
 
-            self._tb = [SummaryWriter(str(self.run_dir / "tb" / f"run_{r['run']:03d}")) for r in runs]
+            for r in runs:
+                d = self.run_dir / "tb" / f"run_{r['run']:03d}"
+                if d.exists():  # rewritten from the kept rows: a resumed stream never repeats a step
+                    shutil.rmtree(d)
+                self._tb.append(SummaryWriter(str(d)))
+            for row in self.kept:
+                self._write_tb(row)
         self._wandb = []
         if logger_cfg.get("wandb"):
+            import uuid
+
             import wandb
 
+            ids_path = self.run_dir / "wandb_ids.json"
+            ids = json.loads(ids_path.read_text()) if ids_path.exists() else {}
             for r in runs:
+                run_id = ids.setdefault(str(r["run"]), uuid.uuid4().hex[:12])
                 self._wandb.append(
                     wandb.init(
                         project=logger_cfg.get("wandb_project", "purejaxrl"),
                         group=self.run_dir.name,
                         name=f"{self.run_dir.name}-run{r['run']}",
+                        id=run_id,
+                        resume="allow",
                         config={**(project_cfg or {}), **r},
                         reinit=True,
                         mode=logger_cfg.get("wandb_mode", "online"),
                     )
                 )
+            ids_path.write_text(json.dumps(ids, indent=2))
 
-    def _truncate(self, last_update: int) -> None:
+    def last_values(self, metric: str) -> np.ndarray:
+        """Per run, the last non-null value of ``metric`` in the kept rows (NaN if none)."""
+        out = np.full(len(self.runs), np.nan)
+        for row in self.kept:
+            if row.get(metric) is not None and row["run"] < len(out):
+                out[row["run"]] = row[metric]
+        return out
+
+    def _truncate(self, last_update: int) -> list[dict]:
         """Drop rows written after the checkpoint we resume from (they will be recomputed)."""
         if not self.jsonl.exists():
-            return
+            return []
         keep = [l for l in self.jsonl.read_text().splitlines() if l and json.loads(l)["update"] <= last_update]
         self.jsonl.write_text("".join(l + "\n" for l in keep))
         rows = [json.loads(l) for l in keep]
@@ -78,6 +108,14 @@ class MetricsLogger:
                 w = csv.DictWriter(f, self._csv_fields, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(rows)
+        return rows
+
+    def _scalars(self, row: dict) -> dict:
+        return {k: v for k, v in row.items() if isinstance(v, float) and k not in self.runs[0]}
+
+    def _write_tb(self, row: dict) -> None:
+        for k, v in self._scalars(row).items():
+            self._tb[row["run"]].add_scalar(k, v, row["env_steps"])
 
     def log_chunk(self, start: int, metrics: dict[str, np.ndarray], steps_per_update: int, num_updates: int) -> None:
         """Write rows for updates ``start .. start + n`` every ``log_every`` updates (and whenever an
@@ -113,12 +151,10 @@ class MetricsLogger:
                 w.writeheader()
             w.writerows(rows)
         for row in rows:
-            scalars = {k: v for k, v in row.items() if isinstance(v, float) and k not in self.runs[0]}
             if self._tb:
-                for k, v in scalars.items():
-                    self._tb[row["run"]].add_scalar(k, v, row["env_steps"])
-            if self._wandb:
-                self._wandb[row["run"]].log({**scalars, "env_steps": row["env_steps"]})
+                self._write_tb(row)
+            if self._wandb:  # explicit steps: rows re-logged after a resume are not duplicated
+                self._wandb[row["run"]].log({**self._scalars(row), "env_steps": row["env_steps"]}, step=row["update"])
 
     def close(self) -> None:
         for w in self._tb:
@@ -130,5 +166,5 @@ class MetricsLogger:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_JSONL
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a purejaxrl run directory?")
+        raise ConfigError(f"{run_dir} is not a run directory (no {METRICS_JSONL}); give the run_dir of a purejaxrl run")
     return [json.loads(l) for l in path.read_text().splitlines() if l]

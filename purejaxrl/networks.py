@@ -23,6 +23,13 @@ class NetworkSpec:
     layer_norm: bool
     activation: str
     conv_channels: int = 16
+    conv_padding: str = "SAME"  # "VALID" in the reference PQN MinAtar network
+    kernel_init: str = "lecun_normal"  # or "he_normal" (reference PQN MinAtar torso)
+    input_scale: float = 1.0  # observations are multiplied by this first (reference PQN MinAtar: 1/255)
+    obs_ndim: int = 1  # rank of one observation: an MLP flattens that many trailing axes
+
+
+KERNEL_INITS = {"lecun_normal": nn.initializers.lecun_normal(), "he_normal": nn.initializers.he_normal()}
 
 
 def _orthonormal_columns(a):
@@ -69,20 +76,23 @@ class Torso(nn.Module):
     def _dense(self, features, scale=np.sqrt(2)):
         if self.orthogonal:
             return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
-        return nn.Dense(features)
+        return nn.Dense(features, kernel_init=KERNEL_INITS[self.spec.kernel_init])
 
     @nn.compact
     def __call__(self, x):
         act = ACTIVATIONS[self.spec.activation]
+        if self.spec.input_scale != 1.0:
+            x = x * self.spec.input_scale
         if self.spec.kind == "minatar_conv":
-            x = nn.Conv(self.spec.conv_channels, (3, 3), padding="SAME")(x)
+            x = nn.Conv(self.spec.conv_channels, (3, 3), padding=self.spec.conv_padding,
+                        kernel_init=KERNEL_INITS[self.spec.kernel_init])(x)
             if self.spec.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
             x = x.reshape(x.shape[:-3] + (-1,))
             layers = 1
-        else:
-            x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
+        else:  # flatten the observation's own axes (e.g. Catch's 10 x 5 board), keep the batch axes
+            x = x.reshape(x.shape[: x.ndim - self.spec.obs_ndim] + (-1,))
             layers = self.spec.num_layers
         for _ in range(layers):
             x = self._dense(self.spec.hidden_size)(x)
@@ -146,10 +156,11 @@ def resolve_spec(network_cfg: dict, defaults: dict, obs_shape: Sequence[int]) ->
     """Fill ``null`` fields of the network config with the algorithm's defaults; ``kind: auto``
     picks the MinAtar conv net for image observations and an MLP otherwise."""
     merged = {k: (v if v is not None else defaults.get(k)) for k, v in network_cfg.items()}
+    merged["obs_ndim"] = len(obs_shape)
     if merged.get("kind", "auto") == "auto":
         merged["kind"] = "minatar_conv" if len(obs_shape) == 3 else "mlp"
     if merged["kind"] == "minatar_conv":
         merged.setdefault("hidden_size", 128)
         if network_cfg.get("hidden_size") is None:
             merged["hidden_size"] = 128
-    return NetworkSpec(**{k: merged[k] for k in NetworkSpec.__dataclass_fields__ if k in merged})
+    return NetworkSpec(**{k: merged[k] for k in NetworkSpec.__dataclass_fields__ if merged.get(k) is not None})

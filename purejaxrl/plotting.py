@@ -53,11 +53,23 @@ def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None 
     import matplotlib.pyplot as plt
     import yaml
 
+    from purejaxrl.config import ConfigError
+
+    loaded = []
+    for d in run_dirs:  # check every directory before drawing anything
+        if not (Path(d) / "config.yaml").exists():
+            raise ConfigError(f"{d} is not a run directory (no config.yaml); give run directories of purejaxrl runs")
+        rows = read_metrics(d)
+        available = sorted({k for r in rows for k, v in r.items() if isinstance(v, float) and not k.startswith("algo.")})
+        if metric not in available:
+            raise ConfigError(f"--metric {metric} is not logged in {d}; available: {', '.join(available)}")
+        loaded.append((yaml.safe_load((Path(d) / "config.yaml").read_text()), rows))
+    if smooth < 1:
+        raise ConfigError(f"--smooth={smooth} must be >= 1")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for d in run_dirs:
-        cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
+    for cfg, rows in loaded:
         name = run_label(cfg)
-        for label, (x, y) in curves(read_metrics(d), metric).items():
+        for label, (x, y) in curves(rows, metric).items():
             if smooth > 1 and y.shape[1] >= smooth:
                 k = np.ones(smooth) / smooth
                 y = np.stack([np.convolve(row, k, mode="valid") for row in y])

@@ -19,9 +19,10 @@ import numpy as np
 from purejaxrl.algos import Algorithm, get_algorithm
 
 
-def build_algorithm(cfg: dict) -> Algorithm:
+def build_algorithm(cfg: dict, **kwargs) -> Algorithm:
+    """The algorithm a config names; ``kwargs`` go to its constructor (e.g. ``objective=`` for PPO)."""
     cls = get_algorithm(cfg["algo"]["name"])
-    return cls(cfg["algo"], cfg["env"], cfg.get("network") or {})
+    return cls(cfg["algo"], cfg["env"], cfg.get("network") or {}, **kwargs)
 
 
 class Trainer:
@@ -36,45 +37,53 @@ class Trainer:
         self.eval_every = max(self.num_updates // max(evals, 1), 1)
         batched = self.num_runs > 1 or vmap_single  # vmap_single: the reference codes' layout, for benchmarks
         self.batched = batched
-        init = jax.vmap(algo.init) if batched else algo.init
+        init = algo.init
         chunk = self._run_updates
         if batched:
-            chunk = jax.vmap(chunk, in_axes=(0, 0, None, None))
+            init = jax.vmap(algo.init, in_axes=(0, 0, None))
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None))
         self._init = jax.jit(init)
-        self._chunk = jax.jit(chunk, static_argnums=3, donate_argnums=0)
+        self._chunk = jax.jit(chunk, static_argnums=4, donate_argnums=0)
+        self.data = algo.load_data()  # an offline dataset: one argument shared by every run
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 
     # ---- pure functions ----
-    def _run_updates(self, state, hp, start, n: int):
+    def _run_updates(self, state, hp, start, data, n: int):
         """``n`` updates from update index ``start`` (unbatched, so the ``cond``s below stay
-        branches under vmap); updates past the end of training are skipped."""
+        branches under vmap); updates past the end of training are skipped.  Besides the metrics
+        per update, returns ``params_finite``: whether every learned parameter is finite at the end."""
         algo, last = self.algo, self.num_updates - 1
 
         def one_update(state, i):
-            state, m = algo.update(state, hp, i)
+            state, m = algo.update(state, hp, i, data)
             do_eval = jnp.logical_or((i + 1) % self.eval_every == 0, i == last)
             ev = jax.lax.cond(do_eval, lambda s: algo.evaluate(s, hp, i), lambda s: {"eval_return": jnp.float32(jnp.nan)}, state)
             return state, {**m, **ev}
 
+        idx = start + jnp.arange(n, dtype=jnp.int32)
         if self.num_updates % n == 0:  # every chunk is full: no guard needed
-            return jax.lax.scan(one_update, state, start + jnp.arange(n, dtype=jnp.int32))
+            state, metrics = jax.lax.scan(one_update, state, idx)
+        else:
+            # A short last chunk skips its surplus updates; their metrics are NaN (shapes from one trace).
+            shapes = jax.eval_shape(one_update, state, jnp.int32(0))[1]
+            nan_metrics = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
-        # A short last chunk skips its surplus updates; their metrics are NaN (shapes from one trace).
-        shapes = jax.eval_shape(one_update, state, jnp.int32(0))[1]
-        nan_metrics = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+            def body(state, i):
+                return jax.lax.cond(i <= last, one_update, lambda s, _: (s, nan_metrics), state, i)
 
-        def body(state, i):
-            return jax.lax.cond(i <= last, one_update, lambda s, _: (s, nan_metrics), state, i)
-
-        return jax.lax.scan(body, state, start + jnp.arange(n, dtype=jnp.int32))
+            state, metrics = jax.lax.scan(body, state, idx)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(algo.params(state))]))
+        return state, metrics, finite
 
     def train_fn(self):
         """``train(key, hparams) -> (state, metrics)`` for a single run, whole training in one scan."""
+        data = self.data
 
         def train(key, hp):
-            state = self.algo.init(key, hp)
-            return self._run_updates(state, hp, jnp.int32(0), self.num_updates)
+            state = self.algo.init(key, hp, data)
+            state, metrics, _ = self._run_updates(state, hp, jnp.int32(0), data, self.num_updates)
+            return state, metrics
 
         return train
 
@@ -88,22 +97,24 @@ class Trainer:
 
     def init(self, keys, hparams):
         keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
-        return self._compile("init", self._init, keys, hparams)(keys, hparams)
+        return self._compile("init", self._init, keys, hparams, self.data)(keys, hparams, self.data)
 
     def abstract_state(self, keys, hparams):
         keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
-        return jax.eval_shape(self._init, keys, hparams)
+        return jax.eval_shape(self._init, keys, hparams, self.data)
 
-    def chunk(self, state, hparams, start: int):
-        """Run one chunk from update ``start``; metrics come back as numpy ``[num_runs, n]``."""
+    def chunk(self, state, hparams, start: int, with_finite: bool = False):
+        """Run one chunk from update ``start``; metrics come back as numpy ``[num_runs, n]``
+        (and, with ``with_finite``, a boolean ``[num_runs]``: all parameters finite)."""
         hparams = self._maybe_squeeze(hparams)
         start = jnp.int32(start)
-        fn = self._compile("chunk", self._chunk, state, hparams, start, self.updates_per_chunk)
-        state, metrics = fn(state, hparams, start)
+        fn = self._compile("chunk", self._chunk, state, hparams, start, self.data, self.updates_per_chunk)
+        state, metrics, finite = fn(state, hparams, start, self.data)
         metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        finite = np.asarray(finite).reshape(-1)
         if not self.batched:
             metrics = {k: v[None] for k, v in metrics.items()}
-        return state, metrics
+        return (state, metrics, finite) if with_finite else (state, metrics)
 
     def _maybe_squeeze(self, tree):
         if self.batched:
@@ -111,13 +122,23 @@ class Trainer:
         return jax.tree.map(lambda x: jnp.asarray(x)[0], tree)
 
 
-def make_train(cfg: dict):
+def make_train(cfg: dict, **algo_kwargs):
     """``train(key, hparams)`` for a config: pure and jittable; ``jax.vmap`` it over seeds and
-    hyperparameters (``hparams``: a dict of float32 scalars, one per ``Algorithm.HPARAMS``)."""
-    algo = build_algorithm(cfg)
+    hyperparameters (``hparams``: :func:`default_hparams`, a pytree of float32 arrays)."""
+    algo = build_algorithm(cfg, **algo_kwargs)
     return Trainer(algo, num_runs=1, chunks=1).train_fn()
 
 
-def default_hparams(cfg: dict) -> dict[str, jax.Array]:
+def default_hparams(cfg: dict, algo: Algorithm | None = None) -> dict[str, Any]:
+    """The traced hyperparameters of one run: a float32 scalar per ``Algorithm.HPARAMS`` plus the
+    algorithm's pytree-valued ones (:meth:`Algorithm.extra_hparams`, e.g. ``hp["objective"]``)."""
     cls = get_algorithm(cfg["algo"]["name"])
-    return {k: jnp.float32(cfg["algo"][k]) for k in cls.HPARAMS}
+    hp = {k: jnp.float32(cfg["algo"][k]) for k in cls.HPARAMS}
+    return {**hp, **(algo.extra_hparams() if algo is not None else {})}
+
+
+def batch_hparams(algo: Algorithm, hparams: dict[str, np.ndarray], num_runs: int) -> dict[str, Any]:
+    """Add the algorithm's pytree-valued hyperparameters to a run grid's ``[num_runs]`` arrays,
+    broadcast over runs (every run starts from the same values)."""
+    extra = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_runs,) + jnp.shape(x)), algo.extra_hparams())
+    return {**hparams, **extra}

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-import envs as _envs
 from purejaxrl import returns, schedules
-from purejaxrl.algos.base import Algorithm, episode_fields, episode_metrics
+from purejaxrl.algos.base import INF, RolloutAlgorithm
 from purejaxrl.networks import QNetwork, resolve_spec
+from purejaxrl.rollout import episode_metrics, flatten_time, minibatch_sgd, rollout
 
 
 @struct.dataclass
@@ -34,28 +34,38 @@ class PQNState:
     rng: jax.Array
 
 
-class PQN(Algorithm):
+class PQN(RolloutAlgorithm):
     name = "pqn"
     HPARAMS = ("lr", "max_grad_norm", "gamma", "lam", "eps_start", "eps_finish", "eps_decay", "reward_scale")
+    HPARAM_BOUNDS = {
+        "lr": (0.0, INF, False),
+        "max_grad_norm": (0.0, INF, True),
+        "gamma": (0.0, 1.0, False),
+        "lam": (0.0, 1.0, False),
+        "eps_start": (0.0, 1.0, False),
+        "eps_finish": (0.0, 1.0, False),
+        "eps_decay": (0.0, INF, False),
+    }
     NETWORK_DEFAULTS = {"hidden_size": 256, "num_layers": 2, "layer_norm": True, "activation": "relu"}
+    DISCRETE_ONLY = True
 
     def __init__(self, algo_cfg, env_cfg, network_cfg):
         super().__init__(algo_cfg, env_cfg, network_cfg)
-        if not isinstance(self.env.action_space, _envs.Discrete):
-            raise ValueError(f"PQN needs discrete actions; {self.env.name} has {self.env.action_space}. Use algo=ppo.")
+        errs = self.env_errors(self.env)
+        if errs:
+            from purejaxrl.config import ConfigError
+
+            raise ConfigError(errs[0])
         self.num_actions = self.env.action_space.n
         self.network = QNetwork(resolve_spec(network_cfg, self.NETWORK_DEFAULTS, self.env.observation_shape), self.num_actions)
-        self.venv = _envs.EpisodeStats(_envs.VecEnv(self.env, self.num_envs))
-        self.num_epochs = int(self.cfg["num_epochs"])
-        self.num_minibatches = int(self.cfg["num_minibatches"])
         self.time_limit_as_terminal = bool(self.cfg.get("time_limit_as_terminal", False))
 
     def _tx(self, hp):
         return self.make_optimizer(hp, self.num_epochs * self.num_minibatches, optax.radam)
 
-    def init(self, key, hp):
+    def init(self, key, hp, data=None):
         k_net, k_env, key = jax.random.split(key, 3)
-        obs, env_state = self.venv.reset(k_env)
+        obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         params = self.network.init(k_net, obs[:1])
         return PQNState(params, self._tx(hp).init(params), env_state, obs, key)
 
@@ -65,64 +75,40 @@ class PQN(Algorithm):
     def max_q(self, params, obs):
         return self.network.apply(params, obs).max(-1)
 
-    def update(self, state, hp, i):
-        apply = self.network.apply
+    def collect(self, state, hp, i):
+        """ε-greedy rollout; ``extras["q_max"] = max_a Q(s_t, a)`` is cached while acting."""
         eps = schedules.linear(hp["eps_start"], hp["eps_finish"], hp["eps_decay"] * self.num_updates_decay, i)
-        zeros = jnp.zeros((self.num_envs,), jnp.float32)
 
-        def env_step(carry, _):
-            obs, env_state, rng = carry
-            rng, k_explore, k_rand, k_env = jax.random.split(rng, 4)
-            q = apply(state.params, obs)
-            explore = jax.random.uniform(k_explore, (self.num_envs,)) < eps
-            random_a = jax.random.randint(k_rand, (self.num_envs,), 0, self.num_actions)
-            action = jnp.where(explore, random_a, jnp.argmax(q, -1))
-            obs2, env_state, reward, term, trunc, info = self.venv.step(k_env, env_state, action)
-            if self.time_limit_as_terminal:
-                term, trunc, q_final = jnp.logical_or(term, trunc), jnp.zeros_like(trunc), zeros
-            else:  # bootstrap from the true last observation; skipped when no env was truncated
-                q_final = jax.lax.cond(
-                    jnp.any(trunc), lambda o: self.max_q(state.params, o), lambda o: zeros, info["final_observation"]
-                )
-            out = (obs, action, reward, term, trunc, q.max(-1), q_final, episode_fields(info))
-            return (obs2, env_state, rng), out
+        def policy(obs, key):
+            k_explore, k_rand = jax.random.split(key)
+            q = self.network.apply(state.params, obs)
+            explore = jax.random.uniform(k_explore, (obs.shape[0],)) < eps
+            random_a = jax.random.randint(k_rand, (obs.shape[0],), 0, self.num_actions)
+            return jnp.where(explore, random_a, jnp.argmax(q, -1)), {"q_max": q.max(-1)}
 
-        (obs, env_state, rng), (b_obs, b_act, b_rew, b_term, b_trunc, b_qmax, b_qfinal, b_info) = jax.lax.scan(
-            env_step, (state.obs, state.env_state, state.rng), None, self.num_steps
-        )
-        next_v = returns.next_state_values(b_qmax, self.max_q(state.params, obs), b_trunc, b_qfinal)
-        targets = returns.q_lambda_targets(b_rew * hp["reward_scale"], b_term, b_trunc, next_v, hp["gamma"], hp["lam"])
+        final_value = None if self.time_limit_as_terminal else (lambda o: self.max_q(state.params, o))
+        carry, traj = rollout(self.make_venv(self.num_envs, hp), policy, state.obs, state.env_state, state.rng,
+                              self.num_steps, final_value)
+        return carry, traj, eps
 
-        # Pack [obs, action, target] so each epoch is one permutation and one gather.
-        n = self.steps_per_update
-        obs_dim = b_obs[0, 0].size
-        packed = jnp.concatenate(
-            [b_obs.reshape(n, obs_dim), b_act.reshape(n, 1).astype(jnp.float32), targets.reshape(n, 1)], axis=1
-        )
-        tx = self._tx(hp)
-        obs_shape = self.env.observation_shape
+    def targets(self, traj, last_obs, params, hp):
+        """Peng's Q(λ) targets, bootstrapping from the final observation at a time limit."""
+        next_v = traj.next_values(traj.extras["q_max"], self.max_q(params, last_obs))
+        return returns.q_lambda_targets(traj.reward * hp["reward_scale"], traj.terminated, traj.truncated,
+                                        next_v, hp["gamma"], hp["lam"])
+
+    def update(self, state, hp, i, data=None):
+        (obs, env_state, rng), traj, eps = self.collect(state, hp, i)
+        targets = self.targets(traj, obs, state.params, hp)
+        apply = self.network.apply
 
         def loss_fn(params, mb):
-            q = apply(params, mb[:, :obs_dim].reshape((-1,) + obs_shape))
-            q_a = jnp.take_along_axis(q, mb[:, obs_dim : obs_dim + 1].astype(jnp.int32), axis=-1)[:, 0]
-            err = q_a - mb[:, -1]
-            return 0.5 * jnp.mean(err**2), q_a.mean()
+            q = apply(params, mb["obs"])
+            q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
+            return 0.5 * jnp.mean((q_a - mb["target"]) ** 2), {"q_values": q_a.mean()}
 
-        def sgd_step(carry, mb):
-            params, opt_state = carry
-            (loss, qv), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), (loss, qv)
-
-        def epoch(carry, _):
-            params, opt_state, rng = carry
-            rng, k = jax.random.split(rng)
-            batches = packed[jax.random.permutation(k, n)].reshape(self.num_minibatches, n // self.num_minibatches, -1)
-            (params, opt_state), (loss, qv) = jax.lax.scan(sgd_step, (params, opt_state), batches)
-            return (params, opt_state, rng), (loss, qv)
-
-        (params, opt_state, rng), (loss, qv) = jax.lax.scan(
-            epoch, (state.params, state.opt_state, rng), None, self.num_epochs
-        )
-        metrics = {"loss": loss.mean(), "q_values": qv.mean(), "epsilon": eps, **episode_metrics(b_info)}
+        batch = flatten_time({"obs": traj.obs, "action": traj.action.astype(jnp.int32), "target": targets})
+        params, opt_state, rng, m = minibatch_sgd(loss_fn, self._tx(hp), state.params, state.opt_state, batch, rng,
+                                                  self.num_epochs, self.num_minibatches)
+        metrics = {**m, "epsilon": eps, **episode_metrics(traj.episode)}
         return PQNState(params, opt_state, env_state, obs, rng), metrics

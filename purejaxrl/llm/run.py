@@ -69,7 +69,8 @@ def _load_params(run_dir: str, template):
         ck.close()
 
 
-def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None) -> dict:
+def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
+            overrides: list[str] | None = None) -> dict:
     if run_dir is not None:
         cfg = {**cfg, "run_dir": str(run_dir)}
     validate_llm(cfg)
@@ -150,6 +151,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         start = int(meta["update"])
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
+    if overrides is not None:
+        dump_yaml(overrides, run_dir / "overrides.yaml")
     logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg["log_every"]}, resume_update=start)
 
     t0 = time.perf_counter()
