@@ -172,10 +172,11 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         summary["diverged"] = diverged
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     if diverged:
+        kept = f"the last good checkpoint (update {start}) is kept" if start else "no checkpoint was saved"
         raise TrainingDiverged(
             f"run {diverged['run']} (seed {diverged['seed']}) in {run_dir} diverged: {diverged['metric']} is not finite "
-            f"at update {diverged['update']}; stopped, the last good checkpoint (update {start}) is kept. "
-            "Lower algo.lr or algo.max_grad_norm and start a new run_dir, or resume=true after fixing the cause"
+            f"at update {diverged['update']}; stopped at the end of that chunk, {kept}. "
+            "Lower algo.lr (or algo.max_grad_norm) and start a new run_dir"
         )
     return summary
 

@@ -141,12 +141,16 @@ class PPO(RolloutAlgorithm):
         return rollout(self.make_venv(self.num_envs, hp), policy, state.obs, state.env_state, state.rng,
                        self.num_steps, lambda o: self.value(params, norm, o))
 
+    def advantages(self, traj, last_obs, state, hp):
+        """GAE and value targets, bootstrapping from the final observation at a time limit."""
+        next_v = traj.next_values(traj.extras["value"], self.value(state.params, state.obs_norm, last_obs))
+        return returns.gae_advantages(traj.reward, traj.terminated, traj.truncated, traj.extras["value"],
+                                      next_v, hp["gamma"], hp["gae_lambda"])
+
     def update(self, state, hp, i, data=None):
         norm = state.obs_norm  # the statistics the rollout acted with: the loss uses the same
         (obs, env_state, rng), traj = self.collect(state, hp)
-        next_v = traj.next_values(traj.extras["value"], self.value(state.params, norm, obs))
-        adv, targets = returns.gae_advantages(traj.reward, traj.terminated, traj.truncated, traj.extras["value"],
-                                              next_v, hp["gamma"], hp["gae_lambda"])
+        adv, targets = self.advantages(traj, obs, state, hp)
         progress = i.astype(jnp.float32) / self.num_updates
         objective = self.objective
 
