@@ -46,8 +46,7 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
         run_dir = container.get("run_dir")
         if run_dir and hc.mode.name == "MULTIRUN":
             run_dir = f"{run_dir}/{hc.job.num}"
-        run_dir = run_dir or hc.runtime.output_dir
-        container["run_dir"] = run_dir
+        run_dir = run_dir or hc.runtime.output_dir  # container keeps run_dir as given (resume=true needs one)
         from purejaxrl.experiment import TrainingDiverged
 
         try:
@@ -83,14 +82,73 @@ def train_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR, argv, run, report)
 
 
+def check_overrides(config_dir, overrides: list[str]) -> None:
+    """Compose the config once (cheap: nothing runs) so that an override Hydra cannot apply (an
+    unknown group option or key, bad syntax) is one :class:`ConfigError` line rather than Hydra's
+    multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra."""
+    if any(a.startswith("-") for a in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()  # an earlier in-process run may have left it initialised
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            compose("config", overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
+    except MissingConfigException as e:
+        group, _, name = (e.missing_cfg_file or "").rpartition("/")
+        if group and e.options:
+            raise ConfigError(f"{group}={name} is unknown (no {config_dir.name}/{group}/{name}.yaml); "
+                              f"valid: {', '.join(e.options)}") from None
+        raise ConfigError(_one_line(e)) from None
+    except HydraException as e:
+        cause = e.__cause__
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, OmegaConfBaseException) and key and "not in struct" in str(cause):
+            parent, _, leaf = key.rpartition(".")
+            valid = _keys_at(config_dir, [a for a in overrides if a.lstrip("+~").partition("=")[0] != key], parent)
+            where = f"a {parent} setting" if parent else "a setting"
+            raise ConfigError(f"{key} is not {where}; valid: {', '.join(valid) or '(see ' + str(config_dir) + ')'}") from None
+        raise ConfigError(_one_line(e)) from None
+
+
+def _keys_at(config_dir, overrides: list[str], path: str) -> list[str]:
+    """The keys of the config node at dotted ``path`` (empty when it cannot be composed)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            cfg = compose("config", overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
+    except Exception:  # noqa: BLE001 - only for the message
+        return []
+    node = OmegaConf.select(cfg, path) if path else cfg
+    return sorted(str(k) for k in node if k != "hydra") if isinstance(node, DictConfig) else []
+
+
+def _one_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if "Config search path:" in lines:
+        lines = lines[: lines.index("Config search path:")]
+    return " ".join(lines) or type(e).__name__
+
+
 def llm_main(argv: list[str]) -> None:
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
     if not argv or argv[0] not in ("sft", "rl", "pref"):
-        sys.exit("usage: purejaxrl llm {sft,rl,pref} [hydra overrides]")
+        got = f"mode {argv[0]!r} is unknown" if argv else "a mode is needed"
+        raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref [overrides], e.g. purejaxrl llm sft task=addition")
     mode, rest = argv[0], argv[1:]
+    check_overrides(CONF_DIR / "llm", [f"mode={mode}", *rest])
 
     def run(cfg, run_dir, overrides):
-        from purejaxrl.llm.run import run_llm
+        from purejaxrl.llm.run import run_llm, validate_llm
 
+        validate_llm(cfg)  # run_dir as given: resume=true without run_dir= is an error, not a new run
         return run_llm(cfg, run_dir, overrides=overrides)
 
     def report(summary, run_dir):

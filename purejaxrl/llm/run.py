@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -14,28 +15,76 @@ import numpy as np
 import optax
 
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, dump_yaml
+from purejaxrl.config import CONF_DIR, ConfigError, _load_yaml, _type_error, dump_yaml, raise_errors
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
-from purejaxrl.llm.tasks import VOCAB, make_task
+from purejaxrl.llm.tasks import TASKS, VOCAB, make_task
 from purejaxrl.logging import MetricsLogger
 
 MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size")
 
 
+LLM_CONF = CONF_DIR / "llm"
+GROUPS = ("model", "task", "loss")
+MODEL_KEYS = ("d_model", "n_layers", "n_heads", "d_mlp", "rope_base")  # vocab_size and max_len come from the task
+POSITIVE = ("iterations", "batch_size", "num_prompts", "num_generations", "num_iterations", "num_candidates",
+            "dataset_size", "eval_prompts", "eval_every", "log_every", "checkpoint_every")
+
+
 def validate_llm(cfg: dict) -> None:
+    """Raise :class:`ConfigError` listing every problem of an llm config (one line for one problem);
+    keys that are absent are left to their defaults."""
     errs = []
+    defaults = _load_yaml(LLM_CONF / "run" / "default.yaml")
+    defaults.pop("hydra", None)
+    for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra"}, key=str):
+        errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS]))}")
+    for k, v in cfg.items():
+        if k not in defaults or defaults[k] is None:
+            continue
+        e = _type_error(k, v, defaults[k]) or (f"{k}=null must be set (default {defaults[k]!r})" if v is None else None)
+        if e:
+            errs.append(e)
+    if errs:  # the checks below compare values, which needs the right types
+        raise_errors(errs)
     if cfg.get("mode") not in MODES:
         errs.append(f"mode={cfg.get('mode')!r}; run purejaxrl llm sft|rl|pref")
-    loss = (cfg.get("loss") or {}).get("name")
+    for k in POSITIVE:
+        if k in cfg and cfg[k] < 1:
+            errs.append(f"{k}={cfg[k]!r} must be an integer >= 1")
+    if cfg.get("top_k", 0) < 0:
+        errs.append(f"top_k={cfg['top_k']!r} must be >= 0 (0 = off)")
+    for k in ("temperature", "curriculum_sigma"):
+        if k in cfg and not cfg[k] > 0:
+            errs.append(f"{k}={cfg[k]!r} must be > 0")
+    for k in ("lr", "weight_decay", "max_grad_norm"):
+        if k in cfg and cfg[k] < 0:
+            errs.append(f"{k}={cfg[k]!r} must be >= 0")
+    loss_cfg = cfg.get("loss") or {}
+    loss = loss_cfg.get("name")
     if cfg.get("mode") == "rl" and loss not in T.RL_LOSSES:
         errs.append(f"loss={loss!r} is not an RL loss; valid: {', '.join(T.RL_LOSSES)}")
     if cfg.get("mode") == "pref" and loss not in T.PREF_LOSSES:
-        errs.append(f"loss={loss!r} is not a preference loss; valid: {', '.join(T.PREF_LOSSES)}")
+        errs.append(f"loss={loss!r} is not a preference loss (llm pref needs one, e.g. loss=dpo); "
+                    f"valid: {', '.join(T.PREF_LOSSES)}")
+    loss_file = LLM_CONF / "loss" / f"{loss}.yaml"
+    if isinstance(loss, str) and loss_file.exists():
+        loss_keys = _load_yaml(loss_file)
+        for k, v in loss_cfg.items():
+            if k not in loss_keys:
+                errs.append(f"loss.{k} is not a {loss} setting; valid: {', '.join(sorted(loss_keys))}")
+            elif k != "name" and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                errs.append(f"loss.{k}={v!r} must be a number")
     m = cfg.get("model") or {}
-    if m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
+    for k, v in m.items():
+        if k not in MODEL_KEYS:
+            errs.append(f"model.{k} is not a model setting; valid: {', '.join(MODEL_KEYS)}")
+        elif k != "rope_base" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            errs.append(f"model.{k}={v!r} must be an integer >= 1")
+    if not any(e.startswith("model.") for e in errs) and m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
         errs.append(f"model.d_model={m.get('d_model')} must be divisible by model.n_heads={m.get('n_heads')}")
+    errs += _task_errors(cfg.get("task"))
     if cfg.get("anchor", "fixed") not in ("fixed", "moving"):
         errs.append(f"anchor={cfg.get('anchor')!r}; valid: fixed (π_ref), moving (the policy at the start of each round)")
     if cfg.get("reward", "binary") not in ("binary", "logprob", "prob", "mean_prob"):
@@ -48,17 +97,37 @@ def validate_llm(cfg: dict) -> None:
         except ValueError as e:
             errs.append(str(e))
         if cfg.get("dataset_size", 1) < cfg.get("batch_size", 1):
-            errs.append("dataset_size must be >= batch_size")
+            errs.append(f"dataset_size={cfg.get('dataset_size')} must be >= batch_size={cfg.get('batch_size')}")
         if loss == "nash_mp" and cfg.get("round_length", 2) < 2:
             errs.append(f"round_length={cfg.get('round_length')}: Nash-MP needs >= 2 (two half-steps per round)")
         if (cfg.get("task") or {}).get("name") != "sort_letters":
-            errs.append("llm pref needs task=sort_letters (the task with graded true rewards)")
+            errs.append(f"task={(cfg.get('task') or {}).get('name')}: llm pref needs task=sort_letters "
+                        "(the task with graded true rewards)")
     if cfg.get("init_from") and not Checkpointer.exists(Path(cfg["init_from"]) / "checkpoints"):
         errs.append(f"init_from={cfg['init_from']}: no checkpoint there; give the run_dir of an earlier llm run")
     if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH")
-    if errs:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
+        errs.append("resume=true needs run_dir=PATH, the directory of the llm run to continue")
+    raise_errors(errs)
+
+
+def _task_errors(task_cfg) -> list[str]:
+    """Build the task (cheap: no compilation) to check its name and ``task.kwargs``."""
+    if not isinstance(task_cfg, dict) or not isinstance(task_cfg.get("name"), str):
+        return [f"task={task_cfg!r} must name a task, e.g. task=addition; valid: {', '.join(TASKS)}"]
+    name, kwargs = task_cfg["name"], task_cfg.get("kwargs") or {}
+    if name not in TASKS:
+        return [f"task.name={name!r} is unknown; valid: {', '.join(TASKS)}"]
+    if not isinstance(kwargs, dict):
+        return [f"task.kwargs={kwargs!r} must be a mapping of task parameters, e.g. task.kwargs.digits=2"]
+    params = [p for p in inspect.signature(TASKS[name]).parameters]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        return [f"task.kwargs {unknown} are not parameters of task {name}; valid: {', '.join(params) or '(none)'}"]
+    try:
+        make_task(name, **kwargs)
+    except (TypeError, ValueError) as e:
+        return [f"task.kwargs {kwargs} do not fit task {name}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"]
+    return []
 
 
 def _load_params(run_dir: str, template):
