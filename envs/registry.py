@@ -84,6 +84,11 @@ class GymnaxEnv(Environment):
             raise ValueError(
                 f"{env_id} has no parameter(s) {sorted(unknown)}; valid: {sorted(vars(params))}"
             )
+        for k, v in param_overrides.items():
+            default = getattr(params, k)
+            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and not numeric:
+                raise ValueError(f"{env_id} parameter {k}={v!r} must be a number (default {default!r})")
         self._env = env
         self.params = params.replace(**param_overrides) if param_overrides else params
         self.name = env_id

@@ -30,8 +30,18 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    from pathlib import Path
+
     if not config_dir.is_dir():
         sys.exit(f"error: config directory {config_dir} not found; install purejaxrl with pip install -e .")
+    given = [a.partition("=")[2] for a in argv if a.startswith("run_dir=")]
+    existed = bool(given) and Path(given[-1]).exists()
+
+    def drop_if_new_and_empty(path: str) -> None:
+        """Hydra creates the output directory before our checks; a rejected start removes it again."""
+        p = Path(path)
+        if not existed and p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
 
     @hydra.main(config_path=str(config_dir), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
@@ -55,6 +65,7 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
             print(f"error: {e}", file=sys.stderr)
             if hc.mode.name == "MULTIRUN":
                 raise
+            drop_if_new_and_empty(run_dir)
             sys.exit(2)
         except TrainingDiverged as e:  # one sweep point diverging does not end the sweep
             print(f"error: {e}", file=sys.stderr)
@@ -68,9 +79,13 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
 
 
 def train_main(argv: list[str]) -> None:
+    check_overrides(CONF_DIR, rewrite_overrides(argv))
+
     def run(cfg, run_dir, overrides):
+        from purejaxrl.config import validate
         from purejaxrl.experiment import run as run_experiment
 
+        validate(cfg)  # run_dir as given: resume=true without run_dir= is an error, not a new run
         return run_experiment(cfg, run_dir, overrides=overrides)
 
     def report(summary, run_dir):
@@ -107,7 +122,7 @@ def check_overrides(config_dir, overrides: list[str]) -> None:
         cause = e.__cause__
         key = getattr(cause, "full_key", None)
         if isinstance(cause, OmegaConfBaseException) and key and "not in struct" in str(cause):
-            parent, _, leaf = key.rpartition(".")
+            parent = key.rpartition(".")[0]
             valid = _keys_at(config_dir, [a for a in overrides if a.lstrip("+~").partition("=")[0] != key], parent)
             where = f"a {parent} setting" if parent else "a setting"
             raise ConfigError(f"{key} is not {where}; valid: {', '.join(valid) or '(see ' + str(config_dir) + ')'}") from None
@@ -141,7 +156,8 @@ def llm_main(argv: list[str]) -> None:
         return
     if not argv or argv[0] not in ("sft", "rl", "pref"):
         got = f"mode {argv[0]!r} is unknown" if argv else "a mode is needed"
-        raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref [overrides], e.g. purejaxrl llm sft task=addition")
+        raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref [overrides], "
+                          "e.g. purejaxrl llm sft task=addition")
     mode, rest = argv[0], argv[1:]
     check_overrides(CONF_DIR / "llm", [f"mode={mode}", *rest])
 

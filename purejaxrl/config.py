@@ -28,6 +28,17 @@ class ConfigError(ValueError):
     """A config problem found before compiling; the message says how to fix it."""
 
 
+def argument_parser(prog: str, description: str | None = None):
+    """An ``argparse`` parser whose errors are :class:`ConfigError` (one ``error:`` line)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
+
+    return Parser(prog=prog, description=description)
+
+
 def _first_set(value, default):
     """``${purejaxrl_or:${run_dir},<default>}``: the value unless it is null (``oc.select`` only
     falls back for a missing key, not for ``run_dir: null``)."""
@@ -60,8 +71,13 @@ def algo_defaults(name: str) -> dict:
     return d
 
 
+OPTIONAL_INTS = {"total_timesteps_decay"}  # settings whose default is null
+
+
 def _type_error(key: str, value: Any, default: Any) -> str | None:
     """Values must have the type of the default (ints may be given as integral floats)."""
+    if default is None and key.rpartition(".")[2] in OPTIONAL_INTS and value is not None:
+        default = 0
     if default is None or value is None:
         return None
     if isinstance(default, bool):
@@ -104,6 +120,8 @@ def validate(cfg: dict) -> None:
                 errs.append(e)
     cls = REGISTRY[name]
     for k in cls.HPARAMS:
+        if any(e.startswith(f"algo.{k}=") for e in errs):
+            continue  # already reported (wrong type)
         if not isinstance(algo.get(k), (int, float)) or isinstance(algo.get(k), bool):
             errs.append(f"algo.{k} must be a number (it is a traced hyperparameter), got {algo.get(k)!r}")
     if not errs:
@@ -118,7 +136,7 @@ def validate(cfg: dict) -> None:
         if env["name"] not in _envs.list_envs():
             errs.append(f"env.name={env['name']!r} is unknown; valid: {', '.join(_envs.list_envs())}")
         else:
-            errs += _env_errors(env, cls)
+            errs += _env_errors(env, cls, cfg.get("network") or {})
     for k in sorted(set(env) - {"name", "kwargs"}):
         errs.append(f"env.{k} is not an env setting; valid: name, kwargs")
 
@@ -146,7 +164,7 @@ def raise_errors(errs: list[str]) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errs))
 
 
-def _env_errors(env_cfg: dict, cls) -> list[str]:
+def _env_errors(env_cfg: dict, cls, net: dict) -> list[str]:
     """Build the environment (cheap: no compilation) to check ``env.kwargs`` and that the
     algorithm can act in it."""
     import envs as _envs
@@ -159,7 +177,11 @@ def _env_errors(env_cfg: dict, cls) -> list[str]:
     except (TypeError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return [f"env.kwargs {kwargs} do not fit {env_cfg['name']}: {msg}; fix or remove them"]
-    return cls.env_errors(env)
+    errs = cls.env_errors(env)
+    if net.get("kind") == "minatar_conv" and len(env.observation_shape) != 3:  # the conv torso needs [H, W, C]
+        errs.append(f"network.kind=minatar_conv needs image observations [H, W, C]; {env_cfg['name']} has shape "
+                    f"{tuple(env.observation_shape)}. Use network=auto or network=mlp")
+    return errs
 
 
 def _network_errors(net: dict) -> list[str]:
@@ -178,6 +200,8 @@ def _network_errors(net: dict) -> list[str]:
         v = net.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             errs.append(f"network.{k}={v!r} must be an integer >= 1 (or null for the algorithm's default)")
+    if net.get("layer_norm") is not None and not isinstance(net["layer_norm"], bool):
+        errs.append(f"network.layer_norm={net['layer_norm']!r} must be true or false (or null for the algorithm's default)")
     v = net.get("input_scale")
     if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0):
         errs.append(f"network.input_scale={v!r} must be a positive number")

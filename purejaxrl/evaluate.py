@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import yaml
 
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, identity, run_grid, validate
+from purejaxrl.config import ConfigError, argument_parser, identity, run_grid, validate
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 
@@ -68,7 +67,7 @@ def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123) -
 
 
 def eval_main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="purejaxrl eval", description=__doc__)
+    p = argument_parser("purejaxrl eval", __doc__)
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=32, help="greedy episodes per run")
     p.add_argument("--seed", type=int, default=123)

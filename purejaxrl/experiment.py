@@ -89,6 +89,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         print(f"resuming {run_dir} from update {start}/{trainer.num_updates}")
     else:
         state = trainer.init(keys, hparams)
+    trainer.compile_chunk(state, hparams, start)  # a program that cannot be built fails here, before any write
     # Everything is checked: from here on the run directory is written.
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
@@ -117,15 +118,15 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
             dt = time.perf_counter() - t0 - (trainer.compile_seconds - compiled_before)
             run_seconds += dt
             n = min(trainer.updates_per_chunk, trainer.num_updates - start)
+            diverged = _first_divergence(metrics, finite, n, start, runs)
+            if diverged:
+                break  # nothing of this chunk is kept: the last good checkpoint and its rows stay the latest
             ev = metrics["eval_return"][:, :n]
             for r in range(len(runs)):
                 seen = ev[r][~np.isnan(ev[r])]
                 if seen.size:
                     last_eval[r] = seen[-1]
             logger.log_chunk(start, metrics, spu, trainer.num_updates)
-            diverged = _first_divergence(metrics, finite, n, start, runs)
-            if diverged:
-                break  # no checkpoint of this chunk: the last good one stays the latest
             start += n
             chunks_done += 1
             ckpt.save(start, state, {"identity": identity(cfg), "update": start, "run_seconds": run_seconds})

@@ -79,7 +79,7 @@ class MetricsLogger:
                         id=run_id,
                         resume="allow",
                         config={**(project_cfg or {}), **r},
-                        reinit=True,
+                        reinit="create_new",  # several runs open at once, one per vmapped run
                         mode=logger_cfg.get("wandb_mode", "online"),
                     )
                 )
@@ -153,7 +153,7 @@ class MetricsLogger:
         for row in rows:
             if self._tb:
                 self._write_tb(row)
-            if self._wandb:  # explicit steps: rows re-logged after a resume are not duplicated
+            if self._wandb:  # explicit steps: W&B ignores rows re-sent after a resume (identical ones)
                 self._wandb[row["run"]].log({**self._scalars(row), "env_steps": row["env_steps"]}, step=row["update"])
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 
@@ -90,7 +89,9 @@ def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None 
 
 
 def plot_main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="purejaxrl plot", description=__doc__)
+    from purejaxrl.config import argument_parser
+
+    p = argument_parser("purejaxrl plot", __doc__)
     p.add_argument("run_dirs", nargs="+", help="run directories (each with metrics.jsonl and config.yaml)")
     p.add_argument("--metric", default="eval_return", help="eval_return (greedy) or episode_return (training)")
     p.add_argument("--out", default=None, help="PNG path (default: <first run>/<metric>.png)")

@@ -41,17 +41,18 @@ class Trainer:
         chunk = self._run_updates
         if batched:
             init = jax.vmap(algo.init, in_axes=(0, 0, None))
-            chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None))
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None, None))
         self._init = jax.jit(init)
-        self._chunk = jax.jit(chunk, static_argnums=4, donate_argnums=0)
+        self._chunk = jax.jit(chunk, static_argnums=(4, 5), donate_argnums=0)
         self.data = algo.load_data()  # an offline dataset: one argument shared by every run
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 
     # ---- pure functions ----
-    def _run_updates(self, state, hp, start, data, n: int):
+    def _run_updates(self, state, hp, start, data, n: int, guard: bool = True):
         """``n`` updates from update index ``start`` (unbatched, so the ``cond``s below stay
-        branches under vmap); updates past the end of training are skipped.  Besides the metrics
+        branches under vmap); with ``guard``, updates past the end of training are skipped (needed
+        when the chunks from ``start`` do not divide the remaining updates).  Besides the metrics
         per update, returns ``params_finite``: whether every learned parameter is finite at the end."""
         algo, last = self.algo, self.num_updates - 1
 
@@ -62,7 +63,7 @@ class Trainer:
             return state, {**m, **ev}
 
         idx = start + jnp.arange(n, dtype=jnp.int32)
-        if self.num_updates % n == 0:  # every chunk is full: no guard needed
+        if not guard:  # every chunk from here is full
             state, metrics = jax.lax.scan(one_update, state, idx)
         else:
             # A short last chunk skips its surplus updates; their metrics are NaN (shapes from one trace).
@@ -82,7 +83,7 @@ class Trainer:
 
         def train(key, hp):
             state = self.algo.init(key, hp, data)
-            state, metrics, _ = self._run_updates(state, hp, jnp.int32(0), data, self.num_updates)
+            state, metrics, _ = self._run_updates(state, hp, jnp.int32(0), data, self.num_updates, False)
             return state, metrics
 
         return train
@@ -106,15 +107,24 @@ class Trainer:
     def chunk(self, state, hparams, start: int, with_finite: bool = False):
         """Run one chunk from update ``start``; metrics come back as numpy ``[num_runs, n]``
         (and, with ``with_finite``, a boolean ``[num_runs]``: all parameters finite)."""
-        hparams = self._maybe_squeeze(hparams)
-        start = jnp.int32(start)
-        fn = self._compile("chunk", self._chunk, state, hparams, start, self.data, self.updates_per_chunk)
-        state, metrics, finite = fn(state, hparams, start, self.data)
+        fn = self.compile_chunk(state, hparams, start)
+        state, metrics, finite = fn(state, self._maybe_squeeze(hparams), jnp.int32(start), self.data)
         metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
         finite = np.asarray(finite).reshape(-1)
         if not self.batched:
             metrics = {k: v[None] for k, v in metrics.items()}
         return (state, metrics, finite) if with_finite else (state, metrics)
+
+    def needs_guard(self, start: int) -> bool:
+        """Whether chunks of ``updates_per_chunk`` from ``start`` overrun the end of training (a
+        short last chunk, also after a resume with another ``chunks``)."""
+        return (self.num_updates - int(start)) % self.updates_per_chunk != 0
+
+    def compile_chunk(self, state, hparams, start: int):
+        """The compiled chunk program for chunks from ``start`` (compiled once per run)."""
+        guard = self.needs_guard(start)
+        return self._compile(f"chunk_guard={guard}", self._chunk, state, self._maybe_squeeze(hparams), jnp.int32(start),
+                             self.data, self.updates_per_chunk, guard)
 
     def _maybe_squeeze(self, tree):
         if self.batched:

@@ -85,7 +85,7 @@ def test_multi_seed_programs_have_no_lapack_custom_calls(algo, tiny_cfg):
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(4)])
     hp = {k: np.full((4,), cfg["algo"][k], np.float32) for k in algo_.HPARAMS}
     init_hlo = tr._init.lower(keys, hp, None).as_text()
-    chunk_hlo = tr._chunk.lower(jax.eval_shape(tr._init, keys, hp, None), hp, jnp.int32(0), None, tr.updates_per_chunk).as_text()
+    chunk_hlo = tr._chunk.lower(jax.eval_shape(tr._init, keys, hp, None), hp, jnp.int32(0), None, tr.updates_per_chunk, False).as_text()
     for hlo in (init_hlo, chunk_hlo):
         assert "custom_call" not in hlo and "lapack" not in hlo.lower()
 

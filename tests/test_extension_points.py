@@ -25,7 +25,7 @@ def test_objective_passed_in_with_vmapped_pytree_parameters():
     hp["objective"]["w"] = jnp.array([[0.0], [2.0]])  # two members, one compile
     tr = Trainer(algo, 2)
     _, m = tr.chunk(tr.init(jnp.stack([jax.random.PRNGKey(0)] * 2), hp), hp, 0)
-    assert set(tr._compiled) == {"init", "chunk"}
+    assert len(tr._compiled) == 2  # init and one chunk program serve both members
     np.testing.assert_array_equal(m["policy_loss"][0], 0.0)  # w = 0
     assert m["policy_loss"][1, 0] == 0.0  # progress = 0 at the first update
     assert m["policy_loss"][1, 1] != 0.0 and m["policy_loss"][1, 2] != 0.0  # the traced progress arrived
@@ -77,5 +77,5 @@ def test_algorithm_that_trains_from_a_dataset_argument():
     np.testing.assert_allclose(state.params, np.tile([1.0, -2.0, 3.0], (2, 1)), atol=0.25)
     assert not np.allclose(state.params[0], state.params[1])  # each run drew its own minibatches
     # the dataset is an argument of the compiled chunk, not a constant baked into it
-    hlo = tr._chunk.lower(state, hp, jnp.int32(0), data, tr.updates_per_chunk).as_text()
+    hlo = tr._chunk.lower(state, hp, jnp.int32(0), data, tr.updates_per_chunk, False).as_text()
     assert len(hlo) < 200_000 and "20000x3" in hlo

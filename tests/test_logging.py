@@ -89,5 +89,6 @@ def test_resume_rewrites_tensorboard_and_keeps_wandb_ids(tmp_path, tiny_cfg, mon
     assert _tb_steps(tmp_path, 1, "loss") == [2048 * u for u in range(1, 9)]
     ids = [kw["id"] for kw in inits]
     assert ids[:2] == ids[2:] and ids[0] != ids[1] and all(kw["resume"] == "allow" for kw in inits)
+    assert all(kw["reinit"] == "create_new" for kw in inits)  # both runs stay open side by side
     # W&B gets explicit update numbers: the re-logged updates 7..8 carry the same steps as before
     assert sorted({s for i, s in logged if i == ids[0]}) == list(range(1, 9))

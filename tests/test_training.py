@@ -161,3 +161,22 @@ def test_divergence_from_the_command_line(tmp_path):
     assert len(lines) == 1 and "diverged" in lines[0] and "seed 0" in lines[0] and "Traceback" not in p.stderr
 
 
+
+
+def test_resume_with_other_chunks_stops_at_the_last_update(tmp_path, tiny_cfg):
+    """Chunk sizes may change on resume; updates past the end are still skipped (8 updates: 3 + 3,
+    then chunks of 4 from update 6 would overrun by 2)."""
+    cfg = tiny_cfg("num_seeds=1", "chunks=3")
+    whole = run(cfg, tmp_path / "whole")
+    run({**cfg, "stop_after_chunks": 2}, tmp_path / "part")
+    resumed = run({**cfg, "chunks": 2, "resume": True}, tmp_path / "part")
+    assert resumed["updates"] == 8 and resumed["completed"]
+    a, b = _rows(tmp_path / "whole"), _rows(tmp_path / "part")
+    assert [r["update"] for r in b] == list(range(1, 9))
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+    from purejaxrl.evaluate import load_run
+
+    s_whole, s_part = load_run(tmp_path / "whole")[1], load_run(tmp_path / "part")[1]
+    assert int(s_part.opt_state[1][0].count) == int(s_whole.opt_state[1][0].count) == 8 * 4 * 16  # no extra steps
+    for x, y in zip(jax.tree.leaves(s_whole.params), jax.tree.leaves(s_part.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -149,7 +149,7 @@ class RolloutAlgorithm(Algorithm):
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
         errs = []
-        for key in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps", "num_eval_envs"):
+        for key in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps", "num_eval_envs", "num_evals"):
             if key in cfg and int(cfg[key]) < 1:
                 errs.append(f"algo.{key}={cfg[key]} must be >= 1")
         if cfg.get("total_timesteps_decay") is not None and int(cfg["total_timesteps_decay"]) < 1:

@@ -151,7 +151,7 @@ class PPO(RolloutAlgorithm):
         norm = state.obs_norm  # the statistics the rollout acted with: the loss uses the same
         (obs, env_state, rng), traj = self.collect(state, hp)
         adv, targets = self.advantages(traj, obs, state, hp)
-        progress = i.astype(jnp.float32) / self.num_updates
+        progress = jnp.asarray(i, jnp.float32) / self.num_updates  # updates done before this one / all
         objective = self.objective
 
         def loss_fn(p, mb):

@@ -45,6 +45,7 @@ class PQN(RolloutAlgorithm):
         "eps_start": (0.0, 1.0, False),
         "eps_finish": (0.0, 1.0, False),
         "eps_decay": (0.0, INF, False),
+        "reward_scale": (0.0, INF, True),
     }
     NETWORK_DEFAULTS = {"hidden_size": 256, "num_layers": 2, "layer_norm": True, "activation": "relu"}
     DISCRETE_ONLY = True
