@@ -16,6 +16,10 @@ commands:
                               purejaxrl train resume=true run_dir=PATH
   plot RUN_DIR [RUN_DIR ...]  learning curves (mean and 95% bootstrap CI over seeds) as PNG
   eval RUN_DIR                greedy evaluation of the saved policy of every run
+  meta [overrides]            evolve a PPO objective (LPO / TA-LPO) with evolution strategies, e.g.
+                              purejaxrl meta objective=ta_lpo env=cartpole es.population=32 es.generations=200
+  meta-eval META_RUN [k=v ...] the evolved objective vs PPO-clip and DPO across envs and horizons, e.g.
+                              purejaxrl meta-eval outputs/meta1 env=acrobot,cartpole horizons=0.25,0.5,1,2,4
   llm {sft,rl,pref} [overrides]  token-level LLM post-training on small transformers, e.g.
                               purejaxrl llm sft task=addition
                               purejaxrl llm rl task=combination_lock loss=garl loss.q=0.75
@@ -23,7 +27,7 @@ commands:
 """
 
 
-def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
+def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str = "config") -> None:
     """Run ``run_fn(config_dict, run_dir) -> summary`` under ``@hydra.main`` with ``argv`` as
     overrides.  Config errors print one line and exit 2 (a multirun re-raises them); ``report``
     prints the summary and returns the value the Hydra sweepers optimise."""
@@ -43,7 +47,7 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report) -> None:
         if not existed and p.is_dir() and not any(p.iterdir()):
             p.rmdir()
 
-    @hydra.main(config_path=str(config_dir), config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
         import logging
 
@@ -97,7 +101,7 @@ def train_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR, argv, run, report)
 
 
-def check_overrides(config_dir, overrides: list[str]) -> None:
+def check_overrides(config_dir, overrides: list[str], config_name: str = "config") -> None:
     """Compose the config once (cheap: nothing runs) so that an override Hydra cannot apply (an
     unknown group option or key, bad syntax) is one :class:`ConfigError` line rather than Hydra's
     multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra."""
@@ -111,7 +115,7 @@ def check_overrides(config_dir, overrides: list[str]) -> None:
     GlobalHydra.instance().clear()  # an earlier in-process run may have left it initialised
     try:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
-            compose("config", overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
+            compose(config_name, overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
     except MissingConfigException as e:
         group, _, name = (e.missing_cfg_file or "").rpartition("/")
         if group and e.options:
@@ -123,20 +127,20 @@ def check_overrides(config_dir, overrides: list[str]) -> None:
         key = getattr(cause, "full_key", None)
         if isinstance(cause, OmegaConfBaseException) and key and "not in struct" in str(cause):
             parent = key.rpartition(".")[0]
-            valid = _keys_at(config_dir, [a for a in overrides if a.lstrip("+~").partition("=")[0] != key], parent)
+            valid = _keys_at(config_dir, [a for a in overrides if a.lstrip("+~").partition("=")[0] != key], parent, config_name)
             where = f"a {parent} setting" if parent else "a setting"
             raise ConfigError(f"{key} is not {where}; valid: {', '.join(valid) or '(see ' + str(config_dir) + ')'}") from None
         raise ConfigError(_one_line(e)) from None
 
 
-def _keys_at(config_dir, overrides: list[str], path: str) -> list[str]:
+def _keys_at(config_dir, overrides: list[str], path: str, config_name: str = "config") -> list[str]:
     """The keys of the config node at dotted ``path`` (empty when it cannot be composed)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
 
     try:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
-            cfg = compose("config", overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
+            cfg = compose(config_name, overrides=[a for a in overrides if not a.lstrip("+~").startswith("hydra")])
     except Exception:  # noqa: BLE001 - only for the message
         return []
     node = OmegaConf.select(cfg, path) if path else cfg
@@ -148,6 +152,23 @@ def _one_line(e: Exception) -> str:
     if "Config search path:" in lines:
         lines = lines[: lines.index("Config search path:")]
     return " ".join(lines) or type(e).__name__
+
+
+def meta_main(argv: list[str]) -> None:
+    check_overrides(CONF_DIR, argv, "meta")
+
+    def run(cfg, run_dir, overrides):
+        from purejaxrl.meta.run import run_meta, validate_meta
+
+        validate_meta(cfg)  # run_dir as given: resume=true without run_dir= is an error
+        return run_meta(cfg, run_dir, overrides=overrides)
+
+    def report(summary, run_dir):
+        print(f"meta {summary['objective']}: best fitness {summary['best_fitness']}, mean fitness of the last generation "
+              f"{summary['mean_fitness_last']}; {summary['seconds_per_generation']:.1f} s/generation; results in {run_dir}")
+        return summary["mean_fitness_last"]
+
+    _hydra_entry(CONF_DIR, argv, run, report, config_name="meta")
 
 
 def llm_main(argv: list[str]) -> None:
@@ -197,6 +218,12 @@ def _dispatch(cmd: str, rest: list[str]) -> None:
         plot_main(rest)
     elif cmd == "llm":
         llm_main(rest)
+    elif cmd == "meta":
+        meta_main(rest)
+    elif cmd == "meta-eval":
+        from purejaxrl.meta.evaluate import meta_eval_main
+
+        meta_eval_main(rest)
     elif cmd == "eval":
         from purejaxrl.evaluate import eval_main
 

@@ -97,4 +97,24 @@ def plot_main(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="PNG path (default: <first run>/<metric>.png)")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window over logged points")
     a = p.parse_args(argv)
+    metas = [d for d in a.run_dirs if _is_meta_run(d)]
+    if metas:  # meta runs: fitness curves and drift maps, one set per run
+        from purejaxrl.meta.plots import plot_meta
+
+        for d in metas:
+            for path in plot_meta(d):
+                print(path)
+        a.run_dirs = [d for d in a.run_dirs if d not in metas]
+        if not a.run_dirs:
+            return
     print(plot_runs(a.run_dirs, a.metric, a.out, a.smooth))
+
+
+def _is_meta_run(d: str) -> bool:
+    import yaml
+
+    p = Path(d) / "config.yaml"
+    try:
+        return p.exists() and "es" in (yaml.safe_load(p.read_text()) or {})
+    except yaml.YAMLError:
+        return False

@@ -30,7 +30,7 @@ def test_clip_objective_by_hand():
     ratio = jnp.array([0.5, 1.5, 1.5, 0.5])
     adv = jnp.array([1.0, 1.0, -1.0, -1.0])
     # min(ρA, clip(ρ)A): [0.5, 1.2, -1.5, -0.8]
-    np.testing.assert_allclose(objectives.clip_loss(ratio, jnp.log(ratio), adv, hp, 0.0), [-0.5, -1.2, 1.5, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(objectives.BUILTIN["clip"].fn(ratio, jnp.log(ratio), adv, hp, 0.0), [-0.5, -1.2, 1.5, 0.8], rtol=1e-6)
 
 
 ENV_CONFIGS = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))

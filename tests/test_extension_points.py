@@ -13,10 +13,10 @@ from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm, default_h
 
 
 def test_objective_passed_in_with_vmapped_pytree_parameters():
-    def scaled_pg(ratio, log_ratio, adv, hp, progress):
-        return -hp["objective"]["w"][0] * progress * ratio * adv
+    def drift(params, ratio, log_ratio, adv, hp, progress):  # loss −(r·Â − D) = −w·p·r·Â
+        return (1.0 - params["w"][0] * progress) * ratio * adv
 
-    obj = Objective("scaled_pg", scaled_pg, params={"w": jnp.ones((1,))})
+    obj = Objective("scaled_pg", drift, params={"w": jnp.ones((1,))})
     cfg = compose(["algo=ppo", "algo.num_envs=4", "algo.num_steps=16", "algo.num_minibatches=2",
                    "algo.total_timesteps=192", "algo.num_eval_envs=2", "algo.num_evals=1"])
     algo = build_algorithm(cfg, objective=obj)

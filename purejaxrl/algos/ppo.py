@@ -77,8 +77,18 @@ class PPO(RolloutAlgorithm):
     def config_errors(cls, cfg):
         errs = super().config_errors(cfg)
         name = cfg.get("objective", "clip")
-        if name not in objectives.BUILTIN:
-            errs.append(f"algo.objective={name!r} is unknown; valid: {', '.join(sorted(objectives.BUILTIN))}")
+        if name == "learned":
+            if not cfg.get("objective_path"):
+                errs.append("algo.objective=learned needs algo.objective_path=DIR (e.g. outputs/<meta run>/best)")
+            else:
+                from purejaxrl.config import ConfigError
+
+                try:
+                    objectives.load_objective(cfg["objective_path"])
+                except ConfigError as e:
+                    errs.append(str(e))
+        elif name not in objectives.BUILTIN:
+            errs.append(f"algo.objective={name!r} is unknown; valid: {', '.join(sorted(objectives.BUILTIN))}, learned")
         return errs
 
     def __init__(self, algo_cfg, env_cfg, network_cfg, objective: objectives.Objective | None = None):
@@ -89,6 +99,8 @@ class PPO(RolloutAlgorithm):
         spec = resolve_spec(network_cfg, self.NETWORK_DEFAULTS, self.env.observation_shape)
         self.network = ActorCritic(spec, action_dim, self.discrete)
         self.normalize_obs = bool(self.cfg.get("normalize_obs", False))
+        if objective is None and self.cfg.get("objective") == "learned":
+            objective = objectives.load_objective(self.cfg["objective_path"])
         self.objective = objective or objectives.builtin(self.cfg.get("objective", "clip"))
 
     def extra_hparams(self):

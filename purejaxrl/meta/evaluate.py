@@ -1,0 +1,150 @@
+"""``purejaxrl meta-eval``: PPO with an evolved objective beside PPO-clip and DPO, on other envs and
+other training horizons (multiples of the meta-training budget), seeds vmapped.
+
+    purejaxrl meta-eval outputs/meta1 env=acrobot,minatar_breakout horizons=0.25,0.5,1,2,4
+
+Writes ``meta_eval.json`` (every run's final greedy return), ``meta_eval.md`` (a table) and
+``meta_eval.png`` (return against horizon, one panel per env) into the meta run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+
+from purejaxrl import objectives
+from purejaxrl.config import ConfigError, run_grid
+from purejaxrl.meta.run import inner_config
+from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
+
+USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [objective=mean|best] [seeds=4] "
+         "[baselines=clip,dpo]")
+
+
+def load_meta_run(run_dir: str | Path) -> dict:
+    d = Path(run_dir)
+    if not (d / "config.yaml").exists():
+        raise ConfigError(f"{d} is not a run directory (no config.yaml); give the run_dir of a purejaxrl meta run")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    if not isinstance(cfg, dict) or "es" not in cfg:
+        raise ConfigError(f"{d} is not a purejaxrl meta run (its config has no es settings)")
+    return cfg
+
+
+def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: int = 1234) -> np.ndarray:
+    """Final greedy return of PPO with ``objective`` under ``cfg`` for ``seeds`` vmapped seeds."""
+    algo = build_algorithm(cfg, objective=objective)
+    _, hp, _ = run_grid({**cfg, "num_seeds": 1, "vmap": {}}, algo.HPARAMS)
+    hp = batch_hparams(algo, {k: np.repeat(v, seeds) for k, v in hp.items()}, seeds)
+    tr = Trainer(algo, seeds, chunks=1, num_evals=1)
+    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    _, m = tr.chunk(tr.init(keys, hp), hp, 0)
+    return m["eval_return"][:, -1]
+
+
+def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25, 0.5, 1.0, 2.0, 4.0),
+              which: str = "mean", seeds: int = 4, baselines=("clip", "dpo"), progress=print) -> dict:
+    run_dir = Path(run_dir)
+    cfg = load_meta_run(run_dir)
+    learned = objectives.load_objective(run_dir / which)
+    import envs as _envs
+
+    envs = envs or [cfg["env"]["name"]]
+    bad = [e for e in envs if e not in _envs.list_envs()]
+    if bad:
+        raise ConfigError(f"env={bad[0]!r} is not an environment; valid: {', '.join(_envs.list_envs())}")
+    if any(not h > 0 for h in horizons):
+        raise ConfigError(f"horizons={list(horizons)} must all be positive multiples of the meta-training budget")
+    if seeds < 1:
+        raise ConfigError(f"seeds={seeds} must be >= 1")
+    objs = {f"{learned.name} ({which})": learned, **{b: objectives.builtin(b) for b in baselines}}
+    base = inner_config(cfg)
+    budget = int(cfg["algo"]["total_timesteps"])
+    per_update = int(cfg["algo"]["num_envs"]) * int(cfg["algo"]["num_steps"])
+    rows = []
+    for env in envs:
+        env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
+        for h in horizons:
+            steps = max(int(round(budget * h / per_update)), 1) * per_update
+            inner = {**base, "env": env_cfg, "algo": {**cfg["algo"], "total_timesteps": steps}}
+            for label, obj in objs.items():
+                r = final_returns(inner, obj, seeds)
+                rows.append({"env": env, "horizon": h, "env_steps": steps, "objective": label,
+                             "mean": float(r.mean()), "std": float(r.std()), "per_seed": [float(x) for x in r]})
+                progress(f"{env} x{h:g} ({steps} steps) {label}: {r.mean():.1f} ± {r.std():.1f}")
+    result = {"meta_run": str(run_dir), "objective": which, "seeds": seeds, "meta_budget": budget,
+              "meta_env": cfg["env"]["name"], "rows": rows}
+    (run_dir / "meta_eval.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "meta_eval.md").write_text(table(result))
+    plot_meta_eval(result, run_dir / "meta_eval.png")
+    return result
+
+
+def table(result: dict) -> str:
+    """Markdown: one row per (env, horizon), one column per objective (mean ± std over seeds)."""
+    labels = list(dict.fromkeys(r["objective"] for r in result["rows"]))
+    lines = ["| env | horizon | steps | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    keys = list(dict.fromkeys((r["env"], r["horizon"]) for r in result["rows"]))
+    for env, h in keys:
+        cells = {r["objective"]: r for r in result["rows"] if r["env"] == env and r["horizon"] == h}
+        best = max(c["mean"] for c in cells.values())
+        fmt = lambda c: (f"**{c['mean']:.1f}**" if c["mean"] == best else f"{c['mean']:.1f}") + f" ± {c['std']:.1f}"  # noqa: E731
+        steps = next(iter(cells.values()))["env_steps"]
+        lines.append(f"| {env} | {h:g}× | {steps} | " + " | ".join(fmt(cells[lab]) for lab in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_meta_eval(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r["env"] for r in result["rows"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for label in dict.fromkeys(r["objective"] for r in result["rows"]):
+            rs = [r for r in result["rows"] if r["env"] == env and r["objective"] == label]
+            x = [r["horizon"] for r in rs]
+            m, s = np.array([r["mean"] for r in rs]), np.array([r["std"] for r in rs])
+            line, = ax.plot(x, m, marker="o", label=label)
+            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training horizon (× meta-training budget)")
+        ax.set_ylabel("final greedy return")
+        ax.set_title(env + (" (meta-training env)" if env == result["meta_env"] else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def meta_eval_main(argv: list[str]) -> None:
+    if not argv or argv[0].startswith("-") or "=" in argv[0]:
+        raise ConfigError(f"purejaxrl meta-eval needs the meta run directory first; usage: {USAGE}")
+    run_dir, opts = argv[0], {}
+    for a in argv[1:]:
+        k, eq, v = a.partition("=")
+        if not eq or k not in ("env", "horizons", "objective", "seeds", "baselines"):
+            raise ConfigError(f"meta-eval: {a!r} is not an option; usage: {USAGE}")
+        opts[k] = v
+    try:
+        horizons = [float(x) for x in opts.get("horizons", "0.25,0.5,1,2,4").split(",")]
+        seeds = int(opts.get("seeds", 4))
+    except ValueError as e:
+        raise ConfigError(f"meta-eval: horizons must be numbers and seeds an integer ({e})") from None
+    which = opts.get("objective", "mean")
+    if which not in ("mean", "best"):
+        raise ConfigError(f"meta-eval: objective={which!r}; valid: mean (the ES mean), best (the best member)")
+    baselines = [b for b in opts.get("baselines", "clip,dpo").split(",") if b]
+    for b in baselines:
+        objectives.builtin(b)
+    envs = opts["env"].split(",") if "env" in opts else None
+    res = meta_eval(run_dir, envs, horizons, which, seeds, baselines)
+    print(table(res))
+    print(Path(run_dir) / "meta_eval.png")

@@ -1,0 +1,219 @@
+"""``purejaxrl meta``: evolve a PPO objective; the host loop runs one generation at a time.
+
+Per generation: ask evosax for a population of objective parameters, train PPO with each (× seeds,
+one compiled program), tell it the fitness; then log a row, save the ES mean and the best member
+(``mean/``, ``best/``: loadable with ``algo.objective=learned algo.objective_path=...``) and
+checkpoint the ES state.  Same run-directory contract as ``train``: ``config.yaml``,
+``metrics.jsonl``/``.csv`` (one row per generation), ``checkpoints/``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from purejaxrl import objectives
+from purejaxrl.checkpoint import Checkpointer
+from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
+from purejaxrl.logging import MetricsLogger
+from purejaxrl.meta.es import PopulationFitness, make_strategy
+
+SUMMARY = "summary.json"
+META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "resume", "stop_after_generations",
+             "compilation_cache", "progress", "log_every", "hydra"}
+ES_KEYS = {"strategy", "population", "generations", "antithetic", "sigma_init", "sigma_decay", "sigma_limit",
+           "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness"}
+IDENTITY = ("algo", "env", "network", "objective", "es", "seed")
+
+
+def inner_config(cfg: dict) -> dict:
+    """The PPO training config every member's inner run uses (one seed, no vmap)."""
+    return {"algo": cfg["algo"], "env": cfg["env"], "network": cfg.get("network") or {}, "logger": {}, "seed": 0,
+            "num_seeds": 1, "chunks": 1, "run_dir": None, "resume": False, "vmap": {}, "stop_after_chunks": None,
+            "compilation_cache": True}
+
+
+def validate_meta(cfg: dict) -> None:
+    errs = [f"{k} is not a meta setting; valid: {', '.join(sorted(META_KEYS - {'hydra'}))}" for k in sorted(set(cfg) - META_KEYS)]
+    if (cfg.get("algo") or {}).get("name") != "ppo":
+        errs.append(f"algo={cfg.get('algo', {}).get('name')}: meta-evolution evolves PPO's objective; use algo=ppo")
+    obj = cfg.get("objective") or {}
+    if obj.get("kind") not in objectives.LEARNED_KINDS:
+        errs.append(f"objective.kind={obj.get('kind')!r}; valid: {', '.join(objectives.LEARNED_KINDS)} (objective=lpo|ta_lpo)")
+    if not isinstance(obj.get("hidden"), int) or obj.get("hidden", 0) < 1:
+        errs.append(f"objective.hidden={obj.get('hidden')!r} must be an integer >= 1")
+    es = cfg.get("es") or {}
+    errs += [f"es.{k} is not an es setting; valid: {', '.join(sorted(ES_KEYS))}" for k in sorted(set(es) - ES_KEYS)]
+    from evosax import algorithms
+
+    if not hasattr(algorithms, str(es.get("strategy"))):
+        errs.append(f"es.strategy={es.get('strategy')!r} is not an evosax algorithm; e.g. Open_ES, SNES, CMA_ES")
+    pop = es.get("population")
+    if not isinstance(pop, int) or pop < 2:
+        errs.append(f"es.population={pop!r} must be an integer >= 2")
+    elif es.get("antithetic", True) and pop % 2:
+        errs.append(f"es.population={pop} must be even for antithetic sampling (pairs ±ε); use {pop + 1} or es.antithetic=false")
+    for k in ("generations", "seeds_per_member"):
+        if not isinstance(es.get(k), int) or es[k] < 1:
+            errs.append(f"es.{k}={es.get(k)!r} must be an integer >= 1")
+    for k in ("sigma_init", "lr_init", "sigma_limit", "lr_limit"):
+        if not isinstance(es.get(k), (int, float)) or not es[k] > 0:
+            errs.append(f"es.{k}={es.get(k)!r} must be a positive number")
+    for k in ("sigma_decay", "lr_decay"):
+        if not isinstance(es.get(k), (int, float)) or not 0 < es[k] <= 1:
+            errs.append(f"es.{k}={es.get(k)!r} must be in (0, 1]")
+    envs = es.get("envs")
+    if envs is not None:
+        import envs as _envs
+
+        if not isinstance(envs, list) or not envs:
+            errs.append(f"es.envs={envs!r} must be null or a non-empty list of env names")
+        else:
+            errs += [f"es.envs: {e!r} is not an environment; valid: {', '.join(_envs.list_envs())}" for e in envs
+                     if e not in _envs.list_envs()]
+            if len(envs) > 1 and not es.get("normalize_fitness"):
+                errs.append("es.envs mixes several envs: set es.normalize_fitness=true (returns on different scales)")
+    if cfg.get("resume") and not cfg.get("run_dir"):
+        errs.append("resume=true needs run_dir=PATH, the directory of the meta run to continue")
+    sag = cfg.get("stop_after_generations")
+    if sag is not None and (not isinstance(sag, int) or sag < 1):
+        errs.append(f"stop_after_generations={sag!r} must be null or an integer >= 1")
+    raise_errors(errs)
+    try:
+        validate(inner_config(cfg))
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("invalid config", "invalid inner PPO config", 1)) from None
+
+
+def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
+             overrides: list[str] | None = None) -> dict:
+    """Evolve ``cfg["objective"]`` for ``es.generations`` generations; returns the summary."""
+    if run_dir is not None:
+        cfg = {**cfg, "run_dir": str(run_dir)}
+    validate_meta(cfg)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    run_dir = Path(cfg.get("run_dir") or "outputs/meta/run").resolve()
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = Checkpointer.exists(ckpt_dir)
+    if resuming and not cfg.get("resume"):
+        raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
+                          "or choose another run_dir (nothing was changed)")
+    if cfg.get("resume") and not resuming:
+        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
+    if cfg.get("compilation_cache", True):
+        from purejaxrl.experiment import enable_compilation_cache
+
+        enable_compilation_cache()
+
+    es_cfg, gens = cfg["es"], int(cfg["es"]["generations"])
+    master = jax.random.PRNGKey(int(cfg["seed"]))
+    objective = objectives.build(cfg["objective"], key=jax.random.fold_in(master, 10**6))
+    inner = {**inner_config(cfg), "es": es_cfg}
+    fitness_fn = PopulationFitness(inner, objective)
+    strategy = make_strategy(es_cfg, objective.params)
+    es_params = strategy.default_params
+    # es.generations may grow on resume (continue a finished run for longer): not part of the identity
+    identity = {**{k: cfg.get(k) for k in IDENTITY}, "es": {k: v for k, v in es_cfg.items() if k != "generations"}}
+
+    ckpt = Checkpointer(ckpt_dir)
+    start, prior_seconds, baselines = 0, 0.0, None
+    es_state = strategy.init(jax.random.fold_in(master, 10**6 + 1), objective.params, es_params)
+    if resuming:
+        try:
+            es_state, meta = ckpt.restore(jax.eval_shape(lambda: es_state), identity)
+        finally:
+            ckpt.close()
+        start, prior_seconds, baselines = int(meta["update"]), float(meta["run_seconds"]), meta.get("baselines")
+        if start >= gens and (run_dir / SUMMARY).exists() and json.loads((run_dir / SUMMARY).read_text())["completed"]:
+            print(f"{run_dir} already completed all {gens} generations; nothing to do")
+            return json.loads((run_dir / SUMMARY).read_text())
+        print(f"resuming {run_dir} from generation {start}/{gens}")
+        ckpt = Checkpointer(ckpt_dir)
+    if fitness_fn.normalize:
+        if baselines is None:
+            fitness_fn.baselines(jax.random.fold_in(master, 10**6 + 2))
+            baselines = {e.name: [e.r_untrained, e.r_clip] for e in fitness_fn.envs}
+        for e in fitness_fn.envs:
+            e.r_untrained, e.r_clip = baselines[e.name]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    if overrides is not None:
+        dump_yaml(overrides, run_dir / "overrides.yaml")
+    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg.get("log_every", 1)},
+                           resume_update=start)
+
+    bar = None
+    if cfg.get("progress", True) if progress is None else progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=gens, initial=start, unit="gen", dynamic_ncols=True)
+    run_seconds, done, fitness_hist = prior_seconds, 0, []
+    stop_after = cfg.get("stop_after_generations")
+    try:
+        for g in range(start, gens):
+            t0 = time.perf_counter()
+            k_ask, k_fit, k_tell = jax.random.split(jax.random.fold_in(master, g), 3)
+            population, es_state = strategy.ask(k_ask, es_state, es_params)
+            fitness, per_env = fitness_fn(population, k_fit)
+            es_state, _ = strategy.tell(k_tell, population, -fitness, es_state, es_params)  # evosax minimises
+            dt = time.perf_counter() - t0
+            run_seconds += dt
+            fitness_hist.append(fitness)
+            row = {"best_fitness": [[float(fitness.max())]], "mean_fitness": [[float(fitness.mean())]],
+                   "best_fitness_so_far": [[float(-es_state.best_fitness)]], "sigma": [[float(np.mean(es_state.std))]],
+                   "seconds": [[dt]]}
+            if len(per_env) > 1:
+                row.update({f"return_{k}": [[float(v.mean())]] for k, v in per_env.items()})
+            logger.log_chunk(g, {k: np.asarray(v) for k, v in row.items()}, 1, gens)
+            _save_objectives(run_dir, strategy, es_state, objective, g + 1, float(-es_state.best_fitness))
+            ckpt.save(g + 1, es_state, {"identity": identity, "update": g + 1, "run_seconds": run_seconds,
+                                        "baselines": baselines})
+            done += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({"best": f"{fitness.max():.1f}", "mean": f"{fitness.mean():.1f}", "s/gen": f"{dt:.1f}"})
+            if stop_after and done >= stop_after and g + 1 < gens:
+                print(f"stopping after {done} generation(s); resume with resume=true run_dir={run_dir}")
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        ckpt.close()
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    generations = len(rows)
+    secs = run_seconds / max(generations, 1)
+    summary = {
+        "generations": generations,
+        "completed": generations >= gens,
+        "best_fitness": max((r["best_fitness"] for r in rows), default=None),
+        "best_fitness_so_far": rows[-1]["best_fitness_so_far"] if rows else None,
+        "mean_fitness_last": rows[-1]["mean_fitness"] if rows else None,
+        "seconds_per_generation": secs,
+        "generations_per_hour": 3600.0 / secs if secs > 0 else None,
+        "inner_env_steps_per_generation": fitness_fn.inner_env_steps,
+        "inner_env_steps_per_second": fitness_fn.inner_env_steps / secs if secs > 0 else None,
+        "run_seconds": run_seconds,
+        "population": es_cfg["population"],
+        "seeds_per_member": es_cfg["seeds_per_member"],
+        "objective": cfg["objective"]["kind"],
+        "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"],
+        "baselines": baselines,
+    }
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _save_objectives(run_dir: Path, strategy, es_state, objective, generation: int, best_fitness: float) -> None:
+    """``mean/``: the ES mean after this generation; ``best/``: the best member evaluated so far."""
+    mean = strategy.get_mean(es_state)
+    best = strategy._unravel_solution(es_state.best_solution)
+    for name, params, extra in (("mean", mean, {}), ("best", best, {"fitness": best_fitness})):
+        obj = objectives.build(objective.spec, jax.device_get(params))
+        objectives.save_objective(obj, run_dir / name, {"generation": generation, **extra})

@@ -1,0 +1,197 @@
+"""Learned objectives and their meta-evolution: drifts by hand, LPO's PPO initialisation equals
+PPO-clip, ES on a toy problem, and a few-generation meta run that resumes bit-identically, is
+loadable by ``train`` and is evaluated across horizons."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxrl import objectives
+from purejaxrl.config import ConfigError, compose
+from purejaxrl.meta.es import make_strategy
+
+HP = {"clip_eps": jnp.float32(0.2)}
+
+
+@pytest.mark.parametrize("kind", ["lpo", "ta_lpo"])
+@pytest.mark.parametrize("ppo_init", [True, False])
+def test_learned_drift_is_zero_at_ratio_one_and_nonnegative(kind, ppo_init):
+    for seed in range(3):
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+        obj = objectives.build({"kind": kind, "hidden": 16, "ppo_init": ppo_init}, key=k1)
+        params = {**obj.params, "w2": jax.random.normal(k2, obj.params["w2"].shape)}  # f ≠ 0 away from r = 1
+        adv = jax.random.normal(k3, (64,)) * 2
+        for p in (0.0, 0.3, 1.0):
+            d1 = obj.drift(params, jnp.ones(64), jnp.zeros(64), adv, HP, p)
+            np.testing.assert_array_equal(d1, 0.0)
+            r = jnp.exp(jax.random.normal(k3, (64,)) * 0.5)
+            d = obj.drift(params, r, jnp.log(r), adv, HP, p)
+            assert bool(jnp.all(d >= 0)) and bool(jnp.any(d > 0))
+
+
+def test_ta_lpo_reads_progress_and_lpo_does_not():
+    r, adv = jnp.array([1.3, 0.7]), jnp.array([1.0, -1.0])
+    for kind, changes in (("lpo", False), ("ta_lpo", True)):
+        obj = objectives.build({"kind": kind, "hidden": 8, "ppo_init": False}, key=jax.random.PRNGKey(0))
+        params = {**obj.params, "w2": jnp.ones_like(obj.params["w2"])}
+        d0, d1 = (obj.drift(params, r, jnp.log(r), adv, HP, p) for p in (0.0, 1.0))
+        assert (not np.allclose(d0, d1)) == changes
+
+
+def test_closed_form_drifts_by_hand():
+    r = jnp.array([0.5, 1.5, 1.1, 0.9, 1.5, 0.5])
+    a = jnp.array([1.0, 1.0, 2.0, -1.0, -1.0, -1.0])
+    # PPO-clip: relu((r − clip(r, 0.8, 1.2))·Â) = [0 (−0.3), 0.3, 0, 0, 0 (−0.3), 0.3]
+    np.testing.assert_allclose(objectives.ppo_clip_drift(None, r, jnp.log(r), a, HP, 0.0), [0, 0.3, 0, 0, 0, 0.3], atol=1e-6)
+    # ... and r·Â − D is PPO's min(r·Â, clip(r)·Â)
+    loss = objectives.BUILTIN["clip"].fn(r, jnp.log(r), a, HP, 0.0)
+    np.testing.assert_allclose(loss, -jnp.minimum(r * a, jnp.clip(r, 0.8, 1.2) * a), atol=1e-6)
+    # DPO: Â ≥ 0: relu(x − 2 tanh(x/2)), x = (r − 1)Â;  Â < 0: relu(y − 0.6 tanh(y/0.6)), y = log(r)Â
+    x = np.array([-0.5, 0.5, 0.2])
+    y = np.log([0.9, 1.5, 0.5]) * -1.0
+    want = np.concatenate([np.maximum(x - 2 * np.tanh(x / 2), 0), np.maximum(y - 0.6 * np.tanh(y / 0.6), 0)])
+    np.testing.assert_allclose(objectives.dpo_drift(None, r, jnp.log(r), a, HP, 0.0), want, rtol=1e-5, atol=1e-7)
+    assert want[1] > 0 and want[3] > 0 and want[5] > 0  # the hand values are not all trivial zeros
+    np.testing.assert_allclose(want[1], 0.5 - 2 * np.tanh(0.25), rtol=1e-12)
+
+
+@pytest.mark.parametrize("offset, atol", [(0.0, 1e-7), (1e-4, 1.1e-4)])
+def test_lpo_with_ppo_init_and_zero_weights_is_ppo_clip(offset, atol):
+    """Loss and gradient (w.r.t. the policy's logits) of LPO at φ = 0 equal PPO-clip's."""
+    lpo = objectives.build({"kind": "lpo", "hidden": 32, "ppo_init": True, "offset": offset}, key=jax.random.PRNGKey(3))
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+    logits_old = jax.random.normal(k1, (256, 4))
+    actions = jax.random.randint(k2, (256,), 0, 4)
+    adv = jax.random.normal(k3, (256,))
+
+    def policy_loss(logits, obj):
+        logp = jax.nn.log_softmax(logits)[jnp.arange(256), actions]
+        logp_old = jax.nn.log_softmax(logits_old)[jnp.arange(256), actions]
+        hp = {**HP, "objective": obj.params}
+        return obj.fn(jnp.exp(logp - logp_old), logp - logp_old, adv, hp, 0.5).mean()
+
+    logits = logits_old + 0.6 * jax.random.normal(jax.random.PRNGKey(9), logits_old.shape)  # many samples clipped
+    for o in (lpo,):
+        l_lpo, g_lpo = jax.value_and_grad(policy_loss)(logits, o)
+        l_clip, g_clip = jax.value_and_grad(policy_loss)(logits, objectives.BUILTIN["clip"])
+        np.testing.assert_allclose(l_lpo, l_clip, atol=atol)
+        np.testing.assert_allclose(g_lpo, g_clip, atol=1e-6 if offset == 0 else 2e-5)
+    ratio = jnp.exp(jax.nn.log_softmax(logits)[jnp.arange(256), actions] - jax.nn.log_softmax(logits_old)[jnp.arange(256), actions])
+    assert int(jnp.sum(jnp.abs(ratio - 1) > 0.2)) > 50  # the comparison covers the clipped region
+
+
+def test_openai_es_solves_a_quadratic():
+    target = jnp.linspace(-1, 1, 10)
+    es_cfg = {"strategy": "Open_ES", "population": 32, "antithetic": True, "sigma_init": 0.1, "sigma_decay": 0.995,
+              "sigma_limit": 0.01, "lr_init": 0.05, "lr_decay": 0.999, "lr_limit": 0.01}
+    strategy = make_strategy(es_cfg, jnp.zeros(10))
+    params = strategy.default_params
+    state = strategy.init(jax.random.PRNGKey(0), jnp.zeros(10), params)
+
+    @jax.jit
+    def generation(state, key):
+        k1, k2 = jax.random.split(key)
+        pop, state = strategy.ask(k1, state, params)
+        fitness = jnp.sum((pop - target) ** 2, axis=1)  # minimised
+        state, _ = strategy.tell(k2, pop, fitness, state, params)
+        return state
+
+    start = float(jnp.sum(target**2))
+    for g in range(300):
+        state = generation(state, jax.random.PRNGKey(g))
+    assert float(jnp.sum((state.mean - target) ** 2)) < 0.01 * start
+
+
+META = ["experiment=meta_cartpole", "objective=ta_lpo", "objective.hidden=16", "es.population=4",
+        "algo.total_timesteps=1024", "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4", "progress=false"]
+
+
+def _meta_cfg(*extra):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from purejaxrl.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = hcompose("meta", overrides=[*META, *extra])
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def meta_runs(tmp_path_factory):
+    from purejaxrl.meta.run import run_meta
+
+    d = tmp_path_factory.mktemp("meta")
+    whole = run_meta(_meta_cfg("es.generations=3"), d / "whole")
+    part = run_meta(_meta_cfg("es.generations=3", "stop_after_generations=2"), d / "part")
+    resumed = run_meta(_meta_cfg("es.generations=3", "resume=true"), d / "part")
+    return d, whole, part, resumed
+
+
+def test_meta_run_resumes_bit_identically(meta_runs):
+    d, whole, part, resumed = meta_runs
+    assert part["generations"] == 2 and not part["completed"]
+    assert resumed["generations"] == 3 and resumed["completed"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    rows = lambda p: strip([json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()])  # noqa: E731
+    assert rows(d / "part") == rows(d / "whole")
+    for name in ("mean", "best"):
+        a, b = (np.load(p / name / "params.npz") for p in (d / "whole", d / "part"))
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
+    for key in ("generations", "best_fitness", "mean_fitness_last", "seconds_per_generation", "inner_env_steps_per_second"):
+        assert whole[key] is not None, key
+    assert whole["inner_env_steps_per_generation"] == 4 * 1 * 1024
+
+
+def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs, tmp_path):
+    from purejaxrl.experiment import run
+    from purejaxrl.meta.evaluate import meta_eval
+    from purejaxrl.plotting import plot_main
+
+    d = meta_runs[0] / "whole"
+    cfg = compose(["algo=ppo", "algo.objective=learned", f"algo.objective_path={d / 'best'}", "env=acrobot",
+                   "algo.total_timesteps=2048", "algo.num_envs=4", "algo.num_steps=32", "num_seeds=2",
+                   "algo.num_eval_envs=2", "logger.progress=false"])
+    summary = run(cfg, tmp_path / "train")
+    assert summary["completed"]
+    res = meta_eval(d, ["cartpole"], horizons=(0.5, 2.0), seeds=2, progress=lambda *_: None)
+    labels = {(r["objective"], r["horizon"]) for r in res["rows"]}
+    assert labels == {(o, h) for o in ("ta_lpo (mean)", "clip", "dpo") for h in (0.5, 2.0)}
+    assert {r["env_steps"] for r in res["rows"]} == {512, 2048}
+    assert (d / "meta_eval.md").read_text().count("\n") == 4 and (d / "meta_eval.png").exists()
+    plot_main([str(d)])
+    assert (d / "fitness.png").exists() and (d / "drift_mean.png").exists()
+
+
+def test_meta_config_errors():
+    from purejaxrl.meta.run import validate_meta
+
+    for extra, fragment in ((["es.population=5"], "must be even"), (["algo=pqn"], "use algo=ppo"),
+                            (["es.envs=[cartpole,acrobot]"], "normalize_fitness=true"),
+                            (["es.strategy=Nope"], "not an evosax algorithm"), (["algo.lr=-1.0"], "algo.lr=-1.0")):
+        with pytest.raises(ConfigError, match=fragment):
+            validate_meta(_meta_cfg(*extra))
+
+
+def test_learned_objective_files_are_checked(tmp_path):
+    obj = objectives.build({"kind": "lpo", "hidden": 8}, key=jax.random.PRNGKey(0))
+    objectives.save_objective(obj, tmp_path / "ok")
+    assert objectives.load_objective(tmp_path / "ok").spec == obj.spec
+    with pytest.raises(ConfigError, match="no objective.json"):
+        objectives.load_objective(tmp_path / "missing")
+    spec = json.loads((tmp_path / "ok" / "objective.json").read_text())
+    (tmp_path / "ok" / "objective.json").write_text(json.dumps({**spec, "hidden": 16}))
+    with pytest.raises(ConfigError, match="do not belong together"):
+        objectives.load_objective(tmp_path / "ok")
+    cfg = compose(["algo=ppo", "algo.objective=learned"])
+    from purejaxrl.config import validate
+
+    with pytest.raises(ConfigError, match="needs algo.objective_path"):
+        validate(cfg)
