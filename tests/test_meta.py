@@ -32,6 +32,14 @@ def test_learned_drift_is_zero_at_ratio_one_and_nonnegative(kind, ppo_init):
             assert bool(jnp.all(d >= 0)) and bool(jnp.any(d > 0))
 
 
+def test_lpo_features_by_hand():
+    lr = np.log(1.5)
+    x = objectives.lpo_features(jnp.array([1.5]), jnp.log(jnp.array([1.5])), jnp.array([2.0]))
+    np.testing.assert_allclose(x[0], [0.5, 0.25, lr, lr**2, 1.0, 0.5, 2 * lr, 2 * lr**2], rtol=1e-6)
+    x = objectives.lpo_features(jnp.array([1.5]), jnp.log(jnp.array([1.5])), jnp.array([2.0]), 0.25)
+    np.testing.assert_allclose(x[0, 8:], 0.25 * x[0, :8], rtol=1e-6)
+
+
 def test_ta_lpo_reads_progress_and_lpo_does_not():
     r, adv = jnp.array([1.3, 0.7]), jnp.array([1.0, -1.0])
     for kind, changes in (("lpo", False), ("ta_lpo", True)):
@@ -145,6 +153,11 @@ def test_meta_run_resumes_bit_identically(meta_runs):
         a, b = (np.load(p / name / "params.npz") for p in (d / "whole", d / "part"))
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k])
+    full = [json.loads(line) for line in (d / "whole" / "metrics.jsonl").read_text().splitlines()]
+    # evosax minimises −fitness: its best-so-far is the highest fitness seen, not the lowest
+    assert full[-1]["best_fitness_so_far"] == pytest.approx(max(r["best_fitness"] for r in full), rel=1e-6)
+    assert json.loads((d / "whole" / "best" / "objective.json").read_text())["fitness"] == pytest.approx(
+        full[-1]["best_fitness_so_far"])
     for key in ("generations", "best_fitness", "mean_fitness_last", "seconds_per_generation", "inner_env_steps_per_second"):
         assert whole[key] is not None, key
     assert whole["inner_env_steps_per_generation"] == 4 * 1 * 1024
@@ -170,12 +183,42 @@ def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs
     assert (d / "fitness.png").exists() and (d / "drift_mean.png").exists()
 
 
+def test_population_layout_member_major_with_shared_seeds(monkeypatch):
+    """Run m·S + s trains member m's objective with seed s; every member sees the same seeds."""
+    from purejaxrl.meta.es import PopulationFitness
+    from purejaxrl.meta.run import inner_config
+    from purejaxrl.trainer import Trainer
+
+    cfg = _meta_cfg("es.seeds_per_member=2")
+    fit = PopulationFitness({**inner_config(cfg), "es": cfg["es"]}, objectives.build(cfg["objective"]))
+    pop = {"w1": jnp.arange(4.0)[:, None, None] * jnp.ones((4, 16, 16)), "w2": jnp.zeros((4, 16, 1))}
+    seen = {}
+
+    def fake_init(self, keys, hp):
+        seen["keys"], seen["w1"] = np.asarray(keys), np.asarray(hp["objective"]["w1"][:, 0, 0])
+        return None
+
+    def fake_chunk(self, state, hp, start, with_finite=False):
+        n = seen["keys"].shape[0]
+        return None, {"eval_return": np.arange(n, dtype=float)[:, None]}, np.ones(n, bool)
+
+    monkeypatch.setattr(Trainer, "init", fake_init)
+    monkeypatch.setattr(Trainer, "chunk", fake_chunk)
+    r = fit.returns(fit.envs[0], pop, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(seen["w1"], [0, 0, 1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(seen["keys"][0::2], np.repeat(seen["keys"][:1], 4, 0))
+    np.testing.assert_array_equal(seen["keys"][1::2], np.repeat(seen["keys"][1:2], 4, 0))
+    assert not np.array_equal(seen["keys"][0], seen["keys"][1])
+    np.testing.assert_array_equal(r, np.arange(8.0).reshape(4, 2))
+
+
 def test_meta_config_errors():
     from purejaxrl.meta.run import validate_meta
 
     for extra, fragment in ((["es.population=5"], "must be even"), (["algo=pqn"], "use algo=ppo"),
                             (["es.envs=[cartpole,acrobot]"], "normalize_fitness=true"),
-                            (["es.strategy=Nope"], "not an evosax algorithm"), (["algo.lr=-1.0"], "algo.lr=-1.0")):
+                            (["es.strategy=Nope"], "not a distribution-based evosax"), (["es.strategy=PSO"], "PSO"),
+                            (["es.sigma_limit=0.5"], "above es.sigma_init"), (["algo.lr=-1.0"], "algo.lr=-1.0")):
         with pytest.raises(ConfigError, match=fragment):
             validate_meta(_meta_cfg(*extra))
 

@@ -28,8 +28,8 @@ def make_strategy(es_cfg: dict, solution):
 
     name = es_cfg["strategy"]
     cls = getattr(algorithms, name)
-    lr = optax.exponential_decay(es_cfg["lr_init"], 1, es_cfg["lr_decay"], end_value=es_cfg["lr_limit"])
-    sigma = optax.exponential_decay(es_cfg["sigma_init"], 1, es_cfg["sigma_decay"], end_value=es_cfg["sigma_limit"])
+    lr = _decay(es_cfg["lr_init"], es_cfg["lr_decay"], es_cfg["lr_limit"])
+    sigma = _decay(es_cfg["sigma_init"], es_cfg["sigma_decay"], es_cfg["sigma_limit"])
     if name == "Open_ES":
         return cls(es_cfg["population"], solution, use_antithetic_sampling=bool(es_cfg["antithetic"]),
                    optimizer=optax.adam(lr), std_schedule=sigma)
@@ -37,6 +37,14 @@ def make_strategy(es_cfg: dict, solution):
         return cls(es_cfg["population"], solution, std_schedule=sigma)
     except TypeError:
         return cls(es_cfg["population"], solution)
+
+
+def _decay(init: float, rate: float, limit: float):
+    """``max(init · rate^t, limit)``, constant when ``rate == 1`` (optax reads ``end_value`` as an
+    upper bound for rates ≥ 1)."""
+    if rate >= 1.0:
+        return optax.constant_schedule(init)
+    return optax.exponential_decay(init, 1, rate, end_value=limit)
 
 
 @dataclass
@@ -86,24 +94,33 @@ class PopulationFitness:
         """Final greedy returns ``[P, S]`` of one env."""
         hp = self._hparams(env, population)
         seed_keys = jax.random.split(key, self.seeds)
-        keys = jnp.tile(seed_keys, (self.population, 1))
+        keys = jnp.tile(seed_keys, (self.population, 1))  # run m·S + s: member m, seed s
         state = env.trainer.init(keys, hp)
-        _, metrics = env.trainer.chunk(state, hp, 0)
-        return metrics["eval_return"][:, -1].reshape(self.population, self.seeds)
+        _, metrics, finite = env.trainer.chunk(state, hp, 0, with_finite=True)
+        r = np.where(finite, metrics["eval_return"][:, -1], np.nan)  # a diverged member ranks worst
+        return r.reshape(self.population, self.seeds)
 
     def baselines(self, key: jax.Array) -> None:
         """PPO-clip's and the untrained policy's (lr = 0) mean final returns per env over
         ``seeds_per_member`` seeds: the 0 and 1 of the normalised fitness."""
+        from purejaxrl.config import ConfigError
+
+        seeds = max(self.seeds, 4)
         for i, env in enumerate(self.envs):
             algo = build_algorithm(env.cfg, objective=objectives.BUILTIN["clip"])
-            tr = Trainer(algo, self.seeds, chunks=1, num_evals=1)
-            keys = jax.random.split(jax.random.fold_in(key, i), self.seeds)
+            tr = Trainer(algo, seeds, chunks=1, num_evals=1)
+            keys = jax.random.split(jax.random.fold_in(key, i), seeds)
             out = []
             for lr_scale in (1.0, 0.0):
-                hp = {k: np.repeat(v, self.seeds) * (lr_scale if k == "lr" else 1.0) for k, v in env.base_hp.items()}
+                hp = {k: np.repeat(v, seeds) * (lr_scale if k == "lr" else 1.0) for k, v in env.base_hp.items()}
                 _, m = tr.chunk(tr.init(keys, hp), hp, 0)
                 out.append(float(m["eval_return"][:, -1].mean()))
             env.r_clip, env.r_untrained = out
+            if not env.r_clip - env.r_untrained > 1e-3 * max(abs(env.r_clip), abs(env.r_untrained), 1.0):
+                raise ConfigError(
+                    f"es.normalize_fitness: on {env.name} PPO-clip ({env.r_clip:.2f}) does not beat the untrained "
+                    f"policy ({env.r_untrained:.2f}) at this budget, so its normalised fitness is meaningless; "
+                    "raise algo.total_timesteps or drop that env from es.envs")
 
     def __call__(self, population, key: jax.Array) -> tuple[np.ndarray, dict]:
         t = time.perf_counter()
@@ -112,7 +129,7 @@ class PopulationFitness:
             r = self.returns(env, population, jax.random.fold_in(key, i)).mean(1)
             per_env[env.name] = r
             if self.normalize:
-                r = (r - env.r_untrained) / max(abs(env.r_clip - env.r_untrained), 1e-6)
+                r = (r - env.r_untrained) / (env.r_clip - env.r_untrained)
             total += r / len(self.envs)
         self.seconds = time.perf_counter() - t
         return total, per_env

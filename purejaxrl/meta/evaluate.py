@@ -4,7 +4,8 @@ other training horizons (multiples of the meta-training budget), seeds vmapped.
     purejaxrl meta-eval outputs/meta1 env=acrobot,minatar_breakout horizons=0.25,0.5,1,2,4
 
 Writes ``meta_eval.json`` (every run's final greedy return), ``meta_eval.md`` (a table) and
-``meta_eval.png`` (return against horizon, one panel per env) into the meta run directory.
+``meta_eval.png`` (return against horizon, one panel per env) into the meta run directory
+(``meta_eval_best.*`` for ``objective=best``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     for env in envs:
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
         for h in horizons:
-            steps = max(int(round(budget * h / per_update)), 1) * per_update
+            steps = max(int(round((budget // per_update) * h)), 1) * per_update  # whole updates, as in training
             inner = {**base, "env": env_cfg, "algo": {**cfg["algo"], "total_timesteps": steps}}
             for label, obj in objs.items():
                 r = final_returns(inner, obj, seeds)
@@ -78,9 +79,10 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
                 progress(f"{env} x{h:g} ({steps} steps) {label}: {r.mean():.1f} ± {r.std():.1f}")
     result = {"meta_run": str(run_dir), "objective": which, "seeds": seeds, "meta_budget": budget,
               "meta_env": cfg["env"]["name"], "rows": rows}
-    (run_dir / "meta_eval.json").write_text(json.dumps(result, indent=2))
-    (run_dir / "meta_eval.md").write_text(table(result))
-    plot_meta_eval(result, run_dir / "meta_eval.png")
+    stem = "meta_eval" if which == "mean" else f"meta_eval_{which}"
+    (run_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (run_dir / f"{stem}.md").write_text(table(result))
+    plot_meta_eval(result, run_dir / f"{stem}.png")
     return result
 
 
@@ -147,4 +149,4 @@ def meta_eval_main(argv: list[str]) -> None:
     envs = opts["env"].split(",") if "env" in opts else None
     res = meta_eval(run_dir, envs, horizons, which, seeds, baselines)
     print(table(res))
-    print(Path(run_dir) / "meta_eval.png")
+    print(Path(run_dir) / ("meta_eval.png" if which == "mean" else f"meta_eval_{which}.png"))

@@ -25,7 +25,7 @@ from purejaxrl.meta.es import PopulationFitness, make_strategy
 
 SUMMARY = "summary.json"
 META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "resume", "stop_after_generations",
-             "compilation_cache", "progress", "log_every", "hydra"}
+             "compilation_cache", "progress", "hydra"}
 ES_KEYS = {"strategy", "population", "generations", "antithetic", "sigma_init", "sigma_decay", "sigma_limit",
            "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness"}
 IDENTITY = ("algo", "env", "network", "objective", "es", "seed")
@@ -51,12 +51,14 @@ def validate_meta(cfg: dict) -> None:
     errs += [f"es.{k} is not an es setting; valid: {', '.join(sorted(ES_KEYS))}" for k in sorted(set(es) - ES_KEYS)]
     from evosax import algorithms
 
-    if not hasattr(algorithms, str(es.get("strategy"))):
-        errs.append(f"es.strategy={es.get('strategy')!r} is not an evosax algorithm; e.g. Open_ES, SNES, CMA_ES")
+    distribution_based = sorted(algorithms.distribution_based_algorithms)
+    if es.get("strategy") not in distribution_based:
+        errs.append(f"es.strategy={es.get('strategy')!r} is not a distribution-based evosax algorithm (one with a "
+                    f"mean to evolve); valid: {', '.join(distribution_based)}")
     pop = es.get("population")
     if not isinstance(pop, int) or pop < 2:
         errs.append(f"es.population={pop!r} must be an integer >= 2")
-    elif es.get("antithetic", True) and pop % 2:
+    elif (es.get("antithetic", True) or es.get("strategy") == "Open_ES") and pop % 2:
         errs.append(f"es.population={pop} must be even for antithetic sampling (pairs ±ε); use {pop + 1} or es.antithetic=false")
     for k in ("generations", "seeds_per_member"):
         if not isinstance(es.get(k), int) or es[k] < 1:
@@ -67,6 +69,10 @@ def validate_meta(cfg: dict) -> None:
     for k in ("sigma_decay", "lr_decay"):
         if not isinstance(es.get(k), (int, float)) or not 0 < es[k] <= 1:
             errs.append(f"es.{k}={es.get(k)!r} must be in (0, 1]")
+    for k in ("sigma", "lr"):
+        lim, init = es.get(f"{k}_limit"), es.get(f"{k}_init")
+        if isinstance(lim, (int, float)) and isinstance(init, (int, float)) and lim > init:
+            errs.append(f"es.{k}_limit={lim} is above es.{k}_init={init}: the schedule decays from init down to the limit")
     envs = es.get("envs")
     if envs is not None:
         import envs as _envs
@@ -144,8 +150,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     dump_yaml(cfg, run_dir / "config.yaml")
     if overrides is not None:
         dump_yaml(overrides, run_dir / "overrides.yaml")
-    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg.get("log_every", 1)},
-                           resume_update=start)
+    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": 1}, resume_update=start)
 
     bar = None
     if cfg.get("progress", True) if progress is None else progress:
@@ -159,16 +164,17 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
             t0 = time.perf_counter()
             k_ask, k_fit, k_tell = jax.random.split(jax.random.fold_in(master, g), 3)
             population, es_state = strategy.ask(k_ask, es_state, es_params)
+            sigma = float(np.mean(es_state.std))  # the σ this population was drawn with
             fitness, per_env = fitness_fn(population, k_fit)
             es_state, _ = strategy.tell(k_tell, population, -fitness, es_state, es_params)  # evosax minimises
             dt = time.perf_counter() - t0
             run_seconds += dt
             fitness_hist.append(fitness)
-            row = {"best_fitness": [[float(fitness.max())]], "mean_fitness": [[float(fitness.mean())]],
-                   "best_fitness_so_far": [[float(-es_state.best_fitness)]], "sigma": [[float(np.mean(es_state.std))]],
-                   "seconds": [[dt]]}
+            row = {"best_fitness": [[_nan(np.nanmax, fitness)]], "mean_fitness": [[_nan(np.nanmean, fitness)]],
+                   "best_fitness_so_far": [[float(-es_state.best_fitness)]], "sigma": [[sigma]],
+                   "diverged_members": [[float(np.isnan(fitness).sum())]], "seconds": [[dt]]}
             if len(per_env) > 1:
-                row.update({f"return_{k}": [[float(v.mean())]] for k, v in per_env.items()})
+                row.update({f"return_{k}": [[_nan(np.nanmean, v)]] for k, v in per_env.items()})
             logger.log_chunk(g, {k: np.asarray(v) for k, v in row.items()}, 1, gens)
             _save_objectives(run_dir, strategy, es_state, objective, g + 1, float(-es_state.best_fitness))
             ckpt.save(g + 1, es_state, {"identity": identity, "update": g + 1, "run_seconds": run_seconds,
@@ -187,12 +193,12 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         ckpt.close()
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    generations = len(rows)
+    generations = start + done  # one row per generation (rows 1..generations)
     secs = run_seconds / max(generations, 1)
     summary = {
         "generations": generations,
         "completed": generations >= gens,
-        "best_fitness": max((r["best_fitness"] for r in rows), default=None),
+        "best_fitness": max((r["best_fitness"] for r in rows if r["best_fitness"] is not None), default=None),
         "best_fitness_so_far": rows[-1]["best_fitness_so_far"] if rows else None,
         "mean_fitness_last": rows[-1]["mean_fitness"] if rows else None,
         "seconds_per_generation": secs,
@@ -208,6 +214,12 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     }
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _nan(fn, x) -> float:
+    """``fn`` (a NaN-ignoring reduction) of ``x``, NaN when every entry is NaN (no warning)."""
+    x = np.asarray(x, float)
+    return float(fn(x)) if np.isfinite(x).any() else float("nan")
 
 
 def _save_objectives(run_dir: Path, strategy, es_state, objective, generation: int, best_fitness: float) -> None:

@@ -1,0 +1,98 @@
+"""Meta-evolution throughput: seconds per generation and inner env steps/s of a population of whole
+PPO runs, beside one PPO run of the same inner config measured in the same process.
+
+    python benchmarks/meta_throughput.py                          # experiment=meta_cartpole, 16 x 1
+    python benchmarks/meta_throughput.py es.population=32 es.seeds_per_member=2
+
+The population's cost is compared with ``members × seeds`` separate runs: one compiled program
+trains them all, so it should cost far less than that many single runs (compile time included).
+Results go to ``benchmarks/results/meta_throughput_<platform>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxrl import objectives
+from purejaxrl.meta.es import PopulationFitness, make_strategy
+from purejaxrl.meta.evaluate import final_returns
+from purejaxrl.meta.run import inner_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--generations", type=int, default=3, help="timed generations after the first (compiling) one")
+    a = p.parse_args()
+    jax.config.update("jax_enable_compilation_cache", False)
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from purejaxrl.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("meta", overrides=["experiment=meta_cartpole", *a.overrides]), resolve=True)
+    cfg.pop("hydra", None)
+    es_cfg = cfg["es"]
+    runs = es_cfg["population"] * es_cfg["seeds_per_member"]
+    inner = {**inner_config(cfg), "es": es_cfg}
+
+    # one PPO run of the same inner config (PPO-clip), compile and steady state separately
+    t = time.perf_counter()
+    final_returns(inner, objectives.BUILTIN["clip"], 1)
+    single_first = time.perf_counter() - t
+    t = time.perf_counter()
+    final_returns(inner, objectives.BUILTIN["clip"], 1, seed=99)
+    single = time.perf_counter() - t
+
+    obj = objectives.build(cfg["objective"], key=jax.random.PRNGKey(1))
+    fit = PopulationFitness(inner, obj)
+    strategy = make_strategy(es_cfg, obj.params)
+    params = strategy.default_params
+    state = strategy.init(jax.random.PRNGKey(0), obj.params, params)
+    times = []
+    for g in range(a.generations + 1):
+        t = time.perf_counter()
+        pop, state = strategy.ask(jax.random.PRNGKey(2 * g), state, params)
+        f, _ = fit(pop, jax.random.PRNGKey(2 * g + 1))
+        state, _ = strategy.tell(jax.random.PRNGKey(2 * g + 2), pop, -jnp.asarray(f), state, params)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t)
+    steady = float(np.median(times[1:]))
+    steps_run = fit.inner_env_steps // runs
+    out = {
+        "overrides": a.overrides,
+        "population": es_cfg["population"],
+        "seeds_per_member": es_cfg["seeds_per_member"],
+        "inner_env_steps_per_run": steps_run,
+        "first_generation_seconds_incl_compile": round(times[0], 2),
+        "seconds_per_generation": round(steady, 2),
+        "generations_per_hour": round(3600 / steady, 1),
+        "inner_env_steps_per_second": round(fit.inner_env_steps / steady),
+        "single_ppo_run_seconds_incl_compile": round(single_first, 2),
+        "single_ppo_run_seconds": round(single, 2),
+        "single_ppo_env_steps_per_second": round(steps_run / single),
+        "population_cost_in_single_runs": round(steady / single, 2),
+        "runs_per_generation": runs,
+        "platform": jax.devices()[0].platform,
+        "device": str(jax.devices()[0].device_kind),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(out, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "meta_throughput" + ("_" + "_".join(x.replace("=", "").replace(".", "") for x in a.overrides) if a.overrides else "")
+    (RESULTS / f"{name}_{out['platform']}.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
