@@ -12,6 +12,23 @@ import orbax.checkpoint as ocp
 from purejaxrl.config import ConfigError, first_difference
 
 
+def open_run_dir(cfg: dict, default: str) -> tuple[Path, Path, bool]:
+    """``(run_dir, checkpoint_dir, resuming)`` for a host loop, after the checks every command shares:
+    a run directory that holds checkpoints needs ``resume=true`` (nothing is changed otherwise), and
+    ``resume=true`` on a folder with no run says that a new one starts there."""
+    run_dir = Path(cfg.get("run_dir") or default).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file, not a directory; choose another run_dir")
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = Checkpointer.exists(ckpt_dir)
+    if resuming and not cfg.get("resume"):
+        raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
+                          "or choose another run_dir (nothing was changed)")
+    if cfg.get("resume") and not resuming:
+        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
+    return run_dir, ckpt_dir, resuming
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
         self.directory = Path(directory).resolve()

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, dump_yaml, identity, run_grid, validate
+from purejaxrl.checkpoint import Checkpointer, open_run_dir
+from purejaxrl.config import dump_yaml, identity, run_grid, validate
 from purejaxrl.logging import MetricsLogger, check_backends
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
@@ -52,18 +52,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     validate(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     check_backends(cfg.get("logger") or {})
-    run_dir = Path(run_dir or cfg.get("run_dir") or "outputs/run").resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run_dir={run_dir} is a file, not a directory; choose another run_dir")
-    ckpt_dir = run_dir / "checkpoints"
-    resuming = Checkpointer.exists(ckpt_dir)
-    if resuming and not cfg.get("resume"):
-        raise ConfigError(
-            f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
-            "or choose another run_dir (nothing was changed)"
-        )
-    if cfg.get("resume") and not resuming:
-        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
+    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/run")
     if cfg.get("compilation_cache", True):
         enable_compilation_cache()
     logger_cfg = cfg.get("logger") or {}

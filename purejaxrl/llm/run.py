@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import CONF_DIR, ConfigError, _load_yaml, _type_error, dump_yaml, raise_errors
+from purejaxrl.checkpoint import Checkpointer, open_run_dir
+from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.tasks import TASKS, VOCAB, make_task
@@ -144,11 +144,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         cfg = {**cfg, "run_dir": str(run_dir)}
     validate_llm(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)
-    run_dir = Path(cfg.get("run_dir") or "outputs/llm").resolve()
-    ckpt_dir = run_dir / "checkpoints"
-    resuming = Checkpointer.exists(ckpt_dir)
-    if resuming and not cfg.get("resume"):
-        raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true or choose another run_dir")
+    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/llm")
     if cfg.get("compilation_cache", True):
         from purejaxrl.experiment import enable_compilation_cache
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from purejaxrl import objectives
-from purejaxrl.checkpoint import Checkpointer
+from purejaxrl.checkpoint import Checkpointer, open_run_dir
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
 from purejaxrl.logging import MetricsLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
@@ -103,14 +103,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         cfg = {**cfg, "run_dir": str(run_dir)}
     validate_meta(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)
-    run_dir = Path(cfg.get("run_dir") or "outputs/meta/run").resolve()
-    ckpt_dir = run_dir / "checkpoints"
-    resuming = Checkpointer.exists(ckpt_dir)
-    if resuming and not cfg.get("resume"):
-        raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
-                          "or choose another run_dir (nothing was changed)")
-    if cfg.get("resume") and not resuming:
-        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
+    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/meta/run")
     if cfg.get("compilation_cache", True):
         from purejaxrl.experiment import enable_compilation_cache
 
