@@ -39,15 +39,14 @@ ENV_CONFIGS = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
 @pytest.mark.parametrize("algo_name", ["pqn", "ppo"])
 @pytest.mark.parametrize("env_cfg", ENV_CONFIGS)
 def test_every_shipped_env_config_runs_one_update(env_cfg, algo_name):
-    """Each ``conf/env`` entry with each algorithm: one update and a greedy evaluation, or (PQN on a
-    continuous env) a clear config error before anything compiles."""
+    """Each ``conf/env`` entry with each algorithm: one update, or (PQN on a continuous env) a clear
+    config error before anything compiles."""
     overrides = [f"algo={algo_name}", f"env={env_cfg}", "algo.num_envs=2", "algo.num_steps=8", "algo.num_minibatches=2",
                  "algo.num_epochs=1", "algo.total_timesteps=16", "algo.num_eval_envs=2"]
     if env_cfg.startswith("brax"):
         overrides.append("env.kwargs.episode_length=10")
     cfg = compose(overrides)
-    env = envs.make(cfg["env"]["name"], **cfg["env"]["kwargs"])
-    if algo_name == "pqn" and not isinstance(env.action_space, envs.Discrete):
+    if algo_name == "pqn" and env_cfg.startswith("brax"):  # continuous actions
         with pytest.raises(ConfigError, match="needs discrete actions"):
             validate(cfg)
         return
@@ -55,12 +54,12 @@ def test_every_shipped_env_config_runs_one_update(env_cfg, algo_name):
     algo = build_algorithm(cfg)
     hp = default_hparams(cfg, algo)
     state = algo.init(jax.random.PRNGKey(0), hp)
-    state, m = jax.jit(algo.update)(state, hp, jnp.int32(0))
-    ev = jax.jit(algo.evaluate)(state, hp, jnp.int32(0))
+    state2, m = jax.jit(algo.update)(state, hp, jnp.int32(0))
     for k, v in m.items():
         if not k.startswith("episode"):
             assert np.isfinite(v), k
-    assert np.isfinite(ev["eval_return"])
+    changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state2.params))]
+    assert any(changed)  # the update learned something
 
 
 def test_brax_adapter_truncates_and_resets():

@@ -26,9 +26,9 @@ def test_objective_passed_in_with_vmapped_pytree_parameters():
     tr = Trainer(algo, 2)
     _, m = tr.chunk(tr.init(jnp.stack([jax.random.PRNGKey(0)] * 2), hp), hp, 0)
     assert len(tr._compiled) == 2  # init and one chunk program serve both members
-    np.testing.assert_array_equal(m["policy_loss"][0], 0.0)  # w = 0
-    assert m["policy_loss"][1, 0] == 0.0  # progress = 0 at the first update
-    assert m["policy_loss"][1, 1] != 0.0 and m["policy_loss"][1, 2] != 0.0  # the traced progress arrived
+    np.testing.assert_allclose(m["policy_loss"][0], 0.0, atol=1e-6)  # w = 0 (r·Â − D cancels up to rounding)
+    assert abs(m["policy_loss"][1, 0]) < 1e-6  # progress = 0 at the first update
+    assert abs(m["policy_loss"][1, 1]) > 1e-4 and abs(m["policy_loss"][1, 2]) > 1e-4  # the traced progress arrived
 
 
 @struct.dataclass

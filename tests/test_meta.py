@@ -174,11 +174,10 @@ def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs
                    "algo.num_eval_envs=2", "logger.progress=false"])
     summary = run(cfg, tmp_path / "train")
     assert summary["completed"]
-    res = meta_eval(d, ["cartpole"], horizons=(0.5, 2.0), seeds=2, progress=lambda *_: None)
-    labels = {(r["objective"], r["horizon"]) for r in res["rows"]}
-    assert labels == {(o, h) for o in ("ta_lpo (mean)", "clip", "dpo") for h in (0.5, 2.0)}
-    assert {r["env_steps"] for r in res["rows"]} == {512, 2048}
-    assert (d / "meta_eval.md").read_text().count("\n") == 4 and (d / "meta_eval.png").exists()
+    res = meta_eval(d, ["cartpole"], horizons=(0.5,), seeds=2, progress=lambda *_: None)
+    assert {(r["objective"], r["horizon"]) for r in res["rows"]} == {(o, 0.5) for o in ("ta_lpo (mean)", "clip", "dpo")}
+    assert {r["env_steps"] for r in res["rows"]} == {512}  # half the budget, in whole updates of 128 steps
+    assert (d / "meta_eval.md").read_text().count("\n") == 3 and (d / "meta_eval.png").exists()
     plot_main([str(d)])
     assert (d / "fitness.png").exists() and (d / "drift_mean.png").exists()
 

@@ -118,7 +118,10 @@ def plot_meta_eval(result: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training horizon (× meta-training budget)")
         ax.set_ylabel("final greedy return")
-        ax.set_title(env + (" (meta-training env)" if env == result["meta_env"] else ""))
+        from envs.registry import ALIASES
+
+        same = ALIASES.get(env, env) == ALIASES.get(result["meta_env"], result["meta_env"])
+        ax.set_title(env + (" (meta-training env)" if same else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
