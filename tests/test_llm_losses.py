@@ -210,3 +210,26 @@ def test_fg_expo_pieces():
     assert float(L.fg_expo_beta(0.1, 0.9)) > float(L.fg_expo_beta(0.1, 0.1))
     w = L.fg_expo_curriculum_weights(jnp.array([0.0, 0.5, 1.0]))
     assert float(w.sum()) == pytest.approx(1.0) and float(w[1]) > float(w[0])
+
+
+def test_paft_at_q1_does_not_train_on_groups_without_success():
+    """``P̂^{1−q}`` at q = 1 and P̂ = 0 is 0^0 = 1 in JAX: a group with no success trained on
+    uniformly drawn failures (gradient [−.25, 0, −.25, 0]); its weight is 0 for every q."""
+    rewards = jnp.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    idx = jnp.array([[0, 2], [0, 0]])
+    for q in (1.0, 0.999, 0.5):
+        g = jax.grad(lambda ell: L.paft_loss(ell, rewards, 4, q, idx))(jnp.zeros(8))
+        np.testing.assert_array_equal(g[:4], 0.0)  # the failed group
+        assert float(g[4]) < 0  # the success is imitated (weight (1/4)^{1−q})
+    g1 = jax.grad(lambda ell: L.paft_loss(ell, rewards, 4, 1.0, idx))(jnp.zeros(8))
+    np.testing.assert_allclose(g1[4], -0.5)  # q = 1: rejection-sampling SFT, weight 1, mean over prompts (2)
+
+
+def test_k3_kl_is_masked_before_it_is_computed():
+    logp = jnp.array([[-1.0, -2.0, -1e4]])
+    ref = jnp.array([[-1.2, -1.0, 0.0]])  # e^{ref − logp} overflows on the pad position
+    mask = jnp.array([[1, 1, 0]])
+    loss = L.clipped_pg_loss(logp, logp, ref, mask, jnp.array([0.5]), beta=0.1)
+    assert np.isfinite(float(loss))
+    want = -(0.5 - 0.1 * np.mean([np.exp(-0.2) + 0.2 - 1, np.exp(1.0) - 1.0 - 1]))
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)

@@ -66,8 +66,9 @@ def clipped_pg_loss(logp, old_logp, ref_logp, mask, advantages, *, beta=0.0, eps
     ratio = jnp.exp(logp - old_logp)
     a = advantages[:, None]
     s = jnp.minimum(ratio * a, jnp.clip(ratio, 1.0 - epsilon, 1.0 + eps_hi) * a)
-    if ref_logp is not None:
-        s = s - beta * k3_kl(logp, ref_logp)
+    if ref_logp is not None:  # masked first: an extreme log-prob on a pad position must not give inf·0 = NaN
+        m = mask.astype(bool)
+        s = s - beta * k3_kl(jnp.where(m, logp, 0.0), jnp.where(m, ref_logp, 0.0))
     return -aggregate(s, mask, loss_type, max_completion_length)
 
 
@@ -125,12 +126,15 @@ def paft_resample(key, rewards, num_generations: int, num_resamples: int):
 
 def paft_loss(seq_logp, rewards, num_generations: int, q, idx):
     """PAFT (posterior resampling + SFT): ``loss = −sg(P̂^{1−q}) · mean_k ℓ_θ(z_k)`` with ``z_k``
-    the resampled completions ``idx`` (:func:`paft_resample`).  ``q = 1``: rejection-sampling SFT."""
+    the resampled completions ``idx`` (:func:`paft_resample`).  ``q = 1``: rejection-sampling SFT.
+    A group without any reward (``P̂ = 0``) has weight 0 for every q, q = 1 included (``0^0`` would
+    be 1 and train on uniformly drawn failures)."""
     r = rewards.reshape(-1, num_generations)
     ell = seq_logp.reshape(-1, num_generations)
     p_hat = r.mean(axis=1)
     chosen = jnp.take_along_axis(ell, idx, axis=1).mean(axis=1)
-    return -jnp.mean(sg(p_hat ** (1.0 - q)) * chosen)
+    weight = jnp.where(p_hat > 0, jnp.maximum(p_hat, 1e-30) ** (1.0 - q), 0.0)
+    return -jnp.mean(sg(weight) * chosen)
 
 
 # ---------------------------------------------------------------- preference family
