@@ -73,3 +73,19 @@ def test_top_k_restricts_support():
     toks, _, _ = sample(params, CFG, PROMPTS, jax.random.PRNGKey(5), max_new=1, top_k=2, pad_id=0, temperature=5.0)
     for i in range(3):
         assert int(toks[i, 0]) in top2[i]
+
+
+def test_loss_log_probs_use_the_sampling_temperature():
+    """At T ≠ 1 the tokens come from softmax(logits / T): the loss's old/new log-probs must be those
+    (they were recomputed at T = 1: ~0.05 nats/token apart here for an untrained model, more once it is peaked)."""
+    from purejaxrl.llm.trainer import _group_logits, policy_logp
+
+    params = init_params(jax.random.PRNGKey(0), CFG)
+    G, T = 4, 0.7
+    toks, mask, logps = sample(params, CFG, PROMPTS, jax.random.PRNGKey(3), max_new=6, stop_id=2, pad_id=0,
+                               temperature=T, num_samples=G)
+    d = {"prompts": PROMPTS, "comps": toks, "comp_valid": mask}
+    logits = _group_logits(params, CFG, d)
+    np.testing.assert_allclose(np.where(mask, policy_logp(logits, toks, T), 0.0), logps, atol=2e-5)
+    untempered = np.where(mask, policy_logp(logits, toks, 1.0), 0.0)
+    assert np.abs(untempered - logps).sum() / mask.sum() > 0.02  # the old recomputation (T = 1) was off

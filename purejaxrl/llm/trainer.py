@@ -74,14 +74,21 @@ def _seq_logp(params, cfg, prompts, comps, mask):
     return (lp * mask).sum(1).reshape(prompts.shape[0], -1)
 
 
-def rl_loss(name: str, hp: dict, G: int, L_max: int) -> Callable:
+def policy_logp(logits, tokens, temperature: float = 1.0):
+    """Log-probabilities of ``tokens`` under the distribution they were sampled from: the logits
+    divided by the sampling temperature (as TRL does; top-k filtering is not applied, as in TRL).
+    Old, new and reference log-probs all use it, so at ``T ≠ 1`` the ratio is 1 before the update."""
+    return token_logp(logits / temperature, tokens)
+
+
+def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -> Callable:
     """``loss(params, cfg, data) -> (loss, aux)`` for an RL loss by name; ``hp`` may hold traced
     values (``beta``, ``epsilon``, ``epsilon_high``, ``q``, ``p_floor``, ``entropy_coef``)."""
 
     def fn(params, cfg, d):
         mask, rewards = d["mask"], d["rewards"]
         logits_c = _group_logits(params, cfg, d)
-        logp = token_logp(logits_c, d["comps"])
+        logp = policy_logp(logits_c, d["comps"], temperature)
         seq_logp = (logp * mask).sum(1)
         aux = {}
         if name in ("grpo", "dr_grpo", "dapo", "bnpo", "epo", "fg_expo"):
@@ -151,20 +158,21 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             mask = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
             d["mask"] = mask
         d["rewards"] = rewards
-        exact_sampler = settings.temperature == 1.0 and settings.top_k == 0
+        Tmp = settings.temperature
+        exact_sampler = settings.top_k == 0  # the sampler's log-probs are then those of logits / T
         if settings.loss == "rover":
             d["old_logits"] = jax.lax.stop_gradient(_group_logits(params, cfg, d))
         if exact_sampler:
             d["old_logp"] = samp_logp
         elif settings.loss == "rover":
-            d["old_logp"] = token_logp(d["old_logits"], comps)
+            d["old_logp"] = policy_logp(d["old_logits"], comps, Tmp)
         else:
-            d["old_logp"] = jax.lax.stop_gradient(token_logp(_group_logits(params, cfg, d), comps))
+            d["old_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(params, cfg, d), comps, Tmp))
         if hp_static.get("use_ref"):
-            d["ref_logp"] = jax.lax.stop_gradient(token_logp(_group_logits(ref_params, cfg, d), comps))
+            d["ref_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(ref_params, cfg, d), comps, Tmp))
         if settings.loss == "paft":
             d["paft_idx"] = L.paft_resample(k_paft, rewards, G, G)
-        lf = rl_loss(settings.loss, hp, G, T)
+        lf = rl_loss(settings.loss, hp, G, T, settings.temperature)
 
         def step(carry, _):
             p, o = carry
