@@ -233,3 +233,17 @@ def test_k3_kl_is_masked_before_it_is_computed():
     assert np.isfinite(float(loss))
     want = -(0.5 - 0.1 * np.mean([np.exp(-0.2) + 0.2 - 1, np.exp(1.0) - 1.0 - 1]))
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+
+
+def test_epo_band_starts_at_the_first_measured_entropy():
+    """A fresh model's entropy is ~ln V; a running mean started at 1.0 put every token above the
+    band and the penalty pulled entropy down. Unmeasured (NaN), the band is centred on the batch."""
+    logits = jnp.zeros((2, 3, 8))  # uniform: every token has entropy ln 8
+    mask = jnp.ones((2, 3))
+    reg_new, h = L.epo_regulariser(logits, mask, jnp.float32(jnp.nan), entropy_coef=0.0)
+    reg_old, _ = L.epo_regulariser(logits, mask, jnp.float32(1.0), entropy_coef=0.0)
+    np.testing.assert_allclose(h, np.log(8), rtol=1e-6)
+    assert float(reg_new) == 0.0
+    np.testing.assert_allclose(reg_old, np.log(8) - 1.2, rtol=1e-6)  # what the old start did
+    g = jax.grad(lambda lg: L.epo_regulariser(lg, mask, jnp.float32(1.0), entropy_coef=0.0)[0])(logits + 0.1 * jnp.arange(8.0))
+    assert float(jnp.abs(g).sum()) > 0  # (that penalty had a gradient)

@@ -253,11 +253,14 @@ def token_entropy(logits):
 def epo_regulariser(logits, mask, running_entropy, *, entropy_coef, kappa_low=0.8, kappa_high=1.2, smooth_coef=1.0):
     """EPO's entropy terms (to add to a loss): ``−λ_H · H`` plus a differentiable smoothing penalty
     ``relu(κ_l H̄ − H_t) + relu(H_t − κ_r H̄)`` keeping each step's entropy near its running mean H̄.
+    ``running_entropy = NaN`` means "not measured yet": the band is then centred on this batch's
+    own mean entropy (a fixed start such as 1.0 would pull a fresh model's ~ln V entropy down).
     Returns ``(regulariser, batch mean entropy)`` (use the latter to update H̄)."""
     m = mask.astype(logits.dtype)
     h = token_entropy(logits)
     mean_h = (h * m).sum() / jnp.maximum(m.sum(), 1.0)
-    band = jax.nn.relu(kappa_low * running_entropy - h) + jax.nn.relu(h - kappa_high * running_entropy)
+    ref = jnp.where(jnp.isnan(running_entropy), sg(mean_h), running_entropy)
+    band = jax.nn.relu(kappa_low * ref - h) + jax.nn.relu(h - kappa_high * ref)
     penalty = (band * m).sum() / jnp.maximum(m.sum(), 1.0)
     return -entropy_coef * mean_h + smooth_coef * penalty, sg(mean_h)
 

@@ -162,7 +162,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     opt = optax.chain(optax.clip_by_global_norm(cfg["max_grad_norm"]), optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
     opt_state = opt.init(params)
     hp = {k: jnp.float32(v) for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(1.0)}
+    state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(jnp.nan)}
 
     if mode == "sft":
         step = T.make_sft_step(task, mcfg, cfg["batch_size"], opt)
@@ -179,8 +179,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         def fn(s, k):
             p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"))
             re = s["running_entropy"]
-            if "entropy" in m:
-                re = 0.9 * re + 0.1 * m["entropy"]
+            if "entropy" in m:  # the first measurement starts the running mean
+                re = jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"])
             out = {**s, "params": p, "opt_state": o, "running_entropy": re}
             if p_hat is not None:
                 out["p_hat"] = p_hat

@@ -101,7 +101,9 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -
                                      epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"],
                                      loss_type=loss_type, max_completion_length=L_max)
             if name == "epo":
-                reg, h = L.epo_regulariser(logits_c, mask, d["running_entropy"], entropy_coef=hp["entropy_coef"])
+                reg, h = L.epo_regulariser(logits_c, mask, d["running_entropy"], entropy_coef=hp["entropy_coef"],
+                                           kappa_low=hp.get("kappa_low", 0.8), kappa_high=hp.get("kappa_high", 1.2),
+                                           smooth_coef=hp.get("smooth_coef", 1.0))
                 loss = loss + reg
                 aux["entropy"] = h
         elif name == "rloo":
