@@ -247,3 +247,26 @@ def test_epo_band_starts_at_the_first_measured_entropy():
     np.testing.assert_allclose(reg_old, np.log(8) - 1.2, rtol=1e-6)  # what the old start did
     g = jax.grad(lambda lg: L.epo_regulariser(lg, mask, jnp.float32(1.0), entropy_coef=0.0)[0])(logits + 0.1 * jnp.arange(8.0))
     assert float(jnp.abs(g).sum()) > 0  # (that penalty had a gradient)
+
+
+def test_dapo_drops_equal_reward_groups_for_real():
+    """The loss and gradient with a constant-reward group present equal those with it removed (the
+    zero-weighted group used to count in the token normaliser and get the KL term: half the gradient)."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    G, T = 4, 5
+    rewards = jnp.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # group 2 is constant
+    old = jax.random.normal(k1, (8, T)) - 2.0
+    ref = jax.random.normal(k2, (8, T)) - 2.0
+    mask = (jax.random.uniform(k3, (8, T)) < 0.8).at[:, 0].set(True)
+
+    def full(lp):
+        return L.dapo_loss(lp, old, ref, mask, rewards, G, beta=0.1)
+
+    def kept(lp):
+        return L.dapo_loss(lp[:4], old[:4], ref[:4], mask[:4], rewards[:4], G, beta=0.1)
+
+    lp = old + 0.1
+    np.testing.assert_allclose(full(lp), kept(lp), rtol=1e-6)
+    g_full, g_kept = jax.grad(full)(lp), jax.grad(kept)(lp)
+    np.testing.assert_allclose(g_full[:4], g_kept[:4], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(g_full[4:], 0.0)

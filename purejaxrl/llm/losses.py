@@ -88,6 +88,16 @@ def dapo_group_filter(rewards, num_generations: int):
     return jnp.repeat(keep, num_generations)
 
 
+def dapo_loss(logp, old_logp, ref_logp, mask, rewards, num_generations, *, beta=0.0, epsilon=0.2, epsilon_high=0.28):
+    """DAPO: groups whose rewards are all equal are dropped for real — removed from the token-mean
+    normaliser and from the KL term, as if they had not been sampled (the batch is not refilled:
+    it simply has fewer sequences) — then clip-higher with a token-level mean over what remains."""
+    keep = dapo_group_filter(rewards, num_generations)
+    adv = group_advantages(rewards, num_generations)
+    return clipped_pg_loss(logp, old_logp, ref_logp, mask * keep[:, None].astype(mask.dtype), adv, beta=beta,
+                           epsilon=epsilon, epsilon_high=epsilon_high, loss_type="dapo")
+
+
 # ---------------------------------------------------------------- Tsallis J_Q family
 def ln_q(u, q):
     """Tsallis q-logarithm ``(u^{1−q} − 1)/(1 − q)``; ``ln_1 = log``."""

@@ -91,12 +91,13 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -
         logp = policy_logp(logits_c, d["comps"], temperature)
         seq_logp = (logp * mask).sum(1)
         aux = {}
-        if name in ("grpo", "dr_grpo", "dapo", "bnpo", "epo", "fg_expo"):
+        if name == "dapo":
+            loss = L.dapo_loss(logp, d["old_logp"], d.get("ref_logp"), mask, rewards, G, beta=hp["beta"],
+                               epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"])
+        elif name in ("grpo", "dr_grpo", "bnpo", "epo", "fg_expo"):
             loss_type = {"epo": "grpo", "fg_expo": "grpo"}.get(name, name)
             beta = hp["beta"] if name != "fg_expo" else L.fg_expo_beta(hp["beta"], rewards.mean())
             adv = L.group_advantages(rewards, G, scale_rewards=name not in ("dr_grpo",))
-            if name == "dapo":
-                adv = adv * L.dapo_group_filter(rewards, G)
             loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=beta,
                                      epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"],
                                      loss_type=loss_type, max_completion_length=L_max)
