@@ -1,7 +1,7 @@
 """Throughput of two checkouts of this project on the same config, measured alternately in one run.
 
-    git worktree add /tmp/before <commit>          # the revision to compare against
-    python benchmarks/compare_revisions.py --before /tmp/before --rounds 3
+    git worktree add ../before <commit>            # the revision to compare against
+    python benchmarks/compare_revisions.py --before ../before --rounds 3
 
 Each measurement is a fresh process that imports the package from one checkout and times the whole
 run under one jit (``benchmarks/throughput.py``'s ``time_training`` of that checkout: compile seconds,
