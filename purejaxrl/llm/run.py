@@ -55,7 +55,7 @@ def validate_llm(cfg: dict) -> None:
             errs.append(f"{k}={cfg[k]!r} must be an integer >= 1")
     if cfg.get("top_k", 0) < 0:
         errs.append(f"top_k={cfg['top_k']!r} must be >= 0 (0 = off)")
-    for k in ("temperature", "curriculum_sigma"):
+    for k in ("temperature", "curriculum_sigma", "pref_temperature"):
         if k in cfg and not cfg[k] > 0:
             errs.append(f"{k}={cfg[k]!r} must be > 0")
     for k in ("lr", "weight_decay", "max_grad_norm"):
@@ -89,6 +89,9 @@ def validate_llm(cfg: dict) -> None:
         errs.append(f"anchor={cfg.get('anchor')!r}; valid: fixed (π_ref), moving (the policy at the start of each round)")
     if cfg.get("reward", "binary") not in ("binary", "logprob", "prob", "mean_prob"):
         errs.append(f"reward={cfg.get('reward')!r}; valid: binary, logprob, prob, mean_prob")
+    elif cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("reward") == "logprob":
+        errs.append(f"loss={loss} needs non-negative rewards (P̂ is a success probability), and reward=logprob is <= 0; "
+                    "use reward=prob, reward=mean_prob or reward=binary")
     if cfg.get("curriculum_pool", 0) and cfg.get("curriculum_pool", 0) < cfg.get("num_prompts", 0):
         errs.append(f"curriculum_pool={cfg['curriculum_pool']} must be 0 (off) or >= num_prompts={cfg['num_prompts']}")
     if cfg.get("mode") == "pref":
@@ -188,7 +191,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
 
         tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
     elif loss_cfg["name"] == "nash_mp":
-        step = T.make_nash_mp_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt)
+        step = T.make_nash_mp_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+                                   pref_temperature=cfg.get("pref_temperature", 0.1))
         state["anchor_params"] = jax.tree.map(jnp.copy, params)  # π_k
         state["opponent_params"] = jax.tree.map(jnp.copy, params)  # π_k, then the midpoint
 
@@ -198,7 +202,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
 
         tokens_per_it = 2 * cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     elif loss_cfg["name"] == "sppo":
-        step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt)
+        step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+                                pref_temperature=cfg.get("pref_temperature", 0.1))
         fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     else:

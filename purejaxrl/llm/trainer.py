@@ -96,7 +96,8 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -
                                epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"])
         elif name in ("grpo", "dr_grpo", "bnpo", "epo", "fg_expo"):
             loss_type = {"epo": "grpo", "fg_expo": "grpo"}.get(name, name)
-            beta = hp["beta"] if name != "fg_expo" else L.fg_expo_beta(hp["beta"], rewards.mean())
+            beta = hp["beta"] if name != "fg_expo" else L.fg_expo_beta(
+                hp["beta"], rewards.mean(), sharpness=hp.get("sharpness", 10.0), midpoint=hp.get("midpoint", 0.5))
             adv = L.group_advantages(rewards, G, scale_rewards=name not in ("dr_grpo",))
             loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=beta,
                                      epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"],
@@ -110,7 +111,7 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -
         elif name == "rloo":
             adv = L.rloo_advantages(rewards, G)
             loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=hp["beta"],
-                                     epsilon=hp["epsilon"], loss_type="dapo")
+                                     epsilon=hp["epsilon"], epsilon_high=hp.get("epsilon_high"), loss_type="dapo")
         elif name == "garl":
             loss = L.garl_loss(seq_logp, rewards, G, hp["q"], p_floor=hp["p_floor"], baseline="loo")
         elif name == "paft":
