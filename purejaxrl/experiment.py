@@ -38,6 +38,20 @@ class TrainingDiverged(RuntimeError):
 MAY_BE_NAN = ("episode_return", "episode_length", "eval_return")
 
 
+def prepare_run(cfg: dict, run_dir, validate_fn, default: str):
+    """What every host loop (train, meta, llm) does first: put ``run_dir`` into the config,
+    validate it, quieten orbax, check the run directory (:func:`open_run_dir`) and turn on the
+    persistent compilation cache.  Returns ``(cfg, run_dir, checkpoint_dir, resuming)``."""
+    if run_dir is not None:
+        cfg = {**cfg, "run_dir": str(run_dir)}
+    validate_fn(cfg)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+    run_dir, ckpt_dir, resuming = open_run_dir(cfg, default)
+    if cfg.get("compilation_cache", True):
+        enable_compilation_cache()
+    return cfg, run_dir, ckpt_dir, resuming
+
+
 def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None, overrides: list[str] | None = None,
         **algo_kwargs) -> dict:
     """Train as ``cfg`` says; returns the summary (also written to ``run_dir/summary.json``).
@@ -47,14 +61,8 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     (config, environment, run directory, checkpoint compatibility) happens before anything is
     compiled or written.
     """
-    if run_dir is not None:
-        cfg = {**cfg, "run_dir": str(run_dir)}
-    validate(cfg)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
-    check_backends(cfg.get("logger") or {})
-    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/run")
-    if cfg.get("compilation_cache", True):
-        enable_compilation_cache()
+    cfg, run_dir, ckpt_dir, resuming = prepare_run(
+        cfg, run_dir, lambda c: (validate(c), check_backends(c.get("logger") or {})), "outputs/run")
     logger_cfg = cfg.get("logger") or {}
 
     algo = build_algorithm(cfg, **algo_kwargs)

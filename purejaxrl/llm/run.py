@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from purejaxrl.checkpoint import Checkpointer, open_run_dir
+from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
@@ -143,15 +142,9 @@ def _load_params(run_dir: str, template):
 
 def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
             overrides: list[str] | None = None) -> dict:
-    if run_dir is not None:
-        cfg = {**cfg, "run_dir": str(run_dir)}
-    validate_llm(cfg)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/llm")
-    if cfg.get("compilation_cache", True):
-        from purejaxrl.experiment import enable_compilation_cache
+    from purejaxrl.experiment import prepare_run
 
-        enable_compilation_cache()
+    cfg, run_dir, ckpt_dir, resuming = prepare_run(cfg, run_dir, validate_llm, "outputs/llm")
 
     task = make_task(cfg["task"]["name"], **(cfg["task"].get("kwargs") or {}))
     mcfg = ModelConfig(vocab_size=len(VOCAB), max_len=task.prompt_len + task.max_new, **cfg["model"])

@@ -10,7 +10,6 @@ checkpoint the ES state.  Same run-directory contract as ``train``: ``config.yam
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import jax
 import numpy as np
 
 from purejaxrl import objectives
-from purejaxrl.checkpoint import Checkpointer, open_run_dir
+from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
 from purejaxrl.logging import MetricsLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
@@ -99,15 +98,9 @@ def validate_meta(cfg: dict) -> None:
 def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
              overrides: list[str] | None = None) -> dict:
     """Evolve ``cfg["objective"]`` for ``es.generations`` generations; returns the summary."""
-    if run_dir is not None:
-        cfg = {**cfg, "run_dir": str(run_dir)}
-    validate_meta(cfg)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    run_dir, ckpt_dir, resuming = open_run_dir(cfg, "outputs/meta/run")
-    if cfg.get("compilation_cache", True):
-        from purejaxrl.experiment import enable_compilation_cache
+    from purejaxrl.experiment import prepare_run
 
-        enable_compilation_cache()
+    cfg, run_dir, ckpt_dir, resuming = prepare_run(cfg, run_dir, validate_meta, "outputs/meta/run")
 
     es_cfg, gens = cfg["es"], int(cfg["es"]["generations"])
     master = jax.random.PRNGKey(int(cfg["seed"]))
