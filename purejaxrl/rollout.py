@@ -75,7 +75,7 @@ def rollout(
         obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, action)
         if final_value is None:
             term, trunc, v_final = jnp.logical_or(term, trunc), jnp.zeros_like(trunc), zeros
-        else:  # skipped at run time when no env hit its time limit
+        else:  # one run: skipped when no env hit its time limit; vmapped runs compute both sides
             v_final = jax.lax.cond(jnp.any(trunc), final_value, lambda o: zeros, info["final_observation"])
         episode = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
         return (obs2, env_state, rng), Trajectory(obs, action, reward, term, trunc, v_final, extras, episode)
