@@ -181,14 +181,17 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
 
 def _first_divergence(metrics: dict, finite: np.ndarray, n: int, start: int, runs: list[dict]) -> dict | None:
     """The first run whose metrics (other than :data:`MAY_BE_NAN`) or parameters are not finite in
-    the first ``n`` updates of a chunk, with the update and the metric."""
-    for r, run_info in enumerate(runs):
-        for j in range(n):
-            for k, v in metrics.items():
-                if k not in MAY_BE_NAN and not np.isfinite(v[r, j]):
-                    return {"run": r, "seed": run_info["seed"], "update": start + j + 1, "metric": k}
-        if not finite[r]:
-            return {"run": r, "seed": run_info["seed"], "update": start + n, "metric": "parameters"}
+    the first ``n`` updates of a chunk, with the update and the metric (array checks: one pass per
+    chunk, whatever the number of runs)."""
+    names = [k for k in metrics if k not in MAY_BE_NAN]
+    bad = np.stack([~np.isfinite(metrics[k][:, :n]) for k in names]) if names else np.zeros((0, len(runs), n), bool)
+    for r in np.flatnonzero(bad.any(axis=(0, 2)) | ~np.asarray(finite, bool)):
+        info = {"run": int(r), "seed": runs[r]["seed"]}
+        hits = bad[:, r, :]  # [metric, update]
+        if hits.any():
+            j = int(np.argmax(hits.any(axis=0)))
+            return {**info, "update": start + j + 1, "metric": names[int(np.argmax(hits[:, j]))]}
+        return {**info, "update": start + n, "metric": "parameters"}
     return None
 
 
