@@ -120,7 +120,7 @@ def test_rover_targets_match_direct_computation():
 
     for i in range(B):
         grp = rewards[(i // G) * G : (i // G) * G + G]
-        r_tilde = (rewards[i] - grp.mean()) / (grp.std() + 1e-4)
+        r_tilde = (rewards[i] - grp.mean()) / (grp.std(ddof=1) + 1e-4)  # ddof 1, as TRL
         for t in range(lengths[i]):
             diff_t = logsm(logits[i, t]) - logsm(old[i, t])
             assert float(q[i, t]) == pytest.approx(diff_t[tokens[i, t]], rel=1e-4, abs=1e-5)
@@ -169,9 +169,17 @@ def test_nash_mp_regression_reproduces_the_tabular_step():
 def test_group_advantages_and_aggregation_by_hand():
     r = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     a = L.group_advantages(r, 4)
-    np.testing.assert_allclose(a[:4], np.array([3, -1, -1, -1]) / np.sqrt(3) * (np.sqrt(3) / 4) / (np.sqrt(3) / 4 + 1e-4), rtol=1e-5)
+    # TRL's torch.std is ddof 1: one success in four has std 0.5 and advantage 1.5 (ddof 0 would give 1.73)
+    np.testing.assert_allclose(a[:4], np.array([0.75, -0.25, -0.25, -0.25]) / (0.5 + 1e-4), rtol=1e-5)
+    assert float(a[0]) == pytest.approx(1.5, abs=1e-3)
     np.testing.assert_allclose(a[4:], 0.0)
+    np.testing.assert_allclose(L.group_advantages(r, 4, scale_rewards="none")[:4], [0.75, -0.25, -0.25, -0.25])
     np.testing.assert_allclose(L.group_advantages(r, 4, scale_rewards=False)[:4], [0.75, -0.25, -0.25, -0.25])
+    batch_std = np.std(np.asarray(r), ddof=1)  # scale_rewards=batch: group-centred, divided by the batch's std
+    np.testing.assert_allclose(L.group_advantages(r, 4, scale_rewards="batch")[:4],
+                               np.array([0.75, -0.25, -0.25, -0.25]) / (batch_std + 1e-4), rtol=1e-5)
+    with pytest.raises(ValueError, match="scale_rewards"):
+        L.group_advantages(r, 4, scale_rewards="prompt")
     np.testing.assert_allclose(L.rloo_advantages(r, 4)[:4], [1.0, -1 / 3, -1 / 3, -1 / 3], rtol=1e-6)
     np.testing.assert_allclose(L.dapo_group_filter(r, 4), [1, 1, 1, 1, 0, 0, 0, 0])
     per_tok = jnp.array([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
@@ -270,3 +278,74 @@ def test_dapo_drops_equal_reward_groups_for_real():
     g_full, g_kept = jax.grad(full)(lp), jax.grad(kept)(lp)
     np.testing.assert_allclose(g_full[:4], g_kept[:4], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(g_full[4:], 0.0)
+
+
+@pytest.mark.parametrize("loss_type,scale", [("dr_grpo", "none"), ("grpo", "group"), ("dapo", "group")])
+def test_likelihood_reward_gradient_matches_the_hand_derived_estimator(loss_type, scale):
+    """R_θ(z) depends on θ: ∇E[R] = E[(R − b)∇log π(z)] + E[∇R].  With log π(z_i) and R_θ(z_i)
+    themselves parameters, the surrogate's gradient must give every completion's ∇R the weight its
+    (R − b)∇log π gets: s_i·w_i (advantage scale × aggregation weight).  The old code's −mean(R_θ)
+    gave ∇R the weight 1/B, L_max (= 3) times too much for Dr. GRPO."""
+    from purejaxrl.llm import rl_losses as R
+
+    B, T = 4, 3
+    lengths = np.array([3, 2, 1, 3])
+    mask = jnp.asarray(np.arange(T)[None] < lengths[:, None])
+    theta_z = jnp.asarray(np.random.default_rng(0).normal(size=(B, T)), jnp.float32) - 2.0
+    theta_a = jnp.asarray([-1.0, -2.0, -0.5, -3.0], jnp.float32)
+    rewards = theta_a  # the reward's value (no gradient: it is the sampled batch's)
+    hp = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2}
+    entry = R.get("grpo")
+    opts = entry.resolve({"loss_type": loss_type, "scale_rewards": scale})
+
+    def loss(tz, ta, pg=True):
+        x = {"logp": tz, "old_logp": jax.lax.stop_gradient(tz), "mask": mask, "rewards": rewards, "G": B, "L_max": T,
+             "r_theta": ta, "policy_gradient": pg}
+        return entry.fn(x, hp, opts)[0]
+
+    gz, ga = jax.grad(loss, argnums=(0, 1))(theta_z, theta_a)
+    r = np.asarray(rewards)
+    s = 1.0 / (r.std(ddof=1) + 1e-4) if scale == "group" else 1.0
+    w = {"dr_grpo": np.full(B, 1.0 / (B * T)), "grpo": 1.0 / (B * lengths), "dapo": np.full(B, 1.0 / lengths.sum())}[loss_type]
+    # hand-derived: −s·w_i·(R_i − mean R) on each of z_i's tokens, −s·w_i on R_θ(z_i)
+    np.testing.assert_allclose(np.asarray(gz), -(s * w * (r - r.mean()))[:, None] * np.asarray(mask), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(ga), -s * w, rtol=1e-4)
+    # the SFT-only control: the same teacher-forced term, no policy gradient
+    gz0, ga0 = jax.grad(lambda a, b: loss(a, b, pg=False), argnums=(0, 1))(theta_z, theta_a)
+    np.testing.assert_allclose(np.asarray(gz0), 0.0)
+    np.testing.assert_allclose(np.asarray(ga0), -s * w, rtol=1e-4)
+
+
+def test_dpo_loss_types_by_hand():
+    c, r, rc, rr = jnp.array([-1.0]), jnp.array([-3.0]), jnp.array([-2.0]), jnp.array([-2.0])  # margin h = 2
+    beta = 0.5
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    assert float(L.dpo_loss(c, r, rc, rr, beta)) == pytest.approx(-np.log(sig(1.0)))
+    # conservative DPO at ε is DPO's expected loss when each label is flipped with probability ε
+    eps = 0.2
+    cdpo = float(L.dpo_loss(c, r, rc, rr, beta, label_smoothing=eps))
+    flipped = float(L.dpo_loss(r, c, rr, rc, beta))
+    assert cdpo == pytest.approx((1 - eps) * -np.log(sig(1.0)) + eps * flipped)
+    assert float(L.dpo_loss(c, r, rc, rr, beta, loss_type="ipo")) == pytest.approx((2.0 - 1.0 / (2 * beta)) ** 2)
+    assert float(L.dpo_loss(c, r, rc, rr, beta, loss_type="hinge")) == pytest.approx(0.0)
+    assert float(L.dpo_loss(r, c, rr, rc, beta, loss_type="hinge")) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="loss_type"):
+        L.dpo_loss(c, r, rc, rr, beta, loss_type="robust")
+
+
+def test_epo_phase_based_weight():
+    assert float(L.epo_phase_weight(0.2, 1.0, 0.1, 0.5)) == pytest.approx(0.1)
+    assert float(L.epo_phase_weight(0.5, 1.0, 0.1, 0.5)) == pytest.approx(1.0)
+    assert float(L.epo_phase_weight(0.9, 1.0, 1.0, 0.5)) == pytest.approx(1.0)
+
+
+def test_pg_statistics_count_clipped_tokens():
+    logp = jnp.log(jnp.array([[0.5, 0.1, 0.9], [0.5, 0.1, 0.9]]))
+    old = jnp.log(jnp.array([[0.25, 0.2, 0.9], [0.25, 0.2, 0.9]]))  # ratios 2, 0.5, 1
+    mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    st = L.pg_statistics(logp, old, None, mask, jnp.array([1.0, -1.0]), epsilon=0.2, epsilon_high=0.28)
+    # high end: ratio 2 with A > 0 (row 0, token 0); low end: ratio 0.5 with A < 0 (row 1, token 1)
+    assert float(st["clip_ratio_high"]) == pytest.approx(1 / 5) and float(st["clip_ratio_low"]) == pytest.approx(1 / 5)
+    assert "kl" not in st
+    st = L.pg_statistics(logp, old, logp, mask, jnp.array([1.0, -1.0]))
+    assert float(st["kl"]) == pytest.approx(0.0)

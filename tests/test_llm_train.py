@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params
 from purejaxrl.llm.run import run_llm
@@ -62,6 +63,49 @@ def test_every_rl_loss_runs_a_compiled_iteration(loss):
     assert np.isfinite(float(m["loss"]))
     moved = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
     assert moved > 0
+    # what TRL users read: entropy, reward spread, truncation; for the clipped surrogate clip ratios and KL
+    for k in ("entropy", "reward_std", "frac_reward_zero_std", "truncated_fraction"):
+        assert np.isfinite(float(m[k])), k
+    assert 0 < float(m["entropy"]) <= np.log(len(VOCAB)) + 1e-4
+    if R.REGISTRY[loss].options.get("loss_type"):
+        assert {"clip_ratio_low", "clip_ratio_high", "kl"} <= set(m)
+        assert 0 <= float(m["clip_ratio_low"]) <= 1 and float(m["kl"]) >= 0
+
+
+def test_a_new_loss_is_one_registered_function():
+    """The registry's contract: a loss declares what it needs and the iteration provides exactly that."""
+    seen = {}
+
+    @R.register("test_success_sft", needs=("old_logp",))
+    def success_sft(x, hp, opts):
+        seen.update({k: True for k in x})
+        return -jnp.mean(x["rewards"] * x["seq_logp"]), {"seen_old_logp": jnp.float32("old_logp" in x)}
+
+    try:
+        settings = T.RLSettings(num_prompts=4, num_generations=4, loss="test_success_sft")
+        opt = optax.adam(1e-3)
+        params = init_params(jax.random.PRNGKey(0), MICRO)
+        it = jax.jit(T.make_rl_iteration(ParityLock(), MICRO, settings, {"use_ref": True}, opt))
+        p2, _, m, _ = it(params, opt.init(params), params, jax.random.PRNGKey(1), {}, jnp.float32(jnp.nan))
+        assert float(m["seen_old_logp"]) == 1.0 and np.isfinite(float(m["loss"]))
+        assert "ref_logp" not in seen and "old_logits" not in seen and "resample_idx" not in seen
+        assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
+    finally:
+        R.REGISTRY.pop("test_success_sft")
+    with pytest.raises(ValueError, match="unknown needs"):
+        R.register("bad", needs=("value_head",))
+
+
+def test_every_registered_loss_has_a_config_and_valid_defaults():
+    from purejaxrl.config import CONF_DIR, _load_yaml
+
+    for name, entry in R.REGISTRY.items():
+        cfg = _load_yaml(CONF_DIR / "llm" / "loss" / f"{name}.yaml")
+        assert cfg["name"] == name
+        assert R.option_errors(name, cfg) == [], name
+        assert set(entry.defaults) <= set(entry.options)
+        hp, opts = R.split_config(cfg)
+        assert all(isinstance(v, (int, float)) for v in hp.values()) and set(opts) == set(entry.options)
 
 
 @pytest.mark.parametrize("loss", [l for l in T.PREF_LOSSES if l not in ("sppo", "nash_mp")])
@@ -203,3 +247,16 @@ def test_fg_expo_curriculum_prefers_prompts_near_half_success():
     changed = np.nonzero(np.asarray(p_new) != np.asarray(p_hat))[0]
     assert set(changed.tolist()) <= {0, 1, 2, 3}
     np.testing.assert_array_equal(np.asarray(p_new)[4:], np.asarray(p_hat)[4:])
+
+
+def test_same_seed_gives_the_same_trajectory_whatever_the_run_length(tmp_path):
+    """Iteration i's key is fold_in(seed key, i + 1), the learning rate is constant and EPO's phase is
+    the only thing that reads the run length: a 2-iteration run is the first 2 iterations of a 4-iteration one."""
+    cfg = {"mode": "rl", "seed": 3, "iterations": 4, "num_prompts": 4, "num_generations": 4, "eval_prompts": 16,
+           "eval_every": 1, "log_every": 1, "checkpoint_every": 100, "compilation_cache": False, "progress": False,
+           "task": {"name": "combination_lock", "kwargs": {"levels": [1]}},
+           "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_mlp": 64}, "loss": {"name": "grpo"}}
+    run_llm(cfg, tmp_path / "long")
+    run_llm({**cfg, "iterations": 2}, tmp_path / "short")
+    rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(tmp_path / "long")[:2] == rows(tmp_path / "short")

@@ -18,13 +18,33 @@ sg = jax.lax.stop_gradient
 
 
 # ---------------------------------------------------------------- advantages and aggregation
-def group_advantages(rewards, num_generations: int, scale_rewards: bool = True, eps: float = 1e-4):
-    """GRPO: ``A_i = (r_i − mean_group r) / std_group r`` (Dr. GRPO: ``scale_rewards=False``)."""
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def advantage_scale(rewards, num_generations: int, scale_rewards="group", eps: float = 1e-4):
+    """The per-completion factor ``1 / (std + eps)`` that GRPO's advantages are multiplied by ``[B]``.
+
+    ``scale_rewards`` as in TRL: ``group`` (each prompt's reward std, ``ddof = 1`` like
+    ``torch.std``: one success in four gives std 0.5 and advantage 1.5, not 1.73), ``batch`` (the
+    std of every reward in the batch), ``none`` (factor 1: Dr. GRPO).  ``True``/``False`` mean
+    ``group``/``none``."""
+    mode = ("group" if scale_rewards else "none") if isinstance(scale_rewards, bool) else scale_rewards
+    if mode == "none":
+        return jnp.ones_like(rewards)
+    if mode == "group":
+        std = rewards.reshape(-1, num_generations).std(axis=1, ddof=1)
+        return jnp.repeat(1.0 / (std + eps), num_generations)
+    if mode == "batch":
+        return jnp.full_like(rewards, 1.0 / (rewards.std(ddof=1) + eps))
+    raise ValueError(f"unknown scale_rewards {scale_rewards!r}; valid: {', '.join(SCALE_REWARDS)}")
+
+
+def group_advantages(rewards, num_generations: int, scale_rewards="group", eps: float = 1e-4):
+    """GRPO: ``A_i = (r_i − mean_group r) · advantage_scale`` (TRL's ``scale_rewards``:
+    ``group`` std with ``ddof = 1``, ``batch`` std, or ``none`` for Dr. GRPO)."""
     r = rewards.reshape(-1, num_generations)
-    a = r - r.mean(axis=1, keepdims=True)
-    if scale_rewards:
-        a = a / (r.std(axis=1, keepdims=True) + eps)
-    return a.reshape(-1)
+    a = (r - r.mean(axis=1, keepdims=True)).reshape(-1)
+    return a * advantage_scale(rewards, num_generations, scale_rewards, eps)
 
 
 def rloo_advantages(rewards, num_generations: int):
@@ -72,8 +92,48 @@ def clipped_pg_loss(logp, old_logp, ref_logp, mask, advantages, *, beta=0.0, eps
     return -aggregate(s, mask, loss_type, max_completion_length)
 
 
+def pg_statistics(logp, old_logp, ref_logp, mask, advantages, *, epsilon=0.2, epsilon_high=None):
+    """What TRL logs for the clipped surrogate (no gradient): the fraction of completion tokens
+    clipped at the low end (``ρ < 1 − ε`` with ``A < 0``) and at the high end (``ρ > 1 + ε_high``
+    with ``A > 0``), and the mean k3 KL to the reference when there is one."""
+    eps_hi = epsilon if epsilon_high is None else epsilon_high
+    m = mask.astype(jnp.float32)
+    n = jnp.maximum(m.sum(), 1.0)
+    ratio = sg(jnp.exp(logp - old_logp))
+    a = advantages[:, None]
+    out = {"clip_ratio_low": (((ratio < 1.0 - epsilon) & (a < 0)) * m).sum() / n,
+           "clip_ratio_high": (((ratio > 1.0 + eps_hi) & (a > 0)) * m).sum() / n}
+    if ref_logp is not None:
+        mb = mask.astype(bool)
+        out["kl"] = (sg(k3_kl(jnp.where(mb, logp, 0.0), jnp.where(mb, ref_logp, 0.0))) * m).sum() / n
+    return out
+
+
+def likelihood_direct_term(r_theta, adv_scale, pg_mask, loss_type: str, max_completion_length: int):
+    """The second gradient term of a likelihood reward, weighted like the policy-gradient term.
+
+    With ``R_θ(z) = f(π_θ(a* | x, z))``, ``∇E_z[R_θ] = E_z[(R_θ − b) ∇log π_θ(z)] + E_z[∇R_θ(z)]``.
+    The surrogate's policy-gradient term gives completion ``i`` the weight ``s_i · w_i`` on
+    ``A_i ∇log π_θ(z_i)`` (``s_i`` the advantage scale, 1/std for GRPO, 1 for Dr. GRPO and RLOO;
+    ``w_i`` the aggregation's: ``1/(B |z_i|)`` for ``grpo``, ``1/(B L_max)`` for ``dr_grpo``,
+    ``1/Σ|z|`` for ``dapo``/``bnpo``), so the direct term gets the same ``s_i · w_i`` on ``R_θ(z_i)``:
+    together they are an (up to that common scale) unbiased ``∇E[R]``.  Returns ``Σ_i s_i w_i R_θ(z_i)``
+    (to be *subtracted* from the loss)."""
+    n = pg_mask.astype(r_theta.dtype).sum(1)
+    B = r_theta.shape[0]
+    if loss_type == "grpo":
+        w = 1.0 / (B * jnp.maximum(n, 1.0))
+    elif loss_type == "dr_grpo":
+        w = jnp.full_like(r_theta, 1.0 / (B * max_completion_length))
+    elif loss_type in ("dapo", "bnpo"):
+        w = jnp.full_like(r_theta, 1.0) / jnp.maximum(n.sum(), 1.0)
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid: grpo, dr_grpo, dapo, bnpo")
+    return jnp.sum(sg(adv_scale * w) * r_theta)
+
+
 def grpo_loss(logp, old_logp, ref_logp, mask, rewards, num_generations, *, beta=0.04, epsilon=0.2,
-              epsilon_high=None, loss_type="grpo", scale_rewards=True, max_completion_length=None):
+              epsilon_high=None, loss_type="grpo", scale_rewards="group", max_completion_length=None):
     """GRPO (``loss_type=grpo``, std-scaled group advantages), Dr. GRPO (``dr_grpo``, no std
     scaling, ``/(G·L_max)``), DAPO (``dapo``, token mean, ε_high = 0.28 by convention)."""
     adv = group_advantages(rewards, num_generations, scale_rewards)
@@ -148,10 +208,27 @@ def paft_loss(seq_logp, rewards, num_generations: int, q, idx):
 
 
 # ---------------------------------------------------------------- preference family
-def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta=0.1):
-    """DPO: ``−log σ(β [(ℓ_θ − ℓ_ref)(y_w) − (ℓ_θ − ℓ_ref)(y_l)])`` (sequence log-probs ``[B]``)."""
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta=0.1, *, loss_type="sigmoid",
+             label_smoothing=0.0):
+    """DPO on the log-ratio margin ``h = (ℓ_θ − ℓ_ref)(y_w) − (ℓ_θ − ℓ_ref)(y_l)`` (sequence log-probs ``[B]``),
+    TRL's ``loss_type``:
+
+    * ``sigmoid``: ``−(1 − ε) log σ(β h) − ε log σ(−β h)`` — DPO, and with ``label_smoothing = ε > 0``
+      conservative DPO (cDPO: labels flipped with probability ε);
+    * ``ipo``: ``(h − 1/(2β))²`` (IPO, β the regularisation τ);
+    * ``hinge``: ``max(0, 1 − β h)`` (SLiC)."""
     margin = (chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp)
-    return -jnp.mean(jax.nn.log_sigmoid(beta * margin))
+    if loss_type == "sigmoid":
+        ls = label_smoothing
+        return -jnp.mean((1.0 - ls) * jax.nn.log_sigmoid(beta * margin) + ls * jax.nn.log_sigmoid(-beta * margin))
+    if loss_type == "ipo":
+        return jnp.mean((margin - 1.0 / (2.0 * beta)) ** 2)
+    if loss_type == "hinge":
+        return jnp.mean(jax.nn.relu(1.0 - beta * margin))
+    raise ValueError(f"unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
 
 
 def adpo_logits(seq_logp, anchor_logp, tau):
@@ -245,7 +322,7 @@ def rover_targets(logits, old_logits, tokens, mask, rewards, num_generations: in
     v_next = jnp.concatenate([v_bar[:, 1:], jnp.zeros_like(v_bar[:, :1])], axis=1)
     m = mask.astype(q.dtype)
     m_next = jnp.concatenate([m[:, 1:], jnp.zeros_like(m[:, :1])], axis=1)
-    r_tilde = group_advantages(rewards, num_generations, scale_rewards=True)[:, None]
+    r_tilde = group_advantages(rewards, num_generations, scale_rewards="group")[:, None]
     return q, r_tilde + sg(v_next * m_next)
 
 
@@ -273,6 +350,13 @@ def epo_regulariser(logits, mask, running_entropy, *, entropy_coef, kappa_low=0.
     band = jax.nn.relu(kappa_low * ref - h) + jax.nn.relu(h - kappa_high * ref)
     penalty = (band * m).sum() / jnp.maximum(m.sum(), 1.0)
     return -entropy_coef * mean_h + smooth_coef * penalty, sg(mean_h)
+
+
+def epo_phase_weight(progress, smooth_coef, early_smooth_coef, phase_boundary):
+    """EPO's phase-based weight of the smoothing penalty: ``early_smooth_coef`` while the fraction
+    of training done is below ``phase_boundary``, ``smooth_coef`` after it — from conservative
+    exploration early to strong stabilisation late.  Equal values give a constant weight."""
+    return jnp.where(progress < phase_boundary, early_smooth_coef, smooth_coef)
 
 
 def fg_expo_beta(beta0, accuracy, sharpness=10.0, midpoint=0.5):

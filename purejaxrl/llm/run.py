@@ -15,6 +15,8 @@ import optax
 
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
+from purejaxrl.llm import losses as L
+from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.tasks import TASKS, VOCAB, make_task
@@ -70,11 +72,20 @@ def validate_llm(cfg: dict) -> None:
     loss_file = LLM_CONF / "loss" / f"{loss}.yaml"
     if isinstance(loss, str) and loss_file.exists():
         loss_keys = _load_yaml(loss_file)
+        static = set(R.REGISTRY[loss].options) if loss in R.REGISTRY else {"loss_type"} if loss == "dpo" else set()
         for k, v in loss_cfg.items():
             if k not in loss_keys:
                 errs.append(f"loss.{k} is not a {loss} setting; valid: {', '.join(sorted(loss_keys))}")
-            elif k != "name" and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            elif k != "name" and k not in static and (not isinstance(v, (int, float)) or isinstance(v, bool)):
                 errs.append(f"loss.{k}={v!r} must be a number")
+        if loss in R.REGISTRY:
+            errs += R.option_errors(loss, loss_cfg)
+        if loss == "dpo" and loss_cfg.get("loss_type", "sigmoid") not in L.DPO_LOSS_TYPES:
+            errs.append(f"loss.loss_type={loss_cfg['loss_type']!r}; valid: {', '.join(L.DPO_LOSS_TYPES)}")
+        if loss == "dpo" and not 0 <= loss_cfg.get("label_smoothing", 0.0) < 0.5:
+            errs.append(f"loss.label_smoothing={loss_cfg['label_smoothing']!r} must be in [0, 0.5)")
+    if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
+        errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
     for k, v in m.items():
         if k not in MODEL_KEYS:
@@ -91,6 +102,12 @@ def validate_llm(cfg: dict) -> None:
     elif cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("reward") == "logprob":
         errs.append(f"loss={loss} needs non-negative rewards (P̂ is a success probability), and reward=logprob is <= 0; "
                     "use reward=prob, reward=mean_prob or reward=binary")
+    elif cfg.get("mode") == "rl" and cfg.get("reward", "binary") != "binary" and loss in R.REGISTRY \
+            and not R.REGISTRY[loss].likelihood:
+        errs.append(f"loss={loss} does not take a likelihood reward (reward={cfg['reward']}); use reward=binary or one of "
+                    f"{', '.join(k for k, v in R.REGISTRY.items() if v.likelihood)}")
+    if cfg.get("policy_gradient") is False and cfg.get("reward", "binary") == "binary":
+        errs.append("policy_gradient=false (the SFT-only control) needs a likelihood reward: reward=logprob, prob or mean_prob")
     if cfg.get("curriculum_pool", 0) and cfg.get("curriculum_pool", 0) < cfg.get("num_prompts", 0):
         errs.append(f"curriculum_pool={cfg['curriculum_pool']} must be 0 (off) or >= num_prompts={cfg['num_prompts']}")
     if cfg.get("mode") == "pref":
@@ -140,11 +157,27 @@ def _load_params(run_dir: str, template):
         ck.close()
 
 
+def with_defaults(cfg: dict) -> dict:
+    """``cfg`` with every absent setting at its default (``conf/llm/run/default.yaml``, the loss's
+    own ``conf/llm/loss/<name>.yaml``, the ``small`` model), as the CLI composes it — so that
+    ``run_llm`` called from Python with a partial config runs what the command line would."""
+    defaults = _load_yaml(LLM_CONF / "run" / "default.yaml")
+    defaults.pop("hydra", None)
+    out = {**defaults, **cfg}
+    out.setdefault("model", _load_yaml(LLM_CONF / "model" / "small.yaml"))
+    out.setdefault("task", _load_yaml(LLM_CONF / "task" / "addition.yaml"))
+    loss = out.get("loss") or {"name": "grpo"}
+    loss_file = LLM_CONF / "loss" / f"{loss.get('name')}.yaml"
+    if isinstance(loss, dict) and isinstance(loss.get("name"), str) and loss_file.exists():
+        out["loss"] = {**_load_yaml(loss_file), **loss}
+    return out
+
+
 def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
             overrides: list[str] | None = None) -> dict:
     from purejaxrl.experiment import prepare_run
 
-    cfg, run_dir, ckpt_dir, resuming = prepare_run(cfg, run_dir, validate_llm, "outputs/llm")
+    cfg, run_dir, ckpt_dir, resuming = prepare_run(with_defaults(cfg), run_dir, validate_llm, "outputs/llm")
 
     task = make_task(cfg["task"]["name"], **(cfg["task"].get("kwargs") or {}))
     mcfg = ModelConfig(vocab_size=len(VOCAB), max_len=task.prompt_len + task.max_new, **cfg["model"])
@@ -157,23 +190,32 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     lr = cfg["lr"]
     opt = optax.chain(optax.clip_by_global_norm(cfg["max_grad_norm"]), optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
     opt_state = opt.init(params)
-    hp = {k: jnp.float32(v) for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if mode == "rl":
+        hp, loss_opts = R.split_config(loss_cfg)
+    else:
+        loss_opts = {k: v for k, v in loss_cfg.items() if k == "loss_type"}
+        hp = {k: v for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    hp = {k: jnp.float32(v) for k, v in hp.items()}
     state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(jnp.nan)}
 
     if mode == "sft":
         step = T.make_sft_step(task, mcfg, cfg["batch_size"], opt)
-        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
+        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
     elif mode == "rl":
         settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"],
                                 cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
-                                cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2))
+                                cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2),
+                                loss_options=tuple(sorted(loss_opts.items())),
+                                policy_gradient=cfg.get("policy_gradient", True), data_seed=cfg.get("data_seed", 12345),
+                                iterations=cfg["iterations"])
         if settings.curriculum_pool:
             state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
         it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
 
-        def fn(s, k):
-            p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"))
+        def fn(s, k, i):
+            p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"),
+                                progress=i / cfg["iterations"])
             re = s["running_entropy"]
             if "entropy" in m:  # the first measurement starts the running mean
                 re = jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"])
@@ -189,7 +231,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         state["anchor_params"] = jax.tree.map(jnp.copy, params)  # π_k
         state["opponent_params"] = jax.tree.map(jnp.copy, params)  # π_k, then the midpoint
 
-        def fn(s, k):
+        def fn(s, k, i):
             out = step(s["params"], s["opt_state"], s["ref_params"], s["anchor_params"], s["opponent_params"], k, hp)
             return _wrap(out, s)
 
@@ -197,15 +239,15 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     elif loss_cfg["name"] == "sppo":
         step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
                                 pref_temperature=cfg.get("pref_temperature", 0.1))
-        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     else:
         step = T.make_pref_step(task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
-                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt)
-        fn = lambda s, k: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, cfg.get("data_seed", 12345))
+        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
 
-    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"]))
+    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], cfg.get("eval_seed", 999)))
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
     start = 0
@@ -219,7 +261,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg["log_every"]}, resume_update=start)
 
     t0 = time.perf_counter()
-    step_c = jax.jit(fn, donate_argnums=0).lower(state, key).compile()
+    step_c = jax.jit(fn, donate_argnums=0).lower(state, key, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - t0
     iters, total = cfg["iterations"], 0.0
     last_eval: dict = {}
@@ -231,7 +273,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     try:
         for i in range(start, iters):
             t = time.perf_counter()
-            state, m = step_c(state, jax.random.fold_in(key, i + 1))
+            state, m = step_c(state, jax.random.fold_in(key, i + 1), jnp.int32(i))
             m = jax.device_get(m)
             dt = time.perf_counter() - t
             total += dt

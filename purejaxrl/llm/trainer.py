@@ -13,11 +13,12 @@ import jax.numpy as jnp
 import optax
 
 from purejaxrl.llm import losses as L
+from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm.model import ModelConfig, grouped_completion_logits, grouped_completion_logprobs, token_logp, token_logprobs
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
-RL_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "rloo", "garl", "paft", "rover", "epo", "fg_expo")
+RL_LOSSES = tuple(R.REGISTRY)
 PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl", "sppo", "nash_mp")
 
 
@@ -32,6 +33,10 @@ class RLSettings:
     reward: str = "binary"         # binary (the verifier) or a likelihood reward: logprob, prob, mean_prob
     curriculum_pool: int = 0       # > 0: FG-ExPO Gaussian curriculum over a fixed pool of this many train prompts
     curriculum_sigma: float = 0.2  # width of the curriculum's Gaussian around p̂ = ½
+    loss_options: tuple = ()       # the loss's static options as ((key, value), ...), e.g. (("loss_type", "dapo"),)
+    policy_gradient: bool = True   # False with a likelihood reward: only its teacher-forced term (SFT-only control)
+    data_seed: int = 4242          # the curriculum's fixed prompt pool
+    iterations: int = 1            # total iterations of the run (EPO's phase-based weight reads progress)
 
 
 def append_reference_answer(prompts, comps, mask, answers, sep_id: int):
@@ -81,65 +86,52 @@ def policy_logp(logits, tokens, temperature: float = 1.0):
     return token_logp(logits / temperature, tokens)
 
 
-def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0) -> Callable:
-    """``loss(params, cfg, data) -> (loss, aux)`` for an RL loss by name; ``hp`` may hold traced
-    values (``beta``, ``epsilon``, ``epsilon_high``, ``q``, ``p_floor``, ``entropy_coef``)."""
+def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0, opts: dict | None = None,
+            policy_gradient: bool = True) -> Callable:
+    """``loss(params, cfg, data) -> (loss, aux)`` for a registered RL loss (``rl_losses.REGISTRY``);
+    ``data`` holds what the loss declared it needs.  ``aux`` also carries the policy's mean token
+    entropy on the completions (no gradient)."""
+    entry = R.get(name)
+    opts = entry.resolve(opts)
 
     def fn(params, cfg, d):
-        mask, rewards = d["mask"], d["rewards"]
+        mask = d["mask"]
         logits_c = _group_logits(params, cfg, d)
         logp = policy_logp(logits_c, d["comps"], temperature)
-        seq_logp = (logp * mask).sum(1)
-        aux = {}
-        if name == "dapo":
-            loss = L.dapo_loss(logp, d["old_logp"], d.get("ref_logp"), mask, rewards, G, beta=hp["beta"],
-                               epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"])
-        elif name in ("grpo", "dr_grpo", "bnpo", "epo", "fg_expo"):
-            loss_type = {"epo": "grpo", "fg_expo": "grpo"}.get(name, name)
-            beta = hp["beta"] if name != "fg_expo" else L.fg_expo_beta(
-                hp["beta"], rewards.mean(), sharpness=hp.get("sharpness", 10.0), midpoint=hp.get("midpoint", 0.5))
-            adv = L.group_advantages(rewards, G, scale_rewards=name not in ("dr_grpo",))
-            loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=beta,
-                                     epsilon=hp["epsilon"], epsilon_high=hp["epsilon_high"],
-                                     loss_type=loss_type, max_completion_length=L_max)
-            if name == "epo":
-                reg, h = L.epo_regulariser(logits_c, mask, d["running_entropy"], entropy_coef=hp["entropy_coef"],
-                                           kappa_low=hp.get("kappa_low", 0.8), kappa_high=hp.get("kappa_high", 1.2),
-                                           smooth_coef=hp.get("smooth_coef", 1.0))
-                loss = loss + reg
-                aux["entropy"] = h
-        elif name == "rloo":
-            adv = L.rloo_advantages(rewards, G)
-            loss = L.clipped_pg_loss(logp, d["old_logp"], d.get("ref_logp"), mask, adv, beta=hp["beta"],
-                                     epsilon=hp["epsilon"], epsilon_high=hp.get("epsilon_high"), loss_type="dapo")
-        elif name == "garl":
-            loss = L.garl_loss(seq_logp, rewards, G, hp["q"], p_floor=hp["p_floor"], baseline="loo")
-        elif name == "paft":
-            loss = L.paft_loss(seq_logp, rewards, G, hp["q"], d["paft_idx"])
-        elif name == "rover":
-            old_logits = d["old_logits"]
-            loss = L.rover_loss(logits_c, old_logits, d["comps"], mask, rewards, G)
-        else:
-            raise ValueError(f"unknown RL loss {name!r}; valid: {', '.join(RL_LOSSES)}")
-        if "answer_mask" in d:  # likelihood reward: its own gradient, an SFT-like term on a* given z
+        x = {"logits": logits_c / temperature, "logp": logp, "seq_logp": (logp * mask).sum(1), "mask": mask,
+             "rewards": d["rewards"], "completions": d["comps"], "G": G, "L_max": L_max,
+             "progress": d.get("progress", 0.0), "policy_gradient": policy_gradient,
+             **{k: d[k] for k in entry.needs if k in d}}
+        if "answer_mask" in d:  # likelihood reward: differentiable, its own gradient term (weighted by the loss)
             ans_lp = token_logp(_group_logits(params, cfg, d, d["answer_tokens"], d["answer_valid"]), d["answer_tokens"])
-            r_theta = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
-            loss = loss - jnp.mean(r_theta)
-        return loss, aux
+            x["r_theta"] = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
+        loss, aux = entry.fn(x, hp, opts)
+        m = mask.astype(logp.dtype)
+        entropy = (L.token_entropy(jax.lax.stop_gradient(x["logits"])) * m).sum() / jnp.maximum(m.sum(), 1.0)
+        return loss, {"entropy": entropy, **aux}
 
     return fn
 
 
 def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_static: dict, optimizer):
-    """``iteration(params, opt_state, ref_params, key, hp) -> (params, opt_state, metrics)``."""
+    """``iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None, progress=0.0)
+    -> (params, opt_state, metrics, p_hat)``: sample ``G`` completions for each of ``num_prompts``
+    prompts, reward them, compute what the loss declared it needs (``rl_losses``), and take
+    ``num_iterations`` gradient steps — one compiled function."""
     G, Np = settings.num_generations, settings.num_prompts
     P, T = task.prompt_len, task.max_new
-    def iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None):
+    entry = R.get(settings.loss)
+    opts = entry.resolve(dict(settings.loss_options))
+    if settings.reward != "binary" and not entry.likelihood:
+        raise ValueError(f"loss={settings.loss} does not take likelihood rewards (reward={settings.reward}); "
+                         f"use one of {', '.join(k for k, v in R.REGISTRY.items() if v.likelihood)}")
+
+    def iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None, progress=0.0):
         """One RL iteration; ``p_hat [curriculum_pool]`` (running success estimates per pool prompt)
         is used and returned when the curriculum is on."""
         k_task, k_sample, k_paft = jax.random.split(key, 3)
         if settings.curriculum_pool:
-            pool = task.sample(jax.random.PRNGKey(4242), settings.curriculum_pool)
+            pool = task.sample(jax.random.PRNGKey(settings.data_seed), settings.curriculum_pool)
             w = L.fg_expo_curriculum_weights(p_hat, settings.curriculum_sigma)
             idx = jax.lax.top_k(jnp.log(w) + jax.random.gumbel(k_task, w.shape), Np)[1]  # ∝ w, no repeats
             batch = jax.tree.map(lambda x: x[idx], pool)
@@ -150,7 +142,8 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
                                         top_k=settings.top_k, stop_id=EOS, pad_id=PAD, num_samples=G)
         binary = task.reward(comps, mask, rep)
         # completions are scored with their prompt run once per group (grouped_completion_logits)
-        d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "running_entropy": running_entropy}
+        d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask,
+             "running_entropy": running_entropy, "progress": jnp.asarray(progress, jnp.float32)}
         if settings.reward == "binary":
             rewards = binary
         else:  # reward = likelihood of the reference answer after the sampled chain of thought
@@ -159,24 +152,24 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             ans_lp = jax.lax.stop_gradient(token_logp(_group_logits(params, cfg, d, a_tok, a_valid), a_tok))
             rewards = L.likelihood_rewards(ans_lp, a_mask, settings.reward)
             d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
-            mask = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
-            d["mask"] = mask
+            d["mask"] = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
         d["rewards"] = rewards
         Tmp = settings.temperature
-        exact_sampler = settings.top_k == 0  # the sampler's log-probs are then those of logits / T
-        if settings.loss == "rover":
+        needs = entry.needs
+        if "old_logits" in needs:
             d["old_logits"] = jax.lax.stop_gradient(_group_logits(params, cfg, d))
-        if exact_sampler:
-            d["old_logp"] = samp_logp
-        elif settings.loss == "rover":
-            d["old_logp"] = policy_logp(d["old_logits"], comps, Tmp)
-        else:
-            d["old_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(params, cfg, d), comps, Tmp))
-        if hp_static.get("use_ref"):
+        if "old_logp" in needs:
+            if settings.top_k == 0:  # the sampler's log-probs are then those of logits / T: no extra forward
+                d["old_logp"] = samp_logp
+            elif "old_logits" in d:
+                d["old_logp"] = policy_logp(d["old_logits"], comps, Tmp)
+            else:
+                d["old_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(params, cfg, d), comps, Tmp))
+        if "ref_logp" in needs and hp_static.get("use_ref"):
             d["ref_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(ref_params, cfg, d), comps, Tmp))
-        if settings.loss == "paft":
-            d["paft_idx"] = L.paft_resample(k_paft, rewards, G, G)
-        lf = rl_loss(settings.loss, hp, G, T, settings.temperature)
+        if "resample_idx" in needs:
+            d["resample_idx"] = L.paft_resample(k_paft, rewards, G, opts.get("num_resamples") or G)
+        lf = rl_loss(settings.loss, hp, G, T, Tmp, opts, settings.policy_gradient)
 
         def step(carry, _):
             p, o = carry
@@ -186,14 +179,19 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
 
         (params, opt_state), (loss, aux) = jax.lax.scan(step, (params, opt_state), None, settings.num_iterations)
         levels = rep.level
+        group_rate = binary.reshape(Np, G).mean(1)
         if settings.curriculum_pool:
-            group_rate = binary.reshape(Np, G).mean(1)
             p_hat = p_hat.at[idx].set(0.5 * p_hat[idx] + 0.5 * group_rate)
+        group_std = rewards.reshape(Np, G).std(axis=1, ddof=1)
+        ended = jnp.any((comps == EOS) & mask, axis=1)
         metrics = {
             "loss": loss.mean(),
             "reward": rewards.mean(),
+            "reward_std": group_std.mean(),
+            "frac_reward_zero_std": jnp.mean(group_std == 0),
             "verifier_reward": binary.mean(),
-            "completion_length": mask.sum(1).mean(),
+            "completion_length": d["mask"].sum(1).mean(),
+            "truncated_fraction": 1.0 - ended.mean(),
             **{f"train_pass_level{lv}": jnp.sum(binary * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
                for lv in task.levels},
             **{k: v.mean() for k, v in aux.items()},
@@ -289,14 +287,17 @@ def make_preference_batch(task, key, n: int, num_candidates: int, noise: tuple[s
     return batch, cands, true, scores
 
 
-def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candidates: int, noise, dataset_size: int, optimizer):
+def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candidates: int, noise, dataset_size: int, optimizer,
+                   opts: dict | None = None, data_seed: int = 12345):
     """One optimiser step on a minibatch of a fixed offline dataset (``dataset_size`` prompts;
-    example ``i`` is always generated from the same key, so the data and its noise are fixed)."""
+    minibatch ``i`` is always generated from ``fold_in(PRNGKey(data_seed), i)``, so the data and
+    its noise are fixed).  ``opts``: DPO's ``loss_type`` (``sigmoid``, ``ipo``, ``hinge``)."""
     kind, val = noise
+    dpo_type = (opts or {}).get("loss_type", "sigmoid")
 
     def step(params, opt_state, ref_params, key, hp):
         idx = jax.random.randint(key, (), 0, dataset_size // batch_size)
-        dkey = jax.random.fold_in(jax.random.PRNGKey(12345), idx)
+        dkey = jax.random.fold_in(jax.random.PRNGKey(data_seed), idx)
         batch, cands, true, scores = make_preference_batch(task, dkey, batch_size, num_candidates, noise)
         comps = cands.reshape(batch_size * num_candidates, -1)
         seq_lp = lambda p: _seq_logp(p, cfg, batch.prompts, comps, comps != PAD)  # noqa: E731
@@ -312,7 +313,8 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
             lp = seq_lp(p)
             pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
             if loss == "dpo":
-                return L.dpo_loss(pick(lp, w), pick(lp, l), pick(ref, w), pick(ref, l), hp["beta"])
+                return L.dpo_loss(pick(lp, w), pick(lp, l), pick(ref, w), pick(ref, l), hp["beta"], loss_type=dpo_type,
+                                  label_smoothing=hp.get("label_smoothing", 0.0))
             u = L.adpo_logits(lp, ref, hp["tau"])
             if loss == "adpo_pair":
                 u2 = jnp.stack([pick(u, w), pick(u, l)], 1)
