@@ -1,14 +1,15 @@
-"""The three LLM-loss experiments, several seeds each, with plots and a JSON summary.
+"""The LLM-loss experiments, several seeds each, with plots and a JSON summary.
 
-    python benchmarks/llm_experiments.py cold_start      # (a) GRPO, Dr. GRPO, GARL q∈{.5,.75,1}, PAFT q=.75
-    python benchmarks/llm_experiments.py cold_start_long --iterations 500   # (a) Dr. GRPO, GARL, PAFT, longer
-    python benchmarks/llm_experiments.py cold_start_longer --iterations 1500  # (a) Dr. GRPO vs GARL q=.75, level 3
-    python benchmarks/llm_experiments.py noise           # (b) DPO vs ADPO variants under label noise
-    python benchmarks/llm_experiments.py likelihood      # (c) log-prob vs binary reward on digit sum
-    python benchmarks/llm_experiments.py self_play       # SPPO vs Nash-MP rounds from the same warm start
+    python benchmarks/llm_experiments.py cold_start --seeds 3   # (a) GRPO, Dr. GRPO, GARL q=.75, PAFT q=.75; 1M model, 600 iterations
+    python benchmarks/llm_experiments.py noise           # (b) DPO, conservative DPO, ADPO variants under label / score noise
+    python benchmarks/llm_experiments.py likelihood      # (c) log-prob / prob vs binary reward on digit sum, with an SFT-only control
+    python benchmarks/llm_experiments.py self_play       # SPPO (4 and 8 samples per prompt) vs Nash-MP from the same warm start
+    python benchmarks/llm_experiments.py tables          # the README's markdown tables, from the recorded JSON files
 
 Runs go to ``benchmarks/results/llm/<experiment>/<config>/seed<k>``; the summary and the plots to
-``benchmarks/results/llm/<experiment>.json`` / ``.png``.
+``benchmarks/results/llm/<experiment>.json`` / ``.png``.  A run's trajectory does not depend on its
+length (iteration i's key is ``fold_in(key, i + 1)``), so a table at an earlier iteration reads the
+same runs' logged evaluations.
 """
 
 from __future__ import annotations
@@ -34,58 +35,63 @@ BASE = {
     "run_dir": None, "resume": False, "compilation_cache": True, "progress": False,
     "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_mlp": 256},
 }
+SMALL = {"d_model": 128, "n_layers": 4, "n_heads": 4, "d_mlp": 512}  # 1.05M parameters
 PG = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2}
+NOISES = ("none", "flip:0.2", "flip:0.4", "gauss:0.3", "cauchy:0.2")
 
 
 def experiments(name: str, seeds: int, iterations: int | None):
-    if name in ("cold_start", "cold_start_long", "cold_start_longer"):
+    if name == "cold_start":
         task = {"name": "combination_lock", "kwargs": {}}
         losses = {
             "grpo": {"name": "grpo", **PG},
             "dr_grpo": {"name": "dr_grpo", **PG},
-            "garl_q0.5": {"name": "garl", "q": 0.5, "p_floor": 1e-3},
             "garl_q0.75": {"name": "garl", "q": 0.75, "p_floor": 1e-3},
-            "garl_q1": {"name": "garl", "q": 1.0, "p_floor": 1e-3},
             "paft_q0.75": {"name": "paft", "q": 0.75},
         }
-        if name == "cold_start_long":  # longer runs of the three that matter for level 3
-            losses = {k: losses[k] for k in ("dr_grpo", "garl_q0.75", "paft_q0.75")}
-        if name == "cold_start_longer":  # the paper's claim itself: does GARL q = 0.75 escape level 3?
-            losses = {k: losses[k] for k in ("dr_grpo", "garl_q0.75")}
         for label, loss in losses.items():
-            yield label, {**BASE, "task": task, "loss": loss, "iterations": iterations or 200}
+            yield label, {**BASE, "task": task, "loss": loss, "model": SMALL, "iterations": iterations or 600}
     elif name == "noise":
         task = {"name": "sort_letters", "kwargs": {}}
-        # a short supervised warm-up gives every preference run the same partly competent start
-        init = OUT / "noise" / "sft_init"
-        if not (init / "summary.json").exists():
-            run_llm({**BASE, "mode": "sft", "task": task, "loss": {"name": "grpo"}, "iterations": 60, "lr": 1e-3}, init)
-        losses = {
-            "dpo": {"name": "dpo", "beta": 0.1},
-            "adpo_pair": {"name": "adpo_pair", "tau": 10.0, "beta_r": 0.1},
-            "adpo_list": {"name": "adpo_list", "tau": 10.0, "beta_r": 0.1},
-            "adpo_pl": {"name": "adpo_pl", "tau": 10.0, "beta_r": 0.1},
-        }
-        for noise in ("none", "flip:0.2", "flip:0.4"):
+        init = _sft_init(task)
+        for noise in NOISES:
+            losses = {"dpo": {"name": "dpo", "beta": 0.1}}
+            if noise.startswith("flip:"):  # conservative DPO told the true flip rate: what ADPO's soft pair target also knows
+                losses["cdpo"] = {"name": "dpo", "beta": 0.1, "label_smoothing": float(noise.split(":")[1])}
+            losses.update({
+                "adpo_pair": {"name": "adpo_pair", "tau": 10.0, "beta_r": 0.1},
+                "adpo_list": {"name": "adpo_list", "tau": 10.0, "beta_r": 0.1},
+                "adpo_pl": {"name": "adpo_pl", "tau": 10.0, "beta_r": 0.1},
+            })
             for label, loss in losses.items():
                 yield f"{label}_{noise}", {**BASE, "mode": "pref", "task": task, "loss": loss, "noise": noise,
-                                           "iterations": iterations or 300, "lr": 3e-4, "init_from": str(init)}
+                                           "iterations": iterations or 150, "lr": 3e-4, "init_from": str(init)}
     elif name == "self_play":  # online preferences (Bradley–Terry on the true reward) from the noise warm start
         task = {"name": "sort_letters", "kwargs": {}}
-        init = OUT / "noise" / "sft_init"
-        if not (init / "summary.json").exists():
-            raise SystemExit("run the noise experiment first: it writes the shared warm start")
-        losses = {"sppo": {"name": "sppo", "beta": 0.1}, "nash_mp": {"name": "nash_mp", "beta": 0.1, "eta": 1.0}}
-        for label, loss in losses.items():
-            yield label, {**BASE, "mode": "pref", "task": task, "loss": loss, "round_length": 20,
+        init = _sft_init(task)
+        # samples per prompt per iteration: SPPO K; Nash-MP K from the anchor + K from the opponent
+        runs = {"sppo_k4": ({"name": "sppo", "beta": 0.1}, 4), "sppo_k8": ({"name": "sppo", "beta": 0.1}, 8),
+                "nash_mp_k4": ({"name": "nash_mp", "beta": 0.1, "eta": 1.0}, 4)}
+        for label, (loss, k) in runs.items():
+            yield label, {**BASE, "mode": "pref", "task": task, "loss": loss, "round_length": 20, "num_candidates": k,
                           "iterations": iterations or 200, "lr": 3e-4, "init_from": str(init)}
     elif name == "likelihood":
         task = {"name": "digit_sum", "kwargs": {}}
-        for reward in ("binary", "logprob", "prob"):
-            yield reward, {**BASE, "task": task, "loss": {"name": "dr_grpo", **PG}, "reward": reward,
-                           "iterations": iterations or 200}
+        runs = {"binary": ("binary", True), "logprob": ("logprob", True), "prob": ("prob", True),
+                "sft_only": ("logprob", False)}  # the log-prob reward's teacher-forced term alone
+        for label, (reward, pg) in runs.items():
+            yield label, {**BASE, "task": task, "loss": {"name": "dr_grpo", **PG}, "reward": reward,
+                          "policy_gradient": pg, "iterations": iterations or 150}
     else:
-        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_long, cold_start_longer, noise, likelihood, self_play")
+        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, noise, likelihood, self_play, tables")
+
+
+def _sft_init(task):
+    """A short supervised warm-up: every preference run starts from the same partly competent model."""
+    init = OUT / "sft_init"
+    if not (init / "summary.json").exists():
+        run_llm({**BASE, "mode": "sft", "task": task, "loss": {"name": "grpo"}, "iterations": 60, "lr": 1e-3}, init)
+    return init
 
 
 def main() -> None:
@@ -96,6 +102,8 @@ def main() -> None:
     a = p.parse_args()
     if not Path("benchmarks").is_dir():
         raise SystemExit("run from the repository root")
+    if a.experiment == "tables":
+        return tables()
     root = OUT / a.experiment
     results = {}
     t0 = time.time()
@@ -143,6 +151,10 @@ def summarise(name, results):
                 xs, ys = _curve(per_seed, f"test_pass_at_1_level{lv}")
                 esc = [int(xs[np.argmax(y > 0.5)]) if (y > 0.5).any() else None for y in ys]
                 entry[f"escape_iteration_level{lv}"] = esc
+                at = int(np.argmax(xs >= 150))  # the same runs, read at iteration 150
+                entry[f"pass_at_1_level{lv}_iteration{int(xs[at])}"] = [float(y[at]) for y in ys]
+            last = [[r["train_pass_level3"] for r in ps["rows"] if "train_pass_level3" in r][-3:] for ps in per_seed]
+            entry["final_train_pass_level3"] = [float(np.mean(x)) for x in last]
         out[label] = entry
     return out
 
@@ -155,6 +167,8 @@ def plot(name, results):
 
     if name.startswith("cold_start"):
         metrics = ["test_pass_at_1_level1", "test_pass_at_1_level2", "test_pass_at_1_level3"]
+    elif name == "noise":
+        return _plot_noise(results)
     elif name in ("noise", "self_play"):
         metrics = ["test_true_reward", "test_best_answer_prob"]
     else:
@@ -172,6 +186,88 @@ def plot(name, results):
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / f"{name}.png", dpi=110)
+
+
+def _plot_noise(results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(NOISES), figsize=(4 * len(NOISES), 3.6), squeeze=False, sharey=True)
+    for ax, noise in zip(axes[0], NOISES):
+        for label, per_seed in results.items():
+            if not label.endswith("_" + noise):
+                continue
+            xs, ys = _curve(per_seed, "test_true_reward")
+            lo, hi = bootstrap_ci(ys)
+            line, = ax.plot(xs, ys.mean(0), label=label[: -len(noise) - 1])
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set_title(f"noise {noise}: held-out true reward", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "noise.png", dpi=110)
+
+
+def _fmt(v, nd=2):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def tables() -> None:
+    """Print the README's tables from the recorded JSON files (nothing typed by hand)."""
+    def load(n):
+        f = OUT / f"{n}.json"
+        return json.loads(f.read_text()) if f.exists() else None
+
+    names = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "garl_q0.75": "GARL q = 0.75", "paft_q0.75": "PAFT q = 0.75"}
+    cs = load("cold_start")
+    if cs:
+        it150 = next(k.rsplit("iteration", 1)[1] for k in cs["grpo"] if k.startswith("pass_at_1_level1_iteration"))
+        n = len(cs["grpo"]["test_pass_at_1"]["per_seed"])
+        print(f"\n(a) held-out greedy pass@1 per seed ({n} seeds), at iteration {it150} and at the end\n")
+        print("| loss | level 1 @150 | level 2 @150 | level 1 end | level 2 end | level 3 end | level 2 passes 0.5 at |")
+        print("|---|---|---|---|---|---|---|")
+        for k, e in cs.items():
+            if not isinstance(e, dict) or k not in names:
+                continue
+            ps = lambda key: ", ".join(_fmt(v) for v in e[key])  # noqa: E731
+            end = lambda lv: ", ".join(_fmt(v) for v in e[f"test_pass_at_1_level{lv}"]["per_seed"])  # noqa: E731
+            esc = ", ".join("never" if v is None else str(v) for v in e["escape_iteration_level2"])
+            print(f"| {names[k]} | {ps(f'pass_at_1_level1_iteration{it150}')} | {ps(f'pass_at_1_level2_iteration{it150}')} "
+                  f"| {end(1)} | {end(2)} | {end(3)} | {esc} |")
+    nz = load("noise")
+    if nz:
+        print("\n(b) held-out greedy true reward, mean of seeds (per seed)\n")
+        labels = ["dpo", "cdpo", "adpo_pair", "adpo_list", "adpo_pl"]
+        print("| loss | " + " | ".join(NOISES) + " |")
+        print("|---|" + "---|" * len(NOISES))
+        for lab in labels:
+            cells = []
+            for noise in NOISES:
+                e = nz.get(f"{lab}_{noise}")
+                cells.append("–" if e is None else f"{e['test_true_reward']['mean']:.3f} ("
+                             + ", ".join(f"{v:.3f}" for v in e["test_true_reward"]["per_seed"]) + ")")
+            print(f"| {lab} | " + " | ".join(cells) + " |")
+    lk = load("likelihood")
+    if lk:
+        print("\n(c) digit sum, per seed\n")
+        print("| run | held-out greedy pass@1 | sampled training success (last logged) |")
+        print("|---|---|---|")
+        for k, e in lk.items():
+            if isinstance(e, dict) and "test_pass_at_1" in e:
+                print(f"| {k} | " + ", ".join(_fmt(v) for v in e["test_pass_at_1"]["per_seed"]) + " | "
+                      + ", ".join(_fmt(v) for v in e["final_train_verifier_reward"]["per_seed"]) + " |")
+    sp = load("self_play")
+    if sp:
+        print("\nself-play, per seed\n")
+        print("| run | held-out pass@1 | held-out true reward | mass on the true best answer |")
+        print("|---|---|---|---|")
+        for k, e in sp.items():
+            if isinstance(e, dict) and "test_pass_at_1" in e:
+                print(f"| {k} | " + " | ".join(", ".join(_fmt(v, 3) for v in e[m]["per_seed"])
+                                               for m in ("test_pass_at_1", "test_true_reward", "test_best_answer_prob")) + " |")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
-"""Seconds per GRPO iteration for a ~1M-parameter model (d 128, 4 layers, 4 heads, SwiGLU 512,
+"""Seconds per GRPO iteration of the platform's own compiled RL iteration (``make_rl_iteration``,
+what ``purejaxrl llm rl`` runs) for a ~1M-parameter model (d 128, 4 layers, 4 heads, SwiGLU 512,
 vocabulary 32) at 32 prompts × 16 completions, 7 prompt tokens + 8 new tokens, one AdamW step per
-generation — beside the naive no-cache sampler and the train step without prompt sharing, measured
-in the same run.  The training forward runs each prompt once per group of 16 completions
-(``grouped_completion_logits``, what ``purejaxrl llm rl`` does).
+generation — with and without prompt sharing (``share_prompts``: each prompt prefilled and run
+through the training forward once per group, or once per row), the KV-cache sampler beside the
+naive one, and the plain PyTorch loop (``reference_torch_grpo.py``, when ``torch`` is installed:
+``pip install -e ".[torch]"``), all alternated in the same run, ``--rounds`` times.
 
-    python benchmarks/llm_throughput.py
+    python benchmarks/llm_throughput.py --rounds 2
 
 Writes ``benchmarks/results/llm_grpo_throughput_<platform>.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxrl.llm import losses as L
-from purejaxrl.llm.model import ModelConfig, grouped_completion_logprobs, init_params, num_params, token_logprobs
+from purejaxrl.llm import trainer as T
+from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.sampler import sample, sample_no_cache
+from purejaxrl.llm.tasks import Batch, Task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS, G, P, NEW = 32, 16, 7, 8
@@ -39,67 +45,74 @@ def timeit(fn, *args, repeats=5):
     return best
 
 
+class ParityTask(Task):
+    """Random 7-token prompts, 8 new tokens, reward = parity of the first token (cheap to verify)."""
+    name, prompt_len, max_new = "parity", P, NEW
+
+    def sample(self, key, n, test=False):
+        prompts = jax.random.randint(key, (n, P), 3, 32)
+        return Batch(prompts, jnp.zeros((n, 1), jnp.int32), jnp.zeros((n,), jnp.int32))
+
+    def reward(self, completions, mask, batch):
+        return (completions[:, 0] % 2).astype(jnp.float32)
+
+
+def torch_round() -> dict | None:
+    script = Path(__file__).resolve().parent / "reference_torch_grpo.py"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    out = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
     cfg = ModelConfig(vocab_size=32, d_model=128, n_layers=4, n_heads=4, d_mlp=512, max_len=P + NEW)
     params = init_params(jax.random.PRNGKey(0), cfg)
-    opt = optax.adamw(1e-4)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))
     opt_state = opt.init(params)
-    B = PROMPTS * G
-    prompts = jnp.repeat(jax.random.randint(jax.random.PRNGKey(1), (PROMPTS, P), 3, 32), G, axis=0)
+    task = ParityTask()
+    hp = {"beta": jnp.float32(0.0), "epsilon": jnp.float32(0.2), "epsilon_high": jnp.float32(0.2)}
+    prompts = task.sample(jax.random.PRNGKey(1), PROMPTS).prompts
     key = jax.random.PRNGKey(2)
 
-    kv = lambda p, k: sample(p, cfg, prompts[::G], k, max_new=NEW, stop_id=-1, pad_id=0, num_samples=G)  # noqa: E731
-    naive = lambda p, k: sample_no_cache(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0)  # noqa: E731
+    def iteration_fn(share: bool):
+        settings = T.RLSettings(num_prompts=PROMPTS, num_generations=G, loss="grpo", share_prompts=share)
+        it = T.make_rl_iteration(task, cfg, settings, {"use_ref": False}, opt)
+        return jax.jit(lambda p, o, k: it(p, o, p, k, hp, jnp.float32(jnp.nan))[:3])
 
-    def make_train_step(grouped: bool):
-        @jax.jit
-        def train_step(params, opt_state, tokens, valid, mask, old_logp, rewards):
-            def loss_fn(p):
-                if grouped:
-                    logp = grouped_completion_logprobs(p, cfg, tokens[::G, :P], valid[::G, :P], tokens[:, P:], mask)
-                else:
-                    logp = token_logprobs(p, cfg, tokens, valid)[:, P - 1:]
-                return L.grpo_loss(logp, old_logp, None, mask, rewards, G, beta=0.0)
-
-            loss, g = jax.value_and_grad(loss_fn)(params)
-            upd, opt_state = opt.update(g, opt_state, params)
-            return optax.apply_updates(params, upd), opt_state, loss
-
-        return train_step
-
-    train_step = make_train_step(grouped=True)
-
-    @jax.jit
-    def iteration(params, opt_state, key):
-        comps, mask, logps = kv(params, key)
-        rewards = (comps[:, 0] % 2).astype(jnp.float32)  # a cheap verifiable reward
-        tokens = jnp.concatenate([prompts, comps], 1)
-        valid = jnp.concatenate([prompts != 0, mask], 1)
-        return train_step(params, opt_state, tokens, valid, mask, logps, rewards)
-
-    comps, mask, logps = kv(params, key)
-    tokens = jnp.concatenate([prompts, comps], 1)
-    valid = jnp.concatenate([prompts != 0, mask], 1)
-    rewards = (comps[:, 0] % 2).astype(jnp.float32)
+    shared, unshared = iteration_fn(True), iteration_fn(False)
+    t = time.perf_counter()
+    shared.lower(params, opt_state, key).compile()
+    compile_s = time.perf_counter() - t
+    kv = jax.jit(lambda p, k: sample(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0, num_samples=G))
+    naive = jax.jit(lambda p, k: sample_no_cache(p, cfg, jnp.repeat(prompts, G, 0), k, max_new=NEW, stop_id=-1, pad_id=0))
+    rounds = []
+    for _ in range(a.rounds):
+        r = {"iteration_s": timeit(shared, params, opt_state, key),
+             "iteration_without_prompt_sharing_s": timeit(unshared, params, opt_state, key),
+             "sample_kv_cache_s": timeit(kv, params, key),
+             "sample_no_cache_s": timeit(naive, params, key)}
+        tr = torch_round()
+        if tr is not None:
+            r["pytorch"] = tr["rounds"][0]
+            r["pytorch_version"], r["pytorch_threads"] = tr["torch"], tr["threads"]
+        print(json.dumps(r), flush=True)
+        rounds.append(r)
     res = {
+        "what": "make_rl_iteration (sample + reward + old log-probs + one AdamW step), best of 5 after a warm-up, "
+                "rounds alternated with the PyTorch reference loop (benchmarks/reference_torch_grpo.py)",
         "model": {"params": num_params(params), "d_model": 128, "n_layers": 4, "n_heads": 4, "d_mlp": 512, "vocab": 32},
         "batch": {"prompts": PROMPTS, "generations": G, "prompt_tokens": P, "new_tokens": NEW},
         "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__},
-        "sample_kv_cache_s": timeit(jax.jit(kv), params, key),
-        "sample_no_cache_s": timeit(jax.jit(naive), params, key),
-        "train_step_s": timeit(train_step, params, opt_state, tokens, valid, mask, logps, rewards),
-        "train_step_ungrouped_s": timeit(make_train_step(grouped=False), params, opt_state, tokens, valid, mask, logps, rewards),
-        "process_settings": {k: v for k, v in os.environ.items() if k.startswith(("PUREJAXRL_", "MALLOC_", "XLA_FLAGS"))},
+        "iteration_compile_s": compile_s,
+        "rounds": rounds,
+        "target_s": 0.2,
     }
-    t = time.perf_counter()
-    iteration.lower(params, opt_state, key).compile()
-    res["iteration_compile_s"] = time.perf_counter() - t
-    res["iteration_s"] = timeit(iteration, params, opt_state, key)
-    res["sampled_tokens_per_second"] = B * NEW / res["sample_kv_cache_s"]
-    res["training_tokens_per_second"] = B * (P + NEW) / res["train_step_s"]
-    res["kv_cache_speedup"] = res["sample_no_cache_s"] / res["sample_kv_cache_s"]
-    for k, v in res.items():
-        print(f"{k}: {v}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"llm_grpo_throughput_{res['machine']['platform']}.json"
     out.write_text(json.dumps(res, indent=2))

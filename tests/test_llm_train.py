@@ -260,3 +260,23 @@ def test_same_seed_gives_the_same_trajectory_whatever_the_run_length(tmp_path):
     run_llm({**cfg, "iterations": 2}, tmp_path / "short")
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rows(tmp_path / "long")[:2] == rows(tmp_path / "short")
+
+
+def test_loss_and_gradient_do_not_depend_on_prompt_sharing():
+    """``share_prompts=False`` (what the throughput benchmark compares against) computes the same loss."""
+    from purejaxrl.llm.sampler import sample
+
+    task = ParityLock()
+    params = init_params(jax.random.PRNGKey(0), MICRO)
+    batch = task.sample(jax.random.PRNGKey(1), 3)
+    comps, mask, logp = sample(params, MICRO, batch.prompts, jax.random.PRNGKey(2), max_new=task.max_new, stop_id=EOS,
+                               pad_id=0, num_samples=4)
+    d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "old_logp": logp,
+         "rewards": (comps[:, 0] % 2).astype(jnp.float32)}
+    hp = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2}
+    lf = T.rl_loss("grpo", hp, 4, task.max_new)
+    (l1, _), g1 = jax.value_and_grad(lambda p: lf(p, MICRO, d), has_aux=True)(params)
+    (l2, _), g2 = jax.value_and_grad(lambda p: lf(p, MICRO, {**d, "share_prompts": False}), has_aux=True)(params)
+    assert float(l1) == pytest.approx(float(l2), rel=1e-4, abs=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)

@@ -14,7 +14,7 @@ import optax
 
 from purejaxrl.llm import losses as L
 from purejaxrl.llm import rl_losses as R
-from purejaxrl.llm.model import ModelConfig, grouped_completion_logits, grouped_completion_logprobs, token_logp, token_logprobs
+from purejaxrl.llm.model import ModelConfig, forward, grouped_completion_logits, grouped_completion_logprobs, token_logp, token_logprobs
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
@@ -37,6 +37,7 @@ class RLSettings:
     policy_gradient: bool = True   # False with a likelihood reward: only its teacher-forced term (SFT-only control)
     data_seed: int = 4242          # the curriculum's fixed prompt pool
     iterations: int = 1            # total iterations of the run (EPO's phase-based weight reads progress)
+    share_prompts: bool = True     # run each prompt once per group (sampler prefill and training forward); False: per row
 
 
 def append_reference_answer(prompts, comps, mask, answers, sep_id: int):
@@ -67,10 +68,18 @@ def _completion_logp(params, cfg, tokens, valid, P):
 
 
 def _group_logits(params, cfg, d, comps=None, comp_valid=None):
-    """Completion logits ``[B, T, V]`` with each prompt run once for its ``G`` completions."""
+    """Completion logits ``[B, T, V]`` with each prompt run once for its ``G`` completions (or, with
+    ``d['share_prompts'] = False``, the plain forward of every ``[prompt, completion]`` row)."""
     comps = d["comps"] if comps is None else comps
     comp_valid = d["comp_valid"] if comp_valid is None else comp_valid
-    return grouped_completion_logits(params, cfg, d["prompts"], d["prompts"] != PAD, comps, comp_valid)
+    prompts = d["prompts"]
+    if d.get("share_prompts", True):
+        return grouped_completion_logits(params, cfg, prompts, prompts != PAD, comps, comp_valid)
+    P, T = prompts.shape[1], comps.shape[1]
+    rows = jnp.repeat(prompts, comps.shape[0] // prompts.shape[0], axis=0)
+    tokens = jnp.concatenate([rows, comps], 1)
+    logits, _ = forward(params, cfg, tokens, jnp.concatenate([rows != PAD, comp_valid], 1))
+    return logits[:, P - 1:P + T - 1]
 
 
 def _seq_logp(params, cfg, prompts, comps, mask):
@@ -138,11 +147,13 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         else:
             batch = task.sample(k_task, Np)
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
-        comps, mask, samp_logp = sample(params, cfg, batch.prompts, k_sample, max_new=T, temperature=settings.temperature,
-                                        top_k=settings.top_k, stop_id=EOS, pad_id=PAD, num_samples=G)
+        shared = settings.share_prompts
+        comps, mask, samp_logp = sample(params, cfg, batch.prompts if shared else rep.prompts, k_sample, max_new=T,
+                                        temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD,
+                                        num_samples=G if shared else 1)
         binary = task.reward(comps, mask, rep)
         # completions are scored with their prompt run once per group (grouped_completion_logits)
-        d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask,
+        d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "share_prompts": shared,
              "running_entropy": running_entropy, "progress": jnp.asarray(progress, jnp.float32)}
         if settings.reward == "binary":
             rewards = binary

@@ -1,0 +1,143 @@
+"""A plain PyTorch GRPO iteration — the reference loop ``llm_throughput.py`` compares against.
+
+Same model and batch as ``llm_throughput.py``: Llama-shaped (RoPE, pre-RMSNorm, SwiGLU, tied
+embeddings, fused QKV), d 128, 4 layers, 4 heads, SwiGLU 512, vocabulary 32; 32 prompts × 16
+completions, 7 prompt + 8 new tokens.  One iteration: KV-cache sampling under ``no_grad`` (every
+row prefilled, as a plain loop does), a parity reward, group-normalised advantages, one AdamW step
+on the clipped surrogate.  Eager mode, ``torch.set_num_threads`` = the CPU count.
+
+    pip install -e ".[torch]"
+    python benchmarks/reference_torch_grpo.py --rounds 2        # prints JSON: sample_s, train_s, iteration_s per round
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+V, D, LAYERS, HEADS, MLP = 32, 128, 4, 4, 512
+PROMPTS, G, P, NEW = 32, 16, 7, 8
+DH = D // HEADS
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn_norm = torch.nn.Parameter(torch.ones(D))
+        self.mlp_norm = torch.nn.Parameter(torch.ones(D))
+        self.wqkv = torch.nn.Linear(D, 3 * D, bias=False)
+        self.wo = torch.nn.Linear(D, D, bias=False)
+        self.gate = torch.nn.Linear(D, MLP, bias=False)
+        self.up = torch.nn.Linear(D, MLP, bias=False)
+        self.down = torch.nn.Linear(MLP, D, bias=False)
+
+
+def rms(x, w):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+
+
+def rope(x, pos):  # x [B, S, H, Dh]
+    half = DH // 2
+    freq = 10000.0 ** (-torch.arange(half, dtype=torch.float32) / half)
+    ang = pos[:, None].float() * freq[None]
+    cos, sin = ang.cos()[None, :, None], ang.sin()[None, :, None]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Parameter(torch.randn(V, D) * 0.02)
+        self.blocks = torch.nn.ModuleList(Block() for _ in range(LAYERS))
+        self.final_norm = torch.nn.Parameter(torch.ones(D))
+
+    def forward(self, tokens, start=0, cache=None):
+        """Logits ``[B, S, V]``; with ``cache`` (a list of (k, v) per layer, extended in place)."""
+        B, S = tokens.shape
+        pos = torch.arange(start, start + S)
+        x = self.embed[tokens]
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.wqkv(rms(x, blk.attn_norm)).view(B, S, 3, HEADS, DH).unbind(2)
+            q, k = rope(q, pos), rope(k, pos)
+            if cache is not None:
+                if cache[i] is not None:
+                    k = torch.cat([cache[i][0], k], 1)
+                    v = torch.cat([cache[i][1], v], 1)
+                cache[i] = (k, v)
+            att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 is_causal=(S > 1))
+            x = x + blk.wo(att.transpose(1, 2).reshape(B, S, D))
+            h = rms(x, blk.mlp_norm)
+            x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
+        return rms(x, self.final_norm) @ self.embed.T
+
+
+@torch.no_grad()
+def sample(model, prompts):
+    cache = [None] * LAYERS
+    logits = model(prompts, 0, cache)[:, -1]
+    toks, logps = [], []
+    for t in range(NEW):
+        lp = torch.log_softmax(logits, -1)
+        tok = torch.multinomial(lp.exp(), 1)[:, 0]
+        toks.append(tok)
+        logps.append(lp.gather(1, tok[:, None])[:, 0])
+        logits = model(tok[:, None], P + t, cache)[:, -1]
+    return torch.stack(toks, 1), torch.stack(logps, 1)
+
+
+def train_step(model, opt, prompts, comps, old_logp, rewards, eps=0.2):
+    tokens = torch.cat([prompts, comps], 1)
+    logits = model(tokens)[:, P - 1:-1]
+    logp = torch.log_softmax(logits, -1).gather(2, comps[..., None])[..., 0]
+    r = rewards.view(-1, G)
+    adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1, 1)
+    ratio = torch.exp(logp - old_logp)
+    loss = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    prompts = torch.randint(3, V, (PROMPTS, P)).repeat_interleave(G, 0)
+
+    def iteration():
+        t0 = time.perf_counter()
+        comps, old = sample(model, prompts)
+        t1 = time.perf_counter()
+        rewards = (comps[:, 0] % 2).float()
+        train_step(model, opt, prompts, comps, old, rewards)
+        return t1 - t0, time.perf_counter() - t1
+
+    for _ in range(2):  # warm-up
+        iteration()
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+           "params": sum(p.numel() for p in model.parameters()), "rounds": []}
+    for _ in range(a.rounds):
+        times = [iteration() for _ in range(a.repeats)]
+        best = min(times, key=lambda st: st[0] + st[1])
+        out["rounds"].append({"sample_s": min(t[0] for t in times), "train_s": min(t[1] for t in times),
+                              "iteration_s": best[0] + best[1]})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
