@@ -280,40 +280,86 @@ def test_dapo_drops_equal_reward_groups_for_real():
     np.testing.assert_array_equal(g_full[4:], 0.0)
 
 
-@pytest.mark.parametrize("loss_type,scale", [("dr_grpo", "none"), ("grpo", "group"), ("dapo", "group")])
-def test_likelihood_reward_gradient_matches_the_hand_derived_estimator(loss_type, scale):
-    """R_θ(z) depends on θ: ∇E[R] = E[(R − b)∇log π(z)] + E[∇R].  With log π(z_i) and R_θ(z_i)
-    themselves parameters, the surrogate's gradient must give every completion's ∇R the weight its
-    (R − b)∇log π gets: s_i·w_i (advantage scale × aggregation weight).  The old code's −mean(R_θ)
-    gave ∇R the weight 1/B, L_max (= 3) times too much for Dr. GRPO."""
+@pytest.mark.parametrize("name,opts,G,c", [
+    ("dr_grpo", {}, 2, 0.5), ("dr_grpo", {}, 3, 2 / 3), ("grpo", {"scale_rewards": "none"}, 3, 2 / 3),
+    ("rloo", {}, 3, 1.0), ("rloo", {"loss_type": "grpo"}, 2, 1.0), ("garl", {"baseline": "loo"}, 3, 1.0),
+])  # (DAPO is left out: dropping equal-reward groups conditions on the rewards, a different objective by design)
+def test_likelihood_reward_gradient_is_unbiased_by_exact_enumeration(name, opts, G, c):
+    """R_θ(z) depends on θ: ∇E[R] = E[R ∇log π(z)] + E[∇R].  Enumerate every group of G one-token
+    chains of thought z ∈ {0, 1, 2}: the surrogate's expected gradient must be c·∇E[R] exactly, with
+    c = (G−1)/G for a group-mean baseline (it shrinks E[(R − r̄)∇log π] by that) and 1 for
+    leave-one-out.  The old direct term (−mean R_θ) gives Dr. GRPO E[∇R] a weight L_max·G/(G−1) too large."""
+    import itertools
+
     from purejaxrl.llm import rl_losses as R
 
-    B, T = 4, 3
-    lengths = np.array([3, 2, 1, 3])
-    mask = jnp.asarray(np.arange(T)[None] < lengths[:, None])
-    theta_z = jnp.asarray(np.random.default_rng(0).normal(size=(B, T)), jnp.float32) - 2.0
-    theta_a = jnp.asarray([-1.0, -2.0, -0.5, -3.0], jnp.float32)
-    rewards = theta_a  # the reward's value (no gradient: it is the sampled batch's)
-    hp = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2}
-    entry = R.get("grpo")
-    opts = entry.resolve({"loss_type": loss_type, "scale_rewards": scale})
+    theta_z = jnp.array([0.3, -0.2, 0.5])
+    theta_a = jnp.array([-1.0, 0.5, 2.0])
+    reward = lambda ta, z: jax.nn.sigmoid(ta[z])  # noqa: E731  a probability-like likelihood reward
+    J = lambda tz, ta: jnp.sum(jax.nn.softmax(tz) * reward(ta, jnp.arange(3)))  # noqa: E731
+    exact = jax.grad(J, argnums=(0, 1))(theta_z, theta_a)
+    entry = R.get(name)
+    hp = {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2, "q": 0.0, "p_floor": 1e-3}
 
-    def loss(tz, ta, pg=True):
-        x = {"logp": tz, "old_logp": jax.lax.stop_gradient(tz), "mask": mask, "rewards": rewards, "G": B, "L_max": T,
-             "r_theta": ta, "policy_gradient": pg}
-        return entry.fn(x, hp, opts)[0]
+    def loss(tz, ta, z, pg=True):
+        lp = jax.nn.log_softmax(tz)[z][:, None]
+        x = {"logp": lp, "old_logp": jax.lax.stop_gradient(lp), "seq_logp": lp[:, 0], "mask": jnp.ones((G, 1), bool),
+             "rewards": jax.lax.stop_gradient(reward(ta, z)), "r_theta": reward(ta, z), "G": G, "L_max": 1,
+             "policy_gradient": pg}
+        return entry.fn(x, hp, entry.resolve(opts))[0]
 
-    gz, ga = jax.grad(loss, argnums=(0, 1))(theta_z, theta_a)
-    r = np.asarray(rewards)
-    s = 1.0 / (r.std(ddof=1) + 1e-4) if scale == "group" else 1.0
-    w = {"dr_grpo": np.full(B, 1.0 / (B * T)), "grpo": 1.0 / (B * lengths), "dapo": np.full(B, 1.0 / lengths.sum())}[loss_type]
-    # hand-derived: −s·w_i·(R_i − mean R) on each of z_i's tokens, −s·w_i on R_θ(z_i)
-    np.testing.assert_allclose(np.asarray(gz), -(s * w * (r - r.mean()))[:, None] * np.asarray(mask), rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(ga), -s * w, rtol=1e-4)
+    pi = np.asarray(jax.nn.softmax(theta_z))
+    expected = [np.zeros(3), np.zeros(3)]
+    for z in itertools.product(range(3), repeat=G):
+        g = jax.grad(loss, argnums=(0, 1))(theta_z, theta_a, jnp.asarray(z))
+        prob = np.prod(pi[list(z)])
+        expected = [e + prob * np.asarray(gi) for e, gi in zip(expected, g)]
+    np.testing.assert_allclose(-expected[0], c * np.asarray(exact[0]), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(-expected[1], c * np.asarray(exact[1]), rtol=1e-4, atol=1e-7)
     # the SFT-only control: the same teacher-forced term, no policy gradient
-    gz0, ga0 = jax.grad(lambda a, b: loss(a, b, pg=False), argnums=(0, 1))(theta_z, theta_a)
-    np.testing.assert_allclose(np.asarray(gz0), 0.0)
-    np.testing.assert_allclose(np.asarray(ga0), -s * w, rtol=1e-4)
+    z = jnp.array([0, 2] + [1] * (G - 2))
+    gz, ga = jax.grad(lambda a, b: loss(a, b, z, pg=False), argnums=(0, 1))(theta_z, theta_a)
+    np.testing.assert_allclose(np.asarray(gz), 0.0)
+    assert float(jnp.abs(ga).sum()) > 0
+
+
+def test_likelihood_direct_term_stays_bounded_for_equal_rewards():
+    """GRPO's 1/std scales the policy-gradient term only: a group of equal likelihood rewards must not
+    give its R_θ a weight of 1/(0 + 1e-4)."""
+    from purejaxrl.llm import rl_losses as R
+
+    G = 4
+    ta = jnp.full((G,), -2.0)
+    x = {"logp": jnp.zeros((G, 2)), "old_logp": jnp.zeros((G, 2)), "mask": jnp.ones((G, 2), bool),
+         "rewards": ta, "G": G, "L_max": 2}
+    g = jax.grad(lambda a: R.get("grpo").fn({**x, "r_theta": a}, {}, R.get("grpo").resolve({}))[0])(ta)
+    np.testing.assert_allclose(np.asarray(g), -(G - 1) / G / (G * 2), rtol=1e-5)
+
+
+def test_dapo_with_sequence_aggregation_normalises_by_the_kept_groups():
+    from purejaxrl.llm import rl_losses as R
+
+    rng = np.random.default_rng(0)
+    logp = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) - 2
+    mask = jnp.asarray([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]], bool)
+    rewards = jnp.array([1.0, 0.0, 1.0, 1.0])  # group 2 has equal rewards: dropped
+    entry = R.get("dapo")
+    hp = {"epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0}
+    for lt in ("grpo", "dr_grpo", "dapo"):
+        opts = entry.resolve({"loss_type": lt})
+        x = lambda sl: {"logp": logp[sl], "old_logp": logp[sl] - 0.1, "mask": mask[sl], "rewards": rewards[sl], "G": 2, "L_max": 3}  # noqa: E731
+        full = float(entry.fn(x(slice(0, 4)), hp, opts)[0])
+        kept = float(entry.fn(x(slice(0, 2)), hp, opts)[0])
+        assert full == pytest.approx(kept, rel=1e-6), lt
+
+
+def test_fg_expo_reads_accuracy_from_the_verifier():
+    from purejaxrl.llm import rl_losses as R
+
+    x = {"logp": jnp.zeros((4, 2)), "old_logp": jnp.zeros((4, 2)), "mask": jnp.ones((4, 2), bool),
+         "rewards": jnp.array([-3.0, -2.0, -4.0, -1.0]), "verifier_rewards": jnp.ones(4), "G": 4, "L_max": 2}
+    _, aux = R.get("fg_expo").fn(x, {"beta": 0.04, "sharpness": 10.0, "midpoint": 0.5}, R.get("fg_expo").resolve({}))
+    assert float(aux["kl_beta"]) == pytest.approx(0.04 / (1 + np.exp(-5.0)))
 
 
 def test_dpo_loss_types_by_hand():

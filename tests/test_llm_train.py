@@ -280,3 +280,22 @@ def test_loss_and_gradient_do_not_depend_on_prompt_sharing():
     assert float(l1) == pytest.approx(float(l2), rel=1e-4, abs=1e-6)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_rover_q_values_are_zero_before_the_update_at_any_temperature():
+    """ROVER's Q_t = log π_θ − log π_old must vanish at θ = θ_old, also at T ≠ 1 (both at logits / T)."""
+    from purejaxrl.llm import losses as L
+    from purejaxrl.llm.sampler import sample
+
+    task = ParityLock()
+    params = init_params(jax.random.PRNGKey(0), MICRO)
+    batch = task.sample(jax.random.PRNGKey(1), 2)
+    comps, mask, logp = sample(params, MICRO, batch.prompts, jax.random.PRNGKey(2), max_new=task.max_new, stop_id=EOS,
+                               pad_id=0, num_samples=4, temperature=0.7)
+    rewards = (comps[:, 0] % 2).astype(jnp.float32)
+    d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "rewards": rewards}
+    d["old_logits"] = T._group_logits(params, MICRO, d)
+    loss, _ = T.rl_loss("rover", {}, 4, task.max_new, temperature=0.7)(params, MICRO, d)
+    r_tilde = np.asarray(L.group_advantages(rewards, 4))
+    m = np.asarray(mask, np.float32)
+    assert float(loss) == pytest.approx(float((r_tilde[:, None] ** 2 * m).sum() / m.sum()), rel=1e-5)

@@ -109,27 +109,32 @@ def pg_statistics(logp, old_logp, ref_logp, mask, advantages, *, epsilon=0.2, ep
     return out
 
 
-def likelihood_direct_term(r_theta, adv_scale, pg_mask, loss_type: str, max_completion_length: int):
+def likelihood_direct_term(r_theta, pg_mask, loss_type: str, max_completion_length: int, baseline_factor=1.0):
     """The second gradient term of a likelihood reward, weighted like the policy-gradient term.
 
-    With ``R_θ(z) = f(π_θ(a* | x, z))``, ``∇E_z[R_θ] = E_z[(R_θ − b) ∇log π_θ(z)] + E_z[∇R_θ(z)]``.
-    The surrogate's policy-gradient term gives completion ``i`` the weight ``s_i · w_i`` on
-    ``A_i ∇log π_θ(z_i)`` (``s_i`` the advantage scale, 1/std for GRPO, 1 for Dr. GRPO and RLOO;
-    ``w_i`` the aggregation's: ``1/(B |z_i|)`` for ``grpo``, ``1/(B L_max)`` for ``dr_grpo``,
-    ``1/Σ|z|`` for ``dapo``/``bnpo``), so the direct term gets the same ``s_i · w_i`` on ``R_θ(z_i)``:
-    together they are an (up to that common scale) unbiased ``∇E[R]``.  Returns ``Σ_i s_i w_i R_θ(z_i)``
-    (to be *subtracted* from the loss)."""
+    With ``R_θ(z) = f(π_θ(a* | x, z))``, ``∇E_z[R_θ] = E_z[(R_θ − b) ∇log π_θ(z)] + E_z[∇R_θ(z)]``
+    for a baseline ``b`` independent of ``z``.  The surrogate's aggregation gives completion ``i``'s
+    ``A_i ∇log π_θ(z_i)`` the weight ``w_i``: ``1/(B L_max)`` for ``dr_grpo``, ``1/Σ|z|`` for
+    ``dapo``/``bnpo``, and ``1/(B |z_i|)`` for ``grpo`` — whose length-dependent weight has no
+    per-completion counterpart for ∇R (``|z_i|`` may be 0), so the direct term uses the batch's mean
+    length there, ``1/(B · max(mean |z|, 1))``.  A baseline that includes the completion's own reward
+    (the group mean) shrinks the policy-gradient term's expectation by ``(G−1)/G``:
+    ``baseline_factor`` (``(G−1)/G``, or 1 for leave-one-out / no baseline) applies the same factor
+    here, so that with ``scale_rewards=none`` the two terms are, in expectation, ``∇E[R]`` times one
+    common constant (checked by exact enumeration in the tests).  GRPO's std scaling divides the
+    policy-gradient term only: a 1/std factor on ``R_θ`` itself would be unbounded for a group of
+    (near-)equal rewards.  Returns ``Σ_i factor · w_i · R_θ(z_i)``, to be *subtracted* from the loss."""
     n = pg_mask.astype(r_theta.dtype).sum(1)
     B = r_theta.shape[0]
     if loss_type == "grpo":
-        w = 1.0 / (B * jnp.maximum(n, 1.0))
+        w = jnp.full_like(r_theta, 1.0) / (B * jnp.maximum(n.mean(), 1.0))
     elif loss_type == "dr_grpo":
         w = jnp.full_like(r_theta, 1.0 / (B * max_completion_length))
     elif loss_type in ("dapo", "bnpo"):
         w = jnp.full_like(r_theta, 1.0) / jnp.maximum(n.sum(), 1.0)
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}; valid: grpo, dr_grpo, dapo, bnpo")
-    return jnp.sum(sg(adv_scale * w) * r_theta)
+    return jnp.sum(sg(baseline_factor * w) * r_theta)
 
 
 def grpo_loss(logp, old_logp, ref_logp, mask, rewards, num_generations, *, beta=0.04, epsilon=0.2,
@@ -218,7 +223,8 @@ def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, bet
 
     * ``sigmoid``: ``−(1 − ε) log σ(β h) − ε log σ(−β h)`` — DPO, and with ``label_smoothing = ε > 0``
       conservative DPO (cDPO: labels flipped with probability ε);
-    * ``ipo``: ``(h − 1/(2β))²`` (IPO, β the regularisation τ);
+    * ``ipo``: ``(h − 1/(2β))²`` (IPO, β the regularisation τ; TRL feeds it length-normalised
+      log-probs, and so does ``make_pref_step``);
     * ``hinge``: ``max(0, 1 − β h)`` (SLiC)."""
     margin = (chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp)
     if loss_type == "sigmoid":

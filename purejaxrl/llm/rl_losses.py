@@ -72,10 +72,12 @@ PG_OPTIONS = {"loss_type": LOSS_TYPES, "scale_rewards": L.SCALE_REWARDS}
 PG_NEEDS = ("old_logp", "ref_logp")
 
 
-def policy_gradient(x, hp, opts, adv, adv_scale, *, keep=None, beta=None):
+def policy_gradient(x, hp, opts, adv, *, baseline_factor=1.0, keep=None, beta=None):
     """Clipped surrogate + k3 KL, aggregated by ``opts['loss_type']``, plus the likelihood reward's
-    direct term when ``x`` has ``r_theta``; ``x['policy_gradient'] = False`` keeps only that term
-    (the SFT-only control).  ``keep [B]`` drops completions (DAPO) from every term and normaliser."""
+    direct term when ``x`` has ``r_theta`` (:func:`losses.likelihood_direct_term`; ``baseline_factor``
+    is ``(G−1)/G`` for a group-mean baseline, 1 for leave-one-out); ``x['policy_gradient'] = False``
+    keeps only that term (the SFT-only control: no policy gradient, no KL).  ``keep [B]`` drops
+    completions (DAPO) from every term and normaliser, the sequence count of ``grpo``/``dr_grpo`` included."""
     mask = x["mask"] if keep is None else x["mask"] * keep[:, None].astype(x["mask"].dtype)
     loss_type = opts.get("loss_type", "grpo")
     beta = hp.get("beta", 0.0) if beta is None else beta
@@ -84,11 +86,18 @@ def policy_gradient(x, hp, opts, adv, adv_scale, *, keep=None, beta=None):
     pg = L.clipped_pg_loss(x["logp"], x["old_logp"], ref, mask, adv, beta=beta, epsilon=eps, epsilon_high=eps_hi,
                            loss_type=loss_type, max_completion_length=x["L_max"])
     aux = L.pg_statistics(x["logp"], x["old_logp"], ref, mask, adv, epsilon=eps, epsilon_high=eps_hi)
+    rows = 1.0
+    if keep is not None and loss_type in ("grpo", "dr_grpo"):  # normalise by the kept sequences, not all B
+        rows = keep.shape[0] / jnp.maximum(keep.sum(), 1.0)
     if "r_theta" in x:
         r = x["r_theta"] if keep is None else x["r_theta"] * keep
-        direct = L.likelihood_direct_term(r, adv_scale, mask, loss_type, x["L_max"])
+        direct = L.likelihood_direct_term(r, mask, loss_type, x["L_max"], baseline_factor)
         pg = (pg if x.get("policy_gradient", True) else 0.0) - direct
-    return pg, aux
+    return rows * pg, aux
+
+
+def _mean_baseline_factor(x):
+    return (x["G"] - 1) / x["G"]
 
 
 @register("grpo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,
@@ -96,9 +105,8 @@ def policy_gradient(x, hp, opts, adv, adv_scale, *, keep=None, beta=None):
 def grpo(x, hp, opts):
     """GRPO (TRL defaults: ``scale_rewards=group`` with ddof 1, ``loss_type=grpo``); Dr. GRPO is
     this with ``scale_rewards=none`` and ``loss_type=dr_grpo``."""
-    scale = L.advantage_scale(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
     adv = L.group_advantages(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
-    return policy_gradient(x, hp, opts, adv, scale)
+    return policy_gradient(x, hp, opts, adv, baseline_factor=_mean_baseline_factor(x))
 
 
 register("dr_grpo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,
@@ -111,17 +119,15 @@ def dapo(x, hp, opts):
     """DAPO: groups whose rewards are all equal are dropped for real (from the token normaliser and
     the KL term; the batch is not refilled), clip-higher, token-level mean (``loss_type=dapo``)."""
     keep = L.dapo_group_filter(x["rewards"], x["G"])
-    scale = L.advantage_scale(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
     adv = L.group_advantages(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
-    loss, aux = policy_gradient(x, hp, opts, adv, scale, keep=keep)
+    loss, aux = policy_gradient(x, hp, opts, adv, baseline_factor=_mean_baseline_factor(x), keep=keep)
     return loss, {**aux, "kept_fraction": keep.mean()}
 
 
 @register("rloo", needs=PG_NEEDS, options={"loss_type": LOSS_TYPES}, likelihood=True, defaults={"loss_type": "dapo"})
 def rloo(x, hp, opts):
-    """RLOO: leave-one-out baseline ``A_i = r_i − mean_{j≠i} r_j`` (already the unbiased form: scale 1)."""
-    adv = L.rloo_advantages(x["rewards"], x["G"])
-    return policy_gradient(x, hp, opts, adv, jnp.ones_like(adv))
+    """RLOO: leave-one-out baseline ``A_i = r_i − mean_{j≠i} r_j`` (independent of z_i: unbiased as is)."""
+    return policy_gradient(x, hp, opts, L.rloo_advantages(x["rewards"], x["G"]))
 
 
 @register("epo", needs=(*PG_NEEDS, "running_entropy"), options=PG_OPTIONS, likelihood=True,
@@ -139,12 +145,12 @@ def epo(x, hp, opts):
 @register("fg_expo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,
           defaults={"loss_type": "grpo", "scale_rewards": "group"})
 def fg_expo(x, hp, opts):
-    """GRPO with the accuracy-conditioned KL weight ``β·σ(sharpness·(acc − midpoint))``."""
-    beta = L.fg_expo_beta(hp.get("beta", 0.0), x["rewards"].mean(), sharpness=hp.get("sharpness", 10.0),
+    """GRPO with the accuracy-conditioned KL weight ``β·σ(sharpness·(acc − midpoint))``; the accuracy
+    is the verifier's pass rate on the batch (also under a likelihood reward)."""
+    beta = L.fg_expo_beta(hp.get("beta", 0.0), x["verifier_rewards"].mean(), sharpness=hp.get("sharpness", 10.0),
                           midpoint=hp.get("midpoint", 0.5))
-    scale = L.advantage_scale(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
     adv = L.group_advantages(x["rewards"], x["G"], opts.get("scale_rewards", "group"))
-    loss, aux = policy_gradient(x, hp, opts, adv, scale, beta=beta)
+    loss, aux = policy_gradient(x, hp, opts, adv, baseline_factor=_mean_baseline_factor(x), beta=beta)
     return loss, {**aux, "kl_beta": beta}
 
 
@@ -152,13 +158,14 @@ def fg_expo(x, hp, opts):
 @register("garl", options={"baseline": ("loo", "mean", "none")}, likelihood=True, defaults={"baseline": "loo"})
 def garl(x, hp, opts):
     """GARL; with a (non-negative) likelihood reward its direct term gets GARL's own per-prompt
-    weight ``P̂^{−q}/B``, like the policy-gradient term's ``(R − b) ∇ℓ``."""
-    q, floor = hp["q"], hp.get("p_floor", 1e-3)
-    loss = L.garl_loss(x["seq_logp"], x["rewards"], x["G"], q, p_floor=floor, baseline=opts.get("baseline", "loo"))
+    weight ``P̂^{−q}/B`` (times ``(G−1)/G`` with the ``mean`` baseline, as the policy-gradient term)."""
+    q, floor, baseline = hp["q"], hp.get("p_floor", 1e-3), opts.get("baseline", "loo")
+    loss = L.garl_loss(x["seq_logp"], x["rewards"], x["G"], q, p_floor=floor, baseline=baseline)
     if "r_theta" in x:
         r = x["r_theta"].reshape(-1, x["G"])
         w = jax.lax.stop_gradient(jnp.maximum(x["rewards"].reshape(-1, x["G"]).mean(1, keepdims=True), floor) ** (-q))
-        loss = (loss if x.get("policy_gradient", True) else 0.0) - jnp.mean(w * r)
+        factor = _mean_baseline_factor(x) if baseline == "mean" else 1.0
+        loss = (loss if x.get("policy_gradient", True) else 0.0) - factor * jnp.mean(w * r)
     return loss, {}
 
 

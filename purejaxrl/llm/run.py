@@ -82,8 +82,8 @@ def validate_llm(cfg: dict) -> None:
             errs += R.option_errors(loss, loss_cfg)
         if loss == "dpo" and loss_cfg.get("loss_type", "sigmoid") not in L.DPO_LOSS_TYPES:
             errs.append(f"loss.loss_type={loss_cfg['loss_type']!r}; valid: {', '.join(L.DPO_LOSS_TYPES)}")
-        if loss == "dpo" and not 0 <= loss_cfg.get("label_smoothing", 0.0) < 0.5:
-            errs.append(f"loss.label_smoothing={loss_cfg['label_smoothing']!r} must be in [0, 0.5)")
+        if not any(e.startswith("loss.") for e in errs):
+            errs += _loss_value_errors(loss, loss_cfg)
     if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
         errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
@@ -127,6 +127,32 @@ def validate_llm(cfg: dict) -> None:
     if cfg.get("resume") and not cfg.get("run_dir"):
         errs.append("resume=true needs run_dir=PATH, the directory of the llm run to continue")
     raise_errors(errs)
+
+
+def _loss_value_errors(loss: str, c: dict) -> list[str]:
+    """Ranges of the loss settings (a wrong value must not reach the compiled code as a NaN)."""
+    errs = []
+    for k in ("beta", "epsilon", "epsilon_high", "entropy_coef", "smooth_coef", "early_smooth_coef", "sharpness", "rho",
+              "kappa_low"):
+        if k in c and c[k] < 0:
+            errs.append(f"loss.{k}={c[k]!r} must be >= 0")
+    for k in ("p_floor", "tau", "beta_r", "eta"):
+        if k in c and not c[k] > 0:
+            errs.append(f"loss.{k}={c[k]!r} must be > 0")
+    for k in ("q", "phase_boundary", "midpoint"):
+        if k in c and not 0 <= c[k] <= 1:
+            errs.append(f"loss.{k}={c[k]!r} must be in [0, 1]")
+    if c.get("kappa_low", 0) > c.get("kappa_high", float("inf")):
+        errs.append(f"loss.kappa_low={c['kappa_low']} must be <= loss.kappa_high={c['kappa_high']}")
+    if loss == "dpo":
+        if not c.get("beta", 1.0) > 0:
+            errs.append(f"loss.beta={c['beta']!r} must be > 0 for DPO")
+        if not 0 <= c.get("label_smoothing", 0.0) < 0.5:
+            errs.append(f"loss.label_smoothing={c['label_smoothing']!r} must be in [0, 0.5)")
+        elif c.get("label_smoothing", 0.0) > 0 and c.get("loss_type", "sigmoid") != "sigmoid":
+            errs.append(f"loss.label_smoothing={c['label_smoothing']} applies to loss.loss_type=sigmoid only "
+                        f"(conservative DPO), not {c['loss_type']}")
+    return errs
 
 
 def _task_errors(task_cfg) -> list[str]:

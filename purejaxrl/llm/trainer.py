@@ -35,7 +35,7 @@ class RLSettings:
     curriculum_sigma: float = 0.2  # width of the curriculum's Gaussian around p̂ = ½
     loss_options: tuple = ()       # the loss's static options as ((key, value), ...), e.g. (("loss_type", "dapo"),)
     policy_gradient: bool = True   # False with a likelihood reward: only its teacher-forced term (SFT-only control)
-    data_seed: int = 4242          # the curriculum's fixed prompt pool
+    data_seed: int = 12345         # the curriculum's fixed prompt pool
     iterations: int = 1            # total iterations of the run (EPO's phase-based weight reads progress)
     share_prompts: bool = True     # run each prompt once per group (sampler prefill and training forward); False: per row
 
@@ -108,9 +108,12 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0, o
         logits_c = _group_logits(params, cfg, d)
         logp = policy_logp(logits_c, d["comps"], temperature)
         x = {"logits": logits_c / temperature, "logp": logp, "seq_logp": (logp * mask).sum(1), "mask": mask,
-             "rewards": d["rewards"], "completions": d["comps"], "G": G, "L_max": L_max,
+             "rewards": d["rewards"], "verifier_rewards": d.get("verifier_rewards", d["rewards"]),
+             "completions": d["comps"], "G": G, "L_max": L_max,
              "progress": d.get("progress", 0.0), "policy_gradient": policy_gradient,
              **{k: d[k] for k in entry.needs if k in d}}
+        if "old_logits" in x:  # the sampling distribution, like the current logits
+            x["old_logits"] = x["old_logits"] / temperature
         if "answer_mask" in d:  # likelihood reward: differentiable, its own gradient term (weighted by the loss)
             ans_lp = token_logp(_group_logits(params, cfg, d, d["answer_tokens"], d["answer_valid"]), d["answer_tokens"])
             x["r_theta"] = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
@@ -164,7 +167,7 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             rewards = L.likelihood_rewards(ans_lp, a_mask, settings.reward)
             d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
             d["mask"] = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
-        d["rewards"] = rewards
+        d["rewards"], d["verifier_rewards"] = rewards, binary
         Tmp = settings.temperature
         needs = entry.needs
         if "old_logits" in needs:
@@ -199,9 +202,9 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             "loss": loss.mean(),
             "reward": rewards.mean(),
             "reward_std": group_std.mean(),
-            "frac_reward_zero_std": jnp.mean(group_std == 0),
+            "frac_reward_zero_std": jnp.mean(jnp.isclose(group_std, 0.0)),
             "verifier_reward": binary.mean(),
-            "completion_length": d["mask"].sum(1).mean(),
+            "completion_length": mask.sum(1).mean(),  # sampled tokens, EOS included (TRL's)
             "truncated_fraction": 1.0 - ended.mean(),
             **{f"train_pass_level{lv}": jnp.sum(binary * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
                for lv in task.levels},
@@ -324,7 +327,11 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
             lp = seq_lp(p)
             pick = lambda x, i: jnp.take_along_axis(x, i[:, None], 1)[:, 0]  # noqa: E731
             if loss == "dpo":
-                return L.dpo_loss(pick(lp, w), pick(lp, l), pick(ref, w), pick(ref, l), hp["beta"], loss_type=dpo_type,
+                lp_, ref_ = lp, ref
+                if dpo_type == "ipo":  # IPO on length-normalised log-probs, as TRL
+                    lens = (comps != PAD).sum(1).reshape(batch_size, num_candidates)
+                    lp_, ref_ = lp / lens, ref / lens
+                return L.dpo_loss(pick(lp_, w), pick(lp_, l), pick(ref_, w), pick(ref_, l), hp["beta"], loss_type=dpo_type,
                                   label_smoothing=hp.get("label_smoothing", 0.0))
             u = L.adpo_logits(lp, ref, hp["tau"])
             if loss == "adpo_pair":
