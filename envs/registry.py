@@ -48,7 +48,9 @@ def _gymnax_ids() -> list[str]:
 
 def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
-    return sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS]
+    from envs.pointmaze import MAZES
+
+    return sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
 
 
 def make(name: str, **kwargs: Any) -> Environment:
@@ -59,6 +61,13 @@ def make(name: str, **kwargs: Any) -> Environment:
     Keyword arguments go to the backend (gymnax ``EnvParams`` fields, or Brax's constructor plus
     ``episode_length``).
     """
+    if name.startswith("pointmaze_"):
+        from envs.pointmaze import MAZES, PointMaze
+
+        maze = name[len("pointmaze_"):]
+        if maze not in MAZES:
+            raise ValueError(f"Unknown point maze {name!r}; valid: {', '.join('pointmaze_' + m for m in MAZES)}")
+        return PointMaze(maze, **kwargs)
     if name.startswith("brax/"):
         brax_name = name[len("brax/"):]
         if brax_name not in BRAX_ENVS:

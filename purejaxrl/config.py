@@ -17,7 +17,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 TOP_LEVEL = {
     "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
-    "vmap", "stop_after_chunks", "compilation_cache", "hydra",
+    "vmap", "stop_after_chunks", "compilation_cache", "hydra", "dataset",
 }
 NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation", "conv_channels", "conv_padding",
                 "kernel_init", "input_scale"}
@@ -141,6 +141,12 @@ def validate(cfg: dict) -> None:
         errs.append(f"env.{k} is not an env setting; valid: name, kwargs")
 
     errs += _network_errors(cfg.get("network") or {})
+    for k in sorted(set(cfg.get("dataset") or {}) - {"path"}):
+        errs.append(f"dataset.{k} is not a dataset setting; valid: path")
+    if getattr(cls, "NEEDS_DATASET", False) and not errs:
+        import envs as _envs
+
+        errs += cls.dataset_errors(cfg, _envs.make(env["name"], **dict(env.get("kwargs") or {})))
 
     for key, lo in (("num_seeds", 1), ("chunks", 1), ("seed", 0)):
         v = cfg.get(key)

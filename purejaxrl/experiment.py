@@ -95,6 +95,8 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     ckpt = Checkpointer(ckpt_dir)
     logger = MetricsLogger(run_dir, runs, logger_cfg, resume_update=start, project_cfg=identity(cfg))
     last_eval = logger.last_values("eval_return")
+    last_evals = {k: logger.last_values(k) for k in sorted({k for row in logger.kept for k in row if k.startswith("eval_")})}
+    last_evals["eval_return"] = last_eval
 
     show = logger_cfg.get("progress", True) if progress is None else progress
     bar = None
@@ -118,26 +120,25 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
             diverged = _first_divergence(metrics, finite, n, start, runs)
             if diverged:
                 break  # nothing of this chunk is kept: the last good checkpoint and its rows stay the latest
-            ev = metrics["eval_return"][:, :n]
-            for r in range(len(runs)):
-                seen = ev[r][~np.isnan(ev[r])]
-                if seen.size:
-                    last_eval[r] = seen[-1]
+            for k in (k for k in metrics if k.startswith("eval_")):
+                ev, last = metrics[k][:, :n], last_evals.setdefault(k, np.full(len(runs), np.nan))
+                for r in range(len(runs)):
+                    seen = ev[r][~np.isnan(ev[r])]
+                    if seen.size:
+                        last[r] = seen[-1]
+            last_eval = last_evals.get("eval_return", last_eval)
             logger.log_chunk(start, metrics, spu, trainer.num_updates)
             start += n
             chunks_done += 1
             ckpt.save(start, state, {"identity": identity(cfg), "update": start, "run_seconds": run_seconds})
             if bar is not None:
-                ret = metrics["episode_return"][:, :n]
+                ret = metrics.get("episode_return", np.full((len(runs), n), np.nan))[:, :n]
                 bar.update(n * spu)
-                bar.set_postfix(
-                    {
-                        f"{algo.unit}s/s": f"{n * spu * len(runs) / max(dt, 1e-9):,.0f}",
-                        "return": f"{np.nanmean(ret[:, -1]) if not np.isnan(ret[:, -1]).all() else float('nan'):.1f}",
-                        "eval": f"{np.nanmean(last_eval):.1f}" if not np.isnan(last_eval).all() else "-",
-                    },
-                    refresh=True,
-                )
+                post = {f"{algo.unit}s/s": f"{n * spu * len(runs) / max(dt, 1e-9):,.0f}"}
+                if "episode_return" in metrics:
+                    post["return"] = f"{np.nanmean(ret[:, -1]) if not np.isnan(ret[:, -1]).all() else float('nan'):.1f}"
+                post["eval"] = f"{np.nanmean(last_eval):.1f}" if not np.isnan(last_eval).all() else "-"
+                bar.set_postfix(post, refresh=True)
             if stop_after and chunks_done >= stop_after and start < trainer.num_updates:
                 print(f"stopping after {chunks_done} chunk(s) at update {start}; resume with resume=true run_dir={run_dir}")
                 break
@@ -166,6 +167,15 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         "algo": cfg["algo"]["name"],
         "env": cfg["env"]["name"],
     }
+    if algo.unit == "update":  # offline: the budget is gradient steps; no environment steps were taken
+        evals = start // trainer.eval_every + int(completed and trainer.num_updates % trainer.eval_every != 0)
+        summary.update({"env_steps": 0, "total_env_steps": 0, "env_steps_per_second": None, "gradient_steps": start,
+                        "gradient_steps_per_second": start * len(runs) / run_seconds if run_seconds > 0 else None,
+                        "evaluation_episodes_per_run": evals * algo.num_eval_envs * len(getattr(algo, "eval_weights", list)() or [0])})
+    others = {k: v for k, v in last_evals.items() if k != "eval_return"}
+    if others:  # e.g. success rate, and per guidance weight
+        summary["final_eval"] = {k: {"mean": _f(np.nanmean(v)) if not np.isnan(v).all() else None,
+                                     "per_seed": [_f(x) for x in v]} for k, v in others.items()}
     if diverged:
         summary["diverged"] = diverged
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -183,7 +193,7 @@ def _first_divergence(metrics: dict, finite: np.ndarray, n: int, start: int, run
     """The first run whose metrics (other than :data:`MAY_BE_NAN`) or parameters are not finite in
     the first ``n`` updates of a chunk, with the update and the metric (array checks: one pass per
     chunk, whatever the number of runs)."""
-    names = [k for k in metrics if k not in MAY_BE_NAN]
+    names = [k for k in metrics if k not in MAY_BE_NAN and not k.startswith("eval_")]
     bad = np.stack([~np.isfinite(metrics[k][:, :n]) for k in names]) if names else np.zeros((0, len(runs), n), bool)
     for r in np.flatnonzero(bad.any(axis=(0, 2)) | ~np.asarray(finite, bool)):
         info = {"run": int(r), "seed": runs[r]["seed"]}

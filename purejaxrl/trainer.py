@@ -22,6 +22,8 @@ from purejaxrl.algos import Algorithm, get_algorithm
 def build_algorithm(cfg: dict, **kwargs) -> Algorithm:
     """The algorithm a config names; ``kwargs`` go to its constructor (e.g. ``objective=`` for PPO)."""
     cls = get_algorithm(cfg["algo"]["name"])
+    if getattr(cls, "NEEDS_DATASET", False):
+        kwargs.setdefault("dataset", cfg.get("dataset") or {})
     return cls(cfg["algo"], cfg["env"], cfg.get("network") or {}, **kwargs)
 
 
@@ -56,10 +58,16 @@ class Trainer:
         per update, returns ``params_finite``: whether every learned parameter is finite at the end."""
         algo, last = self.algo, self.num_updates - 1
 
+        eval_shapes = None
+
         def one_update(state, i):
+            nonlocal eval_shapes
             state, m = algo.update(state, hp, i, data)
             do_eval = jnp.logical_or((i + 1) % self.eval_every == 0, i == last)
-            ev = jax.lax.cond(do_eval, lambda s: algo.evaluate(s, hp, i), lambda s: {"eval_return": jnp.float32(jnp.nan)}, state)
+            if eval_shapes is None:  # whatever the algorithm's evaluation reports, NaN between evaluations
+                eval_shapes = jax.eval_shape(lambda s: algo.evaluate(s, hp, i), state)
+            nan = lambda s: jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), eval_shapes)  # noqa: E731
+            ev = jax.lax.cond(do_eval, lambda s: algo.evaluate(s, hp, i), nan, state)
             return state, {**m, **ev}
 
         idx = start + jnp.arange(n, dtype=jnp.int32)

@@ -5,8 +5,9 @@ training loop around them (``purejaxrl.trainer``) is written once."""
 from purejaxrl.algos.base import Algorithm
 from purejaxrl.algos.ppo import PPO
 from purejaxrl.algos.pqn import PQN
+from purejaxrl.algos.qgf import FQL, QGF
 
-REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO}
+REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
@@ -20,4 +21,4 @@ def register(name: str, cls: type[Algorithm]) -> None:
     REGISTRY[name] = cls
 
 
-__all__ = ["Algorithm", "PPO", "PQN", "REGISTRY", "get_algorithm", "register"]
+__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QGF", "REGISTRY", "get_algorithm", "register"]

@@ -1,0 +1,167 @@
+"""Offline datasets: OGBench's ``.npz`` format, generated locally or read from a user's file.
+
+A file holds ``observations [N, obs_dim]``, ``actions [N, act_dim]`` (floats) and ``terminals [N]``
+(true on each episode's last stored step, which has no next state); ``rewards`` and ``masks`` are
+optional — without them they are relabelled from the observations for the env's single task
+(point-maze: ``reward = success − 1``, ``mask = 1 − success``).  :func:`load` checks the file before
+anything is compiled and turns it into :class:`Dataset` (device arrays, shared by every vmapped run).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+REQUIRED = ("observations", "actions", "terminals")
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message names the key and the fix."""
+
+
+@struct.dataclass
+class Dataset:
+    observations: jax.Array  # [N, obs_dim]
+    actions: jax.Array       # [N, act_dim], clipped to (−1, 1)
+    rewards: jax.Array       # [N]
+    masks: jax.Array         # [N] 0 where the state is terminal (no bootstrapping)
+    starts: jax.Array        # [M] indices i whose chunk i .. i+H (next state included) lies in one episode
+
+    @property
+    def size(self) -> int:
+        return int(self.starts.shape[0])
+
+
+def _fail(path, msg):
+    raise DatasetError(f"dataset.path={path}: {msg}")
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.exists():
+        _fail(path, "no such file; generate one with `purejaxrl dataset <name> --out PATH` or give an OGBench .npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        _fail(path, f"cannot be read as .npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated?'}); "
+                    "the file is truncated or not an npz: regenerate or re-download it")
+
+
+def check(raw: dict[str, np.ndarray], path, obs_shape: tuple[int, ...], act_dim: int) -> None:
+    """Every problem that would otherwise surface inside the compiled program, as one line."""
+    for k in REQUIRED:
+        if k not in raw:
+            _fail(path, f"missing key {k!r} (keys: {', '.join(sorted(raw)) or 'none'}); an OGBench dataset has "
+                        f"{', '.join(REQUIRED)}")
+    n = raw["observations"].shape[0] if raw["observations"].ndim else 0
+    for k in ("observations", "actions"):
+        if not np.issubdtype(raw[k].dtype, np.floating):
+            _fail(path, f"{k} has dtype {raw[k].dtype}; it must be floating point (float32)")
+    if raw["observations"].shape[1:] != tuple(obs_shape):
+        _fail(path, f"observations have shape {raw['observations'].shape[1:]} per step but the env observes "
+                    f"{tuple(obs_shape)}; use the env the dataset was collected in")
+    if raw["actions"].ndim != 2 or raw["actions"].shape[1] != act_dim:
+        _fail(path, f"actions have shape {raw['actions'].shape} but the env's action dimension is {act_dim}; "
+                    "use the env the dataset was collected in")
+    if not (np.issubdtype(raw["terminals"].dtype, np.bool_) or np.issubdtype(raw["terminals"].dtype, np.number)):
+        _fail(path, f"terminals has dtype {raw['terminals'].dtype}; it must be bool or 0/1 numbers")
+    for k in ("actions", "terminals", "rewards", "masks"):
+        if k in raw and raw[k].shape[0] != n:
+            _fail(path, f"{k} has {raw[k].shape[0]} rows but observations have {n}; every key needs one row per step")
+    if raw["terminals"].ndim != 1:
+        _fail(path, f"terminals has shape {raw['terminals'].shape}; it must be [N]")
+    for k in ("observations", "actions", "rewards", "masks"):
+        if k in raw and not np.all(np.isfinite(raw[k])):
+            bad = int(np.argmax(~np.isfinite(raw[k]).reshape(n, -1).all(1)))
+            _fail(path, f"{k} has NaN or inf values (first at row {bad}); clean or regenerate the dataset")
+    if n < 2 or not np.any(raw["terminals"][:-1] == 0):
+        _fail(path, f"{n} steps and no transition within an episode; the dataset is empty")
+
+
+def load(path: str | Path, env, chunk: int = 1, gamma: float = 0.99) -> Dataset:
+    """Check and load ``path`` for ``env`` (rewards relabelled for the env's task when the file has none)."""
+    raw = read_npz(path)
+    space = env.action_space
+    act_dim = int(np.prod(space.shape)) if hasattr(space, "shape") else 0
+    if act_dim == 0:
+        _fail(path, f"{env.name} has discrete actions; offline flow policies need a continuous (Box) action space")
+    check(raw, path, env.observation_shape, act_dim)
+    obs = raw["observations"].astype(np.float32)
+    terminals = raw["terminals"].astype(bool)
+    if "rewards" in raw:
+        rewards = raw["rewards"].astype(np.float32)
+        masks = raw["masks"].astype(np.float32) if "masks" in raw else np.ones_like(rewards)
+    elif hasattr(env.unwrapped, "goal_xy"):
+        from envs.pointmaze import relabel
+
+        rewards, masks = relabel(env.unwrapped, obs)
+    else:
+        _fail(path, f"has no rewards and {env.name} has no task to relabel them from; add a 'rewards' key")
+    # a chunk starting at i needs i .. i+H in one episode: no terminal among i .. i+H-1
+    ends = np.concatenate([[0], np.cumsum(terminals.astype(np.int64))])
+    idx = np.arange(len(obs) - chunk)
+    starts = idx[ends[idx + chunk] - ends[idx] == 0]
+    if len(starts) == 0:
+        _fail(path, f"no episode is longer than the action chunk ({chunk} steps); lower algo.chunk")
+    acts = np.clip(raw["actions"].astype(np.float32), -1 + 1e-5, 1 - 1e-5)
+    return Dataset(jnp.asarray(obs), jnp.asarray(acts), jnp.asarray(rewards), jnp.asarray(masks),
+                   jnp.asarray(starts.astype(np.int32)))
+
+
+def sample_batch(data: Dataset, key, batch_size: int, chunk: int, gamma):
+    """A minibatch of chunked transitions: ``obs``, ``actions [B, H·act_dim]``, the discounted chunk
+    reward ``R_H`` (stopped at a terminal state), ``next_obs`` (``H`` steps on), and the continuation
+    ``γ^H·Π masks`` to bootstrap with."""
+    i = data.starts[jax.random.randint(key, (batch_size,), 0, data.starts.shape[0])]
+    steps = i[:, None] + jnp.arange(chunk)[None]
+    alive = jnp.cumprod(data.masks[steps], axis=1)  # alive[k]: no terminal state among steps 0..k
+    before = jnp.concatenate([jnp.ones((batch_size, 1)), alive[:, :-1]], 1)
+    disc = gamma ** jnp.arange(chunk)
+    ret = jnp.sum(before * disc[None] * data.rewards[steps], axis=1)
+    return {"obs": data.observations[i], "actions": data.actions[steps].reshape(batch_size, -1), "rewards": ret,
+            "next_obs": data.observations[i + chunk], "discount": (gamma ** chunk) * alive[:, -1]}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A generated dataset's recipe (``purejaxrl dataset <name>``)."""
+
+    env: str
+    kind: str
+    episodes: int
+    episode_length: int
+
+
+GENERATORS = {
+    f"pointmaze_{m}_{kind}": Spec(f"pointmaze_{m}", kind, n, length)
+    for m in ("medium", "large", "giant")
+    for kind, n, length in (("navigate", 1000 if m != "giant" else 500, 1001 if m != "giant" else 2001),
+                            ("stitch", 5000, 201))
+}
+
+
+def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, noise: float = 0.5) -> dict:
+    """Write an OGBench-format dataset ``name`` (e.g. ``pointmaze_medium_navigate``) to ``out``."""
+    if name not in GENERATORS:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(GENERATORS)}")
+    spec = GENERATORS[name]
+    n = spec.episodes if episodes is None else int(episodes)
+    if n < 1:
+        raise DatasetError(f"--episodes={n} must be >= 1")
+    from envs.pointmaze import generate_navigate
+
+    d = generate_navigate(spec.env[len("pointmaze_"):], jax.random.PRNGKey(seed), n, spec.episode_length, noise, spec.kind)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **d)
+    tmp.replace(out)
+    return {"name": name, "path": str(out), "episodes": n, "transitions": int(len(d["observations"])),
+            "episode_length": spec.episode_length, "noise": noise, "seed": seed}

@@ -1,0 +1,416 @@
+"""QGF (test-time Q-gradient guidance of a behaviour-cloned flow policy) and FQL, offline.
+
+Training (``QGF.update``, one gradient step on a minibatch of the dataset, three Adam optimisers):
+
+1. flow actor by flow matching: ``a_t = (1 − t)·a₀ + t·a₁``, ``a₀ ~ N(0, I)``, ``a₁`` the dataset
+   action chunk, ``t`` on the grid ``{0, 1/T, …, 1}``; loss ``‖v_θ(s, a_t, t) − (a₁ − a₀)‖²``;
+2. IQL critic: ``L_V = E[|τ_e − 1(u < 0)|·u²]``, ``u = min_i Q̄_i(s, a) − V(s)``;
+   ``L_Q = Σ_i E[(Q_i(s, a) − (R_H + γ^H·m·V(s')))²]``; Polyak target ``Q̄ ← (1 − τ)Q̄ + τQ``.
+
+The actor never sees the critic during training.  At test time (:func:`guided_sample`) each of the
+``T`` Euler steps adds ``w·∇Q`` to the flow's velocity, with the gradient taken at the one-step
+denoised estimate ``â = clip(a_k + (1 − t_k)·sg(v))`` (``guidance=denoised``, the method), at the
+noisy ``a_k`` (``noisy``: the QFQL baseline), or through the one-step map (``jacobian``); ``w = 0``
+is plain flow BC; ``best_of_n`` samples ``num_candidates`` unguided actions and keeps the best by Q.
+A list of weights is evaluated in one compile (vmapped over ``w``).
+
+FQL (``algo=fql``, the train-time baseline): the same flow BC, plus a one-step policy
+``μ(s, z)`` trained on ``α·‖μ(s, z) − flow(s, z)‖² − mean_i Q_i(s, μ(s, z))`` and a critic regressed
+on ``R_H + γ^H·m·mean_i Q̄_i(s', μ(s', z'))``; it acts with ``μ``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from purejaxrl.algos.base import Algorithm
+
+sg = jax.lax.stop_gradient
+GUIDANCE = ("denoised", "noisy", "jacobian", "best_of_n")
+
+
+def expectile_loss(u, expectile):
+    """IQL's asymmetric square ``|τ_e − 1(u < 0)|·u²`` (mean), ``u = Q − V``."""
+    return jnp.mean(jnp.abs(expectile - (u < 0).astype(u.dtype)) * u**2)
+
+
+def guided_sample(velocity, q, a0, steps: int, w=0.0, guidance: str = "denoised"):
+    """Euler integration of the flow with Q-gradient guidance, for ``k = 0 … T−1``, ``t_k = k/T``:
+
+    ``v = v(a_k, t_k)``; ``g = ∇_â Q(â)`` at ``â = clip(a_k + (1 − t_k)·sg(v), −1, 1)`` (``denoised``),
+    at ``a_k`` (``noisy``), or ``∇_{a_k} Q(clip(a_k + (1 − t_k)·v(a_k, t_k)))`` (``jacobian``);
+    ``a_{k+1} = a_k + (v + w·g)/T``; the result is ``clip(a_T, −1, 1)``.  ``velocity(a, t)`` and
+    ``q(a)`` act on a batch ``[..., A]`` (``q`` returns ``[...]``; gradients of its sum are per sample).
+    ``w = 0`` (or ``guidance="none"``) is exactly the unguided sampler."""
+    dt = 1.0 / steps
+    q_sum = lambda a: jnp.sum(q(a))  # noqa: E731
+
+    def body(k, a):
+        t = k * dt
+        v = velocity(a, t)
+        if guidance == "denoised":
+            g = jax.grad(q_sum)(jnp.clip(a + (1 - t) * sg(v), -1.0, 1.0))
+        elif guidance == "noisy":
+            g = jax.grad(q_sum)(a)
+        elif guidance == "jacobian":
+            g = jax.grad(lambda a_: q_sum(jnp.clip(a_ + (1 - t) * velocity(a_, t), -1.0, 1.0)))(a)
+        else:
+            return a + dt * v
+        return a + dt * (v + w * g)
+
+    return jnp.clip(jax.lax.fori_loop(0, steps, body, a0), -1.0, 1.0)
+
+
+class MLP(nn.Module):
+    """GELU MLP with LayerNorm after each hidden layer (``last_norm=False``: not after the last)."""
+
+    hidden: Sequence[int]
+    out: int
+    last_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        for k, h in enumerate(self.hidden):
+            x = nn.gelu(nn.Dense(h)(x))
+            if self.last_norm or k < len(self.hidden) - 1:
+                x = nn.LayerNorm()(x)
+        return nn.Dense(self.out)(x)
+
+
+def time_embedding(t, dim: int = 16):
+    """Sinusoidal embedding of ``t ∈ [0, 1]`` (scaled to [0, 1000]): ``[cos(ω_k·t), sin(ω_k·t)]``."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / half)
+    ang = 1000.0 * jnp.asarray(t)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(ang), jnp.sin(ang)], -1)
+
+
+class Velocity(nn.Module):
+    hidden: Sequence[int]
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, obs, a, t):
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), a.shape[:-1])
+        return MLP(self.hidden, self.act_dim, last_norm=False)(jnp.concatenate([obs, a, time_embedding(t)], -1))
+
+
+class Scalar(nn.Module):
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, *xs):
+        return MLP(self.hidden, 1)(jnp.concatenate(xs, -1))[..., 0]
+
+
+@struct.dataclass
+class OfflineState:
+    actor: Any
+    critic: Any          # two Q-networks' parameters, stacked on a leading axis
+    target: Any
+    value: Any           # QGF: V(s); FQL: the one-step policy μ(s, z)
+    actor_opt: Any
+    critic_opt: Any
+    value_opt: Any
+    rng: jax.Array
+
+
+class QGF(Algorithm):
+    name = "qgf"
+    HPARAMS = ("lr", "gamma", "tau", "expectile")
+    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, False),
+                     "expectile": (0.0, 1.0, True)}
+    NEEDS_DATASET = True
+    unit = "update"
+
+    def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict, dataset: dict | None = None):
+        super().__init__(algo_cfg, env_cfg, network_cfg)
+        c = self.cfg
+        self.dataset_path = (dataset or {}).get("path")
+        self.num_updates = int(c["num_updates"])
+        self.units_per_update = 1
+        self.batch_size = int(c["batch_size"])
+        self.flow_steps = int(c["flow_steps"])
+        self.chunk = int(c["chunk"])
+        self.act_dim = int(np.prod(self.env.action_space.shape))
+        self.chunk_dim = self.chunk * self.act_dim
+        self.guidance = str(c.get("guidance", "denoised"))
+        self.weights = [float(w) for w in c.get("guidance_weights", [0.0])]
+        self.guidance_weight = float(c.get("guidance_weight", self.weights[0]))
+        self.num_candidates = int(c.get("num_candidates", 32))
+        self.velocity = Velocity(tuple(c["actor_hidden"]), self.chunk_dim)
+        self.q = Scalar(tuple(c["critic_hidden"]))
+        self.v = Scalar(tuple(c["critic_hidden"]))
+
+    # ---- config checks ----
+    @classmethod
+    def config_errors(cls, cfg: dict) -> list[str]:
+        errs = []
+        for k in ("num_updates", "batch_size", "flow_steps", "chunk", "num_evals", "num_eval_envs", "num_candidates"):
+            if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1):
+                errs.append(f"algo.{k}={cfg[k]!r} must be an integer >= 1")
+        for k in ("actor_hidden", "critic_hidden"):
+            v = cfg.get(k)
+            if not isinstance(v, (list, tuple)) or not v or not all(isinstance(h, int) and h >= 1 for h in v):
+                errs.append(f"algo.{k}={v!r} must be a non-empty list of layer widths, e.g. [256, 256, 256]")
+        if cfg.get("guidance", "denoised") not in GUIDANCE:
+            errs.append(f"algo.guidance={cfg.get('guidance')!r}; valid: {', '.join(GUIDANCE)}")
+        ws = cfg.get("guidance_weights")
+        if not isinstance(ws, (list, tuple)) or not ws or not all(isinstance(w, (int, float)) and w >= 0 for w in ws):
+            errs.append(f"algo.guidance_weights={ws!r} must be a non-empty list of numbers >= 0, e.g. [0, 0.01, 0.02]")
+        elif "guidance_weight" in cfg and float(cfg["guidance_weight"]) not in [float(w) for w in ws]:
+            errs.append(f"algo.guidance_weight={cfg['guidance_weight']} must be one of algo.guidance_weights={list(ws)} "
+                        "(it is the weight eval_return reports)")
+        return errs + super().config_errors(cfg)
+
+    @classmethod
+    def env_errors(cls, env) -> list[str]:
+        if not hasattr(env.action_space, "shape"):
+            return [f"algo={cls.name} needs continuous actions; {env.name} has {env.action_space}"]
+        return []
+
+    @classmethod
+    def dataset_errors(cls, cfg: dict, env) -> list[str]:
+        from envs.datasets import DatasetError, load
+
+        path = (cfg.get("dataset") or {}).get("path")
+        if not path:
+            return [f"algo={cls.name} trains from a dataset: set dataset.path=FILE.npz "
+                    "(make one with `purejaxrl dataset pointmaze_medium_navigate --out FILE.npz`)"]
+        try:
+            load(path, env, int(cfg["algo"].get("chunk", 1)))
+        except DatasetError as e:
+            return [str(e)]
+        return []
+
+    def load_data(self):
+        from envs.datasets import load
+
+        return load(self.dataset_path, self.env, self.chunk)
+
+    # ---- networks ----
+    def _q_all(self, critic, obs, a):
+        return jax.vmap(lambda p: self.q.apply(p, obs, a))(critic)  # [2, B]
+
+    def init(self, key, hp, data=None):
+        k_a, k_q, k_v, key = jax.random.split(key, 4)
+        obs = jnp.zeros((1,) + tuple(self.env.observation_shape))
+        act = jnp.zeros((1, self.chunk_dim))
+        actor = self.velocity.init(k_a, obs, act, 0.0)
+        critic = jax.vmap(lambda k: self.q.init(k, obs, act))(jax.random.split(k_q, 2))
+        value = self._init_value(k_v, obs, act)
+        self._opts(hp)
+        return OfflineState(actor, critic, critic, value, self.actor_tx.init(actor), self.critic_tx.init(critic),
+                            self.value_tx.init(value), key)
+
+    def _init_value(self, key, obs, act):
+        return self.v.init(key, obs)
+
+    def _opts(self, hp):
+        self.actor_tx = optax.adam(hp["lr"])
+        self.critic_tx = optax.adam(hp["lr"])
+        self.value_tx = optax.adam(hp["lr"])
+
+    def params(self, state):
+        return (state.actor, state.critic, state.value)
+
+    def eval_key(self, state):
+        return state.rng
+
+    # ---- one gradient step ----
+    def flow_loss(self, actor, obs, a1, key, continuous: bool = False):
+        k0, kt = jax.random.split(key)
+        a0 = jax.random.normal(k0, a1.shape)
+        if continuous:
+            t = jax.random.uniform(kt, a1.shape[:1])
+        else:
+            t = jax.random.randint(kt, a1.shape[:1], 0, self.flow_steps + 1) / self.flow_steps
+        at = (1 - t[:, None]) * a0 + t[:, None] * a1
+        return jnp.mean(jnp.sum((self.velocity.apply(actor, obs, at, t) - (a1 - a0)) ** 2, -1))
+
+    def update(self, state, hp, i, data):
+        from envs.datasets import sample_batch
+
+        self._opts(hp)
+        rng, kb, kf = jax.random.split(state.rng, 3)
+        b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
+        a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf)
+        q_target = self._q_all(state.target, b["obs"], b["actions"]).min(0)
+
+        def v_loss(vp):
+            return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), hp["expectile"])
+
+        l_v, g_v = jax.value_and_grad(v_loss)(state.value)
+        y = sg(b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"]))
+
+        def q_loss(cp):
+            q = self._q_all(cp, b["obs"], b["actions"])
+            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
+
+        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(state.critic)
+        actor, actor_opt = self._step(self.actor_tx, state.actor, state.actor_opt, g_a)
+        critic, critic_opt = self._step(self.critic_tx, state.critic, state.critic_opt, g_q)
+        value, value_opt = self._step(self.value_tx, state.value, state.value_opt, g_v)
+        target = optax.incremental_update(critic, state.target, hp["tau"])
+        new = OfflineState(actor, critic, target, value, actor_opt, critic_opt, value_opt, rng)
+        return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
+
+    @staticmethod
+    def _step(tx, params, opt_state, grads):
+        upd, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state
+
+    # ---- acting ----
+    def min_q(self, state, obs, a):
+        return self._q_all(state.target, obs, a).min(0)
+
+    def flow_sample(self, state, obs, key, w=0.0, guidance: str = "denoised"):
+        """``T`` Euler steps of the flow from ``a₀ ~ N(0, I)`` with ``w·∇Q`` guidance (:func:`guided_sample`)."""
+        a0 = jax.random.normal(key, obs.shape[:-1] + (self.chunk_dim,))
+        return guided_sample(lambda a, t: self.velocity.apply(state.actor, obs, a, t),
+                             lambda a: self.min_q(state, obs, a), a0, self.flow_steps, w, guidance)
+
+    def act(self, state, obs, key, w):
+        """An action chunk ``[..., H·act_dim]`` for observations ``[..., obs_dim]``."""
+        if self.guidance == "best_of_n":
+            N = self.num_candidates
+            cands = jax.vmap(lambda k: self.flow_sample(state, obs, k))(jax.random.split(key, N))  # [N, B, A]
+            q = jax.vmap(lambda a_: self.min_q(state, obs, a_))(cands)  # [N, B]
+            return jnp.take_along_axis(cands, jnp.argmax(q, 0)[None, :, None], 0)[0]
+        return self.flow_sample(state, obs, key, w, self.guidance)
+
+    def greedy_action(self, state, obs):
+        a = self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0]
+        return a[: self.act_dim]
+
+    # ---- evaluation: every guidance weight, one compile ----
+    def eval_weights(self) -> list[float]:
+        return [0.0] if self.guidance == "best_of_n" else self.weights
+
+    def chunk_episodes(self, state, key, w, num_envs: int):
+        """Return and success of the first episode in each of ``num_envs`` envs, chunks executed open-loop."""
+        env = self.make_venv(num_envs, {}, evaluation=True)
+        H, A = self.chunk, self.act_dim
+        k_reset, key = jax.random.split(key)
+        obs, st = env.reset(k_reset)
+        zeros = jnp.zeros((num_envs,))
+        carry = (obs, st, key, jnp.int32(0), jnp.zeros((num_envs,), bool), zeros, zeros)
+        limit = env.max_episode_steps
+
+        def cond(c):
+            return jnp.logical_and(c[3] < limit, jnp.logical_not(jnp.all(c[4])))
+
+        def body(c):
+            obs, st, key, t, done, ret, succ = c
+            key, k_act, k_env = jax.random.split(key, 3)
+            chunk = self.act(state, obs, k_act, w).reshape(num_envs, H, A)
+
+            def one(c2, h):
+                obs, st, done, ret, succ = c2
+                obs, st, r, term, trunc, info = env.step(jax.random.fold_in(k_env, h), st, chunk[:, h])
+                live = jnp.logical_not(done)
+                ret = ret + jnp.where(live, r, 0.0)
+                succ = jnp.maximum(succ, jnp.where(live, info.get("success", jnp.zeros_like(r)), 0.0))
+                return (obs, st, jnp.logical_or(done, jnp.logical_or(term, trunc)), ret, succ), None
+
+            (obs, st, done, ret, succ), _ = jax.lax.scan(one, (obs, st, done, ret, succ), jnp.arange(H))
+            return obs, st, key, t + H, done, ret, succ
+
+        *_, ret, succ = jax.lax.while_loop(cond, body, carry)
+        return ret, succ
+
+    def make_venv(self, num_envs, hp, evaluation=False):
+        import envs as _envs
+
+        return _envs.make_stack(self.env, num_envs)
+
+    def evaluate_weights(self, state, key, num_envs: int, weights=None):
+        ws = jnp.asarray(self.eval_weights() if weights is None else weights, jnp.float32)
+        ret, succ = jax.vmap(lambda w: self.chunk_episodes(state, key, w, num_envs))(ws)
+        return ret, succ  # [W, num_envs]
+
+    def evaluate(self, state, hp, i):
+        key = jax.random.fold_in(self.eval_key(state), i)
+        ret, succ = self.evaluate_weights(state, key, self.num_eval_envs)
+        ws = self.eval_weights()
+        k = ws.index(self.guidance_weight) if self.guidance_weight in ws else 0
+        out = {"eval_return": ret[k].mean(), "eval_success": succ[k].mean()}
+        if len(ws) > 1:
+            for j, w in enumerate(ws):
+                out[f"eval_return_w{w:g}"] = ret[j].mean()
+                out[f"eval_success_w{w:g}"] = succ[j].mean()
+        return out
+
+    def greedy_returns(self, state, hp, key, num_envs):
+        return self.evaluate_weights(state, key, num_envs, [self.guidance_weight])[0][0]
+
+
+class FQL(QGF):
+    """Flow Q-learning: the flow BC of QGF plus a one-step policy trained on Q (train-time baseline)."""
+
+    name = "fql"
+    HPARAMS = ("lr", "gamma", "tau", "alpha")
+    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, False),
+                     "alpha": (0.0, math.inf, False)}
+
+    def __init__(self, algo_cfg, env_cfg, network_cfg, dataset=None):
+        super().__init__(algo_cfg, env_cfg, network_cfg, dataset)
+        self.onestep = MLP(tuple(self.cfg["actor_hidden"]), self.chunk_dim, last_norm=False)
+
+    def _init_value(self, key, obs, act):
+        return self.onestep.init(key, jnp.concatenate([obs, act], -1))
+
+    def mu(self, params, obs, z):
+        return jnp.clip(self.onestep.apply(params, jnp.concatenate([obs, z], -1)), -1.0, 1.0)
+
+    def update(self, state, hp, i, data):
+        from envs.datasets import sample_batch
+
+        self._opts(hp)
+        rng, kb, kf, kz, kz2 = jax.random.split(state.rng, 5)
+        b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
+        a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
+        z_next = jax.random.normal(kz2, b["actions"].shape)
+        a_next = self.mu(state.value, b["next_obs"], z_next)
+        y = sg(b["rewards"] + b["discount"] * self._q_all(state.target, b["next_obs"], a_next).mean(0))
+
+        def q_loss(cp):
+            q = self._q_all(cp, b["obs"], b["actions"])
+            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
+
+        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(state.critic)
+        z = jax.random.normal(kz, b["actions"].shape)
+        flow_a = sg(self._euler(state.actor, b["obs"], z))
+
+        def mu_loss(mp):
+            a = self.mu(mp, b["obs"], z)
+            distill = jnp.mean(jnp.sum((a - flow_a) ** 2, -1))
+            return hp["alpha"] * distill - self._q_all(state.critic, b["obs"], a).mean(), distill
+
+        (l_mu, distill), g_mu = jax.value_and_grad(mu_loss, has_aux=True)(state.value)
+        actor, actor_opt = self._step(self.actor_tx, state.actor, state.actor_opt, g_a)
+        critic, critic_opt = self._step(self.critic_tx, state.critic, state.critic_opt, g_q)
+        onestep, onestep_opt = self._step(self.value_tx, state.value, state.value_opt, g_mu)
+        target = optax.incremental_update(critic, state.target, hp["tau"])
+        new = OfflineState(actor, critic, target, onestep, actor_opt, critic_opt, onestep_opt, rng)
+        return new, {"actor_loss": a_loss, "critic_loss": l_q, "onestep_loss": l_mu, "distill_loss": distill,
+                     "q_mean": q_mean}
+
+    def _euler(self, actor, obs, z):
+        dt = 1.0 / self.flow_steps
+        return jnp.clip(jax.lax.fori_loop(0, self.flow_steps,
+                                          lambda k, a: a + dt * self.velocity.apply(actor, obs, a, k * dt), z), -1.0, 1.0)
+
+    def act(self, state, obs, key, w):
+        return self.mu(state.value, obs, jax.random.normal(key, obs.shape[:-1] + (self.chunk_dim,)))
+
+    def eval_weights(self):
+        return [0.0]
