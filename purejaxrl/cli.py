@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from purejaxrl.config import CONF_DIR, ConfigError, rewrite_overrides
+from purejaxrl.config import CONF_DIR, ConfigError, argument_parser, rewrite_overrides
 
 USAGE = """usage: purejaxrl <command> [args]
 
@@ -15,7 +15,10 @@ commands:
                               purejaxrl train -m algo=pqn,ppo env=cartpole,acrobot
                               purejaxrl train resume=true run_dir=PATH
   plot RUN_DIR [RUN_DIR ...]  learning curves (mean and 95% bootstrap CI over seeds) as PNG
-  eval RUN_DIR                greedy evaluation of the saved policy of every run
+  eval RUN_DIR [k=v ...]      greedy evaluation of the saved policy of every run; offline flow policies
+                              take guidance settings, e.g. 'algo.guidance_weights=[0,0.01,0.02,0.04,0.08]'
+  dataset NAME --out FILE     generate an offline dataset (OGBench .npz format), e.g.
+                              purejaxrl dataset pointmaze_medium_navigate --episodes 1000 --out data/pm.npz
   meta [overrides]            evolve a PPO objective (LPO / TA-LPO) with evolution strategies, e.g.
                               purejaxrl meta objective=ta_lpo env=cartpole es.population=32 es.generations=200
   meta-eval META_RUN [k=v ...] the evolved objective vs PPO-clip and DPO across envs and horizons, e.g.
@@ -196,6 +199,26 @@ def llm_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR / "llm", [f"mode={mode}", *rest], run, report)
 
 
+def dataset_main(argv: list[str]) -> None:
+    """``purejaxrl dataset NAME --out FILE``: generate an offline dataset locally (jitted, vmapped)."""
+    import json
+
+    from envs.datasets import GENERATORS, DatasetError, generate
+
+    p = argument_parser("purejaxrl dataset", "Generate an offline dataset in OGBench's .npz format.")
+    p.add_argument("name", help=f"one of: {', '.join(GENERATORS)}")
+    p.add_argument("--out", required=True, help="the .npz file to write")
+    p.add_argument("--episodes", type=int, default=None, help="episodes (default: OGBench's count for the dataset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise on the oracle's actions")
+    a = p.parse_args(argv)
+    try:
+        info = generate(a.name, a.episodes, a.out, a.seed, a.noise)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from e
+    print(json.dumps(info))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -228,6 +251,8 @@ def _dispatch(cmd: str, rest: list[str]) -> None:
         from purejaxrl.evaluate import eval_main
 
         eval_main(rest)
+    elif cmd == "dataset":
+        dataset_main(rest)
     else:
         print(f"error: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

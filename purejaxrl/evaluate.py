@@ -15,9 +15,29 @@ from purejaxrl.config import ConfigError, argument_parser, identity, run_grid, v
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 
-def load_run(run_dir: str | Path):
+EVAL_SETTINGS = ("guidance_weights", "guidance_weight", "guidance", "num_candidates")  # what eval may change
+
+
+def parse_eval_overrides(items: list[str]) -> dict:
+    """``algo.<k>=<yaml value>`` (or ``qgf.<k>``) for the evaluation-only settings :data:`EVAL_SETTINGS`."""
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        name = key.split(".", 1)[1] if key.startswith(("algo.", "qgf.", "fql.")) else None
+        if not sep or name not in EVAL_SETTINGS:
+            raise ConfigError(f"{item!r}: eval takes RUN_DIR and evaluation settings algo.<k>=<v> with k in "
+                              f"{', '.join(EVAL_SETTINGS)}, e.g. 'algo.guidance_weights=[0,0.01,0.02]'")
+        try:
+            out[name] = yaml.safe_load(val)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{item!r}: {str(e).splitlines()[0]}") from e
+    return out
+
+
+def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     """``(algo, state, hparams, runs, cfg)`` of the latest checkpoint in ``run_dir`` (state and
-    hyperparameters batched over runs when the run directory holds several)."""
+    hyperparameters batched over runs when the run directory holds several); ``eval_overrides``
+    change evaluation-only algorithm settings (guidance weights), never what was trained."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
@@ -31,6 +51,15 @@ def load_run(run_dir: str | Path):
     if not Checkpointer.exists(run_dir / "checkpoints"):
         raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/ is empty or missing): train it first")
     validate(cfg)
+    ev_cfg = cfg
+    if eval_overrides:
+        unused = set(eval_overrides) - set(cfg["algo"])
+        if unused:
+            raise ConfigError(f"{sorted(unused)} are not settings of algo={cfg['algo']['name']}")
+        ev_cfg = {**cfg, "algo": {**cfg["algo"], **eval_overrides}}
+        if "guidance_weights" in eval_overrides and "guidance_weight" not in eval_overrides:
+            ev_cfg["algo"]["guidance_weight"] = float(eval_overrides["guidance_weights"][0])
+        validate(ev_cfg)
     algo = build_algorithm(cfg)
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
     hparams = batch_hparams(algo, hparams, len(runs))
@@ -41,14 +70,19 @@ def load_run(run_dir: str | Path):
         state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
     finally:
         ckpt.close()
-    return algo, state, hparams, runs, cfg
+    if ev_cfg is not cfg:  # the trained state, evaluated with other evaluation-only settings
+        algo = build_algorithm(ev_cfg)
+    return algo, state, hparams, runs, ev_cfg
 
 
-def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123) -> dict:
-    """Greedy returns of every saved policy, in the same env stack as training."""
+def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123, overrides: list[str] | None = None) -> dict:
+    """Greedy returns of every saved policy, in the same env stack as training (offline flow
+    policies: return and success per guidance weight, every weight in one compile)."""
     if num_episodes < 1:
         raise ConfigError(f"--episodes={num_episodes} must be >= 1")
-    algo, state, hparams, runs, _ = load_run(run_dir)
+    algo, state, hparams, runs, _ = load_run(run_dir, parse_eval_overrides(overrides or []))
+    if hasattr(algo, "evaluate_weights"):
+        return _evaluate_weights(algo, state, runs, num_episodes, seed)
 
     def one(s, hp, key):
         return algo.greedy_returns(s, hp, key, num_episodes)
@@ -66,13 +100,32 @@ def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123) -
     }
 
 
+def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
+    key = jax.random.PRNGKey(seed)
+    one = lambda s: algo.evaluate_weights(s, key, num_episodes)  # noqa: E731  [W, episodes] each
+    if len(runs) > 1:
+        ret, succ = jax.jit(jax.vmap(one))(state)
+    else:
+        ret, succ = jax.tree.map(lambda x: x[None], jax.jit(one)(state))
+    ret, succ = np.asarray(ret), np.asarray(succ)
+    ws = algo.eval_weights()
+    per_w = [{"w": w, "mean_return": float(ret[:, j].mean()), "success_rate": float(succ[:, j].mean()),
+              "per_run_success": [float(x) for x in succ[:, j].mean(1)]} for j, w in enumerate(ws)]
+    return {"per_weight": per_w, "guidance": algo.guidance, "episodes_per_run": num_episodes,
+            "per_run": [{**r, "mean_return": float(ret[i].mean()), "std_return": float(ret[i].std())} for i, r in enumerate(runs)],
+            "mean": float(ret.mean())}
+
+
 def eval_main(argv: list[str]) -> None:
     p = argument_parser("purejaxrl eval", __doc__)
     p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="evaluation settings, e.g. 'algo.guidance_weights=[0,0.01,0.02]'")
     p.add_argument("--episodes", type=int, default=32, help="greedy episodes per run")
     p.add_argument("--seed", type=int, default=123)
     a = p.parse_args(argv)
-    res = evaluate_run(a.run_dir, a.episodes, a.seed)
+    res = evaluate_run(a.run_dir, a.episodes, a.seed, a.overrides)
+    for r in res.get("per_weight", []):
+        print(f"w={r['w']:g}: success {r['success_rate']:.3f}, return {r['mean_return']:.1f}")
     for r in res["per_run"]:
         extra = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("algo."))
         print(f"run {r['run']} seed {r['seed']} {extra}: {r['mean_return']:.1f} ± {r['std_return']:.1f}")

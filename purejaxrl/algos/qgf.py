@@ -69,6 +69,19 @@ def guided_sample(velocity, q, a0, steps: int, w=0.0, guidance: str = "denoised"
     return jnp.clip(jax.lax.fori_loop(0, steps, body, a0), -1.0, 1.0)
 
 
+def flow_matching_loss(velocity, a1, key, steps: int, continuous: bool = False):
+    """``E‖v(a_t, t) − (a₁ − a₀)‖²`` with ``a_t = (1 − t)·a₀ + t·a₁``, ``a₀ ~ N(0, I)``, ``t`` uniform on
+    ``{0, 1/T, …, 1}`` (or on ``[0, 1]``, ``continuous``); ``velocity(a, t)`` on a batch ``[B, A]``."""
+    k0, kt = jax.random.split(key)
+    a0 = jax.random.normal(k0, a1.shape)
+    if continuous:
+        t = jax.random.uniform(kt, a1.shape[:1])
+    else:
+        t = jax.random.randint(kt, a1.shape[:1], 0, steps + 1) / steps
+    at = (1 - t[:, None]) * a0 + t[:, None] * a1
+    return jnp.mean(jnp.sum((velocity(at, t) - (a1 - a0)) ** 2, -1))
+
+
 class MLP(nn.Module):
     """GELU MLP with LayerNorm after each hidden layer (``last_norm=False``: not after the last)."""
 
@@ -227,14 +240,7 @@ class QGF(Algorithm):
 
     # ---- one gradient step ----
     def flow_loss(self, actor, obs, a1, key, continuous: bool = False):
-        k0, kt = jax.random.split(key)
-        a0 = jax.random.normal(k0, a1.shape)
-        if continuous:
-            t = jax.random.uniform(kt, a1.shape[:1])
-        else:
-            t = jax.random.randint(kt, a1.shape[:1], 0, self.flow_steps + 1) / self.flow_steps
-        at = (1 - t[:, None]) * a0 + t[:, None] * a1
-        return jnp.mean(jnp.sum((self.velocity.apply(actor, obs, at, t) - (a1 - a0)) ** 2, -1))
+        return flow_matching_loss(lambda a, t: self.velocity.apply(actor, obs, a, t), a1, key, self.flow_steps, continuous)
 
     def update(self, state, hp, i, data):
         from envs.datasets import sample_batch
