@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from purejaxrl.cli import main
@@ -29,6 +30,11 @@ LLM_TINY = ["model=tiny", "iterations=2", "num_prompts=4", "num_generations=2", 
 
 def train(*args, run_dir="{new}"):
     return ["train", *TINY, *args, *([f"run_dir={run_dir}"] if run_dir else [])]
+
+
+def qgf(*args, data="{data_good}", run_dir="{new}"):
+    return ["train", "algo=qgf", "env=pointmaze_medium", "algo.num_updates=10", "num_seeds=1", "logger.progress=false",
+            *([f"dataset.path={data}"] if data else []), *args, *([f"run_dir={run_dir}"] if run_dir else [])]
 
 
 def llm(mode, *args, run_dir="{new}"):
@@ -128,6 +134,20 @@ CASES = [
     pytest.param(llm("rl", "init_from={missing}"), "init_from={missing}", id="llm-init-from-missing"),
     pytest.param(llm("rl", "resume=true", run_dir=None), "resume=true needs run_dir", id="llm-resume-without-run-dir"),
     pytest.param(llm("rl", run_dir="{run}"), "already holds checkpoints", id="llm-into-existing-run"),
+    # offline datasets (algo=qgf / fql) and purejaxrl dataset
+    pytest.param(qgf(data=None), "dataset.path=FILE.npz", id="qgf-no-dataset"),
+    pytest.param(qgf(data="{missing}"), "no such file", id="qgf-dataset-missing"),
+    pytest.param(qgf(data="{data_truncated}"), "cannot be read as .npz", id="qgf-dataset-truncated"),
+    pytest.param(qgf(data="{data_nan}"), "actions has NaN", id="qgf-dataset-nan"),
+    pytest.param(qgf(data="{data_action_dim}"), "action dimension is 2", id="qgf-dataset-action-dim"),
+    pytest.param(qgf(data="{data_no_terminals}"), "missing key 'terminals'", id="qgf-dataset-missing-key"),
+    pytest.param(qgf("env=cartpole"), "needs continuous actions", id="qgf-discrete-env"),
+    pytest.param(qgf("algo.guidance=magic"), "algo.guidance='magic'", id="qgf-unknown-guidance"),
+    pytest.param(qgf("algo.guidance_weight=0.5"), "algo.guidance_weight=0.5", id="qgf-weight-not-in-list"),
+    pytest.param(qgf("+dataset.kind=x"), "dataset.kind", id="qgf-unknown-dataset-key"),
+    pytest.param(["dataset", "pointmaze_tiny_navigate", "--out", "{new}/x.npz"], "unknown dataset", id="dataset-unknown"),
+    pytest.param(["dataset", "pointmaze_medium_navigate"], "--out", id="dataset-no-out"),
+    pytest.param(["eval", "{run}", "algo.lr=1"], "eval takes RUN_DIR and evaluation settings", id="eval-not-an-eval-setting"),
     # the command itself
     pytest.param(["bogus"], "unknown command 'bogus'", id="unknown-command"),
 ]
@@ -157,8 +177,21 @@ def dirs(tmp_path_factory):
     assert files
     for p in files:
         p.write_bytes(b"\xff\x00 not a checkpoint \x00\xfe" * 3)
-    return {"run": run, "corrupt": corrupt, "corrupt_ckpt": latest,
-            "snapshots": {run: snapshot(run), corrupt: snapshot(corrupt)}}
+    data = base / "data"  # a small valid dataset and defective copies of it
+    from envs.datasets import generate
+
+    generate("pointmaze_medium_navigate", 2, data / "good.npz")
+    raw = dict(np.load(data / "good.npz"))
+    good = (data / "good.npz").read_bytes()
+    (data / "truncated.npz").write_bytes(good[: len(good) // 2])
+    nan = {**raw, "actions": raw["actions"].copy()}
+    nan["actions"][3, 0] = np.nan
+    np.savez(data / "nan.npz", **nan)
+    np.savez(data / "action_dim.npz", **{**raw, "actions": np.zeros((len(raw["actions"]), 3), np.float32)})
+    np.savez(data / "no_terminals.npz", **{k: v for k, v in raw.items() if k != "terminals"})
+    files = {f"data_{p.stem}": p for p in data.iterdir()}
+    return {"run": run, "corrupt": corrupt, "corrupt_ckpt": latest, **files,
+            "snapshots": {run: snapshot(run), corrupt: snapshot(corrupt), data: snapshot(data)}}
 
 
 def place(dirs, tmp_path):
