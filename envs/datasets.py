@@ -28,7 +28,7 @@ class DatasetError(ValueError):
 @struct.dataclass
 class Dataset:
     observations: jax.Array  # [N, obs_dim]
-    actions: jax.Array       # [N, act_dim], clipped to (−1, 1)
+    actions: jax.Array       # [N, act_dim], rescaled from the env's action box to (−1, 1)
     rewards: jax.Array       # [N]
     masks: jax.Array         # [N] 0 where the state is terminal (no bootstrapping)
     starts: jax.Array        # [M] indices i whose chunk i .. i+H (next state included) lies in one episode
@@ -110,7 +110,8 @@ def load(path: str | Path, env, chunk: int = 1, gamma: float = 0.99) -> Dataset:
     starts = idx[ends[idx + chunk] - ends[idx] == 0]
     if len(starts) == 0:
         _fail(path, f"no episode is longer than the action chunk ({chunk} steps); lower algo.chunk")
-    acts = np.clip(raw["actions"].astype(np.float32), -1 + 1e-5, 1 - 1e-5)
+    low, high = float(space.low), float(space.high)  # stored in the env's units, learned in [−1, 1]
+    acts = np.clip(2.0 * (raw["actions"].astype(np.float32) - low) / (high - low) - 1.0, -1 + 1e-5, 1 - 1e-5)
     return Dataset(jnp.asarray(obs), jnp.asarray(acts), jnp.asarray(rewards), jnp.asarray(masks),
                    jnp.asarray(starts.astype(np.int32)))
 

@@ -206,12 +206,20 @@ def dataset_main(argv: list[str]) -> None:
     from envs.datasets import GENERATORS, DatasetError, generate
 
     p = argument_parser("purejaxrl dataset", "Generate an offline dataset in OGBench's .npz format.")
-    p.add_argument("name", help=f"one of: {', '.join(GENERATORS)}")
+    p.add_argument("name", help=f"one of: {', '.join(GENERATORS)}, or from_policy (with --policy RUN_DIR)")
     p.add_argument("--out", required=True, help="the .npz file to write")
-    p.add_argument("--episodes", type=int, default=None, help="episodes (default: OGBench's count for the dataset)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes (default: OGBench's count; from_policy: 100 per policy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise on the oracle's actions")
+    p.add_argument("--policy", action="append", default=[], help="from_policy: a trained run's directory (repeat to mix)")
     a = p.parse_args(argv)
+    if a.name == "from_policy":
+        from purejaxrl.collect import collect_many
+
+        if not a.policy:
+            raise ConfigError("from_policy needs --policy RUN_DIR (a trained PPO run; repeat --policy to mix policies)")
+        print(json.dumps(collect_many(a.policy, a.episodes or 100, a.out, a.seed)))
+        return
     try:
         info = generate(a.name, a.episodes, a.out, a.seed, a.noise)
     except DatasetError as e:

@@ -110,7 +110,8 @@ def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
     ret, succ = np.asarray(ret), np.asarray(succ)
     ws = algo.eval_weights()
     per_w = [{"w": w, "mean_return": float(ret[:, j].mean()), "success_rate": float(succ[:, j].mean()),
-              "per_run_success": [float(x) for x in succ[:, j].mean(1)]} for j, w in enumerate(ws)]
+              "per_run_success": [float(x) for x in succ[:, j].mean(1)],
+              "per_run_return": [float(x) for x in ret[:, j].mean(1)]} for j, w in enumerate(ws)]
     return {"per_weight": per_w, "guidance": algo.guidance, "episodes_per_run": num_episodes,
             "per_run": [{**r, "mean_return": float(ret[i].mean()), "std_return": float(ret[i].std())} for i, r in enumerate(runs)],
             "mean": float(ret.mean())}

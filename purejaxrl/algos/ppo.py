@@ -133,6 +133,10 @@ class PPO(RolloutAlgorithm):
             return jax.random.categorical(key, logits)
         return logits + jnp.exp(log_std) * jax.random.normal(key, logits.shape)
 
+    def behaviour_action(self, state, obs, key):
+        """An action sampled from the policy (what an offline dataset of this policy records)."""
+        return self._sample(self._forward(state.params, state.obs_norm, obs), key)
+
     def greedy_action(self, state, obs):
         logits, _, _ = self._forward(state.params, state.obs_norm, obs)
         return jnp.argmax(logits, -1) if self.discrete else logits

@@ -154,6 +154,7 @@ class QGF(Algorithm):
         self.flow_steps = int(c["flow_steps"])
         self.chunk = int(c["chunk"])
         self.act_dim = int(np.prod(self.env.action_space.shape))
+        self.low, self.high = float(self.env.action_space.low), float(self.env.action_space.high)
         self.chunk_dim = self.chunk * self.act_dim
         self.guidance = str(c.get("guidance", "denoised"))
         self.weights = [float(w) for w in c.get("guidance_weights", [0.0])]
@@ -294,8 +295,8 @@ class QGF(Algorithm):
         return self.flow_sample(state, obs, key, w, self.guidance)
 
     def greedy_action(self, state, obs):
-        a = self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0]
-        return a[: self.act_dim]
+        a = self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0][: self.act_dim]
+        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
     # ---- evaluation: every guidance weight, one compile ----
     def eval_weights(self) -> list[float]:
@@ -318,6 +319,7 @@ class QGF(Algorithm):
             obs, st, key, t, done, ret, succ = c
             key, k_act, k_env = jax.random.split(key, 3)
             chunk = self.act(state, obs, k_act, w).reshape(num_envs, H, A)
+            chunk = self.low + (chunk + 1.0) * 0.5 * (self.high - self.low)  # [−1, 1] → the env's action box
 
             def one(c2, h):
                 obs, st, done, ret, succ = c2

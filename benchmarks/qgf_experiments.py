@@ -1,0 +1,130 @@
+"""QGF against its baselines on a locally generated offline dataset, several seeds, per-w results.
+
+    python benchmarks/qgf_experiments.py pointmaze_medium --seeds 3 --updates 20000
+
+One QGF training run (flow BC actor + IQL critic, seeds vmapped) gives every test-time method:
+QGF (gradient at the denoised action) and the QFQL baseline (gradient at the noisy action) at each
+guidance weight w, flow BC (w = 0) and best-of-N by Q — all evaluated from the same checkpoint with
+``purejaxrl eval`` (one compile per method).  FQL, the train-time baseline, is trained on the same
+data with the same networks and budget.  Writes ``benchmarks/results/qgf/<dataset>.json`` and
+``.png`` (success rate vs w, baselines as lines) and keeps the run directories beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from envs.datasets import generate
+from purejaxrl.config import compose
+from purejaxrl.evaluate import evaluate_run
+from purejaxrl.experiment import run
+
+OUT = Path("benchmarks/results/qgf")  # relative: the recorded configs carry no machine paths
+DATA = Path("data")  # generated datasets (not committed): regenerate with the same seed
+SETUPS = {
+    "pointmaze_medium": {"dataset": "pointmaze_medium_navigate", "env": "pointmaze_medium", "episodes": 1000,
+                         "chunk": 5, "weights": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0], "w": 1.0},
+    "pointmaze_large": {"dataset": "pointmaze_large_navigate", "env": "pointmaze_large", "episodes": 1000,
+                        "chunk": 5, "weights": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0], "w": 1.0},
+    # D4RL-style "medium-expert": half the episodes from a PPO expert, half from a PPO run stopped early
+    "pendulum_mixed": {"dataset": "from_policy", "env": "pendulum", "episodes": 250, "chunk": 1,
+                       "weights": [0.0, 0.001, 0.003, 0.01, 0.03, 0.1], "w": 0.01,
+                       "policies": {"expert": 1_000_000, "weak": 65_536}},
+}
+PPO_PENDULUM = ["algo=ppo", "env=pendulum", "algo.num_envs=16", "algo.num_steps=256", "algo.num_minibatches=16",
+                "algo.num_epochs=10", "algo.lr=0.001", "algo.gamma=0.95", "algo.normalize_obs=true",
+                "algo.normalize_reward=true", "algo.ent_coef=0.0", "num_seeds=1", "logger.progress=false"]
+
+
+def make_dataset(name: str, s: dict) -> Path:
+    data = DATA / f"{name}.npz"
+    if data.exists():
+        return data
+    if s["dataset"] != "from_policy":
+        print(generate(s["dataset"], s["episodes"], data, seed=0))
+        return data
+    from purejaxrl.collect import collect_many
+
+    dirs = []
+    for label, steps in s["policies"].items():  # the behaviour policies, trained here
+        d = OUT / f"{name}_policies" / label
+        if not (d / "summary.json").exists():
+            run(compose([*PPO_PENDULUM, f"algo.total_timesteps={steps}"]), d, progress=False)
+        dirs.append(str(d))
+    print(collect_many(dirs, s["episodes"], data, seed=0))
+    return data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("setup", choices=list(SETUPS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--updates", type=int, default=20000)
+    p.add_argument("--episodes", type=int, default=32, help="evaluation episodes per seed and method")
+    a = p.parse_args()
+    if not Path("benchmarks").is_dir():
+        raise SystemExit("run from the repository root")
+    s = SETUPS[a.setup]
+    data = make_dataset(a.setup, s)
+    common = [f"env={s['env']}", f"dataset.path={data}", f"algo.num_updates={a.updates}", f"num_seeds={a.seeds}",
+              "algo.actor_hidden=[256,256,256]", "algo.critic_hidden=[256,256,256]", f"algo.chunk={s['chunk']}",
+              "algo.num_evals=4", "algo.num_eval_envs=16", "chunks=4", "logger.progress=false"]
+    w_list = f"algo.guidance_weights={s['weights']}".replace(" ", "")
+    root = OUT / a.setup
+    t0 = time.time()
+    runs = {}
+    for algo, extra in (("qgf", [w_list, f"algo.guidance_weight={s['w']}"]), ("fql", [])):
+        d = root / algo
+        if not (d / "summary.json").exists():
+            run(compose([f"algo={algo}", *common, *extra]), d, progress=False)
+        runs[algo] = json.loads((d / "summary.json").read_text())
+    results = {"setup": s, "seeds": a.seeds, "updates": a.updates, "episodes_per_seed": a.episodes, "methods": {}}
+    for name, overrides in (("qgf", [w_list, "algo.guidance=denoised"]), ("qfql", [w_list, "algo.guidance=noisy"]),
+                            ("best_of_n", ["algo.guidance=best_of_n", "algo.guidance_weights=[0]"])):
+        ev = evaluate_run(root / "qgf", a.episodes, 123, overrides)
+        results["methods"][name] = ev["per_weight"]
+    ev = evaluate_run(root / "fql", a.episodes, 123)
+    results["methods"]["fql"] = ev["per_weight"]
+    results["training"] = {k: {"gradient_steps_per_second": v.get("gradient_steps_per_second"),
+                               "compile_seconds": v["compile_seconds"], "run_seconds": v["run_seconds"]} for k, v in runs.items()}
+    results["wall_seconds"] = time.time() - t0
+    (OUT / f"{a.setup}.json").write_text(json.dumps(results, indent=2))
+    plot(a.setup, results)
+    print(json.dumps(results["methods"], indent=1))
+
+
+def plot(setup, results):
+    key = "per_run_success" if setup.startswith("pointmaze") else "per_run_return"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("qgf", "o-"), ("qfql", "s--")):
+        rows = results["methods"][name]
+        ws = np.array([r["w"] for r in rows])
+        succ = np.array([r[key] for r in rows])  # [W, seeds]
+        x = np.where(ws == 0, ws[ws > 0].min() / 3, ws)
+        ax.errorbar(x, succ.mean(1), yerr=succ.std(1), fmt=style, capsize=3,
+                    label={"qgf": "QGF (∇Q at the denoised action)", "qfql": "QFQL (∇Q at the noisy action)"}[name])
+    for name, color in (("best_of_n", "tab:green"), ("fql", "tab:red")):
+        r = results["methods"][name][0]
+        ax.axhline(np.mean(r[key]), color=color, ls=":", label={"best_of_n": "best-of-32 by Q", "fql": "FQL (train-time)"}[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("guidance weight w (leftmost point: w = 0, flow BC)")
+    ax.set_ylabel("success rate" if key == "per_run_success" else "return")
+    ax.set_title(f"{setup}: {results['seeds']} seeds × {results['episodes_per_seed']} episodes, {results['updates']} gradient steps", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / f"{setup}.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
