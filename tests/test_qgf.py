@@ -197,3 +197,24 @@ def test_qgf_and_fql_end_to_end_through_the_console_script(tmp_path):
     r = run("train", "algo=fql", *small, "run_dir=f")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["gradient_steps"] == 60
+
+
+def test_datasets_from_a_trained_policy_are_in_the_env_units_and_learned_in_unit_box(tmp_path):
+    """``dataset from_policy``: sampled actions of a PPO run, one episode per env cut at its end,
+    rewards and masks recorded; the loader rescales Pendulum's [−2, 2] torques to [−1, 1]."""
+    from purejaxrl.collect import collect_many
+    from purejaxrl.config import compose
+    from purejaxrl.experiment import run
+
+    cfg = compose(["algo=ppo", "env=pendulum", "algo.total_timesteps=2048", "algo.num_envs=4", "algo.num_steps=128",
+                   "algo.num_minibatches=2", "algo.num_epochs=1", "num_seeds=1", "algo.num_evals=1",
+                   "algo.num_eval_envs=2", "logger.progress=false"])
+    run(cfg, tmp_path / "ppo", progress=False)
+    info = collect_many([str(tmp_path / "ppo")], 3, tmp_path / "d.npz")
+    raw = np.load(tmp_path / "d.npz")
+    assert info["episodes"] == 3 and info["transitions"] == 3 * 200 and raw["terminals"].sum() == 3
+    assert raw["actions"].shape == (600, 1) and np.abs(raw["actions"]).max() <= 2.0
+    assert np.all(raw["masks"] == 1.0) and raw["rewards"].max() <= 0.0  # Pendulum never terminates; costs ≤ 0
+    d = load(tmp_path / "d.npz", envs.make("pendulum"))
+    np.testing.assert_allclose(np.asarray(d.actions), np.clip(raw["actions"] / 2.0, -1 + 1e-5, 1 - 1e-5), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(d.rewards), raw["rewards"])
