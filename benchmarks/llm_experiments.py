@@ -250,24 +250,23 @@ def tables() -> None:
                 cells.append("–" if e is None else f"{e['test_true_reward']['mean']:.3f} ("
                              + ", ".join(f"{v:.3f}" for v in e["test_true_reward"]["per_seed"]) + ")")
             print(f"| {lab} | " + " | ".join(cells) + " |")
-    lk = load("likelihood")
-    if lk:
-        print("\n(c) digit sum, per seed\n")
-        print("| run | held-out greedy pass@1 | sampled training success (last logged) |")
-        print("|---|---|---|")
-        for k, e in lk.items():
-            if isinstance(e, dict) and "test_pass_at_1" in e:
-                print(f"| {k} | " + ", ".join(_fmt(v) for v in e["test_pass_at_1"]["per_seed"]) + " | "
-                      + ", ".join(_fmt(v) for v in e["final_train_verifier_reward"]["per_seed"]) + " |")
-    sp = load("self_play")
-    if sp:
-        print("\nself-play, per seed\n")
-        print("| run | held-out pass@1 | held-out true reward | mass on the true best answer |")
-        print("|---|---|---|---|")
-        for k, e in sp.items():
-            if isinstance(e, dict) and "test_pass_at_1" in e:
-                print(f"| {k} | " + " | ".join(", ".join(_fmt(v, 3) for v in e[m]["per_seed"])
-                                               for m in ("test_pass_at_1", "test_true_reward", "test_best_answer_prob")) + " |")
+    per_seed_table(load("likelihood"), "(c) digit sum, per seed",
+                   {"held-out greedy pass@1": "test_pass_at_1", "sampled training success (last logged)": "final_train_verifier_reward"})
+    per_seed_table(load("self_play"), "self-play, per seed",
+                   {"held-out pass@1": "test_pass_at_1", "held-out true reward": "test_true_reward",
+                    "mass on the true best answer": "test_best_answer_prob"}, nd=3)
+
+
+def per_seed_table(report, title, columns: dict, nd: int = 2) -> None:
+    """A markdown table: one row per configuration, one column per metric, values per seed."""
+    if not report:
+        return
+    print(f"\n{title}\n")
+    print("| run | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for k, e in report.items():
+        if isinstance(e, dict) and "test_pass_at_1" in e:
+            print(f"| {k} | " + " | ".join(", ".join(_fmt(v, nd) for v in e[m]["per_seed"]) for m in columns.values()) + " |")
 
 
 if __name__ == "__main__":

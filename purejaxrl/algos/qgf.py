@@ -256,19 +256,19 @@ class QGF(Algorithm):
             return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), hp["expectile"])
 
         l_v, g_v = jax.value_and_grad(v_loss)(state.value)
-        y = sg(b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"]))
-
-        def q_loss(cp):
-            q = self._q_all(cp, b["obs"], b["actions"])
-            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
-
-        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(state.critic)
+        y = b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"])
+        (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
         actor, actor_opt = self._step(self.actor_tx, state.actor, state.actor_opt, g_a)
         critic, critic_opt = self._step(self.critic_tx, state.critic, state.critic_opt, g_q)
         value, value_opt = self._step(self.value_tx, state.value, state.value_opt, g_v)
         target = optax.incremental_update(critic, state.target, hp["tau"])
         new = OfflineState(actor, critic, target, value, actor_opt, critic_opt, value_opt, rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
+
+    def critic_loss(self, critic, b, y):
+        """``Σ_i E[(Q_i(s, a) − y)²]`` over the two Q-networks (``y`` held fixed); also the mean Q."""
+        q = self._q_all(critic, b["obs"], b["actions"])
+        return jnp.sum(jnp.mean((q - sg(y)[None]) ** 2, axis=1)), q.mean()
 
     @staticmethod
     def _step(tx, params, opt_state, grads):
@@ -388,13 +388,8 @@ class FQL(QGF):
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
         z_next = jax.random.normal(kz2, b["actions"].shape)
         a_next = self.mu(state.value, b["next_obs"], z_next)
-        y = sg(b["rewards"] + b["discount"] * self._q_all(state.target, b["next_obs"], a_next).mean(0))
-
-        def q_loss(cp):
-            q = self._q_all(cp, b["obs"], b["actions"])
-            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
-
-        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(state.critic)
+        y = b["rewards"] + b["discount"] * self._q_all(state.target, b["next_obs"], a_next).mean(0)
+        (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
         z = jax.random.normal(kz, b["actions"].shape)
         flow_a = sg(self._euler(state.actor, b["obs"], z))
 
