@@ -73,10 +73,14 @@ def check(raw: dict[str, np.ndarray], path, obs_shape: tuple[int, ...], act_dim:
     if not (np.issubdtype(raw["terminals"].dtype, np.bool_) or np.issubdtype(raw["terminals"].dtype, np.number)):
         _fail(path, f"terminals has dtype {raw['terminals'].dtype}; it must be bool or 0/1 numbers")
     for k in ("actions", "terminals", "rewards", "masks"):
-        if k in raw and raw[k].shape[0] != n:
-            _fail(path, f"{k} has {raw[k].shape[0]} rows but observations have {n}; every key needs one row per step")
-    if raw["terminals"].ndim != 1:
-        _fail(path, f"terminals has shape {raw['terminals'].shape}; it must be [N]")
+        if k in raw and (raw[k].ndim == 0 or raw[k].shape[0] != n):
+            _fail(path, f"{k} has {raw[k].shape[0] if raw[k].ndim else 0} rows but observations have {n}; "
+                        "every key needs one row per step")
+    for k in ("terminals", "rewards", "masks"):
+        if k in raw and raw[k].shape != (n,):
+            _fail(path, f"{k} has shape {raw[k].shape}; it must be [N] = ({n},) (flatten a [N, 1] array)")
+        if k in raw and not (np.issubdtype(raw[k].dtype, np.number) or np.issubdtype(raw[k].dtype, np.bool_)):
+            _fail(path, f"{k} has dtype {raw[k].dtype}; it must be numeric")
     for k in ("observations", "actions", "rewards", "masks"):
         if k in raw and not np.all(np.isfinite(raw[k])):
             bad = int(np.argmax(~np.isfinite(raw[k]).reshape(n, -1).all(1)))
@@ -85,7 +89,7 @@ def check(raw: dict[str, np.ndarray], path, obs_shape: tuple[int, ...], act_dim:
         _fail(path, f"{n} steps and no transition within an episode; the dataset is empty")
 
 
-def load(path: str | Path, env, chunk: int = 1, gamma: float = 0.99) -> Dataset:
+def load(path: str | Path, env, chunk: int = 1) -> Dataset:
     """Check and load ``path`` for ``env`` (rewards relabelled for the env's task when the file has none)."""
     raw = read_npz(path)
     space = env.action_space
@@ -93,6 +97,11 @@ def load(path: str | Path, env, chunk: int = 1, gamma: float = 0.99) -> Dataset:
     if act_dim == 0:
         _fail(path, f"{env.name} has discrete actions; offline flow policies need a continuous (Box) action space")
     check(raw, path, env.observation_shape, act_dim)
+    low, high = float(space.low), float(space.high)  # stored in the env's units, learned in [−1, 1]
+    tol = 1e-3 * (high - low)
+    if raw["actions"].min() < low - tol or raw["actions"].max() > high + tol:
+        _fail(path, f"actions range over [{raw['actions'].min():.3g}, {raw['actions'].max():.3g}] but {env.name}'s "
+                    f"action box is [{low:g}, {high:g}]; store actions in the env's units")
     obs = raw["observations"].astype(np.float32)
     terminals = raw["terminals"].astype(bool)
     if "rewards" in raw:
@@ -110,7 +119,6 @@ def load(path: str | Path, env, chunk: int = 1, gamma: float = 0.99) -> Dataset:
     starts = idx[ends[idx + chunk] - ends[idx] == 0]
     if len(starts) == 0:
         _fail(path, f"no episode is longer than the action chunk ({chunk} steps); lower algo.chunk")
-    low, high = float(space.low), float(space.high)  # stored in the env's units, learned in [−1, 1]
     acts = np.clip(2.0 * (raw["actions"].astype(np.float32) - low) / (high - low) - 1.0, -1 + 1e-5, 1 - 1e-5)
     return Dataset(jnp.asarray(obs), jnp.asarray(acts), jnp.asarray(rewards), jnp.asarray(masks),
                    jnp.asarray(starts.astype(np.int32)))

@@ -43,23 +43,24 @@ def collect(run_dir: str | Path, episodes: int, seed: int = 0, run: int = 0) -> 
             ka, ke = jax.random.split(k)
             a = algo.behaviour_action(state, obs, ka)
             nobs, st, r, term, trunc, info = venv.step(ke, st, a)
-            return (nobs, st), (obs, a, r, term)
+            return (nobs, st), (obs, a, r, term, info["final_observation"])
 
         return jax.lax.scan(step, (obs, st), jax.random.split(key, T))[1]
 
-    obs, act, rew, term = (np.asarray(x) for x in rollout(jax.random.PRNGKey(seed)))  # [T, E, ...]
+    obs, act, rew, term, final = (np.asarray(x) for x in rollout(jax.random.PRNGKey(seed)))  # [T, E, ...]
     space = algo.env.action_space
     act = np.clip(act, space.low, space.high)
-    # one episode per env: cut each at its first termination (the auto-reset start after it is dropped)
+    # one episode per env, cut at its first termination; its final observation is stored as one more
+    # row (marked terminal, OGBench's convention) so that the last transition has a next state too
     out = {k: [] for k in ("observations", "actions", "rewards", "masks", "terminals")}
     for e in range(episodes):
         ends = np.flatnonzero(term[:, e])
         n = int(ends[0]) + 1 if len(ends) else T
-        out["observations"].append(obs[:n, e])
-        out["actions"].append(act[:n, e])
-        out["rewards"].append(rew[:n, e])
-        out["masks"].append(1.0 - term[:n, e].astype(np.float32))
-        t = np.zeros(n, bool)
+        out["observations"].append(np.concatenate([obs[:n, e], final[n - 1, e][None]]))
+        out["actions"].append(np.concatenate([act[:n, e], np.zeros_like(act[:1, e])]))
+        out["rewards"].append(np.concatenate([rew[:n, e], [0.0]]))
+        out["masks"].append(np.concatenate([1.0 - term[:n, e].astype(np.float32), [0.0]]))
+        t = np.zeros(n + 1, bool)
         t[-1] = True
         out["terminals"].append(t)
     return {k: np.concatenate(v).astype(np.float32 if k != "terminals" else bool) for k, v in out.items()}
@@ -68,6 +69,12 @@ def collect(run_dir: str | Path, episodes: int, seed: int = 0, run: int = 0) -> 
 def collect_many(run_dirs: list[str], episodes: int, out: str | Path, seed: int = 0) -> dict:
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} must be >= 1")
+    import yaml
+
+    env_names = {str(d): (yaml.safe_load((Path(d) / "config.yaml").read_text()) or {}).get("env", {}).get("name")
+                 if (Path(d) / "config.yaml").exists() else None for d in run_dirs}
+    if len(set(env_names.values())) > 1:
+        raise ConfigError(f"--policy runs were trained in different envs {env_names}; mix policies of one env")
     parts = [collect(d, episodes, seed + i) for i, d in enumerate(run_dirs)]
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out = Path(out)

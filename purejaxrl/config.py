@@ -99,8 +99,9 @@ def _type_error(key: str, value: Any, default: Any) -> str | None:
     return f"{key}={value!r} has the wrong type: expected {want} (default {default!r})"
 
 
-def validate(cfg: dict) -> None:
-    """Raise :class:`ConfigError` listing every problem in a resolved config (a plain dict)."""
+def validate(cfg: dict, check_data: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every problem in a resolved config (a plain dict);
+    ``check_data=False`` skips reading an offline dataset (evaluation needs none)."""
     from purejaxrl.algos import REGISTRY
 
     errs: list[str] = []
@@ -143,7 +144,7 @@ def validate(cfg: dict) -> None:
     errs += _network_errors(cfg.get("network") or {})
     for k in sorted(set(cfg.get("dataset") or {}) - {"path"}):
         errs.append(f"dataset.{k} is not a dataset setting; valid: path")
-    if getattr(cls, "NEEDS_DATASET", False) and not errs:
+    if getattr(cls, "NEEDS_DATASET", False) and not errs and check_data:
         import envs as _envs
 
         errs += cls.dataset_errors(cfg, _envs.make(env["name"], **dict(env.get("kwargs") or {})))
@@ -257,13 +258,13 @@ def run_grid(cfg: dict, hparam_names: tuple[str, ...]) -> tuple[list[dict], dict
     return runs, hparams, np.asarray(seeds, np.int64)
 
 
-IDENTITY_KEYS = ("algo", "env", "network", "seed", "num_seeds", "vmap")
+IDENTITY_KEYS = ("algo", "env", "network", "seed", "num_seeds", "vmap", "dataset")
 
 
 def identity(cfg: dict) -> dict:
     """The part of a config that determines the results; a checkpoint only resumes into a config
     whose identity is the same."""
-    return {k: cfg.get(k) for k in IDENTITY_KEYS}
+    return {k: cfg.get(k) for k in IDENTITY_KEYS if k != "dataset" or (cfg.get("dataset") or {}).get("path")}
 
 
 def first_difference(saved: Any, current: Any, prefix: str = "") -> str | None:

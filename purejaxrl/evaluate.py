@@ -50,20 +50,23 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
         raise ConfigError(f"{cfg_path} is not a purejaxrl train config (llm runs have no greedy evaluation)")
     if not Checkpointer.exists(run_dir / "checkpoints"):
         raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/ is empty or missing): train it first")
-    validate(cfg)
+    validate(cfg, check_data=False)  # evaluation needs the policy, not the dataset it was trained on
     ev_cfg = cfg
     if eval_overrides:
         unused = set(eval_overrides) - set(cfg["algo"])
         if unused:
             raise ConfigError(f"{sorted(unused)} are not settings of algo={cfg['algo']['name']}")
         ev_cfg = {**cfg, "algo": {**cfg["algo"], **eval_overrides}}
+        ws = eval_overrides.get("guidance_weights")
         if "guidance_weights" in eval_overrides and "guidance_weight" not in eval_overrides:
-            ev_cfg["algo"]["guidance_weight"] = float(eval_overrides["guidance_weights"][0])
-        validate(ev_cfg)
+            if not isinstance(ws, list) or not ws or not all(isinstance(w, (int, float)) for w in ws):
+                raise ConfigError(f"algo.guidance_weights={ws!r} must be a non-empty list of numbers, e.g. [0,0.01,0.02]")
+            ev_cfg["algo"]["guidance_weight"] = float(ws[0])
+        validate(ev_cfg, check_data=False)
     algo = build_algorithm(cfg)
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
     hparams = batch_hparams(algo, hparams, len(runs))
-    trainer = Trainer(algo, len(runs), 1)
+    trainer = Trainer(algo, len(runs), 1, load_data=False)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:
@@ -112,9 +115,12 @@ def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
     per_w = [{"w": w, "mean_return": float(ret[:, j].mean()), "success_rate": float(succ[:, j].mean()),
               "per_run_success": [float(x) for x in succ[:, j].mean(1)],
               "per_run_return": [float(x) for x in ret[:, j].mean(1)]} for j, w in enumerate(ws)]
-    return {"per_weight": per_w, "guidance": algo.guidance, "episodes_per_run": num_episodes,
-            "per_run": [{**r, "mean_return": float(ret[i].mean()), "std_return": float(ret[i].std())} for i, r in enumerate(runs)],
-            "mean": float(ret.mean())}
+    k = ws.index(algo.guidance_weight) if algo.guidance_weight in ws else 0  # the deployed w, as eval_return
+    return {"per_weight": per_w, "guidance": algo.name if algo.name == "fql" else algo.guidance,
+            "guidance_weight": ws[k], "episodes_per_run": num_episodes,
+            "per_run": [{**r, "mean_return": float(ret[i, k].mean()), "std_return": float(ret[i, k].std())}
+                        for i, r in enumerate(runs)],
+            "mean": float(ret[:, k].mean())}
 
 
 def eval_main(argv: list[str]) -> None:

@@ -30,7 +30,8 @@ def build_algorithm(cfg: dict, **kwargs) -> Algorithm:
 class Trainer:
     """Compiled pieces of a training run over ``num_runs`` runs."""
 
-    def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None, vmap_single: bool = False):
+    def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None, vmap_single: bool = False,
+                 load_data: bool = True):
         self.algo = algo
         self.num_runs = int(num_runs)
         self.num_updates = algo.num_updates
@@ -46,7 +47,7 @@ class Trainer:
             chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None, None))
         self._init = jax.jit(init)
         self._chunk = jax.jit(chunk, static_argnums=(4, 5), donate_argnums=0)
-        self.data = algo.load_data()  # an offline dataset: one argument shared by every run
+        self.data = algo.load_data() if load_data else None  # an offline dataset: one argument shared by every run
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 

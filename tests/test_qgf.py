@@ -147,6 +147,8 @@ def test_dataset_format_relabelling_and_chunks(tmp_path):
     ("nan_actions", "actions has NaN"),
     ("action_dim", "action dimension is 2"),
     ("rows", "terminals has 10 rows"),
+    ("column_rewards", "rewards has shape"),
+    ("out_of_box", "action box is [-1, 1]"),
 ])
 def test_loader_rejects_malformed_files(tmp_path, defect, fragment):
     generate("pointmaze_medium_navigate", 2, tmp_path / "good.npz")
@@ -168,6 +170,10 @@ def test_loader_rejects_malformed_files(tmp_path, defect, fragment):
             raw["actions"] = np.zeros((len(raw["actions"]), 3), np.float32)
         elif defect == "rows":
             raw["terminals"] = raw["terminals"][:10]
+        elif defect == "column_rewards":  # a D4RL conversion's [N, 1]
+            raw["rewards"] = np.zeros((len(raw["actions"]), 1), np.float32)
+        elif defect == "out_of_box":
+            raw["actions"] = raw["actions"] * 5
         np.savez(path, **raw)
     with pytest.raises(DatasetError, match="dataset.path=") as e:
         load(path, envs.make("pointmaze_medium"))
@@ -212,9 +218,11 @@ def test_datasets_from_a_trained_policy_are_in_the_env_units_and_learned_in_unit
     run(cfg, tmp_path / "ppo", progress=False)
     info = collect_many([str(tmp_path / "ppo")], 3, tmp_path / "d.npz")
     raw = np.load(tmp_path / "d.npz")
-    assert info["episodes"] == 3 and info["transitions"] == 3 * 200 and raw["terminals"].sum() == 3
-    assert raw["actions"].shape == (600, 1) and np.abs(raw["actions"]).max() <= 2.0
-    assert np.all(raw["masks"] == 1.0) and raw["rewards"].max() <= 0.0  # Pendulum never terminates; costs ≤ 0
+    # 200 steps per episode plus its final observation, stored as a terminal row (no transition from it)
+    assert info["episodes"] == 3 and info["transitions"] == 3 * 201 and raw["terminals"].sum() == 3
+    assert raw["actions"].shape == (603, 1) and np.abs(raw["actions"]).max() <= 2.0
+    assert np.all(raw["masks"][~raw["terminals"]] == 1.0) and raw["rewards"].max() <= 0.0  # never terminates; costs ≤ 0
+    assert load(tmp_path / "d.npz", envs.make("pendulum")).size == 3 * 200  # every step is a transition
     d = load(tmp_path / "d.npz", envs.make("pendulum"))
     np.testing.assert_allclose(np.asarray(d.actions), np.clip(raw["actions"] / 2.0, -1 + 1e-5, 1 - 1e-5), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(d.rewards), raw["rewards"])

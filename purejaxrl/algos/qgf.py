@@ -139,7 +139,7 @@ class OfflineState:
 class QGF(Algorithm):
     name = "qgf"
     HPARAMS = ("lr", "gamma", "tau", "expectile")
-    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, False),
+    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, True),
                      "expectile": (0.0, 1.0, True)}
     NEEDS_DATASET = True
     unit = "update"
@@ -289,7 +289,7 @@ class QGF(Algorithm):
         """An action chunk ``[..., H·act_dim]`` for observations ``[..., obs_dim]``."""
         if self.guidance == "best_of_n":
             N = self.num_candidates
-            cands = jax.vmap(lambda k: self.flow_sample(state, obs, k))(jax.random.split(key, N))  # [N, B, A]
+            cands = jax.vmap(lambda k: self.flow_sample(state, obs, k, 0.0, "none"))(jax.random.split(key, N))  # [N, B, A]
             q = jax.vmap(lambda a_: self.min_q(state, obs, a_))(cands)  # [N, B]
             return jnp.take_along_axis(cands, jnp.argmax(q, 0)[None, :, None], 0)[0]
         return self.flow_sample(state, obs, key, w, self.guidance)
@@ -366,7 +366,7 @@ class FQL(QGF):
 
     name = "fql"
     HPARAMS = ("lr", "gamma", "tau", "alpha")
-    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, False),
+    HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, True),
                      "alpha": (0.0, math.inf, False)}
 
     def __init__(self, algo_cfg, env_cfg, network_cfg, dataset=None):
@@ -395,7 +395,7 @@ class FQL(QGF):
 
         def mu_loss(mp):
             a = self.mu(mp, b["obs"], z)
-            distill = jnp.mean(jnp.sum((a - flow_a) ** 2, -1))
+            distill = jnp.mean((a - flow_a) ** 2)  # a mean over every action dimension, as FQL
             return hp["alpha"] * distill - self._q_all(state.critic, b["obs"], a).mean(), distill
 
         (l_mu, distill), g_mu = jax.value_and_grad(mu_loss, has_aux=True)(state.value)
