@@ -1,6 +1,7 @@
 """The LLM-loss experiments, several seeds each, with plots and a JSON summary.
 
     python benchmarks/llm_experiments.py cold_start --seeds 3   # (a) GRPO, Dr. GRPO, GARL q=.75, PAFT q=.75; 1M model, 600 iterations
+    python benchmarks/llm_experiments.py cold_start_lr3e-4 --seeds 3   # the same at learning rate 3e-4
     python benchmarks/llm_experiments.py noise           # (b) DPO, conservative DPO, ADPO variants under label / score noise
     python benchmarks/llm_experiments.py likelihood      # (c) log-prob / prob vs binary reward on digit sum, with an SFT-only control
     python benchmarks/llm_experiments.py self_play       # SPPO (4 and 8 samples per prompt) vs Nash-MP from the same warm start
@@ -41,8 +42,9 @@ NOISES = ("none", "flip:0.2", "flip:0.4", "gauss:0.3", "cauchy:0.2")
 
 
 def experiments(name: str, seeds: int, iterations: int | None):
-    if name == "cold_start":
+    if name in ("cold_start", "cold_start_lr3e-4"):  # the 1M model at the tiny model's lr 1e-3, and at 3e-4
         task = {"name": "combination_lock", "kwargs": {}}
+        lr = 3e-4 if name.endswith("lr3e-4") else 1e-3
         losses = {
             "grpo": {"name": "grpo", **PG},
             "dr_grpo": {"name": "dr_grpo", **PG},
@@ -50,7 +52,7 @@ def experiments(name: str, seeds: int, iterations: int | None):
             "paft_q0.75": {"name": "paft", "q": 0.75},
         }
         for label, loss in losses.items():
-            yield label, {**BASE, "task": task, "loss": loss, "model": SMALL, "iterations": iterations or 600}
+            yield label, {**BASE, "task": task, "loss": loss, "model": SMALL, "iterations": iterations or 600, "lr": lr}
     elif name == "noise":
         task = {"name": "sort_letters", "kwargs": {}}
         init = _sft_init(task)
@@ -83,7 +85,7 @@ def experiments(name: str, seeds: int, iterations: int | None):
             yield label, {**BASE, "task": task, "loss": {"name": "dr_grpo", **PG}, "reward": reward,
                           "policy_gradient": pg, "iterations": iterations or 150}
     else:
-        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, noise, likelihood, self_play, tables")
+        raise SystemExit(f"unknown experiment {name!r}; valid: cold_start, cold_start_lr3e-4, noise, likelihood, self_play, tables")
 
 
 def _sft_init(task):
