@@ -217,6 +217,25 @@ def _fmt(v, nd=2):
     return "–" if v is None else f"{v:.{nd}f}"
 
 
+def cold_start_table(cs, exp, names):
+    """Per seed: pass@1 per level at iteration 150 (the same runs' logged evaluation) and at the end."""
+    if not cs:
+        return
+    it150 = next(k.rsplit("iteration", 1)[1] for k in cs["grpo"] if k.startswith("pass_at_1_level1_iteration"))
+    n = len(cs["grpo"]["test_pass_at_1"]["per_seed"])
+    print(f"\n(a) {exp}: held-out greedy pass@1 per seed ({n} seeds), at iteration {it150} and at the end\n")
+    print("| loss | level 1 @150 | level 2 @150 | level 1 end | level 2 end | level 3 end | level 2 passes 0.5 at |")
+    print("|---|---|---|---|---|---|---|")
+    for k, e in cs.items():
+        if not isinstance(e, dict) or k not in names:
+            continue
+        ps = lambda key: ", ".join(_fmt(v) for v in e[key])  # noqa: E731
+        end = lambda lv: ", ".join(_fmt(v) for v in e[f"test_pass_at_1_level{lv}"]["per_seed"])  # noqa: E731
+        esc = ", ".join("never" if v is None else str(v) for v in e["escape_iteration_level2"])
+        print(f"| {names[k]} | {ps(f'pass_at_1_level1_iteration{it150}')} | {ps(f'pass_at_1_level2_iteration{it150}')} "
+              f"| {end(1)} | {end(2)} | {end(3)} | {esc} |")
+
+
 def tables() -> None:
     """Print the README's tables from the recorded JSON files (nothing typed by hand)."""
     def load(n):
@@ -224,21 +243,8 @@ def tables() -> None:
         return json.loads(f.read_text()) if f.exists() else None
 
     names = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "garl_q0.75": "GARL q = 0.75", "paft_q0.75": "PAFT q = 0.75"}
-    cs = load("cold_start")
-    if cs:
-        it150 = next(k.rsplit("iteration", 1)[1] for k in cs["grpo"] if k.startswith("pass_at_1_level1_iteration"))
-        n = len(cs["grpo"]["test_pass_at_1"]["per_seed"])
-        print(f"\n(a) held-out greedy pass@1 per seed ({n} seeds), at iteration {it150} and at the end\n")
-        print("| loss | level 1 @150 | level 2 @150 | level 1 end | level 2 end | level 3 end | level 2 passes 0.5 at |")
-        print("|---|---|---|---|---|---|---|")
-        for k, e in cs.items():
-            if not isinstance(e, dict) or k not in names:
-                continue
-            ps = lambda key: ", ".join(_fmt(v) for v in e[key])  # noqa: E731
-            end = lambda lv: ", ".join(_fmt(v) for v in e[f"test_pass_at_1_level{lv}"]["per_seed"])  # noqa: E731
-            esc = ", ".join("never" if v is None else str(v) for v in e["escape_iteration_level2"])
-            print(f"| {names[k]} | {ps(f'pass_at_1_level1_iteration{it150}')} | {ps(f'pass_at_1_level2_iteration{it150}')} "
-                  f"| {end(1)} | {end(2)} | {end(3)} | {esc} |")
+    for exp in ("cold_start", "cold_start_lr3e-4"):
+        cold_start_table(load(exp), exp, names)
     nz = load("noise")
     if nz:
         print("\n(b) held-out greedy true reward, mean of seeds (per seed)\n")

@@ -395,3 +395,15 @@ def test_pg_statistics_count_clipped_tokens():
     assert "kl" not in st
     st = L.pg_statistics(logp, old, logp, mask, jnp.array([1.0, -1.0]))
     assert float(st["kl"]) == pytest.approx(0.0)
+
+
+def test_adpo_soft_pair_target_at_the_flip_rate_is_conservative_dpo():
+    """ADPO's pairwise target (1 − ε, ε) with τ = 1/β is cDPO with label_smoothing = ε, exactly: the
+    noise experiment's cDPO baseline therefore reproduces ADPO-pair at the true flip rate."""
+    rng = np.random.default_rng(1)
+    lp, ref = jnp.asarray(rng.normal(size=(6, 2)) - 3, jnp.float32), jnp.asarray(rng.normal(size=(6, 2)) - 3, jnp.float32)
+    beta, eps = 0.1, 0.2
+    u = L.adpo_logits(lp, ref, 1.0 / beta)
+    adpo = L.adpo_loss(u, L.adpo_targets_pairwise(jnp.full((6,), 1.0 - eps)))
+    cdpo = L.dpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], beta, label_smoothing=eps)
+    assert float(adpo) == pytest.approx(float(cdpo), rel=1e-6)
