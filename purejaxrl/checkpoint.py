@@ -69,12 +69,14 @@ class Checkpointer:
                else "start a new run_dir")
         return ConfigError(f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {first}); {fix}")
 
-    def restore(self, abstract_state: Any, identity: dict, step: int | None = None) -> tuple[Any, dict]:
+    def restore(self, abstract_state: Any, identity: dict, step: int | None = None, ignore: tuple = ()) -> tuple[Any, dict]:
         """Restore the state after checking that the checkpoint was written by a config with the same
-        identity (raises :class:`ConfigError` naming the first differing field otherwise)."""
+        identity, apart from the ``ignore`` keys (raises :class:`ConfigError` naming the first
+        differing field otherwise)."""
         step = self.latest_step() if step is None else step
         meta = self.read_meta(step)
-        diff = first_difference(meta["identity"], identity)
+        drop = lambda d: {k: v for k, v in d.items() if k not in ignore} if isinstance(d, dict) else d  # noqa: E731
+        diff = first_difference(drop(meta["identity"]), drop(identity))
         if diff:
             raise ConfigError(
                 f"cannot resume from {self.directory}: the config differs from the one that wrote it ({diff}); "

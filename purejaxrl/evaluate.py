@@ -70,7 +70,8 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:
-        state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
+        # the policy is what was trained; the dataset it was trained on does not matter to evaluation
+        state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg), ignore=("dataset",))
     finally:
         ckpt.close()
     if ev_cfg is not cfg:  # the trained state, evaluated with other evaluation-only settings
