@@ -98,7 +98,8 @@ def train_main(argv: list[str]) -> None:
     def report(summary, run_dir):
         fr = summary["final_return"]
         print(f"final greedy return {fr['mean']} ± {fr['std']} over {len(fr['per_seed'])} run(s); "
-              f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s; results in {run_dir}")
+              + (f"{summary['gradient_steps_per_second'] or 0:,.0f} gradient steps/s" if "gradient_steps" in summary
+                 else f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s") + f"; results in {run_dir}")
         return fr["mean"]  # the Optuna sweeper maximises this
 
     _hydra_entry(CONF_DIR, argv, run, report)

@@ -126,7 +126,6 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                     seen = ev[r][~np.isnan(ev[r])]
                     if seen.size:
                         last[r] = seen[-1]
-            last_eval = last_evals.get("eval_return", last_eval)
             logger.log_chunk(start, metrics, spu, trainer.num_updates)
             start += n
             chunks_done += 1
@@ -171,7 +170,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         evals = start // trainer.eval_every + int(completed and trainer.num_updates % trainer.eval_every != 0)
         summary.update({"env_steps": 0, "total_env_steps": 0, "env_steps_per_second": None, "gradient_steps": start,
                         "gradient_steps_per_second": start * len(runs) / run_seconds if run_seconds > 0 else None,
-                        "evaluation_episodes_per_run": evals * algo.num_eval_envs * len(getattr(algo, "eval_weights", list)() or [0])})
+                        "evaluation_episodes_per_run": evals * algo.episodes_per_evaluation})
     others = {k: v for k, v in last_evals.items() if k != "eval_return"}
     if others:  # e.g. success rate, and per guidance weight
         summary["final_eval"] = {k: {"mean": _f(np.nanmean(v)) if not np.isnan(v).all() else None,

@@ -109,6 +109,11 @@ class Algorithm(abc.ABC):
         normalize = bool(self.cfg.get("normalize_reward", False)) and not evaluation
         return _envs.make_stack(self.env, num_envs, normalize_reward=normalize, gamma=hp.get("gamma", 0.99))
 
+    @property
+    def episodes_per_evaluation(self) -> int:
+        """Episodes one :meth:`evaluate` call runs (for the summary)."""
+        return self.num_eval_envs
+
     def evaluate(self, state: Any, hp: Params, i: jax.Array) -> dict[str, jax.Array]:
         """Mean return of one greedy episode in each of ``num_eval_envs`` fresh environments."""
         key = jax.random.fold_in(self.eval_key(state), i)

@@ -221,17 +221,20 @@ class QGF(Algorithm):
         actor = self.velocity.init(k_a, obs, act, 0.0)
         critic = jax.vmap(lambda k: self.q.init(k, obs, act))(jax.random.split(k_q, 2))
         value = self._init_value(k_v, obs, act)
-        self._opts(hp)
-        return OfflineState(actor, critic, critic, value, self.actor_tx.init(actor), self.critic_tx.init(critic),
-                            self.value_tx.init(value), key)
+        tx = self.optimizer(hp)
+        return OfflineState(actor, critic, critic, value, tx.init(actor), tx.init(critic), tx.init(value), key)
 
     def _init_value(self, key, obs, act):
         return self.v.init(key, obs)
 
-    def _opts(self, hp):
-        self.actor_tx = optax.adam(hp["lr"])
-        self.critic_tx = optax.adam(hp["lr"])
-        self.value_tx = optax.adam(hp["lr"])
+    @staticmethod
+    def optimizer(hp):
+        """Adam at the traced ``lr``; the three networks each keep their own state of it."""
+        return optax.adam(hp["lr"])
+
+    def to_env(self, a):
+        """Actions learned in [−1, 1] → the env's action box."""
+        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
     def params(self, state):
         return (state.actor, state.critic, state.value)
@@ -246,7 +249,7 @@ class QGF(Algorithm):
     def update(self, state, hp, i, data):
         from envs.datasets import sample_batch
 
-        self._opts(hp)
+        tx = self.optimizer(hp)
         rng, kb, kf = jax.random.split(state.rng, 3)
         b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf)
@@ -258,9 +261,9 @@ class QGF(Algorithm):
         l_v, g_v = jax.value_and_grad(v_loss)(state.value)
         y = b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"])
         (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
-        actor, actor_opt = self._step(self.actor_tx, state.actor, state.actor_opt, g_a)
-        critic, critic_opt = self._step(self.critic_tx, state.critic, state.critic_opt, g_q)
-        value, value_opt = self._step(self.value_tx, state.value, state.value_opt, g_v)
+        actor, actor_opt = self._step(tx, state.actor, state.actor_opt, g_a)
+        critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
+        value, value_opt = self._step(tx, state.value, state.value_opt, g_v)
         target = optax.incremental_update(critic, state.target, hp["tau"])
         new = OfflineState(actor, critic, target, value, actor_opt, critic_opt, value_opt, rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
@@ -295,12 +298,15 @@ class QGF(Algorithm):
         return self.flow_sample(state, obs, key, w, self.guidance)
 
     def greedy_action(self, state, obs):
-        a = self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0][: self.act_dim]
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        return self.to_env(self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0][: self.act_dim])
 
     # ---- evaluation: every guidance weight, one compile ----
     def eval_weights(self) -> list[float]:
         return [0.0] if self.guidance == "best_of_n" else self.weights
+
+    @property
+    def episodes_per_evaluation(self) -> int:
+        return self.num_eval_envs * len(self.eval_weights())
 
     def chunk_episodes(self, state, key, w, num_envs: int):
         """Return and success of the first episode in each of ``num_envs`` envs, chunks executed open-loop."""
@@ -318,8 +324,7 @@ class QGF(Algorithm):
         def body(c):
             obs, st, key, t, done, ret, succ = c
             key, k_act, k_env = jax.random.split(key, 3)
-            chunk = self.act(state, obs, k_act, w).reshape(num_envs, H, A)
-            chunk = self.low + (chunk + 1.0) * 0.5 * (self.high - self.low)  # [−1, 1] → the env's action box
+            chunk = self.to_env(self.act(state, obs, k_act, w).reshape(num_envs, H, A))
 
             def one(c2, h):
                 obs, st, done, ret, succ = c2
@@ -334,11 +339,6 @@ class QGF(Algorithm):
 
         *_, ret, succ = jax.lax.while_loop(cond, body, carry)
         return ret, succ
-
-    def make_venv(self, num_envs, hp, evaluation=False):
-        import envs as _envs
-
-        return _envs.make_stack(self.env, num_envs)
 
     def evaluate_weights(self, state, key, num_envs: int, weights=None):
         ws = jnp.asarray(self.eval_weights() if weights is None else weights, jnp.float32)
@@ -382,7 +382,7 @@ class FQL(QGF):
     def update(self, state, hp, i, data):
         from envs.datasets import sample_batch
 
-        self._opts(hp)
+        tx = self.optimizer(hp)
         rng, kb, kf, kz, kz2 = jax.random.split(state.rng, 5)
         b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
@@ -399,9 +399,9 @@ class FQL(QGF):
             return hp["alpha"] * distill - self._q_all(state.critic, b["obs"], a).mean(), distill
 
         (l_mu, distill), g_mu = jax.value_and_grad(mu_loss, has_aux=True)(state.value)
-        actor, actor_opt = self._step(self.actor_tx, state.actor, state.actor_opt, g_a)
-        critic, critic_opt = self._step(self.critic_tx, state.critic, state.critic_opt, g_q)
-        onestep, onestep_opt = self._step(self.value_tx, state.value, state.value_opt, g_mu)
+        actor, actor_opt = self._step(tx, state.actor, state.actor_opt, g_a)
+        critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
+        onestep, onestep_opt = self._step(tx, state.value, state.value_opt, g_mu)
         target = optax.incremental_update(critic, state.target, hp["tau"])
         new = OfflineState(actor, critic, target, onestep, actor_opt, critic_opt, onestep_opt, rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "onestep_loss": l_mu, "distill_loss": distill,

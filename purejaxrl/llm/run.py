@@ -64,8 +64,8 @@ def validate_llm(cfg: dict) -> None:
             errs.append(f"{k}={cfg[k]!r} must be >= 0")
     loss_cfg = cfg.get("loss") or {}
     loss = loss_cfg.get("name")
-    if cfg.get("mode") == "rl" and loss not in T.RL_LOSSES:
-        errs.append(f"loss={loss!r} is not an RL loss; valid: {', '.join(T.RL_LOSSES)}")
+    if cfg.get("mode") == "rl" and loss not in R.REGISTRY:  # the registry as it is now (losses registered later count)
+        errs.append(f"loss={loss!r} is not an RL loss; valid: {', '.join(R.REGISTRY)}")
     if cfg.get("mode") == "pref" and loss not in T.PREF_LOSSES:
         errs.append(f"loss={loss!r} is not a preference loss (llm pref needs one, e.g. loss=dpo); "
                     f"valid: {', '.join(T.PREF_LOSSES)}")
@@ -233,8 +233,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                                 cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
                                 cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2),
                                 loss_options=tuple(sorted(loss_opts.items())),
-                                policy_gradient=cfg.get("policy_gradient", True), data_seed=cfg.get("data_seed", 12345),
-                                iterations=cfg["iterations"])
+                                policy_gradient=cfg.get("policy_gradient", True), data_seed=cfg.get("data_seed", 12345))
         if settings.curriculum_pool:
             state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
         it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)

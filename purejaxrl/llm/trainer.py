@@ -18,7 +18,7 @@ from purejaxrl.llm.model import ModelConfig, forward, grouped_completion_logits,
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 
-RL_LOSSES = tuple(R.REGISTRY)
+RL_LOSSES = tuple(R.REGISTRY)  # the built-in ones; R.REGISTRY also holds losses registered later
 PREF_LOSSES = ("dpo", "adpo_pair", "adpo_list", "adpo_pl", "sppo", "nash_mp")
 
 
@@ -36,7 +36,6 @@ class RLSettings:
     loss_options: tuple = ()       # the loss's static options as ((key, value), ...), e.g. (("loss_type", "dapo"),)
     policy_gradient: bool = True   # False with a likelihood reward: only its teacher-forced term (SFT-only control)
     data_seed: int = 12345         # the curriculum's fixed prompt pool
-    iterations: int = 1            # total iterations of the run (EPO's phase-based weight reads progress)
     share_prompts: bool = True     # run each prompt once per group (sampler prefill and training forward); False: per row
 
 
