@@ -2,13 +2,15 @@
 
 A file holds ``observations [N, obs_dim]``, ``actions [N, act_dim]`` (floats) and ``terminals [N]``
 (true on each episode's last stored step, which has no next state); ``rewards`` and ``masks`` are
-optional — without them they are relabelled from the observations for the env's single task
-(point-maze: ``reward = success − 1``, ``mask = 1 − success``).  :func:`load` checks the file before
+optional — without them they are relabelled for the env's single task (point-maze, from the
+observations: ``reward = success − 1``, ``mask = 1 − success``; OGBench manipulation, from ``qpos``
+and ``button_states``: ``reward = −#unsatisfied subgoals``, ``mask = 1 − success``).  :func:`load` checks the file before
 anything is compiled and turns it into :class:`Dataset` (device arrays, shared by every vmapped run).
 """
 
 from __future__ import annotations
 
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +109,8 @@ def load(path: str | Path, env, chunk: int = 1) -> Dataset:
     if "rewards" in raw:
         rewards = raw["rewards"].astype(np.float32)
         masks = raw["masks"].astype(np.float32) if "masks" in raw else np.ones_like(rewards)
+    elif hasattr(env, "relabel"):  # OGBench's manipulation tasks: from qpos / button_states, OGBench's rule
+        rewards, masks = env.relabel(raw, path)
     elif hasattr(env.unwrapped, "goal_xy"):
         from envs.pointmaze import relabel
 
@@ -149,28 +153,70 @@ class Spec:
 
 
 GENERATORS = {
-    f"pointmaze_{m}_{kind}": Spec(f"pointmaze_{m}", kind, n, length)
-    for m in ("medium", "large", "giant")
-    for kind, n, length in (("navigate", 1000 if m != "giant" else 500, 1001 if m != "giant" else 2001),
-                            ("stitch", 5000, 201))
+    **{f"pointmaze_{m}_{kind}": Spec(f"pointmaze_{m}", kind, n, length)
+       for m in ("medium", "large", "giant")
+       for kind, n, length in (("navigate", 1000 if m != "giant" else 500, 1001 if m != "giant" else 2001),
+                               ("stitch", 5000, 201))},
+    # OGBench's manipulation datasets (1000 episodes of 1001 steps each), with the ogbench package's oracles
+    **{f"ogbench_{t}_{kind}": Spec(f"ogbench_{t}", kind, 1000, 1001)
+       for t in ("cube_single", "cube_double", "puzzle_3x3", "puzzle_4x4", "scene") for kind in ("play", "noisy")},
 }
+DEFAULT_NOISE = {"pointmaze": 0.5, "ogbench": 0.1}
 
 
-def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, noise: float = 0.5) -> dict:
-    """Write an OGBench-format dataset ``name`` (e.g. ``pointmaze_medium_navigate``) to ``out``."""
+def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, noise: float | None = None,
+             episode_length: int | None = None) -> dict:
+    """Write an OGBench-format dataset ``name`` (e.g. ``pointmaze_medium_navigate``,
+    ``ogbench_cube_single_play``) to ``out``; ``noise``: the oracle's action noise (default 0.5 for
+    the point maze, OGBench's 0.1 for manipulation)."""
     if name not in GENERATORS:
         raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(GENERATORS)}")
     spec = GENERATORS[name]
     n = spec.episodes if episodes is None else int(episodes)
+    length = spec.episode_length if episode_length is None else int(episode_length)
     if n < 1:
         raise DatasetError(f"--episodes={n} must be >= 1")
-    from envs.pointmaze import generate_navigate
+    if length < 2:
+        raise DatasetError(f"--episode-length={length} must be >= 2")
+    family = spec.env.split("_")[0]
+    noise = DEFAULT_NOISE[family] if noise is None else float(noise)
+    if noise < 0:
+        raise DatasetError(f"--noise={noise} must be >= 0")
+    t0 = time.perf_counter()
+    if family == "ogbench":
+        from envs import ogbench
 
-    d = generate_navigate(spec.env[len("pointmaze_"):], jax.random.PRNGKey(seed), n, spec.episode_length, noise, spec.kind)
+        try:
+            d = ogbench.generate(spec.env[len("ogbench_"):], spec.kind, n, length, seed,
+                                 ogbench.Collection(noise=noise), progress=_progress(n))
+        except ImportError as e:
+            raise DatasetError(str(e)) from e
+    else:
+        from envs.pointmaze import generate_navigate
+
+        d = generate_navigate(spec.env[len("pointmaze_"):], jax.random.PRNGKey(seed), n, length, noise, spec.kind)
+        d = jax.device_get(d)
+    seconds = time.perf_counter() - t0
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez_compressed(tmp, **d)
     tmp.replace(out)
     return {"name": name, "path": str(out), "episodes": n, "transitions": int(len(d["observations"])),
-            "episode_length": spec.episode_length, "noise": noise, "seed": seed}
+            "episode_length": length, "noise": noise, "seed": seed, "seconds": round(seconds, 2),
+            "transitions_per_second": round(len(d["observations"]) / seconds, 1)}
+
+
+def _progress(total: int):
+    """A progress bar over episodes (host-stepped generators)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="episode", dynamic_ncols=True, mininterval=1.0)
+
+    def update(done: int, rate: float):
+        bar.update(done - bar.n)
+        bar.set_postfix({"transitions/s": f"{rate:,.0f}"}, refresh=False)
+        if done >= total:
+            bar.close()
+
+    return update

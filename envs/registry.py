@@ -50,7 +50,10 @@ def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
     from envs.pointmaze import MAZES
 
-    return sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
+    from envs.ogbench import TASKS
+
+    return (sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
+            + [f"ogbench_{t}" for t in TASKS])
 
 
 def make(name: str, **kwargs: Any) -> Environment:
@@ -59,7 +62,8 @@ def make(name: str, **kwargs: Any) -> Environment:
     ``name`` is a gymnax id (``"CartPole-v1"``, ``"Breakout-MinAtar"``, ...), one of the short
     aliases (``"cartpole"``, ``"minatar_breakout"``, ...) or ``"brax/<env>"`` (``"brax/hopper"``).
     Keyword arguments go to the backend (gymnax ``EnvParams`` fields, or Brax's constructor plus
-    ``episode_length``).
+    ``episode_length``).  ``"ogbench_<task>"`` (``"ogbench_cube_single"``) is an OGBench MuJoCo
+    task stepped on the host, for offline algorithms (``kwargs``: ``task`` 1–5).
     """
     if name.startswith("pointmaze_"):
         from envs.pointmaze import MAZES, PointMaze
@@ -68,6 +72,10 @@ def make(name: str, **kwargs: Any) -> Environment:
         if maze not in MAZES:
             raise ValueError(f"Unknown point maze {name!r}; valid: {', '.join('pointmaze_' + m for m in MAZES)}")
         return PointMaze(maze, **kwargs)
+    if name.startswith("ogbench_"):
+        from envs.ogbench import OGBenchEnv
+
+        return OGBenchEnv(name[len("ogbench_"):], **kwargs)
     if name.startswith("brax/"):
         brax_name = name[len("brax/"):]
         if brax_name not in BRAX_ENVS:

@@ -201,7 +201,8 @@ def llm_main(argv: list[str]) -> None:
 
 
 def dataset_main(argv: list[str]) -> None:
-    """``purejaxrl dataset NAME --out FILE``: generate an offline dataset locally (jitted, vmapped)."""
+    """``purejaxrl dataset NAME --out FILE``: generate an offline dataset locally (point maze: jitted
+    and vmapped; OGBench manipulation: the ogbench package's oracles in MuJoCo)."""
     import json
 
     from envs.datasets import GENERATORS, DatasetError, generate
@@ -211,7 +212,9 @@ def dataset_main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="the .npz file to write")
     p.add_argument("--episodes", type=int, default=None, help="episodes (default: OGBench's count; from_policy: 100 per policy)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise on the oracle's actions")
+    p.add_argument("--noise", type=float, default=None,
+                   help="the oracle's action noise (default: 0.5 for the point maze, OGBench's 0.1 for manipulation)")
+    p.add_argument("--episode-length", type=int, default=None, help="steps per episode (default: OGBench's)")
     p.add_argument("--policy", action="append", default=[], help="from_policy: a trained run's directory (repeat to mix)")
     a = p.parse_args(argv)
     if a.name == "from_policy":
@@ -222,7 +225,7 @@ def dataset_main(argv: list[str]) -> None:
         print(json.dumps(collect_many(a.policy, a.episodes or 100, a.out, a.seed)))
         return
     try:
-        info = generate(a.name, a.episodes, a.out, a.seed, a.noise)
+        info = generate(a.name, a.episodes, a.out, a.seed, a.noise, a.episode_length)
     except DatasetError as e:
         raise ConfigError(str(e)) from e
     print(json.dumps(info))

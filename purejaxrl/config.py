@@ -184,6 +184,8 @@ def _env_errors(env_cfg: dict, cls, net: dict) -> list[str]:
     except (TypeError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return [f"env.kwargs {kwargs} do not fit {env_cfg['name']}: {msg}; fix or remove them"]
+    except ImportError as e:  # an optional extra's env (ogbench_*) without the extra
+        return [f"env.name={env_cfg['name']}: {e}"]
     errs = cls.env_errors(env)
     if net.get("kind") == "minatar_conv" and len(env.observation_shape) != 3:  # the conv torso needs [H, W, C]
         errs.append(f"network.kind=minatar_conv needs image observations [H, W, C]; {env_cfg['name']} has shape "

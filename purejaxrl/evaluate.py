@@ -107,7 +107,9 @@ def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123, o
 def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
     key = jax.random.PRNGKey(seed)
     one = lambda s: algo.evaluate_weights(s, key, num_episodes)  # noqa: E731  [W, episodes] each
-    if len(runs) > 1:
+    if algo.host_eval:  # MuJoCo envs stepped on the host, the policy one compile for every run and weight
+        ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, seed)
+    elif len(runs) > 1:
         ret, succ = jax.jit(jax.vmap(one))(state)
     else:
         ret, succ = jax.tree.map(lambda x: x[None], jax.jit(one)(state))

@@ -120,6 +120,11 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
             diverged = _first_divergence(metrics, finite, n, start, runs)
             if diverged:
                 break  # nothing of this chunk is kept: the last good checkpoint and its rows stay the latest
+            if getattr(algo, "host_eval", False):  # envs stepped on the host: evaluated at the chunk's last update
+                width = next(iter(metrics.values())).shape[1]
+                for k, v in algo.host_evaluate(state, trainer.batched, start + n).items():
+                    metrics[k] = np.full((len(runs), width), np.nan, np.float32)
+                    metrics[k][:, n - 1] = v
             for k in (k for k in metrics if k.startswith("eval_")):
                 ev, last = metrics[k][:, :n], last_evals.setdefault(k, np.full(len(runs), np.nan))
                 for r in range(len(runs)):
@@ -171,6 +176,9 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
         summary.update({"env_steps": 0, "total_env_steps": 0, "env_steps_per_second": None, "gradient_steps": start,
                         "gradient_steps_per_second": start * len(runs) / run_seconds if run_seconds > 0 else None,
                         "evaluation_episodes_per_run": evals * algo.episodes_per_evaluation})
+        if getattr(algo, "host_eval", False) and algo.eval_seconds > 0:
+            summary.update({"evaluation_env_steps": algo.eval_env_steps, "evaluation_seconds": algo.eval_seconds,
+                            "evaluation_env_steps_per_second": algo.eval_env_steps / algo.eval_seconds})
     others = {k: v for k, v in last_evals.items() if k != "eval_return"}
     if others:  # e.g. success rate, and per guidance weight
         summary["final_eval"] = {k: {"mean": _f(np.nanmean(v)) if not np.isnan(v).all() else None,

@@ -41,6 +41,7 @@ class Algorithm(abc.ABC):
     HPARAM_BOUNDS: dict[str, tuple[float, float, bool]] = {}  # name -> (low, high, low is exclusive)
     NETWORK_DEFAULTS: dict[str, Any] = {}
     DISCRETE_ONLY = False
+    HOST_ENVS = False  # can train with an env stepped on the host (OGBench's MuJoCo tasks): offline algorithms
     unit = "step"
 
     def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict):
@@ -69,6 +70,9 @@ class Algorithm(abc.ABC):
     @classmethod
     def env_errors(cls, env) -> list[str]:
         """Problems with running this algorithm on ``env`` (e.g. a continuous action space)."""
+        if getattr(env, "host", False) and not cls.HOST_ENVS:
+            return [f"{env.name} is a MuJoCo env stepped on the host, for offline algorithms (algo=qgf, algo=fql) that "
+                    f"train from its dataset; algo={cls.name} needs a JAX env (e.g. env=pendulum, env=brax_hopper)"]
         if cls.DISCRETE_ONLY and not isinstance(env.action_space, _envs.Discrete):
             return [f"algo={cls.name} needs discrete actions; {env.name} has {env.action_space}. Use algo=ppo or a discrete env"]
         return []

@@ -142,6 +142,7 @@ class QGF(Algorithm):
     HPARAM_BOUNDS = {"lr": (0.0, math.inf, False), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, True),
                      "expectile": (0.0, 1.0, True)}
     NEEDS_DATASET = True
+    HOST_ENVS = True  # OGBench's MuJoCo tasks: trained in the compiled loop, evaluated in a host loop
     unit = "update"
 
     def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict, dataset: dict | None = None):
@@ -163,6 +164,9 @@ class QGF(Algorithm):
         self.velocity = Velocity(tuple(c["actor_hidden"]), self.chunk_dim)
         self.q = Scalar(tuple(c["critic_hidden"]))
         self.v = Scalar(tuple(c["critic_hidden"]))
+        self.host_eval = bool(getattr(self.env, "host", False))
+        self._host = None  # the host evaluator (envs and compiled policy), built on first use
+        self.eval_env_steps, self.eval_seconds = 0, 0.0  # host evaluation, for the summary's throughput
 
     # ---- config checks ----
     @classmethod
@@ -189,7 +193,7 @@ class QGF(Algorithm):
     def env_errors(cls, env) -> list[str]:
         if not hasattr(env.action_space, "shape"):
             return [f"algo={cls.name} needs continuous actions; {env.name} has {env.action_space}"]
-        return []
+        return super().env_errors(env)
 
     @classmethod
     def dataset_errors(cls, cfg: dict, env) -> list[str]:
@@ -346,16 +350,58 @@ class QGF(Algorithm):
         return ret, succ  # [W, num_envs]
 
     def evaluate(self, state, hp, i):
+        if self.host_eval:  # MuJoCo envs: evaluated between compiled chunks (host_evaluate)
+            return {}
         key = jax.random.fold_in(self.eval_key(state), i)
-        ret, succ = self.evaluate_weights(state, key, self.num_eval_envs)
+        return self.eval_metrics(*self.evaluate_weights(state, key, self.num_eval_envs))
+
+    def eval_metrics(self, ret, succ):
+        """``eval_return``/``eval_success`` at the deployed weight and per weight, from ``[..., W, E]``."""
         ws = self.eval_weights()
         k = ws.index(self.guidance_weight) if self.guidance_weight in ws else 0
-        out = {"eval_return": ret[k].mean(), "eval_success": succ[k].mean()}
+        out = {"eval_return": ret[..., k, :].mean(-1), "eval_success": succ[..., k, :].mean(-1)}
         if len(ws) > 1:
             for j, w in enumerate(ws):
-                out[f"eval_return_w{w:g}"] = ret[j].mean()
-                out[f"eval_success_w{w:g}"] = succ[j].mean()
+                out[f"eval_return_w{w:g}"] = ret[..., j, :].mean(-1)
+                out[f"eval_success_w{w:g}"] = succ[..., j, :].mean(-1)
         return out
+
+    # ---- evaluation in a host loop (envs that are not JAX programs) ----
+    def host_evaluate_weights(self, state, batched: bool, num_episodes: int, seed: int):
+        """Return and success ``[runs, W, episodes]`` of every guidance weight, the envs stepped on
+        the host and the policy of every run, weight and episode one jitted call per decision."""
+        import time
+
+        from envs.ogbench import HostEvaluator
+
+        ws = tuple(self.eval_weights())
+        if self._host is None:
+            self._host = (HostEvaluator(self.env), {})
+        evaluator, compiled = self._host
+        if batched not in compiled:
+            def per_run(s, obs, key):  # obs [W, E, D]
+                keys = jax.random.split(key, len(ws))
+                return jax.vmap(lambda w, o, k: self.to_env(self.act(s, o, k, w)))(jnp.asarray(ws, jnp.float32), obs, keys)
+
+            def act_all(s, obs, key):  # obs [R, W, E, D]
+                if batched:
+                    return jax.vmap(per_run)(s, obs, jax.random.split(key, obs.shape[0]))
+                return per_run(s, obs[0], key)[None]
+
+            compiled[batched] = jax.jit(act_all)
+        act = compiled[batched]
+        runs = jax.tree.leaves(state)[0].shape[0] if batched else 1
+        t0, steps0 = time.perf_counter(), evaluator.steps
+        ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes),
+                                  self.chunk, seed)
+        self.eval_seconds += time.perf_counter() - t0
+        self.eval_env_steps += evaluator.steps - steps0
+        return ret, succ
+
+    def host_evaluate(self, state, batched: bool, update: int) -> dict[str, np.ndarray]:
+        """The evaluation ``evaluate`` makes inside the compiled loop, for host envs: ``[runs]`` each."""
+        ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, 1_000 + int(update))
+        return self.eval_metrics(ret, succ)
 
     def greedy_returns(self, state, hp, key, num_envs):
         return self.evaluate_weights(state, key, num_envs, [self.guidance_weight])[0][0]

@@ -1,0 +1,248 @@
+"""OGBench's MuJoCo manipulation tasks (``pip install -e ".[ogbench]"``): single-task evaluation
+envs stepped on the host, and play/noisy datasets generated with the package's own scripted oracles.
+
+``env=ogbench_cube_single`` (``env.kwargs.task`` 1–5) is the single-task env
+``cube-single-singletask-task1-v0``.  It is not a JAX env: offline algorithms train from its
+dataset inside the compiled loop and evaluate it in a host loop (:class:`HostEvaluator`), with one
+jitted policy call per env step for every run, guidance weight and episode at once.
+
+Datasets follow OGBench's own collection procedure: ``play`` follows the oracle's pre-computed,
+smoothly noised plans; ``noisy`` the closed-loop (Markov) oracle with Gaussian action noise of a
+per-episode scale; on completing a task the oracle is given a new one in the same episode.  Files
+keep OGBench's keys (``observations, actions, terminals, qpos, qvel`` and, for buttons,
+``button_states``); rewards are relabelled for the single task from ``qpos``/``button_states`` by
+OGBench's own rule (−number of unsatisfied subgoals; terminal on success).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.core import Box, Environment
+
+# our name -> (OGBench env prefix, oracle family, episode length of the single-task env)
+TASKS = {
+    "cube_single": ("cube-single", "cube"),
+    "cube_double": ("cube-double", "cube"),
+    "puzzle_3x3": ("puzzle-3x3", "puzzle"),
+    "puzzle_4x4": ("puzzle-4x4", "puzzle"),
+    "scene": ("scene", "scene"),
+}
+INSTALL = 'pip install -e ".[ogbench]"'
+_SHAPES: dict[str, tuple] = {}
+_POOLS: dict[str, list] = {}
+
+
+def _import():
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # dm_control logs its MuJoCo version at import
+    try:
+        import gymnasium
+        import ogbench.manipspace  # noqa: F401  (registers the envs)
+    except ImportError as e:
+        raise ImportError(f"OGBench envs need the ogbench package ({e}); install it with {INSTALL}") from e
+    return gymnasium
+
+
+def _quiet():
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", module="glfw")  # no display: MuJoCo's viewer is never used here
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"gymnasium(\..*)?")
+    logging.getLogger("gymnasium").setLevel(logging.ERROR)
+
+
+class OGBenchEnv(Environment):
+    """A host-stepped OGBench single-task env: shapes and limits for the compiled learner, and
+    :meth:`make_gym` for evaluation.  ``reset``/``step`` are not traceable and refuse."""
+
+    host = True
+
+    def __init__(self, task_name: str, task: int = 1):
+        if task_name not in TASKS:
+            raise ValueError(f"unknown OGBench task {task_name!r}; valid: {', '.join('ogbench_' + t for t in TASKS)}")
+        if not isinstance(task, int) or not 1 <= task <= 5:
+            raise ValueError(f"task={task!r} must be an integer in 1..5 (OGBench's five evaluation goals)")
+        self.task_name, self.task = task_name, task
+        self.name = f"ogbench_{task_name}"
+        self.gym_id = f"{TASKS[task_name][0]}-singletask-task{task}-v0"
+        if self.gym_id not in _SHAPES:  # building a MuJoCo env takes ~0.5 s: once per process
+            env = self.make_gym()
+            sp = env.action_space
+            _SHAPES[self.gym_id] = (tuple(env.observation_space.shape), float(np.min(sp.low)), float(np.max(sp.high)),
+                                    tuple(sp.shape), int(env.spec.max_episode_steps))
+            env.close()
+        obs_shape, low, high, act_shape, steps = _SHAPES[self.gym_id]
+        self._obs_shape = obs_shape
+        self._action_space = Box(low, high, act_shape)
+        self.max_episode_steps = steps
+
+    def make_gym(self):
+        gymnasium = _import()
+        _quiet()
+        return gymnasium.make(self.gym_id)
+
+    def reset(self, key):
+        raise TypeError(f"{self.name} is a MuJoCo env stepped on the host; only offline algorithms (algo=qgf, fql) use it")
+
+    step = reset
+
+    def relabel(self, raw: dict[str, np.ndarray], path) -> tuple[np.ndarray, np.ndarray]:
+        """Single-task rewards and masks from the dataset's ``qpos`` (and ``button_states``), as OGBench."""
+        from envs.datasets import _fail
+        from ogbench.relabel_utils import relabel_dataset
+
+        need = ["qpos"] + (["button_states"] if TASKS[self.task_name][1] in ("puzzle", "scene") else [])
+        for k in need:
+            if k not in raw:
+                _fail(path, f"missing key {k!r}, which {self.name} relabels rewards from; generate the file with "
+                            f"`purejaxrl dataset {self.name}_play` or use OGBench's file (it has {', '.join(need)})")
+            if raw[k].shape[0] != raw["observations"].shape[0]:
+                _fail(path, f"{k} has {raw[k].shape[0]} rows but observations have {raw['observations'].shape[0]}")
+        env = self.make_gym()
+        d = {k: raw[k] for k in need}
+        relabel_dataset(self.gym_id, env, d)
+        env.close()
+        return d["rewards"].astype(np.float32), d["masks"].astype(np.float32)
+
+
+# ---- dataset generation (OGBench's procedure, with the package's oracles) ----
+
+@dataclass(frozen=True)
+class Collection:
+    noise: float = 0.1            # play: plan noise; noisy: the per-episode noise scale's upper bound
+    noise_smoothing: float = 0.5  # play: smoothing of the plan noise
+    min_norm: float = 0.4         # noisy: minimum action norm of the Markov oracle
+
+
+def _oracles(task_name: str, env, kind: str, c: Collection) -> dict:
+    family = TASKS[task_name][1]
+    if kind == "play":
+        from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+        from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+        from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+        from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+        kw = dict(env=env, noise=c.noise, noise_smoothing=c.noise_smoothing)
+        if family == "cube":
+            return {"cube": CubePlanOracle(**kw)}
+        if family == "puzzle":
+            return {"button": ButtonPlanOracle(**kw, gripper_always_closed=True)}
+        return {"cube": CubePlanOracle(**kw), "button": ButtonPlanOracle(**kw), "drawer": DrawerPlanOracle(**kw),
+                "window": WindowPlanOracle(**kw)}
+    from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+    from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle
+    from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
+
+    kw = dict(env=env, min_norm=c.min_norm)
+    if family == "cube":
+        return {"cube": CubeMarkovOracle(**kw)}
+    if family == "puzzle":
+        return {"button": ButtonMarkovOracle(**kw, gripper_always_closed=True)}
+    return {"cube": CubeMarkovOracle(**kw, max_step=100), "button": ButtonMarkovOracle(**kw),
+            "drawer": DrawerMarkovOracle(**kw), "window": WindowMarkovOracle(**kw)}
+
+
+def _stack_probability(task_name: str, rng) -> float:
+    return {"cube_single": 0.0, "cube_double": rng.uniform(0.0, 0.25)}.get(task_name, 0.5)
+
+
+def generate(task_name: str, kind: str, episodes: int, episode_length: int, seed: int = 0,
+             collection: Collection = Collection(), progress=None) -> dict[str, np.ndarray]:
+    """``episodes`` episodes of ``episode_length`` steps of OGBench's oracle in its data-collection
+    mode; returns the OGBench keys (float32 observations/actions, bool terminals)."""
+    if kind not in ("play", "noisy"):
+        raise ValueError(f"kind={kind!r}; valid: play, noisy")
+    gymnasium = _import()
+    _quiet()
+    env = gymnasium.make(f"{TASKS[task_name][0]}-v0", terminate_at_goal=False, mode="data_collection",
+                         max_episode_steps=episode_length)
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)  # the oracles draw their noise from numpy's global generator
+    agents = _oracles(task_name, env, kind, collection)
+    buttons = hasattr(env.unwrapped, "_cur_button_states")
+    out = {k: [] for k in ("observations", "actions", "terminals", "qpos", "qvel")}
+    if buttons:
+        out["button_states"] = []
+    t0 = time.perf_counter()
+    for ep in range(episodes):
+        ob, info = env.reset(seed=int(rng.integers(2**31)))
+        p_stack = _stack_probability(task_name, rng)
+        xi = rng.uniform(0, collection.noise)
+        agent = agents[info["privileged/target_task"]]
+        agent.reset(ob, info)
+        done = False
+        while not done:
+            a = np.asarray(agent.select_action(ob, info), np.float64)
+            if kind == "noisy":
+                a = a + rng.normal(0.0, [xi, xi, xi, 3 * xi, 10 * xi], a.shape)
+            a = np.clip(a, -1.0, 1.0)
+            next_ob, _, terminated, truncated, info = env.step(a)
+            done = terminated or truncated
+            if agent.done:  # a new task within the same episode
+                aob, ainfo = env.unwrapped.set_new_target(p_stack=p_stack)
+                agent = agents[ainfo["privileged/target_task"]]
+                agent.reset(aob, ainfo)
+            out["observations"].append(ob)
+            out["actions"].append(a)
+            out["terminals"].append(done)
+            out["qpos"].append(info["prev_qpos"])
+            out["qvel"].append(info["prev_qvel"])
+            if buttons:
+                out["button_states"].append(info["prev_button_states"])
+            ob = next_ob
+        if progress is not None:
+            progress(ep + 1, len(out["observations"]) / (time.perf_counter() - t0))
+    env.close()
+    types = {"terminals": bool, "button_states": np.int64}
+    return {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in out.items()}
+
+
+# ---- evaluation in the host loop ----
+
+class HostEvaluator:
+    """Steps ``R × W × E`` single-task envs (runs × guidance weights × episodes) in lockstep, one
+    jitted call of ``act(obs [R, W, E, obs_dim], key) -> [R, W, E, H·A]`` per decision; action
+    chunks are executed open-loop.  Returns the return and success of each env's first episode."""
+
+    def __init__(self, env: OGBenchEnv):
+        self.env = env
+        self._pool = _POOLS.setdefault(env.gym_id, [])  # building a MuJoCo env takes ~0.5 s: shared in a process
+        self.steps = 0  # env steps taken, all evaluations together
+
+    def envs(self, n: int) -> list:
+        while len(self._pool) < n:
+            self._pool.append(self.env.make_gym())
+        return self._pool[:n]
+
+    def run(self, act, shape: tuple[int, int, int], chunk: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        import jax
+
+        R, W, E = shape
+        n = R * W * E
+        envs = self.envs(n)
+        obs = np.stack([e.reset(seed=seed * 100_003 + (j % E))[0] for j, e in enumerate(envs)]).astype(np.float32)
+        done = np.zeros(n, bool)
+        ret, succ = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        A = int(np.prod(self.env.action_space.shape))
+        key = jax.random.PRNGKey(seed)
+        t = 0
+        while t < self.env.max_episode_steps and not done.all():
+            key, k = jax.random.split(key)
+            acts = np.asarray(act(obs.reshape(R, W, E, -1), k)).reshape(n, chunk, A)
+            for h in range(chunk):
+                for j in np.flatnonzero(~done):
+                    o, r, term, trunc, info = envs[j].step(acts[j, h])
+                    obs[j] = o
+                    ret[j] += r
+                    succ[j] = max(succ[j], float(info.get("success", 0.0)))
+                    done[j] = term or trunc
+                    self.steps += 1
+                t += 1
+        return ret.reshape(R, W, E), succ.reshape(R, W, E)

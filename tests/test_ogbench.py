@@ -1,0 +1,106 @@
+"""OGBench's manipulation tasks: datasets from the package's oracles, single-task relabelling, and
+QGF / FQL trained in the compiled loop and evaluated in the host loop, through the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from envs import make
+from envs.datasets import DatasetError, generate, load
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ogbench")
+    info = generate("ogbench_cube_single_play", 3, d / "cube.npz", seed=0, episode_length=80)
+    return d, info
+
+
+def test_play_dataset_has_ogbench_keys_and_episode_structure(cube):
+    d, info = cube
+    raw = dict(np.load(d / "cube.npz"))
+    n = 3 * 80
+    assert info["transitions"] == n and info["transitions_per_second"] > 0
+    assert raw["observations"].shape == (n, 28) and raw["observations"].dtype == np.float32
+    assert raw["actions"].shape == (n, 5) and np.abs(raw["actions"]).max() <= 1.0
+    assert raw["qpos"].shape[0] == n and raw["qvel"].shape[0] == n
+    assert raw["terminals"].dtype == bool and np.flatnonzero(raw["terminals"]).tolist() == [79, 159, 239]
+    # the oracle moves the arm: actions are not constant and the effector goes somewhere
+    assert raw["actions"].std(0).min() > 0.01 and np.ptp(raw["observations"][:80], 0).max() > 0.05
+    # a fresh episode starts where the env resets, not where the previous one ended
+    assert not np.allclose(raw["observations"][80], raw["observations"][79])
+
+
+def test_single_task_relabelling_is_minus_unsatisfied_subgoals(cube):
+    d, _ = cube
+    env = make("ogbench_cube_single", task=1)
+    raw = dict(np.load(d / "cube.npz"))
+    data = load(d / "cube.npz", env)
+    r, m = np.asarray(data.rewards), np.asarray(data.masks)
+    assert set(np.unique(r)) <= {-1.0, 0.0} and np.array_equal(m, -r)  # one subgoal: success ⇔ reward 0
+    # put the cube exactly on task 1's goal in one row and 5 cm away in another: 0 and −1 by hand
+    g = env.make_gym()
+    g.reset(seed=0)
+    goal = np.asarray(g.unwrapped._data.mocap_pos[0]).copy()
+    qpos = raw["qpos"].copy()
+    qpos[0, 14:17] = goal
+    qpos[1, 14:17] = goal + np.array([0.05, 0.0, 0.0])
+    np.savez(d / "placed.npz", **{**raw, "qpos": qpos})
+    placed = load(d / "placed.npz", env)
+    assert float(placed.rewards[0]) == 0.0 and float(placed.masks[0]) == 0.0
+    assert float(placed.rewards[1]) == -1.0 and float(placed.masks[1]) == 1.0
+
+
+def test_puzzle_noisy_dataset_carries_button_states_and_relabels_from_them(tmp_path):
+    generate("ogbench_puzzle_3x3_noisy", 1, tmp_path / "pz.npz", seed=1, episode_length=40)
+    raw = dict(np.load(tmp_path / "pz.npz"))
+    assert raw["button_states"].shape == (40, 9) and raw["button_states"].dtype == np.int64
+    data = load(tmp_path / "pz.npz", make("ogbench_puzzle_3x3"))
+    r = np.asarray(data.rewards)
+    assert r.min() >= -9 and r.max() <= 0 and np.all(r == np.round(r))
+    np.savez(tmp_path / "nobuttons.npz", **{k: v for k, v in raw.items() if k != "button_states"})
+    with pytest.raises(DatasetError, match="missing key 'button_states'"):
+        load(tmp_path / "nobuttons.npz", make("ogbench_puzzle_3x3"))
+
+
+def test_qgf_and_fql_on_an_ogbench_task_through_the_console_script(cube):
+    """``train algo=qgf env=ogbench_cube_single`` (compiled training, host evaluation per guidance
+    weight, gradient steps and evaluation throughput in the summary) → ``eval`` with other weights
+    and best-of-N → ``train algo=fql`` on the same file; a file without ``qpos`` is refused."""
+    d, _ = cube
+    run = lambda *a: subprocess.run([sys.executable, "-m", "purejaxrl", *a], cwd=d, capture_output=True, text=True)  # noqa: E731
+    small = ["env=ogbench_cube_single", "dataset.path=cube.npz", "algo.num_updates=20", "algo.actor_hidden=[32]",
+             "algo.critic_hidden=[32]", "algo.num_evals=2", "algo.num_eval_envs=2", "logger.progress=false",
+             "algo.batch_size=32"]
+    r = run("train", "algo=qgf", *small, "num_seeds=2", "run_dir=q", "algo.guidance_weights=[0,0.1]",
+            "algo.guidance_weight=0.1")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((d / "q" / "summary.json").read_text())
+    assert s["gradient_steps"] == 20 and s["env_steps"] == 0 and s["evaluation_episodes_per_run"] == 2 * 2 * 2
+    assert s["evaluation_env_steps"] == 2 * 2 * 2 * 2 * 200  # evals × runs × weights × episodes × steps (no success)
+    assert s["evaluation_env_steps_per_second"] > 0
+    assert {"eval_success", "eval_success_w0", "eval_success_w0.1", "eval_return_w0.1"} <= set(s["final_eval"])
+    assert s["final_return"]["per_seed"] == [-200.0, -200.0]  # 200 steps of −1: no success after 20 steps
+    rows = [json.loads(line) for line in (d / "q" / "metrics.jsonl").read_text().splitlines()]
+    evals = sorted({row["update"] for row in rows if row.get("eval_return") is not None
+                    and np.isfinite(row["eval_return"])})
+    assert evals == [10, 20]
+    r = run("eval", "q", "qgf.guidance_weights=[0,0.01,0.02]", "--episodes", "2")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((d / "q" / "eval.json").read_text())
+    assert [x["w"] for x in ev["per_weight"]] == [0, 0.01, 0.02] and len(ev["per_weight"][0]["per_run_success"]) == 2
+    r = run("eval", "q", "algo.guidance=best_of_n", "algo.guidance_weights=[0]", "algo.num_candidates=4", "--episodes", "1")
+    assert r.returncode == 0, r.stderr
+    r = run("train", "algo=fql", *small, "num_seeds=1", "run_dir=f")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((d / "f" / "summary.json").read_text())["gradient_steps"] == 20
+    raw = dict(np.load(d / "cube.npz"))
+    np.savez(d / "noqpos.npz", **{k: v for k, v in raw.items() if k != "qpos"})
+    r = run("train", "algo=qgf", *small, "dataset.path=noqpos.npz", "run_dir=bad")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "missing key 'qpos'" in r.stderr and not (d / "bad").exists()
