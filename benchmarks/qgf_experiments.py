@@ -31,6 +31,11 @@ SETUPS = {
                          "chunk": 5, "weights": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0], "w": 1.0},
     "pointmaze_large": {"dataset": "pointmaze_large_navigate", "env": "pointmaze_large", "episodes": 1000,
                         "chunk": 5, "weights": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0], "w": 1.0},
+    # OGBench cube-single, play data from the ogbench package's oracle (300 of OGBench's 1000 episodes),
+    # task 1; evaluated in MuJoCo on the host; FQL at the reference's cube distillation weight
+    "cube_single": {"dataset": "ogbench_cube_single_play", "env": "ogbench_cube_single", "episodes": 300,
+                    "chunk": 5, "weights": [0.0, 0.01, 0.03, 0.1, 0.3, 1.0], "w": 0.1, "fql": ["algo.alpha=300"],
+                    "eval_envs": 8, "evals": 2},
     # D4RL-style "medium-expert": half the episodes from a PPO expert, half from a PPO run stopped early
     "pendulum_mixed": {"dataset": "from_policy", "env": "pendulum", "episodes": 250, "chunk": 1,
                        "weights": [0.0, 0.001, 0.003, 0.01, 0.03, 0.1], "w": 0.01,
@@ -46,7 +51,9 @@ def make_dataset(name: str, s: dict) -> Path:
     if data.exists():
         return data
     if s["dataset"] != "from_policy":
-        print(generate(s["dataset"], s["episodes"], data, seed=0))
+        info = generate(s["dataset"], s["episodes"], data, seed=0)
+        (DATA / f"{name}.json").write_text(json.dumps(info))
+        print(info)
         return data
     from purejaxrl.collect import collect_many
 
@@ -73,12 +80,13 @@ def main() -> None:
     data = make_dataset(a.setup, s)
     common = [f"env={s['env']}", f"dataset.path={data}", f"algo.num_updates={a.updates}", f"num_seeds={a.seeds}",
               "algo.actor_hidden=[256,256,256]", "algo.critic_hidden=[256,256,256]", f"algo.chunk={s['chunk']}",
-              "algo.num_evals=4", "algo.num_eval_envs=16", "chunks=4", "logger.progress=false"]
+              f"algo.num_evals={s.get('evals', 4)}", f"algo.num_eval_envs={s.get('eval_envs', 16)}", "chunks=4",
+              "logger.progress=false"]
     w_list = f"algo.guidance_weights={s['weights']}".replace(" ", "")
     root = OUT / a.setup
     t0 = time.time()
     runs = {}
-    for algo, extra in (("qgf", [w_list, f"algo.guidance_weight={s['w']}"]), ("fql", [])):
+    for algo, extra in (("qgf", [w_list, f"algo.guidance_weight={s['w']}"]), ("fql", s.get("fql", []))):
         d = root / algo
         if not (d / "summary.json").exists():
             run(compose([f"algo={algo}", *common, *extra]), d, progress=False)
@@ -91,7 +99,11 @@ def main() -> None:
     ev = evaluate_run(root / "fql", a.episodes, 123)
     results["methods"]["fql"] = ev["per_weight"]
     results["training"] = {k: {"gradient_steps_per_second": v.get("gradient_steps_per_second"),
-                               "compile_seconds": v["compile_seconds"], "run_seconds": v["run_seconds"]} for k, v in runs.items()}
+                               "compile_seconds": v["compile_seconds"], "run_seconds": v["run_seconds"],
+                               **{f: v[f] for f in ("evaluation_env_steps_per_second",) if f in v}}
+                           for k, v in runs.items()}
+    if (DATA / f"{a.setup}.json").exists():  # how the dataset was made, and how fast
+        results["dataset"] = json.loads((DATA / f"{a.setup}.json").read_text())
     results["wall_seconds"] = time.time() - t0
     (OUT / f"{a.setup}.json").write_text(json.dumps(results, indent=2))
     plot(a.setup, results)
@@ -99,7 +111,7 @@ def main() -> None:
 
 
 def plot(setup, results):
-    key = "per_run_success" if setup.startswith("pointmaze") else "per_run_return"
+    key = "per_run_success" if setup.startswith(("pointmaze", "cube")) else "per_run_return"
     import matplotlib
 
     matplotlib.use("Agg")

@@ -159,7 +159,7 @@ GENERATORS = {
                                ("stitch", 5000, 201))},
     # OGBench's manipulation datasets (1000 episodes of 1001 steps each), with the ogbench package's oracles
     **{f"ogbench_{t}_{kind}": Spec(f"ogbench_{t}", kind, 1000, 1001)
-       for t in ("cube_single", "cube_double", "puzzle_3x3", "puzzle_4x4", "scene") for kind in ("play", "noisy")},
+       for t in ("cube_single", "cube_double", "puzzle_3x3", "puzzle_4x4") for kind in ("play", "noisy")},
 }
 DEFAULT_NOISE = {"pointmaze": 0.5, "ogbench": 0.1}
 

@@ -177,8 +177,8 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                         "gradient_steps_per_second": start * len(runs) / run_seconds if run_seconds > 0 else None,
                         "evaluation_episodes_per_run": evals * algo.episodes_per_evaluation})
         if getattr(algo, "host_eval", False) and algo.eval_seconds > 0:
-            summary.update({"evaluation_env_steps": algo.eval_env_steps, "evaluation_seconds": algo.eval_seconds,
-                            "evaluation_env_steps_per_second": algo.eval_env_steps / algo.eval_seconds})
+            # MuJoCo steps and policy calls of the host evaluations of this process (env builds and compiles excluded)
+            summary["evaluation_env_steps_per_second"] = algo.eval_env_steps / algo.eval_seconds
     others = {k: v for k, v in last_evals.items() if k != "eval_return"}
     if others:  # e.g. success rate, and per guidance weight
         summary["final_eval"] = {k: {"mean": _f(np.nanmean(v)) if not np.isnan(v).all() else None,

@@ -391,6 +391,10 @@ class QGF(Algorithm):
             compiled[batched] = jax.jit(act_all)
         act = compiled[batched]
         runs = jax.tree.leaves(state)[0].shape[0] if batched else 1
+        ew = evaluator.wave(runs, len(ws), num_episodes)
+        evaluator.envs(runs * len(ws) * ew)  # built (~1 s each) and the policy compiled outside the timing
+        obs0 = np.zeros((runs, len(ws), ew) + tuple(self.env.observation_shape), np.float32)
+        jax.block_until_ready(act(state, obs0, jax.random.PRNGKey(0)))
         t0, steps0 = time.perf_counter(), evaluator.steps
         ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes),
                                   self.chunk, seed)
