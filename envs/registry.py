@@ -50,10 +50,11 @@ def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
     from envs.pointmaze import MAZES
 
+    from envs.dmc import TASKS as DMC
     from envs.ogbench import TASKS
 
     return (sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
-            + [f"ogbench_{t}" for t in TASKS])
+            + [f"ogbench_{t}" for t in TASKS] + [f"dmc_{t}" for t in DMC])
 
 
 def make(name: str, **kwargs: Any) -> Environment:
@@ -63,7 +64,8 @@ def make(name: str, **kwargs: Any) -> Environment:
     aliases (``"cartpole"``, ``"minatar_breakout"``, ...) or ``"brax/<env>"`` (``"brax/hopper"``).
     Keyword arguments go to the backend (gymnax ``EnvParams`` fields, or Brax's constructor plus
     ``episode_length``).  ``"ogbench_<task>"`` (``"ogbench_cube_single"``) is an OGBench MuJoCo
-    task stepped on the host, for offline algorithms (``kwargs``: ``task`` 1–5).
+    task stepped on the host, for offline algorithms (``kwargs``: ``task`` 1–5); ``"dmc_<task>"``
+    (``"dmc_cartpole_balance"``) a DeepMind Control task from MuJoCo Playground (MJX).
     """
     if name.startswith("pointmaze_"):
         from envs.pointmaze import MAZES, PointMaze
@@ -72,6 +74,10 @@ def make(name: str, **kwargs: Any) -> Environment:
         if maze not in MAZES:
             raise ValueError(f"Unknown point maze {name!r}; valid: {', '.join('pointmaze_' + m for m in MAZES)}")
         return PointMaze(maze, **kwargs)
+    if name.startswith("dmc_"):
+        from envs.dmc import DMCEnv
+
+        return DMCEnv(name[len("dmc_"):], **kwargs)
     if name.startswith("ogbench_"):
         from envs.ogbench import OGBenchEnv
 

@@ -6,8 +6,9 @@ from purejaxrl.algos.base import Algorithm
 from purejaxrl.algos.ppo import PPO
 from purejaxrl.algos.pqn import PQN
 from purejaxrl.algos.qgf import FQL, QGF
+from purejaxrl.algos.sac import SAC
 
-REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL}
+REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL, "sac": SAC}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
@@ -21,4 +22,4 @@ def register(name: str, cls: type[Algorithm]) -> None:
     REGISTRY[name] = cls
 
 
-__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QGF", "REGISTRY", "get_algorithm", "register"]
+__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QGF", "REGISTRY", "SAC", "get_algorithm", "register"]
