@@ -3,10 +3,12 @@ optimiser state, RNG, environment state) plus a JSON record (config identity, up
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from purejaxrl.config import ConfigError, first_difference
@@ -29,6 +31,23 @@ def open_run_dir(cfg: dict, default: str) -> tuple[Path, Path, bool]:
     return run_dir, ckpt_dir, resuming
 
 
+def _empty(x) -> bool:
+    return math.prod(x.shape) == 0
+
+
+def _fill_empty(tree):
+    """Zero-size arrays (MJX's ``act`` of an env without actuator state) cannot be written by orbax:
+    a one-element placeholder stands in for them, and :meth:`Checkpointer.restore` puts them back."""
+    def fill(x):
+        if not _empty(x):
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((1,), x.dtype)
+        return jnp.zeros((1,), x.dtype)
+
+    return jax.tree.map(fill, tree)
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
         self.directory = Path(directory).resolve()
@@ -47,7 +66,7 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         self._mngr.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(_fill_empty(state)), meta=ocp.args.JsonSave(meta))
         )
         self._mngr.wait_until_finished()
 
@@ -84,11 +103,12 @@ class Checkpointer:
             )
         try:
             restored = self._mngr.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_fill_empty(abstract_state)))
             )
         except Exception as e:  # noqa: BLE001 - corrupted files, or a state of another shape
             raise self._unreadable(step, e) from e
-        return restored["state"], meta
+        state = jax.tree.map(lambda a, r: jnp.zeros(a.shape, a.dtype) if _empty(a) else r, abstract_state, restored["state"])
+        return state, meta
 
     def restore_subtree(self, key: str, template: Any, step: int | None = None) -> Any:
         """Restore only ``state[key]`` (e.g. the parameters of an earlier run, to start a new one)."""

@@ -6,9 +6,11 @@ from purejaxrl.algos.base import Algorithm
 from purejaxrl.algos.ppo import PPO
 from purejaxrl.algos.pqn import PQN
 from purejaxrl.algos.qgf import FQL, QGF
+from purejaxrl.algos.qarl import QARL, RARL
 from purejaxrl.algos.sac import SAC
 
-REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL, "sac": SAC}
+REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL, "sac": SAC, "qarl": QARL,
+                                        "rarl": RARL}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
@@ -22,4 +24,4 @@ def register(name: str, cls: type[Algorithm]) -> None:
     REGISTRY[name] = cls
 
 
-__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QGF", "REGISTRY", "SAC", "get_algorithm", "register"]
+__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QARL", "QGF", "RARL", "REGISTRY", "SAC", "get_algorithm", "register"]

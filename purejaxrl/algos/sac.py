@@ -117,7 +117,9 @@ class Buffer:
 
 
 @struct.dataclass
-class SACState:
+class Player:
+    """One SAC agent's learned state."""
+
     actor: Any
     critic: Any        # two Q-networks stacked on a leading axis
     target: Any
@@ -125,6 +127,87 @@ class SACState:
     actor_opt: Any
     critic_opt: Any
     alpha_opt: Any
+
+
+class SACLearner:
+    """Networks and one gradient step of a SAC agent; :class:`SAC` has one, QARL two (protagonist and
+    adversary).  ``alpha`` may be given per sample (the adversary's curriculum temperature)."""
+
+    def __init__(self, act_dim: int, actor_hidden, critic_hidden, target_entropy: float | None = None,
+                 autotune: bool = True, init_alpha: float = 1.0):
+        self.act_dim = act_dim
+        self.actor_net = Actor(tuple(actor_hidden), act_dim)
+        self.q_net = QNet(tuple(critic_hidden))
+        self.target_entropy = -float(act_dim) if target_entropy is None else float(target_entropy)
+        self.autotune = autotune
+        self.init_alpha = float(init_alpha)
+
+    @staticmethod
+    def txs(hp):
+        """Adam for the actor (``actor_lr``), the critics and the temperature (``lr``)."""
+        return optax.adam(hp["actor_lr"]), optax.adam(hp["lr"])
+
+    def init(self, key, obs_dim: int, hp) -> Player:
+        k_a, k_q = jax.random.split(key)
+        o, a = jnp.zeros((1, obs_dim)), jnp.zeros((1, self.act_dim))
+        actor = self.actor_net.init(k_a, o)
+        critic = jax.vmap(lambda k: self.q_net.init(k, o, a))(jax.random.split(k_q, 2))
+        log_alpha = jnp.log(jnp.float32(self.init_alpha))
+        tx_a, tx_c = self.txs(hp)
+        return Player(actor, critic, critic, log_alpha, tx_a.init(actor), tx_c.init(critic), tx_c.init(log_alpha))
+
+    def q_all(self, critic, obs, a):
+        return jax.vmap(lambda p: self.q_net.apply(p, obs, a))(critic)  # [2, B]
+
+    def sample(self, actor, obs, key):
+        """``(a, log π(a|s))`` with ``a = tanh(u)`` in [−1, 1]."""
+        mean, log_std = self.actor_net.apply(actor, obs)
+        u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        return jnp.tanh(u), tanh_log_prob(u, mean, log_std)
+
+    def mode(self, actor, obs):
+        return jnp.tanh(self.actor_net.apply(actor, obs)[0])
+
+    def step(self, p: Player, b: dict, hp, key, alpha=None):
+        """One gradient step on batch ``b`` (``obs, action, reward, next_obs, terminated``);
+        ``alpha``: ``None`` for the learned temperature, else a fixed value per sample."""
+        tx_a, tx_c = self.txs(hp)
+        k_next, k_pi = jax.random.split(key)
+        learned = alpha is None
+        alpha = jnp.exp(p.log_alpha) if learned else alpha
+        a_next, logp_next = self.sample(p.actor, b["next_obs"], k_next)
+        q_next = self.q_all(p.target, b["next_obs"], a_next).min(0)
+        y = jax.lax.stop_gradient(critic_targets(b["reward"], b["terminated"], q_next, logp_next, alpha, hp["gamma"]))
+
+        def q_loss(critic):
+            q = self.q_all(critic, b["obs"], b["action"])
+            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
+
+        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(p.critic)
+        upd, critic_opt = tx_c.update(g_q, p.critic_opt, p.critic)
+        critic = optax.apply_updates(p.critic, upd)
+
+        def pi_loss(actor):
+            a, logp = self.sample(actor, b["obs"], k_pi)
+            return actor_loss(logp, self.q_all(critic, b["obs"], a).min(0), alpha), logp
+
+        (l_pi, logp), g_pi = jax.value_and_grad(pi_loss, has_aux=True)(p.actor)
+        upd, actor_opt = tx_a.update(g_pi, p.actor_opt, p.actor)
+        actor = optax.apply_updates(p.actor, upd)
+        log_alpha, alpha_opt, l_a = p.log_alpha, p.alpha_opt, jnp.float32(0.0)
+        if learned and self.autotune:
+            l_a, g_a = jax.value_and_grad(alpha_loss)(p.log_alpha, logp, self.target_entropy)
+            upd, alpha_opt = tx_c.update(g_a, p.alpha_opt, p.log_alpha)
+            log_alpha = optax.apply_updates(p.log_alpha, upd)
+        target = optax.incremental_update(critic, p.target, hp["tau"])
+        new = Player(actor, critic, target, log_alpha, actor_opt, critic_opt, alpha_opt)
+        return new, {"critic_loss": l_q, "actor_loss": l_pi, "alpha_loss": l_a, "alpha": jnp.mean(jnp.exp(log_alpha) if learned else alpha),
+                     "entropy": -logp.mean(), "q_mean": q_mean}
+
+
+@struct.dataclass
+class SACState:
+    agent: Player
     buffer: Buffer
     env_state: Any
     obs: jax.Array
@@ -133,8 +216,9 @@ class SACState:
 
 class SAC(Algorithm):
     name = "sac"
-    HPARAMS = ("lr", "gamma", "tau")
-    HPARAM_BOUNDS = {"lr": (0.0, math.inf, True), "gamma": (0.0, 1.0, False), "tau": (0.0, 1.0, True)}
+    HPARAMS = ("lr", "actor_lr", "gamma", "tau")
+    HPARAM_BOUNDS = {"lr": (0.0, math.inf, True), "actor_lr": (0.0, math.inf, True), "gamma": (0.0, 1.0, False),
+                     "tau": (0.0, 1.0, True)}
     COUNTS = ("total_timesteps", "num_envs", "steps_per_update", "gradient_steps", "batch_size", "buffer_size",
               "num_evals", "num_eval_envs")
 
@@ -149,14 +233,11 @@ class SAC(Algorithm):
         self.batch_size = int(c["batch_size"])
         self.buffer_size = int(c["buffer_size"])
         self.learning_starts = int(c.get("learning_starts", 0))
-        self.autotune = bool(c.get("autotune", True))
-        self.act_dim = int(np.prod(self.env.action_space.shape))
-        te = c.get("target_entropy")
-        self.target_entropy = -float(self.act_dim) if te is None else float(te)
-        self.init_alpha = float(c.get("init_alpha", 1.0))
         self.low, self.high = float(self.env.action_space.low), float(self.env.action_space.high)
-        self.actor_net = Actor(tuple(c["actor_hidden"]), self.act_dim)
-        self.q_net = QNet(tuple(c["critic_hidden"]))
+        self.act_dim = int(np.prod(self.env.action_space.shape))
+        self.obs_dim = int(np.prod(self.env.observation_shape))
+        self.learner = SACLearner(self.act_dim, c["actor_hidden"], c["critic_hidden"], c.get("target_entropy"),
+                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)))
 
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
@@ -186,58 +267,36 @@ class SAC(Algorithm):
             return [f"algo={cls.name} needs continuous actions; {env.name} has {env.action_space}. Use algo=pqn or algo=ppo"]
         return super().env_errors(env)
 
-    # ---- networks ----
-    def _q_all(self, critic, obs, a):
-        return jax.vmap(lambda p: self.q_net.apply(p, obs, a))(critic)  # [2, B]
-
-    def sample_action(self, actor, obs, key):
-        """``(a, log π(a|s))`` with ``a = tanh(u)`` in [−1, 1]."""
-        mean, log_std = self.actor_net.apply(actor, obs)
-        u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-        return jnp.tanh(u), tanh_log_prob(u, mean, log_std)
-
     def to_env(self, a):
         return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
     def greedy_action(self, state, obs):
-        return self.to_env(jnp.tanh(self.actor_net.apply(state.actor, obs)[0]))
+        return self.to_env(self.learner.mode(state.agent.actor, obs))
 
     def params(self, state):
-        return (state.actor, state.critic, state.log_alpha)
-
-    @staticmethod
-    def _tx(hp):
-        return optax.adam(hp["lr"])
+        return (state.agent.actor, state.agent.critic, state.agent.log_alpha)
 
     def init(self, key, hp, data=None):
-        k_a, k_q, k_env, key = jax.random.split(key, 4)
-        obs_shape = tuple(self.env.observation_shape)
-        o, a = jnp.zeros((1,) + obs_shape), jnp.zeros((1, self.act_dim))
-        actor = self.actor_net.init(k_a, o)
-        critic = jax.vmap(lambda k: self.q_net.init(k, o, a))(jax.random.split(k_q, 2))
-        log_alpha = jnp.log(jnp.float32(self.init_alpha))
-        tx = self._tx(hp)
+        k_agent, k_env, key = jax.random.split(key, 3)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
-        return SACState(actor, critic, critic, log_alpha, tx.init(actor), tx.init(critic), tx.init(log_alpha),
-                        Buffer.empty(self.buffer_size, obs_shape, self.act_dim), env_state, obs, key)
+        return SACState(self.learner.init(k_agent, self.obs_dim, hp),
+                        Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim), env_state, obs, key)
 
     # ---- acting ----
     def collect(self, state, hp, i):
-        """``steps_per_update`` steps of every env; returns the new state (buffer filled) and the
-        episodes that ended."""
+        """``steps_per_update`` steps of every env (uniform random actions before
+        ``learning_starts``); the transitions go to the buffer with the true next observation."""
         venv = self.make_venv(self.num_envs, hp)
         random_phase = i * self.units_per_update < self.learning_starts
 
         def step(carry, _):
             obs, env_state, buf, rng = carry
             rng, k_act, k_rand, k_env = jax.random.split(rng, 4)
-            a_pol, _ = self.sample_action(state.actor, obs, k_act)
-            a_rand = jax.random.uniform(k_rand, a_pol.shape, minval=-1.0, maxval=1.0)
-            a = jnp.where(random_phase, a_rand, a_pol)
+            a_pol, _ = self.learner.sample(state.agent.actor, obs, k_act)
+            a = jnp.where(random_phase, jax.random.uniform(k_rand, a_pol.shape, minval=-1.0, maxval=1.0), a_pol)
             obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.to_env(a))
-            done = jnp.logical_or(term, trunc)
-            next_obs = jnp.where(done.reshape(done.shape + (1,) * (obs2.ndim - 1)), info["final_observation"], obs2)
-            buf = buf.add({"obs": obs, "action": a, "reward": reward, "next_obs": next_obs, "terminated": term})
+            buf = buf.add({"obs": obs, "action": a, "reward": reward, "next_obs": true_next_obs(obs2, term, trunc, info),
+                           "terminated": term})
             ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
             return (obs2, env_state, buf, rng), ep
 
@@ -245,59 +304,38 @@ class SAC(Algorithm):
             step, (state.obs, state.env_state, state.buffer, state.rng), None, self.steps_per_update)
         return state.replace(obs=obs, env_state=env_state, buffer=buf, rng=rng), episode
 
-    # ---- learning ----
-    def gradient_step(self, state, hp, key):
-        tx = self._tx(hp)
-        k_b, k_next, k_pi = jax.random.split(key, 3)
-        b = state.buffer.sample(k_b, self.batch_size)
-        alpha = jnp.exp(state.log_alpha)
-        a_next, logp_next = self.sample_action(state.actor, b["next_obs"], k_next)
-        q_next = self._q_all(state.target, b["next_obs"], a_next).min(0)
-        y = jax.lax.stop_gradient(critic_targets(b["reward"], b["terminated"], q_next, logp_next, alpha, hp["gamma"]))
-
-        def q_loss(critic):
-            q = self._q_all(critic, b["obs"], b["action"])
-            return jnp.sum(jnp.mean((q - y[None]) ** 2, axis=1)), q.mean()
-
-        (l_q, q_mean), g_q = jax.value_and_grad(q_loss, has_aux=True)(state.critic)
-        upd, critic_opt = tx.update(g_q, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, upd)
-
-        def pi_loss(actor):
-            a, logp = self.sample_action(actor, b["obs"], k_pi)
-            return actor_loss(logp, self._q_all(critic, b["obs"], a).min(0), alpha), logp
-
-        (l_pi, logp), g_pi = jax.value_and_grad(pi_loss, has_aux=True)(state.actor)
-        upd, actor_opt = tx.update(g_pi, state.actor_opt, state.actor)
-        actor = optax.apply_updates(state.actor, upd)
-        log_alpha, alpha_opt, l_a = state.log_alpha, state.alpha_opt, jnp.float32(0.0)
-        if self.autotune:
-            l_a, g_a = jax.value_and_grad(alpha_loss)(state.log_alpha, logp, self.target_entropy)
-            upd, alpha_opt = tx.update(g_a, state.alpha_opt, state.log_alpha)
-            log_alpha = optax.apply_updates(state.log_alpha, upd)
-        target = optax.incremental_update(critic, state.target, hp["tau"])
-        new = state.replace(actor=actor, critic=critic, target=target, log_alpha=log_alpha, actor_opt=actor_opt,
-                            critic_opt=critic_opt, alpha_opt=alpha_opt)
-        return new, {"critic_loss": l_q, "actor_loss": l_pi, "alpha_loss": l_a, "alpha": jnp.exp(log_alpha),
-                     "entropy": -logp.mean(), "q_mean": q_mean}
-
     def update(self, state, hp, i, data=None):
         state, episode = self.collect(state, hp, i)
-        learning = (i + 1) * self.units_per_update > self.learning_starts
         rng, key = jax.random.split(state.rng)
         state = state.replace(rng=rng)
 
-        def learn(s):
-            def body(s, k):
-                return self.gradient_step(s, hp, k)
+        def step(agent, k):
+            k_b, k_s = jax.random.split(k)
+            return self.learner.step(agent, state.buffer.sample(k_b, self.batch_size), hp, k_s)
 
-            s, m = jax.lax.scan(body, s, jax.random.split(key, self.gradient_steps))
-            return s, jax.tree.map(lambda x: x.mean(), m)
+        agent, m = learn_phase(step, state.agent, key, self.gradient_steps,
+                               (i + 1) * self.units_per_update > self.learning_starts)
+        return state.replace(agent=agent), {**m, **episode_metrics(episode)}
 
-        shapes = jax.eval_shape(learn, state)[1]
 
-        def warmup(s):  # before learning_starts: zeros (the logs' "learning" column says which)
-            return s, {**jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), "alpha": jnp.exp(s.log_alpha)}
+def true_next_obs(obs2, terminated, truncated, info):
+    """The observation a transition ended in: the next one, or (the env auto-reset) the final one."""
+    done = jnp.logical_or(terminated, truncated)
+    return jnp.where(done.reshape(done.shape + (1,) * (obs2.ndim - 1)), info["final_observation"], obs2)
 
-        state, m = jax.lax.cond(learning, learn, warmup, state)
-        return state, {**m, "learning": learning.astype(jnp.float32), **episode_metrics(episode)}
+
+def learn_phase(step, agent, key, n: int, learning):
+    """``n`` gradient steps ``step(agent, key) -> (agent, metrics)`` when ``learning`` (a traced bool
+    of the unbatched update index, so a branch under vmap), else none; metrics averaged, zeros while
+    not learning (the ``learning`` column says which)."""
+    def learn(a):
+        a, m = jax.lax.scan(step, a, jax.random.split(key, n))
+        return a, jax.tree.map(lambda x: x.mean(), m)
+
+    shapes = jax.eval_shape(learn, agent)[1]
+
+    def wait(a):
+        return a, {**jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), "alpha": jnp.exp(a.log_alpha)}
+
+    agent, m = jax.lax.cond(learning, learn, wait, agent)
+    return agent, {**m, "learning": jnp.asarray(learning, jnp.float32)}

@@ -1,0 +1,279 @@
+"""QARL (Reddi et al., ICLR 2024): a SAC protagonist against a SAC adversary whose temperature α_A
+follows a curriculum from nearly random toward fully rational; RARL, a fixed temperature and no
+adversary from the same code.
+
+The game is ``max_{π_P} min_{π_A} E Σ γ^t [r + α_P·H(π_P) − α_A·H(π_A)]``.  The adversary pushes
+the protagonist through :class:`envs.adversarial.ForceAdversary` and is rewarded ``−r``.  Its
+temperature is not learned: each episode draws ``α_A ~ Gamma(c, rate)`` (``rate`` = 1000), and
+``α_A`` is appended to both players' observations.  Players learn in alternating phases of
+``phase_updates`` updates (adversary first, the protagonist frozen; then the protagonist), both
+acting throughout; the protagonist tunes α_P toward entropy −dim(A_P) as SAC.
+
+Curricula (``algo.curriculum``) on the Gamma shape ``c``:
+
+* ``self_paced`` (QARL): after every ``context_samples`` finished episodes ``(α_k, R_k)``, the next
+  shape is the ``c'`` between the target and the current one that minimises
+  ``KL(Gamma(c') ‖ Gamma(c_target))`` subject to the importance-weighted return
+  ``mean_k [p_{c'}(α_k) / p_c(α_k)] · R_k ≥ performance_threshold`` and
+  ``KL(Gamma(c') ‖ Gamma(c)) ≤ kl_bound``; if no ``c'`` qualifies, ``c`` stays;
+* ``linear``: ``c`` from ``c_start`` to ``c_target`` over the first ``linear_fraction`` of training;
+* ``fixed``: ``c = c_start`` throughout;  ``rarl``: ``α_A = 0`` from the start;
+* ``none``: no adversary (its actions are zero): plain SAC with the same networks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.scipy.special import digamma, gammaln
+
+from envs.adversarial import ForceAdversary
+from purejaxrl.algos.sac import SAC, Buffer, Player, SACLearner, learn_phase, true_next_obs
+from purejaxrl.rollout import episode_metrics
+
+CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none")
+
+
+def gamma_log_pdf(x, shape, rate):
+    return shape * jnp.log(rate) - gammaln(shape) + (shape - 1.0) * jnp.log(x) - rate * x
+
+
+def gamma_kl_same_rate(a1, a2):
+    """``KL(Gamma(a1, b) ‖ Gamma(a2, b))`` (independent of the common rate ``b``)."""
+    return (a1 - a2) * digamma(a1) - gammaln(a1) + gammaln(a2)
+
+
+def self_paced_shape(c, temps, returns, valid, c_target, threshold, kl_bound, grid: int = 256):
+    """The next Gamma shape of the self-paced curriculum (see the module docstring); ``valid`` masks
+    the collected ``(temps, returns)`` pairs."""
+    cands = jnp.linspace(c_target, c, grid)  # from the target up to the current shape
+    t = jnp.maximum(temps, 1e-12)
+    n = jnp.maximum(valid.sum(), 1)
+
+    def perf(c_new):  # importance-weighted return of the episodes under Gamma(c_new); the rate cancels
+        logw = gamma_log_pdf(t, c_new, 1.0) - gamma_log_pdf(t, c, 1.0)
+        return jnp.sum(jnp.where(valid, jnp.exp(logw) * returns, 0.0)) / n
+
+    ok = (jax.vmap(perf)(cands) >= threshold) & (gamma_kl_same_rate(cands, c) <= kl_bound)
+    to_target = jnp.where(ok, gamma_kl_same_rate(cands, c_target), jnp.inf)
+    return jnp.where(ok.any(), cands[jnp.argmin(to_target)], c)
+
+
+@struct.dataclass
+class Curriculum:
+    shape: jax.Array      # Gamma shape c of the adversary's temperature
+    temps: jax.Array      # [K] finished episodes' temperatures and returns, since the last step
+    returns: jax.Array
+    count: jax.Array
+
+
+@struct.dataclass
+class QARLState:
+    protagonist: Player
+    adversary: Player
+    buffer: Buffer        # obs with the temperature appended; action = [a_P | a_A]
+    env_state: Any
+    obs: jax.Array
+    temperature: jax.Array  # [num_envs] the running episodes' α_A
+    curriculum: Curriculum
+    rng: jax.Array
+
+
+class QARL(SAC):
+    name = "qarl"
+    default_curriculum = "self_paced"
+
+    def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict):
+        super().__init__(algo_cfg, env_cfg, network_cfg)
+        c = self.cfg
+        adv = dict(c.get("adversary") or {})
+        self.curriculum = str(c.get("curriculum", self.default_curriculum))
+        self.env = ForceAdversary(self.env, float(adv.get("max_force", 1.0)), adv.get("bodies"))
+        self.act_dim = self.env.protagonist_dim
+        self.adv_dim = self.env.adversary_dim
+        self.obs_dim = int(np.prod(self.env.observation_shape)) + 1  # the temperature appended
+        self.rate = float(c.get("gamma_rate", 1000.0))
+        self.c_start, self.c_target = float(c.get("c_start", 50.0)), float(c.get("c_target", 1.0))
+        self.context_samples = int(c.get("context_samples", 30))
+        self.threshold = float(c.get("performance_threshold", 10.0))
+        self.kl_bound = float(c.get("kl_bound", 0.5))
+        self.linear_fraction = float(c.get("linear_fraction", 2 / 3))
+        self.phase_updates = int(c.get("phase_updates", 1000))
+        self.learner = SACLearner(self.act_dim, c["actor_hidden"], c["critic_hidden"], c.get("target_entropy"),
+                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)))
+        self.adv_learner = SACLearner(self.adv_dim, c["actor_hidden"], c["critic_hidden"], autotune=False)
+
+    @classmethod
+    def config_errors(cls, cfg: dict) -> list[str]:
+        errs = []
+        if cfg.get("curriculum", cls.default_curriculum) not in CURRICULA:
+            errs.append(f"algo.curriculum={cfg.get('curriculum')!r}; valid: {', '.join(CURRICULA)}")
+        for k in ("gamma_rate", "c_start", "c_target", "kl_bound"):
+            if k in cfg and not (isinstance(cfg[k], (int, float)) and cfg[k] > 0):
+                errs.append(f"algo.{k}={cfg[k]!r} must be a number > 0")
+        if "c_start" in cfg and "c_target" in cfg and cfg["c_target"] > cfg["c_start"]:
+            errs.append(f"algo.c_target={cfg['c_target']} must be <= algo.c_start={cfg['c_start']} "
+                        "(the curriculum anneals the temperature down)")
+        for k in ("context_samples", "phase_updates"):
+            if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1):
+                errs.append(f"algo.{k}={cfg[k]!r} must be an integer >= 1")
+        lf = cfg.get("linear_fraction", 2 / 3)
+        if not isinstance(lf, (int, float)) or not 0 < lf <= 1:
+            errs.append(f"algo.linear_fraction={lf!r} must be in (0, 1]")
+        adv = cfg.get("adversary") or {}
+        for k in sorted(set(adv) - {"max_force", "bodies"}):
+            errs.append(f"algo.adversary.{k} is not an adversary setting; valid: max_force, bodies")
+        return errs + super().config_errors(cfg)
+
+    # ---- temperatures ----
+    def shape_at(self, cur: Curriculum, i):
+        if self.curriculum == "linear":
+            frac = jnp.minimum(1.0, i / max(self.linear_fraction * self.num_updates, 1.0))
+            return self.c_start + (self.c_target - self.c_start) * frac
+        return cur.shape
+
+    def draw_temperature(self, key, shape, n: int):
+        if self.curriculum in ("rarl", "none"):
+            return jnp.zeros((n,))
+        return jax.random.gamma(key, shape, (n,)) / self.rate
+
+    def augment(self, obs, temperature):
+        return jnp.concatenate([obs.reshape(obs.shape[0], -1), temperature[:, None]], -1)
+
+    # ---- state ----
+    def init(self, key, hp, data=None):
+        k_p, k_a, k_env, k_t, key = jax.random.split(key, 5)
+        obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
+        K = self.context_samples
+        cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.int32(0))
+        return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
+                         Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
+                         self.draw_temperature(k_t, self.c_start, self.num_envs), cur, key)
+
+    def params(self, state):
+        return (state.protagonist.actor, state.protagonist.critic, state.adversary.actor, state.adversary.critic)
+
+    def joint(self, a_p, a_adv):
+        return jnp.concatenate([self.to_env(a_p), a_adv], -1)
+
+    def greedy_action(self, state, obs):
+        """The protagonist's mode, no adversary (nominal evaluation)."""
+        o = self.augment(obs, jnp.zeros(obs.shape[0]))
+        return self.joint(self.learner.mode(state.protagonist.actor, o), jnp.zeros((obs.shape[0], self.adv_dim)))
+
+    def adversarial_action(self, state, obs):
+        """Both players' modes, the adversary at temperature 0 (its most rational)."""
+        o = self.augment(obs, jnp.zeros(obs.shape[0]))
+        adv = self.adv_learner.mode(state.adversary.actor, o)
+        if self.curriculum == "none":
+            adv = jnp.zeros_like(adv)
+        return self.joint(self.learner.mode(state.protagonist.actor, o), adv)
+
+    def evaluate(self, state, hp, i):
+        from purejaxrl.algos.base import greedy_episode_returns
+
+        key = jax.random.fold_in(self.eval_key(state), i)
+        venv = self.make_venv(self.num_eval_envs, hp, evaluation=True)
+        nominal = greedy_episode_returns(venv, lambda o: self.greedy_action(state, o), key)
+        attacked = greedy_episode_returns(venv, lambda o: self.adversarial_action(state, o), key)
+        return {"eval_return": nominal.mean(), "eval_return_adversary": attacked.mean()}
+
+    # ---- one update ----
+    def collect(self, state, hp, i):
+        venv = self.make_venv(self.num_envs, hp)
+        random_phase = i * self.units_per_update < self.learning_starts
+        shape = self.shape_at(state.curriculum, i)
+
+        def step(carry, _):
+            obs, env_state, temp, buf, rng = carry
+            rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
+            o = self.augment(obs, temp)
+            a_p, _ = self.learner.sample(state.protagonist.actor, o, k_p)
+            a_adv, _ = self.adv_learner.sample(state.adversary.actor, o, k_a)
+            rand = jax.random.uniform(k_rand, (obs.shape[0], self.act_dim + self.adv_dim), minval=-1.0, maxval=1.0)
+            a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
+            if self.curriculum == "none":
+                a = a.at[:, self.act_dim:].set(0.0)
+            obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.joint(a[:, :self.act_dim],
+                                                                                               a[:, self.act_dim:]))
+            nxt = self.augment(true_next_obs(obs2, term, trunc, info), temp)
+            buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
+            done = info["episode_done"]
+            ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
+            ep["temperature"] = temp
+            temp = jnp.where(done, self.draw_temperature(k_t, shape, obs.shape[0]), temp)
+            return (obs2, env_state, temp, buf, rng), ep
+
+        (obs, env_state, temp, buf, rng), episode = jax.lax.scan(
+            step, (state.obs, state.env_state, state.temperature, state.buffer, state.rng), None, self.steps_per_update)
+        return state.replace(obs=obs, env_state=env_state, temperature=temp, buffer=buf, rng=rng), episode
+
+    def advance_curriculum(self, cur: Curriculum, episode, i) -> Curriculum:
+        """Record finished episodes' (temperature, return); every ``context_samples`` of them, move
+        the shape (self-paced), else follow the schedule."""
+        if self.curriculum != "self_paced":
+            return cur.replace(shape=jnp.float32(self.shape_at(cur, i + 1)) if self.curriculum == "linear" else cur.shape)
+        K = self.context_samples
+        done = episode["episode_done"].reshape(-1)
+        t, r = episode["temperature"].reshape(-1), episode["episode_return"].reshape(-1)
+        slot = cur.count + jnp.cumsum(done) - 1  # where each finished episode goes (beyond K: dropped)
+        keep = done & (slot < K)
+        idx = jnp.where(keep, slot, K)  # K: out of range, dropped by the scatter
+        temps = cur.temps.at[idx].set(t, mode="drop")
+        rets = cur.returns.at[idx].set(r, mode="drop")
+        count = jnp.minimum(cur.count + done.sum(), K)
+        full = count >= K
+        new_shape = self_paced_shape(cur.shape, temps * self.rate, rets, jnp.ones(K, bool), self.c_target,
+                                     self.threshold, self.kl_bound)
+        return Curriculum(jnp.where(full, new_shape, cur.shape), temps, rets, jnp.where(full, 0, count))
+
+    def update(self, state, hp, i, data=None):
+        state, episode = self.collect(state, hp, i)
+        rng, key = jax.random.split(state.rng)
+        state = state.replace(rng=rng, curriculum=self.advance_curriculum(state.curriculum, episode, i))
+        A = self.act_dim
+        learning = (i + 1) * self.units_per_update > self.learning_starts
+        adversary_phase = (i // self.phase_updates) % 2 == 0
+        if self.curriculum == "none":
+            adversary_phase = jnp.bool_(False)
+
+        def batch(k, adversary: bool):
+            b = state.buffer.sample(k, self.batch_size)
+            if adversary:
+                return {**b, "action": b["action"][:, A:], "reward": -b["reward"]}
+            return {**b, "action": b["action"][:, :A]}
+
+        def p_step(p, k):
+            k_b, k_s = jax.random.split(k)
+            return self.learner.step(p, batch(k_b, False), hp, k_s)
+
+        def a_step(p, k):
+            k_b, k_s = jax.random.split(k)
+            b = batch(k_b, True)
+            return self.adv_learner.step(p, b, hp, k_s, alpha=b["obs"][:, -1])  # α_A: the episode's temperature
+
+        prot, m_p = learn_phase(p_step, state.protagonist, key, self.gradient_steps,
+                                jnp.logical_and(learning, jnp.logical_not(adversary_phase)))
+        adv, m_a = learn_phase(a_step, state.adversary, jax.random.fold_in(key, 1), self.gradient_steps,
+                               jnp.logical_and(learning, adversary_phase))
+        m_a.pop("alpha")  # the adversary's temperature is the curriculum's (temperature_mean)
+        m = {**m_p, **{f"adv_{k}": v for k, v in m_a.items()}, **episode_metrics(episode),
+             "temperature_mean": state.curriculum.shape / self.rate, "curriculum_shape": state.curriculum.shape,
+             "adversary_phase": jnp.asarray(adversary_phase, jnp.float32)}
+        if self.curriculum == "linear":
+            m["temperature_mean"] = self.shape_at(state.curriculum, i) / self.rate
+        elif self.curriculum in ("rarl", "none"):
+            m["temperature_mean"] = jnp.float32(0.0)
+        return state.replace(protagonist=prot, adversary=adv), m
+
+
+class RARL(QARL):
+    """Robust adversarial RL: the adversary fully rational (α_A = 0) from the start."""
+
+    name = "rarl"
+    default_curriculum = "rarl"

@@ -1,0 +1,148 @@
+"""QARL: the force adversary (exactly no effect at zero force, the budget never exceeded), the
+temperature in both players' observations, the curriculum (moves toward the target only while the
+performance bound holds), and QARL / RARL / no-adversary runs through the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from envs import make
+from envs.adversarial import ForceAdversary
+from purejaxrl.algos.qarl import QARL, gamma_kl_same_rate, self_paced_shape
+from purejaxrl.config import compose
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    base = make("dmc_cartpole_balance", episode_length=100)
+    return base, ForceAdversary(base, max_force=0.5)
+
+
+def _roll(env, actions, key=1):
+    @jax.jit
+    def go(actions):
+        obs, s = env.reset(jax.random.PRNGKey(key))
+
+        def body(c, a):
+            obs, s = c
+            obs, s, r, *_ = env.step(jax.random.PRNGKey(0), s, a)
+            return (obs, s), (obs, r, s.inner.data.xfrc_applied)
+
+        return jax.lax.scan(body, (obs, s), actions)[1]
+
+    return go(actions)
+
+
+def test_force_adversary_changes_the_trajectory_exactly_when_it_pushes(cartpole):
+    base, env = cartpole
+    assert env.mode == "force" and env.bodies == ("pole_1",) and env.action_space.shape == (3,)
+    a_p = jnp.tile(jnp.array([[0.3]]), (40, 1))
+    obs_base, r_base, _ = _roll(base, a_p)
+    obs_zero, r_zero, _ = _roll(env, jnp.concatenate([a_p, jnp.zeros((40, 2))], 1))
+    np.testing.assert_array_equal(obs_zero, obs_base)  # no force: bit-identical to the env alone
+    np.testing.assert_array_equal(r_zero, r_base)
+    push = jnp.concatenate([a_p, jnp.zeros((40, 2)).at[10:, 0].set(1.0)], 1)
+    obs_push, _, _ = _roll(env, push)
+    np.testing.assert_array_equal(obs_push[:10], obs_base[:10])  # identical until the first push ...
+    assert np.abs(np.asarray(obs_push[-1]) - np.asarray(obs_base[-1])).max() > 1e-3  # ... then not
+
+
+def test_force_adversary_never_exceeds_its_budget(cartpole):
+    _, env = cartpole
+    rng = np.random.default_rng(0)
+    adv = jnp.asarray(rng.normal(0, 50, (30, 2)), jnp.float32)  # far outside [-1, 1]
+    _, _, xfrc = _roll(env, jnp.concatenate([jnp.zeros((30, 1)), adv], 1))
+    xfrc = np.asarray(xfrc)  # [T, nbody, 6]
+    pole = int(env.body_ids[0])
+    norms = np.linalg.norm(xfrc[:, pole, [0, 2]], axis=-1)
+    assert norms.max() <= 0.5 + 1e-6 and norms.max() > 0.49  # at the bound, never past it
+    assert np.all(xfrc[:, :, [1, 3, 4, 5]] == 0) and np.all(np.delete(xfrc, pole, axis=1) == 0)
+
+
+def test_action_perturbation_fallback_without_forces():
+    env = ForceAdversary(make("pendulum"), max_force=0.25)
+    assert env.mode == "action" and env.adversary_dim == 1
+    obs, s = env.reset(jax.random.PRNGKey(0))
+    o1, *_ = env.step(jax.random.PRNGKey(0), s, jnp.array([1.0, 1.0]))
+    o2, *_ = env.unwrapped.step(jax.random.PRNGKey(0), s, jnp.array([1.25]))
+    np.testing.assert_allclose(o1, o2)
+
+
+def test_temperature_is_in_both_players_observations():
+    cfg = compose(["algo=qarl", "env=pendulum", "algo.num_envs=3", "algo.total_timesteps=30", "algo.buffer_size=64",
+                   "algo.learning_starts=0", "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.steps_per_update=2"])
+    algo = QARL(cfg["algo"], cfg["env"], {})
+    hp = {"lr": 3e-4, "actor_lr": 1e-4, "gamma": 0.99, "tau": 0.005}
+    state = algo.init(jax.random.PRNGKey(0), hp)
+    t0 = np.asarray(state.temperature)
+    assert t0.shape == (3,) and np.all(t0 > 0) and abs(t0.mean() - 0.05) < 0.03  # Gamma(50, 1000): mean 0.05
+    state, _ = algo.collect(state, hp, jnp.int32(0))
+    b = jax.device_get(state.buffer)
+    np.testing.assert_allclose(b.obs[:6, -1], np.tile(t0, 2))       # the observation both actors see
+    np.testing.assert_allclose(b.next_obs[:6, -1], np.tile(t0, 2))
+    assert b.obs.shape[1] == 3 + 1 and b.action.shape[1] == 1 + 1   # [a_P | a_A]
+
+
+def test_gamma_kl_matches_numerical_integration():
+    a1, a2, rate = 3.0, 7.5, 1000.0
+    p, q = stats.gamma(a1, scale=1 / rate), stats.gamma(a2, scale=1 / rate)
+    num = integrate.quad(lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), 0, 0.05, points=[0.003], limit=200)[0]
+    assert float(gamma_kl_same_rate(a1, a2)) == pytest.approx(num, rel=1e-4)
+
+
+def test_self_paced_curriculum_moves_only_while_the_performance_bound_holds():
+    key = jax.random.PRNGKey(0)
+    c = 50.0
+    temps = jax.random.gamma(key, c, (30,))  # in units of 1/rate
+    good, bad = jnp.full(30, 100.0), jnp.full(30, 1.0)
+    valid = jnp.ones(30, bool)
+    c_good = float(self_paced_shape(c, temps, good, valid, 1.0, 10.0, 0.5))
+    assert c_good < c and float(gamma_kl_same_rate(c_good, c)) <= 0.5 + 1e-6  # toward the target, one KL step
+    assert float(self_paced_shape(c, temps, bad, valid, 1.0, 10.0, 0.5)) == c  # bound violated: stays
+    # no KL limit, no performance demand: straight to the target
+    assert float(self_paced_shape(c, temps, good, valid, 1.0, -1.0, 1e9)) == pytest.approx(1.0)
+    # no KL limit: the importance weights alone stop the step (far shapes give the samples little weight)
+    assert 1.0 < float(self_paced_shape(c, temps, good, valid, 1.0, 10.0, 1e9)) < c_good
+    # returns that fall with the temperature's distance from c: the step stops where the bound binds
+    ret = 100.0 - 20.0 * jnp.abs(temps - c) / jnp.sqrt(c)
+    c_mid = float(self_paced_shape(c, temps, ret, valid, 1.0, 85.0, 1e9))
+    assert 1.0 < c_mid < c
+
+
+def test_linear_schedule_reaches_the_target_at_two_thirds():
+    cfg = compose(["algo=qarl", "algo.curriculum=linear", "env=pendulum", "algo.total_timesteps=3000",
+                   "algo.num_envs=1", "algo.linear_fraction=0.5"])
+    algo = QARL(cfg["algo"], cfg["env"], {})
+    cur = algo.init(jax.random.PRNGKey(0), {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}).curriculum
+    assert [float(algo.shape_at(cur, i)) for i in (0, 750, 1500, 3000)] == pytest.approx([50.0, 25.5, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("algo, env", [("qarl", ["env=dmc_cartpole_balance", "env.kwargs.episode_length=50"]),
+                                       ("rarl", ["env=pendulum", "+env.kwargs.max_steps_in_episode=50"])])
+def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
+    """QARL pushing the DM Control cartpole's pole; RARL perturbing Pendulum's action (no forces)."""
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "train", f"algo={algo}", *env,
+                        "algo.total_timesteps=800", "algo.num_envs=8",
+                        "algo.learning_starts=200", "algo.phase_updates=20", "algo.context_samples=8",
+                        "algo.actor_hidden=[16]", "algo.critic_hidden=[16]", "algo.batch_size=32",
+                        "algo.num_evals=1", "algo.num_eval_envs=2", "num_seeds=2", "logger.progress=false", "run_dir=r"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["env_steps"] == 800 and {"eval_return_adversary"} <= set(s["final_eval"])
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    phases = {row["adversary_phase"] for row in rows}
+    assert phases == {0.0, 1.0}
+    temps = [row["temperature_mean"] for row in rows]
+    if algo == "rarl":
+        assert set(temps) == {0.0}
+    else:  # cartpole returns (up to 50 here) keep the bound (10): the curriculum anneals from 0.05
+        assert temps[0] == pytest.approx(0.05) and min(temps) < 0.05
