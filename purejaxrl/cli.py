@@ -17,6 +17,8 @@ commands:
   plot RUN_DIR [RUN_DIR ...]  learning curves (mean and 95% bootstrap CI over seeds) as PNG
   eval RUN_DIR [k=v ...]      greedy evaluation of the saved policy of every run; offline flow policies
                               take guidance settings, e.g. 'algo.guidance_weights=[0,0.01,0.02,0.04,0.08]'
+  robustness RUN_DIR          greedy return over a mass x friction grid (DM Control envs), e.g.
+                              purejaxrl robustness outputs/run --mass 0.5:1.5:11 --friction 0.5:1.5:11
   dataset NAME --out FILE     generate an offline dataset (OGBench .npz format), e.g.
                               purejaxrl dataset pointmaze_medium_navigate --episodes 1000 --out data/pm.npz
   meta [overrides]            evolve a PPO objective (LPO / TA-LPO) with evolution strategies, e.g.
@@ -263,6 +265,10 @@ def _dispatch(cmd: str, rest: list[str]) -> None:
         from purejaxrl.evaluate import eval_main
 
         eval_main(rest)
+    elif cmd == "robustness":
+        from purejaxrl.robustness import robustness_main
+
+        robustness_main(rest)
     elif cmd == "dataset":
         dataset_main(rest)
     else:

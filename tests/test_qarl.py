@@ -146,3 +146,12 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
         assert set(temps) == {0.0}
     else:  # cartpole returns (up to 50 here) keep the bound (10): the curriculum anneals from 0.05
         assert temps[0] == pytest.approx(0.05) and min(temps) < 0.05
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--mass", "0.5:2:3", "--friction",
+                        "0.5:1.5:2", "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True)
+    if algo == "rarl":  # Pendulum has no per-env physics: one line naming the fix
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "env=dmc_*" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    g = json.loads((tmp_path / "r" / "robustness.json").read_text())
+    assert g["mass_scale"] == [0.5, 1.25, 2.0] and set(g["returns"]) == {"no_adversary", "trained_adversary"}
+    assert np.asarray(g["returns"]["no_adversary"]).shape == (2, 3, 2) and (tmp_path / "r" / "robustness.png").exists()

@@ -180,12 +180,15 @@ class RolloutAlgorithm(Algorithm):
         return errs + super().config_errors(cfg)
 
 
-def greedy_episode_returns(venv, act: Callable, key: jax.Array) -> jax.Array:
+def greedy_episode_returns(venv, act: Callable, key: jax.Array, prepare: Callable | None = None) -> jax.Array:
     """Return of the first episode of each env of ``venv`` (a :func:`envs.make_stack` stack) under
     ``act``.  Stops as soon as every environment has finished one episode (at most the time limit).
+    ``prepare(state) -> state`` changes the freshly reset stack first (e.g. per-env physics).
     """
     k_reset, key = jax.random.split(key)
     obs, st = venv.reset(k_reset)
+    if prepare is not None:
+        st = prepare(st)
     num_envs = obs.shape[0]
     zeros = jnp.zeros((num_envs,), jnp.float32)
     carry = (obs, st, key, jnp.int32(0), jnp.zeros((num_envs,), bool), zeros)
