@@ -1,6 +1,8 @@
 """QGF against its baselines on a locally generated offline dataset, several seeds, per-w results.
 
     python benchmarks/qgf_experiments.py pointmaze_medium --seeds 3 --updates 20000
+    python benchmarks/qgf_experiments.py cube_single --seeds 3 --updates 20000 --episodes 16
+    python benchmarks/qgf_experiments.py throughput      # after cube_single: gradient steps/s, eval and generation rates
 
 One QGF training run (flow BC actor + IQL critic, seeds vmapped) gives every test-time method:
 QGF (gradient at the denoised action) and the QFQL baseline (gradient at the noisy action) at each
@@ -67,15 +69,71 @@ def make_dataset(name: str, s: dict) -> Path:
     return data
 
 
+def throughput(updates: int = 1000) -> dict:
+    """Gradient steps/s of QGF and FQL (1 and 3 seeds vmapped, the benchmark's networks, no
+    evaluation inside the timed chunks), host-evaluation env steps/s on OGBench cube-single, and
+    dataset generation transitions/s, all in this process."""
+    from purejaxrl.config import run_grid
+    from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
+
+    import jax
+    import jax.numpy as jnp
+
+    out = {"device": jax.devices()[0].device_kind, "updates_timed": updates, "training": {}}
+    data = DATA / "cube_single.npz"
+    for algo in ("qgf", "fql"):
+        for seeds in (1, 3):
+            cfg = compose([f"algo={algo}", "env=ogbench_cube_single", f"dataset.path={data}", f"num_seeds={seeds}",
+                           f"algo.num_updates={3 * updates}", "algo.actor_hidden=[256,256,256]",
+                           "algo.critic_hidden=[256,256,256]", "algo.chunk=5", "algo.num_evals=3"])
+            a = build_algorithm(cfg)
+            runs, hparams, seed_list = run_grid(cfg, a.HPARAMS)
+            tr = Trainer(a, len(runs), 3)
+            hp = batch_hparams(a, hparams, len(runs))
+            state = tr.init(jnp.stack([jax.random.PRNGKey(int(x)) for x in seed_list]), hp)
+            t0 = time.perf_counter()
+            tr.compile_chunk(state, hp, 0)
+            comp = time.perf_counter() - t0
+            state, _ = tr.chunk(state, hp, 0)
+            t0 = time.perf_counter()
+            state, _ = tr.chunk(state, hp, updates)
+            dt = time.perf_counter() - t0
+            assert tr.updates_per_chunk == updates  # (host-evaluated: one chunk per evaluation, none inside)
+            out["training"][f"{algo}_{seeds}_seeds"] = {"compile_seconds": comp,
+                                                        "gradient_steps_per_second": updates * seeds / dt}
+    ev = evaluate_run(OUT / "cube_single" / "qgf", 8, 7, ["algo.guidance_weights=[0,0.03]"])
+    from purejaxrl.evaluate import load_run  # the evaluator's own counters, from a fresh load
+
+    algo, state, *_ = load_run(OUT / "cube_single" / "qgf", {"guidance_weights": [0.0, 0.03]})
+    algo.host_evaluate_weights(state, True, 8, 7)
+    out["evaluation"] = {"env": "ogbench_cube_single", "runs_x_weights_x_episodes": [3, 2, 8],
+                         "env_steps_per_second": algo.eval_env_steps / algo.eval_seconds,
+                         "success_w0.03": ev["per_weight"][1]["success_rate"]}
+    t0 = time.perf_counter()
+    pm = generate("pointmaze_medium_navigate", 1000, DATA / "throughput_pm.npz", seed=1)
+    out["generation"] = {"pointmaze_medium_navigate": {"transitions": pm["transitions"],
+                                                       "seconds_with_compile": time.perf_counter() - t0,
+                                                       "transitions_per_second": pm["transitions_per_second"]}}
+    og = generate("ogbench_cube_single_play", 5, DATA / "throughput_cube.npz", seed=1)
+    out["generation"]["ogbench_cube_single_play"] = {"transitions": og["transitions"],
+                                                     "transitions_per_second": og["transitions_per_second"]}
+    (OUT / "throughput.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("setup", choices=list(SETUPS))
+    p.add_argument("setup", choices=[*SETUPS, "throughput"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--updates", type=int, default=20000)
     p.add_argument("--episodes", type=int, default=32, help="evaluation episodes per seed and method")
     a = p.parse_args()
     if not Path("benchmarks").is_dir():
         raise SystemExit("run from the repository root")
+    if a.setup == "throughput":
+        throughput()
+        return
     s = SETUPS[a.setup]
     data = make_dataset(a.setup, s)
     common = [f"env={s['env']}", f"dataset.path={data}", f"algo.num_updates={a.updates}", f"num_seeds={a.seeds}",

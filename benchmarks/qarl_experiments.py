@@ -1,0 +1,152 @@
+"""SAC, QARL and RARL on DeepMind Control tasks (MuJoCo Playground, MJX): throughput beside raw MJX
+stepping, SAC learning, and the side-by-side robustness comparison.
+
+    python benchmarks/qarl_experiments.py throughput --env dmc_cartpole_balance --num-envs 16
+    python benchmarks/qarl_experiments.py learn --env dmc_cartpole_balance --steps 100000 --seeds 3
+    python benchmarks/qarl_experiments.py compare --env dmc_cartpole_balance --steps 100000 --seeds 3
+
+``throughput`` times, in one process and on the same env count: a jitted scan of raw env steps
+(zero actions), one SAC update chunk and one QARL update chunk (compile time reported apart).
+``learn`` trains SAC (seeds vmapped) and records its evaluation curve.  ``compare`` trains SAC
+(``curriculum=none``: the same networks, no adversary), RARL and QARL with the same budget and
+evaluates each on a mass × friction grid (``purejaxrl robustness``).  Results go to
+``benchmarks/results/qarl/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+OUT = Path("benchmarks/results/qarl")
+
+
+def small(env: str, steps: int, seeds: int, num_envs: int) -> list[str]:
+    return [f"env={env}", f"algo.total_timesteps={steps}", f"algo.num_envs={num_envs}", f"num_seeds={seeds}",
+            "algo.buffer_size=100000", "logger.progress=false"]
+
+
+def throughput(env: str, num_envs: int, updates: int) -> dict:
+    from envs import make, make_stack
+    from purejaxrl.config import compose, run_grid
+    from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
+
+    venv = make_stack(make(env), num_envs)
+    A = venv.action_space.shape[0]
+
+    @jax.jit
+    def raw(key):
+        obs, st = venv.reset(key)
+
+        def body(c, k):
+            st, = c
+            _, st, r, *_ = venv.step(k, st, jnp.zeros((num_envs, A)))
+            return (st,), r
+
+        return jax.lax.scan(body, (st,), jax.random.split(key, 1000))[1].sum()
+
+    t0 = time.perf_counter()
+    raw.lower(jax.random.PRNGKey(0)).compile()
+    out = {"env": env, "num_envs": num_envs, "device": jax.devices()[0].device_kind,
+           "raw": {"compile_seconds": time.perf_counter() - t0}}
+    jax.block_until_ready(raw(jax.random.PRNGKey(0)))
+    t0 = time.perf_counter()
+    jax.block_until_ready(raw(jax.random.PRNGKey(1)))
+    out["raw"]["env_steps_per_second"] = 1000 * num_envs / (time.perf_counter() - t0)
+    for algo in ("sac", "qarl"):
+        cfg = compose([f"algo={algo}", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
+                       "algo.gradient_steps=1", "algo.phase_updates=1000000" if algo == "qarl" else "algo.gamma=0.99",
+                       "algo.num_evals=1"])
+        a = build_algorithm(cfg)
+        runs, hparams, seeds = run_grid(cfg, a.HPARAMS)
+        tr = Trainer(a, 1, 3, num_evals=1)
+        tr.eval_every = 10**9  # the middle chunk is timed: no evaluation inside it
+        hp = batch_hparams(a, hparams, 1)
+        state = tr.init(jnp.stack([jax.random.PRNGKey(0)]), hp)
+        t0 = time.perf_counter()
+        tr.compile_chunk(state, hp, 0)
+        comp = time.perf_counter() - t0
+        state, _ = tr.chunk(state, hp, 0)  # warm
+        t0 = time.perf_counter()
+        state, m = tr.chunk(state, hp, tr.updates_per_chunk)
+        jax.block_until_ready(state)
+        dt = time.perf_counter() - t0
+        n = tr.updates_per_chunk
+        # gradient_steps=1 per update; QARL: one player learns at a time (the adversary in this phase)
+        out[algo] = {"compile_seconds": comp, "env_steps_per_second": n * num_envs / dt,
+                     "gradient_steps_per_second": n * a.gradient_steps / dt, "updates_timed": n}
+    return out
+
+
+def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> dict:
+    from purejaxrl.config import compose
+    from purejaxrl.experiment import run
+
+    d = OUT / f"sac_{env}"
+    cfg = compose(["algo=sac", *small(env, steps, seeds, num_envs), *extra])
+    if not (d / "summary.json").exists():
+        run(cfg, d, progress=False)
+    s = json.loads((d / "summary.json").read_text())
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    curve = sorted({(r["env_steps"], r["run"], r["eval_return"]) for r in rows
+                    if r.get("eval_return") is not None and np.isfinite(r["eval_return"])})
+    return {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "final": s["final_return"],
+            "run_seconds": s["run_seconds"], "compile_seconds": s["compile_seconds"],
+            "env_steps_per_second": s["env_steps_per_second"], "curve": curve}
+
+
+def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str]) -> dict:
+    from purejaxrl.config import compose
+    from purejaxrl.experiment import run
+    from purejaxrl.robustness import parse_range, robustness
+
+    res = {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "methods": {}}
+    for name, over in (("sac", ["algo=qarl", "algo.curriculum=none"]), ("rarl", ["algo=rarl"]),
+                       ("qarl", ["algo=qarl"])):
+        d = OUT / f"compare_{env}" / name
+        if not (d / "summary.json").exists():
+            run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
+        s = json.loads((d / "summary.json").read_text())
+        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), 4)
+        res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
+                                "against_adversary": (s.get("final_eval") or {}).get("eval_return_adversary"),
+                                "run_seconds": s["run_seconds"]}
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["throughput", "learn", "compare"])
+    p.add_argument("--env", default="dmc_cartpole_balance")
+    p.add_argument("--num-envs", type=int, default=16)
+    p.add_argument("--updates", type=int, default=200, help="throughput: updates per timed chunk")
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--mass", default="0.5:2.0:7")
+    p.add_argument("--friction", default="0.5:1.5:5")
+    p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
+    a = p.parse_args()
+    if not Path("benchmarks").is_dir():
+        raise SystemExit("run from the repository root")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if a.what == "throughput":
+        res = throughput(a.env, a.num_envs, a.updates)
+        path = OUT / f"throughput_{a.env}_{res['device'].replace(' ', '_')}.json"
+    elif a.what == "learn":
+        res = learn(a.env, a.steps, a.seeds, a.num_envs, a.overrides)
+        path = OUT / f"learn_sac_{a.env}.json"
+    else:
+        res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction))
+        path = OUT / f"compare_{a.env}.json"
+    path.write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
