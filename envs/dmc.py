@@ -1,8 +1,8 @@
 """DeepMind Control Suite tasks from MuJoCo Playground (MJX, pure JAX: jittable, vmappable, CPU or GPU).
 
 ``env=dmc_cartpole_balance`` is Playground's ``CartpoleBalance`` with the ``jax`` MJX backend, a
-time limit of ``episode_length`` control steps and gymnax-style auto-reset (like :class:`BraxEnv`:
-an ended episode restarts from the state drawn at reset).  Physics can be changed per env
+time limit of ``episode_length`` control steps and gymnax-style auto-reset (an ended episode
+restarts from a fresh initial state drawn with the step's key).  Physics can be changed per env
 instance: ``mass_scale`` multiplies every body's mass and inertia, ``friction_scale`` every geom's
 sliding friction; both live in the env state, so a batch of envs with different values steps as
 one vmapped program (the robustness grids) — set them with :meth:`DMCEnv.with_physics`.
@@ -34,7 +34,6 @@ TASKS = {
 @struct.dataclass
 class DMCState:
     inner: Any           # Playground State of the running episode
-    first: Any           # the State the episode restarts from
     time: jax.Array
     mass_scale: jax.Array
     friction_scale: jax.Array
@@ -62,7 +61,8 @@ class DMCEnv(Environment):
         self._action_space = Box(-1.0, 1.0, (int(self._env.action_size),))
         self._obs_shape = (int(self._env.observation_size),)
         m = self._env.mjx_model
-        self._base = (m.body_mass, m.body_inertia, m.geom_friction)
+        self._base = (m.body_mass, m.body_inertia, m.body_subtreemass, m.body_invweight0, m.dof_invweight0,
+                      m.geom_friction)
 
     @property
     def playground(self):
@@ -70,9 +70,13 @@ class DMCEnv(Environment):
         return self._env
 
     def _model(self, mass_scale, friction_scale):
-        mass, inertia, friction = self._base
-        return self._env.mjx_model.replace(body_mass=mass * mass_scale, body_inertia=inertia * mass_scale,
-                                           geom_friction=friction.at[:, 0].multiply(friction_scale))
+        """Every mass × ``mass_scale`` with the constants MuJoCo derives from masses kept consistent
+        (subtree masses, which velocity sensors divide by; inverse weights, which soften constraints)."""
+        mass, inertia, subtree, body_iw, dof_iw, friction = self._base
+        return self._env.mjx_model.replace(
+            body_mass=mass * mass_scale, body_inertia=inertia * mass_scale, body_subtreemass=subtree * mass_scale,
+            body_invweight0=body_iw / mass_scale, dof_invweight0=dof_iw / mass_scale,
+            geom_friction=friction.at[:, 0].multiply(friction_scale))
 
     def _with_model(self, fn, state: DMCState, *args):
         """Run a Playground function with this instance's physics (the model is read at trace time)."""
@@ -86,7 +90,7 @@ class DMCEnv(Environment):
     def reset(self, key):
         s = self._env.reset(key)
         one = jnp.ones((), jnp.float32)
-        return s.obs, DMCState(s, s, jnp.zeros((), jnp.int32), one * self.mass_scale, one * self.friction_scale)
+        return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * self.mass_scale, one * self.friction_scale)
 
     @staticmethod
     def with_physics(state: DMCState, mass_scale, friction_scale) -> DMCState:
@@ -96,14 +100,13 @@ class DMCEnv(Environment):
         return state.replace(mass_scale=ms, friction_scale=fs)
 
     def step(self, key, state, action):
-        del key  # MJX dynamics are deterministic given the state
         ns = self._with_model(self._env.step, state, state.inner, action)
-        return self._finish(state, ns)
-
-    def _finish(self, state: DMCState, ns):
         time = state.time + 1
-        reward, terminated, truncated = as_step_types(ns.reward, ns.done > 0.5, time >= self.max_episode_steps)
+        # Playground ends an episode only when the physics became NaN: nothing non-finite leaves here
+        reward, terminated, truncated = as_step_types(jnp.nan_to_num(ns.reward), ns.done > 0.5,
+                                                      time >= self.max_episode_steps)
         done = jnp.logical_or(terminated, truncated)
-        inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), state.first, ns)
+        fresh = self._with_model(self._env.reset, state, key)  # auto-reset: a new initial state from the key
+        inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, ns)
         new = state.replace(inner=inner, time=jnp.where(done, 0, time))
-        return inner.obs, new, reward, terminated, truncated, {"final_observation": ns.obs}
+        return inner.obs, new, reward, terminated, truncated, {"final_observation": jnp.nan_to_num(ns.obs)}

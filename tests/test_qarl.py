@@ -55,6 +55,16 @@ def test_force_adversary_changes_the_trajectory_exactly_when_it_pushes(cartpole)
     assert np.abs(np.asarray(obs_push[-1]) - np.asarray(obs_base[-1])).max() > 1e-3  # ... then not
 
 
+def test_mass_scaling_keeps_derived_mass_constants_consistent(cartpole):
+    base, _ = cartpole
+    m1, m3 = base._model(1.0, 1.0), base._model(3.0, 0.5)
+    np.testing.assert_allclose(m3.body_mass, 3 * m1.body_mass, rtol=1e-6)
+    np.testing.assert_allclose(m3.body_subtreemass, 3 * m1.body_subtreemass, rtol=1e-6)  # velocity sensors divide by it
+    np.testing.assert_allclose(m3.dof_invweight0, m1.dof_invweight0 / 3, rtol=1e-6)
+    np.testing.assert_allclose(m3.geom_friction[:, 0], 0.5 * m1.geom_friction[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(m3.geom_friction[:, 1:], m1.geom_friction[:, 1:])  # torsional, rolling untouched
+
+
 def test_force_adversary_never_exceeds_its_budget(cartpole):
     _, env = cartpole
     rng = np.random.default_rng(0)
@@ -111,6 +121,14 @@ def test_self_paced_curriculum_moves_only_while_the_performance_bound_holds():
     assert float(self_paced_shape(c, temps, good, valid, 1.0, -1.0, 1e9)) == pytest.approx(1.0)
     # no KL limit: the importance weights alone stop the step (far shapes give the samples little weight)
     assert 1.0 < float(self_paced_shape(c, temps, good, valid, 1.0, 10.0, 1e9)) < c_good
+    # the return at c itself below the threshold: no step, even where reweighting favours a candidate
+    low_t = temps < jnp.median(temps)
+    skewed = jnp.where(low_t, 40.0, 0.0)  # good only with the smallest temperatures
+    assert float(self_paced_shape(c, temps, skewed, valid, 1.0, 25.0, 1e9)) == c
+    # samples drawn under another shape are weighted against that shape, not the current one
+    c_same = float(self_paced_shape(c, temps, good, valid, 1.0, 10.0, 1e9))
+    c_drawn = float(self_paced_shape(c, temps, good, valid, 1.0, 10.0, 1e9, drawn=jnp.full(30, 60.0)))
+    assert abs(c_drawn - c_same) > 0.5
     # returns that fall with the temperature's distance from c: the step stops where the bound binds
     ret = 100.0 - 20.0 * jnp.abs(temps - c) / jnp.sqrt(c)
     c_mid = float(self_paced_shape(c, temps, ret, valid, 1.0, 85.0, 1e9))

@@ -11,11 +11,12 @@ acting throughout; the protagonist tunes α_P toward entropy −dim(A_P) as SAC.
 
 Curricula (``algo.curriculum``) on the Gamma shape ``c``:
 
-* ``self_paced`` (QARL): after every ``context_samples`` finished episodes ``(α_k, R_k)``, the next
-  shape is the ``c'`` between the target and the current one that minimises
-  ``KL(Gamma(c') ‖ Gamma(c_target))`` subject to the importance-weighted return
-  ``mean_k [p_{c'}(α_k) / p_c(α_k)] · R_k ≥ performance_threshold`` and
-  ``KL(Gamma(c') ‖ Gamma(c)) ≤ kl_bound``; if no ``c'`` qualifies, ``c`` stays;
+* ``self_paced`` (QARL): after every ``context_samples`` finished episodes ``(α_k, R_k)`` (``R_k``
+  the discounted return, as the reference), the next shape is the ``c'`` between the target and
+  the current one that minimises ``KL(Gamma(c') ‖ Gamma(c_target))`` subject to the
+  importance-weighted return ``mean_k [p_{c'}(α_k) / p_{c_k}(α_k)] · R_k ≥ performance_threshold``
+  (``c_k`` the shape ``α_k`` was drawn from) and ``KL(Gamma(c') ‖ Gamma(c)) ≤ kl_bound``; the
+  shape stays while the return at ``c`` itself is below the threshold or no ``c'`` qualifies;
 * ``linear``: ``c`` from ``c_start`` to ``c_target`` over the first ``linear_fraction`` of training;
 * ``fixed``: ``c = c_start`` throughout;  ``rarl``: ``α_A = 0`` from the start;
 * ``none``: no adversary (its actions are zero): plain SAC with the same networks.
@@ -48,18 +49,21 @@ def gamma_kl_same_rate(a1, a2):
     return (a1 - a2) * digamma(a1) - gammaln(a1) + gammaln(a2)
 
 
-def self_paced_shape(c, temps, returns, valid, c_target, threshold, kl_bound, grid: int = 256):
-    """The next Gamma shape of the self-paced curriculum (see the module docstring); ``valid`` masks
-    the collected ``(temps, returns)`` pairs."""
+def self_paced_shape(c, temps, returns, valid, c_target, threshold, kl_bound, drawn=None, grid: int = 256):
+    """The next Gamma shape of the self-paced curriculum (see the module docstring): ``temps`` (in
+    units of 1/rate) and ``returns`` of the collected episodes (``valid`` masks them), each drawn
+    from Gamma(``drawn``) (default: ``c``).  Nothing moves unless the return at ``c`` itself meets
+    the threshold."""
     cands = jnp.linspace(c_target, c, grid)  # from the target up to the current shape
     t = jnp.maximum(temps, 1e-12)
+    drawn = jnp.full_like(t, c) if drawn is None else drawn
     n = jnp.maximum(valid.sum(), 1)
 
     def perf(c_new):  # importance-weighted return of the episodes under Gamma(c_new); the rate cancels
-        logw = gamma_log_pdf(t, c_new, 1.0) - gamma_log_pdf(t, c, 1.0)
+        logw = gamma_log_pdf(t, c_new, 1.0) - gamma_log_pdf(t, drawn, 1.0)
         return jnp.sum(jnp.where(valid, jnp.exp(logw) * returns, 0.0)) / n
 
-    ok = (jax.vmap(perf)(cands) >= threshold) & (gamma_kl_same_rate(cands, c) <= kl_bound)
+    ok = (jax.vmap(perf)(cands) >= threshold) & (gamma_kl_same_rate(cands, c) <= kl_bound) & (perf(c) >= threshold)
     to_target = jnp.where(ok, gamma_kl_same_rate(cands, c_target), jnp.inf)
     return jnp.where(ok.any(), cands[jnp.argmin(to_target)], c)
 
@@ -67,8 +71,9 @@ def self_paced_shape(c, temps, returns, valid, c_target, threshold, kl_bound, gr
 @struct.dataclass
 class Curriculum:
     shape: jax.Array      # Gamma shape c of the adversary's temperature
-    temps: jax.Array      # [K] finished episodes' temperatures and returns, since the last step
-    returns: jax.Array
+    temps: jax.Array      # [K] finished episodes' temperatures, discounted returns and the shapes
+    returns: jax.Array    #     their temperatures were drawn from, since the last step
+    drawn: jax.Array
     count: jax.Array
 
 
@@ -80,6 +85,8 @@ class QARLState:
     env_state: Any
     obs: jax.Array
     temperature: jax.Array  # [num_envs] the running episodes' α_A
+    drawn: jax.Array        # [num_envs] the Gamma shape each was drawn from
+    discounted: jax.Array   # [num_envs] the running episodes' discounted returns (the curriculum's measure)
     curriculum: Curriculum
     rng: jax.Array
 
@@ -125,6 +132,14 @@ class QARL(SAC):
         lf = cfg.get("linear_fraction", 2 / 3)
         if not isinstance(lf, (int, float)) or not 0 < lf <= 1:
             errs.append(f"algo.linear_fraction={lf!r} must be in (0, 1]")
+        try:
+            updates = int(cfg["total_timesteps"]) // (int(cfg["num_envs"]) * int(cfg.get("steps_per_update", 1)))
+            if updates < 2 * int(cfg.get("phase_updates", 1000)):
+                errs.append(f"algo.phase_updates={cfg.get('phase_updates', 1000)} leaves the protagonist no learning "
+                            f"phase in {updates} updates (adversary first, then protagonist); lower phase_updates to "
+                            f"at most {max(updates // 2, 1)} or raise total_timesteps")
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            pass  # reported by the count checks
         adv = cfg.get("adversary") or {}
         for k in sorted(set(adv) - {"max_force", "bodies"}):
             errs.append(f"algo.adversary.{k} is not an adversary setting; valid: max_force, bodies")
@@ -149,26 +164,38 @@ class QARL(SAC):
     def init(self, key, hp, data=None):
         k_p, k_a, k_env, k_t, key = jax.random.split(key, 5)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
-        K = self.context_samples
-        cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.int32(0))
+        K, n = self.context_samples, self.num_envs
+        cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.ones(K), jnp.int32(0))
         return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
                          Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
-                         self.draw_temperature(k_t, self.c_start, self.num_envs), cur, key)
+                         self.draw_temperature(k_t, self.c_start, n), jnp.full((n,), self.c_start, jnp.float32),
+                         jnp.zeros((n,)), cur, key)
 
     def params(self, state):
-        return (state.protagonist.actor, state.protagonist.critic, state.adversary.actor, state.adversary.critic)
+        return (state.protagonist.actor, state.protagonist.critic, state.protagonist.log_alpha,
+                state.adversary.actor, state.adversary.critic)
+
+    @property
+    def episodes_per_evaluation(self) -> int:
+        return 2 * self.num_eval_envs  # without and against the adversary
+
+    def eval_temperature(self, state):
+        """The temperature both players see in evaluation: the curriculum's current mean (0 for RARL)."""
+        if self.curriculum in ("rarl", "none"):
+            return jnp.float32(0.0)
+        return state.curriculum.shape / self.rate
 
     def joint(self, a_p, a_adv):
         return jnp.concatenate([self.to_env(a_p), a_adv], -1)
 
     def greedy_action(self, state, obs):
         """The protagonist's mode, no adversary (nominal evaluation)."""
-        o = self.augment(obs, jnp.zeros(obs.shape[0]))
+        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)))
         return self.joint(self.learner.mode(state.protagonist.actor, o), jnp.zeros((obs.shape[0], self.adv_dim)))
 
     def adversarial_action(self, state, obs):
-        """Both players' modes, the adversary at temperature 0 (its most rational)."""
-        o = self.augment(obs, jnp.zeros(obs.shape[0]))
+        """Both players' modes, at the curriculum's current mean temperature."""
+        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)))
         adv = self.adv_learner.mode(state.adversary.actor, o)
         if self.curriculum == "none":
             adv = jnp.zeros_like(adv)
@@ -190,7 +217,7 @@ class QARL(SAC):
         shape = self.shape_at(state.curriculum, i)
 
         def step(carry, _):
-            obs, env_state, temp, buf, rng = carry
+            obs, env_state, temp, drawn, disc, buf, rng = carry
             rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
             o = self.augment(obs, temp)
             a_p, _ = self.learner.sample(state.protagonist.actor, o, k_p)
@@ -204,14 +231,18 @@ class QARL(SAC):
             nxt = self.augment(true_next_obs(obs2, term, trunc, info), temp)
             buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
             done = info["episode_done"]
+            disc = disc + hp["gamma"] ** (info["episode_length"] - 1).astype(jnp.float32) * reward
             ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
-            ep["temperature"] = temp
+            ep.update(temperature=temp, drawn=drawn, discounted=disc)
             temp = jnp.where(done, self.draw_temperature(k_t, shape, obs.shape[0]), temp)
-            return (obs2, env_state, temp, buf, rng), ep
+            drawn = jnp.where(done, shape, drawn)
+            disc = jnp.where(done, 0.0, disc)
+            return (obs2, env_state, temp, drawn, disc, buf, rng), ep
 
-        (obs, env_state, temp, buf, rng), episode = jax.lax.scan(
-            step, (state.obs, state.env_state, state.temperature, state.buffer, state.rng), None, self.steps_per_update)
-        return state.replace(obs=obs, env_state=env_state, temperature=temp, buffer=buf, rng=rng), episode
+        carry = (state.obs, state.env_state, state.temperature, state.drawn, state.discounted, state.buffer, state.rng)
+        (obs, env_state, temp, drawn, disc, buf, rng), episode = jax.lax.scan(step, carry, None, self.steps_per_update)
+        return state.replace(obs=obs, env_state=env_state, temperature=temp, drawn=drawn, discounted=disc, buffer=buf,
+                             rng=rng), episode
 
     def advance_curriculum(self, cur: Curriculum, episode, i) -> Curriculum:
         """Record finished episodes' (temperature, return); every ``context_samples`` of them, move
@@ -220,17 +251,18 @@ class QARL(SAC):
             return cur.replace(shape=jnp.float32(self.shape_at(cur, i + 1)) if self.curriculum == "linear" else cur.shape)
         K = self.context_samples
         done = episode["episode_done"].reshape(-1)
-        t, r = episode["temperature"].reshape(-1), episode["episode_return"].reshape(-1)
+        t, r = episode["temperature"].reshape(-1), episode["discounted"].reshape(-1)
         slot = cur.count + jnp.cumsum(done) - 1  # where each finished episode goes (beyond K: dropped)
         keep = done & (slot < K)
         idx = jnp.where(keep, slot, K)  # K: out of range, dropped by the scatter
         temps = cur.temps.at[idx].set(t, mode="drop")
         rets = cur.returns.at[idx].set(r, mode="drop")
+        drawn = cur.drawn.at[idx].set(episode["drawn"].reshape(-1), mode="drop")
         count = jnp.minimum(cur.count + done.sum(), K)
         full = count >= K
         new_shape = self_paced_shape(cur.shape, temps * self.rate, rets, jnp.ones(K, bool), self.c_target,
-                                     self.threshold, self.kl_bound)
-        return Curriculum(jnp.where(full, new_shape, cur.shape), temps, rets, jnp.where(full, 0, count))
+                                     self.threshold, self.kl_bound, drawn)
+        return Curriculum(jnp.where(full, new_shape, cur.shape), temps, rets, drawn, jnp.where(full, 0, count))
 
     def update(self, state, hp, i, data=None):
         state, episode = self.collect(state, hp, i)

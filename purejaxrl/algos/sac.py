@@ -42,8 +42,9 @@ def tanh_log_prob(u, mean, log_std):
 
 
 def critic_targets(reward, terminated, next_q_min, next_log_prob, alpha, gamma):
-    """``y = r + γ·(1 − terminated)·(min_i Q̄_i(s', a') − α·log π(a'|s'))``."""
-    return reward + gamma * (1.0 - terminated) * (next_q_min - alpha * next_log_prob)
+    """``y = r + γ·(1 − terminated)·(min_i Q̄_i(s', a') − α·log π(a'|s'))`` (a terminal transition's
+    next state is never evaluated into the target, even where it is not finite)."""
+    return reward + gamma * jnp.where(terminated > 0.5, 0.0, next_q_min - alpha * next_log_prob)
 
 
 def actor_loss(log_prob, q_min, alpha):
