@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--mass", default="0.5:2.0:7")
     p.add_argument("--friction", default="0.5:1.5:5")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     if not Path("benchmarks").is_dir():
         raise SystemExit("run from the repository root")
     OUT.mkdir(parents=True, exist_ok=True)
