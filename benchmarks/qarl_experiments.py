@@ -117,7 +117,33 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
                                 "against_adversary": (s.get("final_eval") or {}).get("eval_return_adversary"),
                                 "run_seconds": s["run_seconds"]}
+    plot_grids(env)
     return res
+
+
+def plot_grids(env: str) -> None:
+    """Side by side: the no-adversary grids of SAC, RARL and QARL (mean over seeds), one colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = OUT / f"compare_{env}"
+    grids = {m: json.loads((root / m / "robustness.json").read_text()) for m in ("sac", "rarl", "qarl")}
+    means = {m: np.asarray(g["returns"]["no_adversary"]).mean(0) for m, g in grids.items()}
+    lo, hi = min(v.min() for v in means.values()), max(v.max() for v in means.values())
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    for ax, (m, v) in zip(axes, means.items()):
+        g = grids[m]
+        im = ax.imshow(v, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="viridis")
+        ax.set_xticks(range(len(g["friction_scale"])), [f"{x:.3g}" for x in g["friction_scale"]])
+        ax.set_yticks(range(len(g["mass_scale"])), [f"{x:.3g}" for x in g["mass_scale"]])
+        ax.set_xlabel("friction × nominal")
+        ax.set_ylabel("mass × nominal")
+        ax.set_title(f"{m.upper()}: mean {v.mean():.1f} ({len(g['runs'])} seeds, no adversary)", fontsize=9)
+    fig.colorbar(im, ax=axes, label="return")
+    fig.savefig(OUT / f"compare_{env}.png", dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:

@@ -286,9 +286,21 @@ def _num(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+ALGO_ALIASES = {"adversary.": "algo.adversary.", "qarl.": "algo.", "qgf.": "algo.", "sac.": "algo.", "fql.": "algo."}
+
+
 def rewrite_overrides(args) -> list[str]:
-    """``vmap.algo.lr=[...]`` adds a key to the empty ``vmap`` node: Hydra needs ``+`` for that."""
-    return ["+" + a if a.startswith("vmap.") and "=" in a else a for a in args]
+    """``vmap.algo.lr=[...]`` adds a key to the empty ``vmap`` node: Hydra needs ``+`` for that;
+    ``adversary.max_force=1`` and ``qarl.curriculum=linear`` (``qgf.``, ``sac.``, ``fql.``) are
+    short for ``algo.adversary.max_force=1`` and ``algo.curriculum=linear``."""
+    out = []
+    for a in args:
+        for short, full in ALGO_ALIASES.items():
+            if a.startswith(short) and "=" in a:
+                a = full + a[len(short):]
+                break
+        out.append("+" + a if a.startswith("vmap.") and "=" in a else a)
+    return out
 
 
 def compose(overrides=()) -> dict:

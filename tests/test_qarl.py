@@ -173,3 +173,8 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     g = json.loads((tmp_path / "r" / "robustness.json").read_text())
     assert g["mass_scale"] == [0.5, 1.25, 2.0] and set(g["returns"]) == {"no_adversary", "trained_adversary"}
     assert np.asarray(g["returns"]["no_adversary"]).shape == (2, 3, 2) and (tmp_path / "r" / "robustness.png").exists()
+
+
+def test_the_issue_command_line_spellings_reach_the_algorithm_config():
+    cfg = compose(["algo=qarl", "env=dmc_hopper_stand", "adversary.max_force=2.0", "qarl.curriculum=linear"])
+    assert cfg["algo"]["adversary"]["max_force"] == 2.0 and cfg["algo"]["curriculum"] == "linear"
