@@ -144,6 +144,8 @@ CASES = [
     pytest.param(qgf("env=cartpole"), "needs continuous actions", id="qgf-discrete-env"),
     pytest.param(["train", "algo=ppo", "env=ogbench_cube_single", "run_dir={new}"], "stepped on the host",
                  id="ppo-on-a-host-env"),
+    pytest.param(["train", "algo=qarl", "env=pendulum", "algo.total_timesteps=1600", "run_dir={new}"],
+                 "leaves the protagonist no learning phase in 100 updates", id="qarl-no-protagonist-phase"),
     pytest.param(qgf("env=ogbench_cube_single"), "observations have shape (2,) per step but the env observes (28,)",
                  id="qgf-dataset-of-another-env"),
     pytest.param(qgf("algo.guidance=magic"), "algo.guidance='magic'", id="qgf-unknown-guidance"),

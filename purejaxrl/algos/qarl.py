@@ -132,18 +132,18 @@ class QARL(SAC):
         lf = cfg.get("linear_fraction", 2 / 3)
         if not isinstance(lf, (int, float)) or not 0 < lf <= 1:
             errs.append(f"algo.linear_fraction={lf!r} must be in (0, 1]")
-        try:
-            updates = int(cfg["total_timesteps"]) // (int(cfg["num_envs"]) * int(cfg.get("steps_per_update", 1)))
-            if updates < 2 * int(cfg.get("phase_updates", 1000)):
-                errs.append(f"algo.phase_updates={cfg.get('phase_updates', 1000)} leaves the protagonist no learning "
-                            f"phase in {updates} updates (adversary first, then protagonist); lower phase_updates to "
-                            f"at most {max(updates // 2, 1)} or raise total_timesteps")
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            pass  # reported by the count checks
         adv = cfg.get("adversary") or {}
         for k in sorted(set(adv) - {"max_force", "bodies"}):
             errs.append(f"algo.adversary.{k} is not an adversary setting; valid: max_force, bodies")
-        return errs + super().config_errors(cfg)
+        counts = super().config_errors(cfg)  # SAC's: counts are integers >= 1, one update fits
+        if not errs and not counts:
+            updates = cfg["total_timesteps"] // (cfg["num_envs"] * cfg.get("steps_per_update", 1))
+            phase = cfg.get("phase_updates", 1000)
+            if updates < 2 * phase:
+                errs.append(f"algo.phase_updates={phase} leaves the protagonist no learning phase in {updates} "
+                            f"updates (adversary first, then protagonist); lower phase_updates to at most "
+                            f"{max(updates // 2, 1)} or raise total_timesteps")
+        return errs + counts
 
     # ---- temperatures ----
     def shape_at(self, cur: Curriculum, i):
