@@ -69,6 +69,11 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
         from purejaxrl.experiment import TrainingDiverged
 
         try:
+            from purejaxrl.config import raise_errors
+            from purejaxrl.sharding import check_mesh_config, initialize
+
+            raise_errors(check_mesh_config(container))
+            initialize(container)  # jax.distributed / virtual CPU devices: before anything starts a JAX backend
             summary = run_fn(container, run_dir, list(hc.overrides.task))
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)

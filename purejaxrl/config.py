@@ -17,7 +17,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 TOP_LEVEL = {
     "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
-    "vmap", "stop_after_chunks", "compilation_cache", "hydra", "dataset",
+    "vmap", "stop_after_chunks", "compilation_cache", "hydra", "dataset", "mesh", "distributed",
 }
 NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation", "conv_channels", "conv_padding",
                 "kernel_init", "input_scale"}

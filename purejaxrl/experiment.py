@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxrl.checkpoint import Checkpointer, open_run_dir
-from purejaxrl.config import dump_yaml, identity, run_grid, validate
-from purejaxrl.logging import MetricsLogger, check_backends
+from purejaxrl.config import dump_yaml, identity, raise_errors, run_grid, validate
+from purejaxrl.logging import MetricsLogger, NullLogger, check_backends
+from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, make_mesh
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 SUMMARY = "summary.json"
@@ -40,13 +41,17 @@ MAY_BE_NAN = ("episode_return", "episode_length", "eval_return")
 
 def prepare_run(cfg: dict, run_dir, validate_fn, default: str):
     """What every host loop (train, meta, llm) does first: put ``run_dir`` into the config,
-    validate it, quieten orbax, check the run directory (:func:`open_run_dir`) and turn on the
+    validate it, start ``jax.distributed`` when asked, quieten orbax, check the run directory
+    (:func:`open_run_dir`; every process has checked before any writes) and turn on the
     persistent compilation cache.  Returns ``(cfg, run_dir, checkpoint_dir, resuming)``."""
     if run_dir is not None:
         cfg = {**cfg, "run_dir": str(run_dir)}
+    raise_errors(check_mesh_config(cfg))
+    initialize(cfg)
     validate_fn(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     run_dir, ckpt_dir, resuming = open_run_dir(cfg, default)
+    barrier("run_dir_checked")
     if cfg.get("compilation_cache", True):
         enable_compilation_cache()
     return cfg, run_dir, ckpt_dir, resuming
@@ -68,7 +73,17 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     algo = build_algorithm(cfg, **algo_kwargs)
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
     hparams = batch_hparams(algo, hparams, len(runs))
-    trainer = Trainer(algo, len(runs), cfg["chunks"])
+    per_seed = len(runs) // cfg["num_seeds"]  # vmapped hyperparameter values per seed
+
+    def pad(n: int) -> str:
+        s = cfg["num_seeds"]
+        while (s * per_seed) % n:
+            s += 1
+        return f"num_seeds={s}"
+
+    mesh = make_mesh(cfg, len(runs), "runs", pad)  # None: one device
+    trainer = Trainer(algo, len(runs), cfg["chunks"], mesh=mesh)
+    main = is_main_process()  # under jax.distributed only process 0 writes files (checkpoints: every process)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     spu = algo.units_per_update
 
@@ -89,16 +104,18 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     trainer.compile_chunk(state, hparams, start)  # a program that cannot be built fails here, before any write
     # Everything is checked: from here on the run directory is written.
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    if overrides is not None:
-        dump_yaml(overrides, run_dir / "overrides.yaml")
+    if main:
+        dump_yaml(cfg, run_dir / "config.yaml")
+        if overrides is not None:
+            dump_yaml(overrides, run_dir / "overrides.yaml")
     ckpt = Checkpointer(ckpt_dir)
-    logger = MetricsLogger(run_dir, runs, logger_cfg, resume_update=start, project_cfg=identity(cfg))
+    logger = (MetricsLogger(run_dir, runs, logger_cfg, resume_update=start, project_cfg=identity(cfg)) if main
+              else NullLogger(runs))
     last_eval = logger.last_values("eval_return")
     last_evals = {k: logger.last_values(k) for k in sorted({k for row in logger.kept for k in row if k.startswith("eval_")})}
     last_evals["eval_return"] = last_eval
 
-    show = logger_cfg.get("progress", True) if progress is None else progress
+    show = (logger_cfg.get("progress", True) if progress is None else progress) and main
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -185,7 +202,11 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                                      "per_seed": [_f(x) for x in v]} for k, v in others.items()}
     if diverged:
         summary["diverged"] = diverged
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    if mesh is not None:
+        summary["devices"] = mesh.size
+        summary["processes"] = jax.process_count()
+    if main:
+        (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     if diverged:
         kept = f"the last good checkpoint (update {start}) is kept" if start else "no checkpoint was saved"
         raise TrainingDiverged(

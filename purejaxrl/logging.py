@@ -163,6 +163,24 @@ class MetricsLogger:
             w.finish()
 
 
+class NullLogger:
+    """The logger of every process but 0 in a multi-host run: process 0 writes every run's rows
+    (the metrics it logs are gathered from all processes)."""
+
+    def __init__(self, runs: list[dict]):
+        self.runs = runs
+        self.kept: list[dict] = []
+
+    def last_values(self, metric: str) -> np.ndarray:
+        return np.full(len(self.runs), np.nan)
+
+    def log_chunk(self, start: int, metrics: dict, steps_per_update: int, num_updates: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_JSONL
     if not path.exists():

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxrl.algos import Algorithm, get_algorithm
+from purejaxrl.sharding import Placement
 
 
 def build_algorithm(cfg: dict, **kwargs) -> Algorithm:
@@ -31,8 +32,9 @@ class Trainer:
     """Compiled pieces of a training run over ``num_runs`` runs."""
 
     def __init__(self, algo: Algorithm, num_runs: int, chunks: int = 1, num_evals: int | None = None, vmap_single: bool = False,
-                 load_data: bool = True):
+                 load_data: bool = True, mesh=None):
         self.algo = algo
+        self.place = Placement(mesh)  # the run axis split over a device mesh (None: one device)
         self.num_runs = int(num_runs)
         self.num_updates = algo.num_updates
         self.updates_per_chunk = math.ceil(self.num_updates / max(int(chunks), 1))
@@ -40,16 +42,19 @@ class Trainer:
         self.eval_every = max(self.num_updates // max(evals, 1), 1)
         if getattr(algo, "host_eval", False):  # evaluated on the host between chunks: a chunk per evaluation
             self.updates_per_chunk = self.eval_every
-        batched = self.num_runs > 1 or vmap_single  # vmap_single: the reference codes' layout, for benchmarks
+        batched = self.num_runs > 1 or vmap_single or mesh is not None  # vmap_single: the reference codes' layout
         self.batched = batched
         init = algo.init
         chunk = self._run_updates
         if batched:
             init = jax.vmap(algo.init, in_axes=(0, 0, None))
             chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None, None))
-        self._init = jax.jit(init)
-        self._chunk = jax.jit(chunk, static_argnums=(4, 5), donate_argnums=0)
-        self.data = algo.load_data() if load_data else None  # an offline dataset: one argument shared by every run
+        # on a mesh, every output (state, metrics, finite) is split along its run axis
+        out = {"out_shardings": self.place.runs} if mesh is not None else {}
+        self._init = jax.jit(init, **out)
+        self._chunk = jax.jit(chunk, static_argnums=(4, 5), donate_argnums=0, **out)
+        # an offline dataset: one argument shared by every run (a copy on every device of a mesh)
+        self.data = self.place.replicate(algo.load_data() if load_data else None)
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 
@@ -112,16 +117,17 @@ class Trainer:
         return self._compile("init", self._init, keys, hparams, self.data)(keys, hparams, self.data)
 
     def abstract_state(self, keys, hparams):
+        """The state's shapes (and, on a mesh, its layout: a checkpoint restores into it)."""
         keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
-        return jax.eval_shape(self._init, keys, hparams, self.data)
+        return self.place.abstract(jax.eval_shape(self._init, keys, hparams, self.data))
 
     def chunk(self, state, hparams, start: int, with_finite: bool = False):
         """Run one chunk from update ``start``; metrics come back as numpy ``[num_runs, n]``
         (and, with ``with_finite``, a boolean ``[num_runs]``: all parameters finite)."""
         fn = self.compile_chunk(state, hparams, start)
-        state, metrics, finite = fn(state, self._maybe_squeeze(hparams), jnp.int32(start), self.data)
-        metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-        finite = np.asarray(finite).reshape(-1)
+        state, metrics, finite = fn(state, self._maybe_squeeze(hparams), self._start(start), self.data)
+        metrics, finite = self.place.to_host((metrics, finite))
+        finite = finite.reshape(-1)
         if not self.batched:
             metrics = {k: v[None] for k, v in metrics.items()}
         return (state, metrics, finite) if with_finite else (state, metrics)
@@ -134,12 +140,17 @@ class Trainer:
     def compile_chunk(self, state, hparams, start: int):
         """The compiled chunk program for chunks from ``start`` (compiled once per run)."""
         guard = self.needs_guard(start)
-        return self._compile(f"chunk_guard={guard}", self._chunk, state, self._maybe_squeeze(hparams), jnp.int32(start),
+        return self._compile(f"chunk_guard={guard}", self._chunk, state, self._maybe_squeeze(hparams), self._start(start),
                              self.data, self.updates_per_chunk, guard)
 
+    def _start(self, start: int):
+        return self.place.replicate(jnp.int32(start))
+
     def _maybe_squeeze(self, tree):
+        """Run-batched inputs as the compiled programs take them: split over the mesh, or without
+        their run axis when a single run is not vmapped."""
         if self.batched:
-            return tree
+            return self.place.runs_tree(tree)
         return jax.tree.map(lambda x: jnp.asarray(x)[0], tree)
 
 
