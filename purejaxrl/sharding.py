@@ -162,6 +162,15 @@ class Placement:
     def replicate(self, tree):
         return self._put(tree, self.replicated)
 
+    def local(self, tree):
+        """A replicated tree as plain arrays of this process (e.g. a state restored replicated)."""
+        if self.mesh is None:
+            return tree
+        import jax
+        import jax.numpy as jnp
+
+        return jax.tree.map(lambda x: jnp.asarray(np.asarray(x.addressable_data(0))), tree)
+
     def constrain_runs(self, tree):
         """Inside ``jit``: ask for the first axis split over the mesh (a no-op without one)."""
         if self.mesh is None:

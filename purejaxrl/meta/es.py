@@ -2,7 +2,8 @@
 training per member (× seeds), all vmapped into one compiled program per environment.
 
 The population axis is just the run axis of :class:`purejaxrl.trainer.Trainer`: member ``m`` and
-seed ``s`` are run ``m · S + s``, whose traced ``hp["objective"]`` holds member ``m``'s parameters.
+seed ``s`` are run ``m · S + s``, whose traced ``hp["objective"]`` holds member ``m``'s parameters;
+with ``mesh.devices`` that axis is split over devices like any other run axis.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class PopulationFitness:
     objective, averaged over ``seeds_per_member`` seeds (the same seeds for every member), and over
     environments (each normalised to 0 = untrained, 1 = PPO-clip when ``normalize_fitness``)."""
 
-    def __init__(self, cfg: dict, objective: objectives.Objective):
+    def __init__(self, cfg: dict, objective: objectives.Objective, mesh=None):
         es = cfg["es"]
         self.population = int(es["population"])
         self.seeds = int(es["seeds_per_member"])
@@ -79,7 +80,7 @@ class PopulationFitness:
             inner = {**cfg, "env": env_cfg, "num_seeds": 1, "vmap": {}, "algo": {**cfg["algo"], "num_evals": 1}}
             algo = build_algorithm(inner, objective=objective)
             _, hp, _ = run_grid(inner, algo.HPARAMS)
-            self.envs.append(EnvFitness(name, algo, Trainer(algo, runs, chunks=1, num_evals=1), hp, inner))
+            self.envs.append(EnvFitness(name, algo, Trainer(algo, runs, chunks=1, num_evals=1, mesh=mesh), hp, inner))
         self.inner_env_steps = sum(e.algo.num_updates * e.algo.steps_per_update for e in self.envs) * runs
         self.seconds = 0.0
 

@@ -19,12 +19,13 @@ import numpy as np
 from purejaxrl import objectives
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
-from purejaxrl.logging import MetricsLogger
+from purejaxrl.logging import MetricsLogger, NullLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
+from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh
 
 SUMMARY = "summary.json"
 META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "resume", "stop_after_generations",
-             "compilation_cache", "progress", "hydra"}
+             "compilation_cache", "progress", "hydra", "mesh", "distributed"}
 ES_KEYS = {"strategy", "population", "generations", "antithetic", "sigma_init", "sigma_decay", "sigma_limit",
            "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness"}
 IDENTITY = ("algo", "env", "network", "objective", "es", "seed")
@@ -106,7 +107,17 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     master = jax.random.PRNGKey(int(cfg["seed"]))
     objective = objectives.build(cfg["objective"], key=jax.random.fold_in(master, 10**6))
     inner = {**inner_config(cfg), "es": es_cfg}
-    fitness_fn = PopulationFitness(inner, objective)
+    seeds = int(es_cfg["seeds_per_member"])
+
+    def pad(n: int) -> str:
+        p = int(es_cfg["population"])
+        while (p * seeds) % n or p % 2:
+            p += 1
+        return f"es.population={p}"
+
+    mesh = make_mesh(cfg, int(es_cfg["population"]) * seeds, "runs (members × seeds)", pad)
+    main, place = is_main_process(), Placement(mesh)
+    fitness_fn = PopulationFitness(inner, objective, mesh=mesh)
     strategy = make_strategy(es_cfg, objective.params)
     es_params = strategy.default_params
     # es.generations may grow on resume (continue a finished run for longer): not part of the identity
@@ -117,7 +128,9 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     es_state = strategy.init(jax.random.fold_in(master, 10**6 + 1), objective.params, es_params)
     if resuming:
         try:
-            es_state, meta = ckpt.restore(jax.eval_shape(lambda: es_state), identity)
+            abstract = place.abstract(jax.eval_shape(lambda: es_state), place.replicated)
+            es_state, meta = ckpt.restore(abstract, identity)
+            es_state = place.local(es_state)
         finally:
             ckpt.close()
         start, prior_seconds, baselines = int(meta["update"]), float(meta["run_seconds"]), meta.get("baselines")
@@ -133,13 +146,15 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         for e in fitness_fn.envs:
             e.r_untrained, e.r_clip = baselines[e.name]
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    if overrides is not None:
-        dump_yaml(overrides, run_dir / "overrides.yaml")
-    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": 1}, resume_update=start)
+    one_run = [{"run": 0, "seed": cfg["seed"]}]
+    if main:  # under jax.distributed only process 0 writes files (checkpoints: every process)
+        dump_yaml(cfg, run_dir / "config.yaml")
+        if overrides is not None:
+            dump_yaml(overrides, run_dir / "overrides.yaml")
+    logger = MetricsLogger(run_dir, one_run, {"log_every": 1}, resume_update=start) if main else NullLogger(one_run)
 
     bar = None
-    if cfg.get("progress", True) if progress is None else progress:
+    if (cfg.get("progress", True) if progress is None else progress) and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=gens, initial=start, unit="gen", dynamic_ncols=True)
@@ -162,9 +177,11 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
             if len(per_env) > 1:
                 row.update({f"return_{k}": [[_nan(np.nanmean, v)]] for k, v in per_env.items()})
             logger.log_chunk(g, {k: np.asarray(v) for k, v in row.items()}, 1, gens)
-            _save_objectives(run_dir, strategy, es_state, objective, g + 1, float(-es_state.best_fitness))
-            ckpt.save(g + 1, es_state, {"identity": identity, "update": g + 1, "run_seconds": run_seconds,
-                                        "baselines": baselines})
+            if main:
+                _save_objectives(run_dir, strategy, es_state, objective, g + 1, float(-es_state.best_fitness))
+            # on a mesh the ES state is saved as a global (replicated) array: orbax's multi-host form
+            ckpt.save(g + 1, place.replicate(es_state), {"identity": identity, "update": g + 1, "run_seconds": run_seconds,
+                                                         "baselines": baselines})
             done += 1
             if bar is not None:
                 bar.update(1)
@@ -178,6 +195,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         logger.close()
         ckpt.close()
 
+    barrier("meta_metrics_written")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     generations = start + done  # one row per generation (rows 1..generations)
     secs = run_seconds / max(generations, 1)
@@ -198,7 +216,11 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"],
         "baselines": baselines,
     }
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    if mesh is not None:
+        summary["devices"] = mesh.size
+        summary["processes"] = jax.process_count()
+    if main:
+        (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     return summary
 
 
