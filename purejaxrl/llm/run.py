@@ -20,7 +20,8 @@ from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.tasks import TASKS, VOCAB, make_task
-from purejaxrl.logging import MetricsLogger
+from purejaxrl.logging import MetricsLogger, NullLogger
+from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh
 
 MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size")
@@ -39,7 +40,7 @@ def validate_llm(cfg: dict) -> None:
     errs = []
     defaults = _load_yaml(LLM_CONF / "run" / "default.yaml")
     defaults.pop("hydra", None)
-    for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra"}, key=str):
+    for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra", "mesh", "distributed"}, key=str):
         errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS]))}")
     for k, v in cfg.items():
         if k not in defaults or defaults[k] is None:
@@ -208,6 +209,11 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     task = make_task(cfg["task"]["name"], **(cfg["task"].get("kwargs") or {}))
     mcfg = ModelConfig(vocab_size=len(VOCAB), max_len=task.prompt_len + task.max_new, **cfg["model"])
     mode, loss_cfg = cfg["mode"], dict(cfg.get("loss") or {})
+    # data parallel: the prompt axis of every training batch split over the mesh, the model replicated
+    per_step, name = (cfg["num_prompts"], "num_prompts") if mode == "rl" else (cfg["batch_size"], "batch_size")
+    mesh = make_mesh(cfg, per_step, f"prompts per step ({name})", lambda n: f"{name}={-(-per_step // n) * n}")
+    place, main = Placement(mesh), is_main_process()
+    train_task = ShardedTask(task, place.constrain_runs) if mesh is not None else task
     key = jax.random.PRNGKey(cfg["seed"])
     params = init_params(jax.random.fold_in(key, 0), mcfg)
     if cfg.get("init_from"):
@@ -225,7 +231,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(jnp.nan)}
 
     if mode == "sft":
-        step = T.make_sft_step(task, mcfg, cfg["batch_size"], opt)
+        step = T.make_sft_step(train_task, mcfg, cfg["batch_size"], opt)
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
     elif mode == "rl":
@@ -236,7 +242,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                                 policy_gradient=cfg.get("policy_gradient", True), data_seed=cfg.get("data_seed", 12345))
         if settings.curriculum_pool:
             state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
-        it = T.make_rl_iteration(task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
+        it = T.make_rl_iteration(train_task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
 
         def fn(s, k, i):
             p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"),
@@ -251,7 +257,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
 
         tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
     elif loss_cfg["name"] == "nash_mp":
-        step = T.make_nash_mp_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+        step = T.make_nash_mp_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
                                    pref_temperature=cfg.get("pref_temperature", 0.1))
         state["anchor_params"] = jax.tree.map(jnp.copy, params)  # π_k
         state["opponent_params"] = jax.tree.map(jnp.copy, params)  # π_k, then the midpoint
@@ -262,12 +268,12 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
 
         tokens_per_it = 2 * cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     elif loss_cfg["name"] == "sppo":
-        step = T.make_sppo_step(task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+        step = T.make_sppo_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
                                 pref_temperature=cfg.get("pref_temperature", 0.1))
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     else:
-        step = T.make_pref_step(task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
+        step = T.make_pref_step(train_task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
                                 T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, cfg.get("data_seed", 12345))
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
@@ -276,36 +282,42 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
     start = 0
-    if resuming:
-        state, meta = ckpt.restore(jax.eval_shape(lambda: state), identity)
+    state = place.replicate(state)
+    if resuming:  # into the replicated layout, whatever the device count that wrote it
+        state, meta = ckpt.restore(place.abstract(jax.eval_shape(lambda: state), place.replicated), identity)
         start = int(meta["update"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    if overrides is not None:
-        dump_yaml(overrides, run_dir / "overrides.yaml")
-    logger = MetricsLogger(run_dir, [{"run": 0, "seed": cfg["seed"]}], {"log_every": cfg["log_every"]}, resume_update=start)
+    one_run = [{"run": 0, "seed": cfg["seed"]}]
+    if main:  # under jax.distributed only process 0 writes files (checkpoints: every process)
+        dump_yaml(cfg, run_dir / "config.yaml")
+        if overrides is not None:
+            dump_yaml(overrides, run_dir / "overrides.yaml")
+    logger = (MetricsLogger(run_dir, one_run, {"log_every": cfg["log_every"]}, resume_update=start) if main
+              else NullLogger(one_run))
 
     t0 = time.perf_counter()
-    step_c = jax.jit(fn, donate_argnums=0).lower(state, key, jnp.int32(0)).compile()
+    out = {"out_shardings": place.replicated} if mesh is not None else {}
+    rep = place.replicate
+    step_c = jax.jit(fn, donate_argnums=0, **out).lower(state, rep(key), rep(jnp.int32(0))).compile()
     compile_s = time.perf_counter() - t0
     iters, total = cfg["iterations"], 0.0
     last_eval: dict = {}
     bar = None
-    if cfg.get("progress", True) if progress is None else progress:
+    if (cfg.get("progress", True) if progress is None else progress) and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iters, initial=start, unit="it", dynamic_ncols=True, mininterval=1.0)
     try:
         for i in range(start, iters):
             t = time.perf_counter()
-            state, m = step_c(state, jax.random.fold_in(key, i + 1), jnp.int32(i))
-            m = jax.device_get(m)
+            state, m = step_c(state, rep(jax.random.fold_in(key, i + 1)), rep(jnp.int32(i)))
+            m = place.to_host(m)
             dt = time.perf_counter() - t
             total += dt
             row = {k: np.asarray([[float(v)]]) for k, v in m.items()}
             row["seconds"] = np.asarray([[dt]])
             if (i + 1) % cfg["eval_every"] == 0 or i + 1 == iters:
-                last_eval = {f"test_{k}": float(v) for k, v in jax.device_get(evaluate(state["params"])).items()}
+                last_eval = {f"test_{k}": float(v) for k, v in place.to_host(evaluate(state["params"])).items()}
                 row.update({k: np.asarray([[v]]) for k, v in last_eval.items()})
             logger.log_chunk(i, row, 1, iters)
             if bar is not None:
@@ -332,8 +344,26 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         "task": task.name,
         "loss": loss_cfg.get("name"),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if mesh is not None:
+        summary["devices"] = mesh.size
+        summary["processes"] = jax.process_count()
+    if main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class ShardedTask:
+    """A task whose training batches ask for their prompt axis split over the mesh (inside ``jit``:
+    the sampler, the reward and the loss then run data parallel, GSPMD summing the gradients)."""
+
+    def __init__(self, task, constrain):
+        self._task, self._constrain = task, constrain
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def sample(self, key, n: int, test: bool = False):
+        return self._constrain(self._task.sample(key, n, test=test))
 
 
 def _next_round(state: dict, cfg: dict, done: int) -> dict:
