@@ -73,6 +73,11 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
             from purejaxrl.sharding import check_mesh_config, initialize
 
             raise_errors(check_mesh_config(container))
+            if hc.mode.name == "MULTIRUN" and "joblib" in str(hc.launcher.get("_target_", "")):
+                from purejaxrl.sharding import claim_local_device
+
+                got = claim_local_device(int(hc.launcher.get("n_jobs") or 1), hc.sweep.dir)
+                print(f"job {hc.job.num}: local device slot {got}", file=sys.stderr)
             initialize(container)  # jax.distributed / virtual CPU devices: before anything starts a JAX backend
             summary = run_fn(container, run_dir, list(hc.overrides.task))
         except ConfigError as e:

@@ -19,7 +19,7 @@ import numpy as np
 from purejaxrl.checkpoint import Checkpointer, open_run_dir
 from purejaxrl.config import dump_yaml, identity, raise_errors, run_grid, validate
 from purejaxrl.logging import MetricsLogger, NullLogger, check_backends
-from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, make_mesh
+from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, local_device, make_mesh
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 SUMMARY = "summary.json"
@@ -205,6 +205,8 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     if mesh is not None:
         summary["devices"] = mesh.size
         summary["processes"] = jax.process_count()
+    if local_device() is not None:  # a parallel local sweep job: the GPU or CPU cores it claimed
+        summary["local_device"] = local_device()
     if main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     if diverged:

@@ -42,7 +42,8 @@ def check_mesh_config(cfg: dict) -> list[str]:
     elif not isinstance(pid, int) or not 0 <= pid < n:
         errs.append(f"distributed.process_id={pid!r} must be an integer in [0, {n}) (this process's rank)")
     elif n > 1 and not dist.get("coordinator"):
-        errs.append(f"distributed.num_processes={n} needs distributed.coordinator=HOST:PORT (process 0's address)")
+        errs.append(f"distributed.num_processes={n} needs distributed.coordinator=HOST:PORT (process 0's address), "
+                    "or distributed.coordinator=auto under SLURM")
     cpu = dist.get("cpu_devices")
     if cpu is not None and (not isinstance(cpu, int) or cpu < 1):
         errs.append(f"distributed.cpu_devices={cpu!r} must be null or an integer >= 1 (virtual CPU devices per process)")
@@ -64,7 +65,9 @@ def initialize(cfg: dict) -> None:
     dist = cfg.get("distributed") or {}
     if dist.get("cpu_devices"):
         jax.config.update("jax_num_cpu_devices", int(dist["cpu_devices"]))
-    if dist.get("coordinator"):
+    if dist.get("coordinator") == "auto":  # SLURM (and other clusters JAX knows): everything from the environment
+        jax.distributed.initialize()
+    elif dist.get("coordinator"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes gather metrics over TCP
         ids = dist.get("local_device_ids")
         jax.distributed.initialize(str(dist["coordinator"]), int(dist.get("num_processes", 1)),
@@ -203,23 +206,74 @@ class Placement:
         return jax.tree.map(get, tree)
 
 
-def local_device_env(slot: int, num_slots: int) -> dict[str, str]:
-    """Environment for the ``slot``-th of ``num_slots`` parallel local jobs: one GPU each where GPUs
-    are visible (``CUDA_VISIBLE_DEVICES``), else an equal share of the CPU cores (affinity)."""
+# ---------------------------------------------------------------- parallel local jobs
+_SLOT: tuple | None = None  # (the lock file held for this process's life, what was claimed)
+
+
+def claim_local_device(num_jobs: int, sweep_dir: str) -> dict:
+    """Give this local sweep job a device of its own before JAX starts: the first free GPU slot
+    (a lock file per GPU, shared by every sweep on the machine) → ``CUDA_VISIBLE_DEVICES``; without
+    GPUs, the first free of ``num_jobs`` equal blocks of CPU cores (per sweep) → CPU affinity.
+    The lock lives as long as the process, so a joblib worker that runs several jobs keeps its
+    device.  With more jobs than slots, jobs share by job number (said in the returned record)."""
+    global _SLOT
+    if _SLOT is not None:
+        return _SLOT[1]
+    import fcntl
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
     gpus = visible_gpus()
     if gpus:
-        return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
-    return {}
+        slots, root = [[g] for g in gpus], Path(tempfile.gettempdir()) / "purejaxrl-gpu-slots"
+    else:
+        cpus = sorted(os.sched_getaffinity(0))
+        k = max(1, min(int(num_jobs), len(cpus)))
+        slots = [list(map(int, b)) for b in np.array_split(np.asarray(cpus), k)]
+        tag = hashlib.sha1(str(Path(sweep_dir).resolve()).encode()).hexdigest()[:12]
+        root = Path(tempfile.gettempdir()) / f"purejaxrl-cpu-slots-{tag}"
+    root.mkdir(parents=True, exist_ok=True)
+    lock, slot = None, None
+    for i in range(len(slots)):
+        f = open(root / f"slot{i}.lock", "w")  # noqa: SIM115 - held until the process exits
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        lock, slot = f, i
+        break
+    shared = slot is None
+    if shared:  # every slot is held: share one, by process id
+        slot = os.getpid() % len(slots)
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = slots[slot][0]
+        info = {"slot": slot, "gpu": slots[slot][0]}
+    else:
+        os.sched_setaffinity(0, slots[slot])
+        info = {"slot": slot, "cpus": slots[slot]}
+    info["shared"] = shared
+    _SLOT = (lock, info)
+    return info
+
+
+def local_device() -> dict | None:
+    """What :func:`claim_local_device` gave this process (``None`` outside a local sweep)."""
+    return None if _SLOT is None else _SLOT[1]
 
 
 def visible_gpus() -> list[str]:
     """The GPU ids this process may use, without starting a JAX backend."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [g for g in env.split(",") if g.strip() not in ("", "-1")]
-    try:
-        import subprocess
+        return [g.strip() for g in env.split(",") if g.strip() not in ("", "-1")]
+    import shutil
+    import subprocess
 
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return []
