@@ -29,24 +29,28 @@ CFG = ["algo=pqn", "env=cartpole", "algo.total_timesteps=262144", "logger.progre
 def worker(devices: int, seeds: int, chunks: int, process: tuple[int, int, str] | None) -> dict:
     import jax
 
+    from purejaxrl.sharding import visible_gpus
+
+    gpu = bool(visible_gpus())
     if process is None:
-        jax.config.update("jax_num_cpu_devices", devices)
+        jax.config.update("jax_num_cpu_devices", devices)  # CPU: virtual devices (no effect on GPUs)
     else:
         pid, n, coord = process
-        jax.config.update("jax_num_cpu_devices", devices // n)
+        per = devices // n
+        jax.config.update("jax_num_cpu_devices", per)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coord, n, pid)
+        jax.distributed.initialize(coord, n, pid, local_device_ids=list(range(pid * per, (pid + 1) * per)) if gpu else None)
     import jax.numpy as jnp
 
     from purejaxrl.config import compose, run_grid
     from purejaxrl.sharding import make_mesh
     from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
-    cfg = compose([*CFG, f"num_seeds={seeds}", "mesh.devices=all"])
+    cfg = compose([*CFG, f"num_seeds={seeds}", "mesh.devices=all" if process else f"mesh.devices={devices}"])
     algo = build_algorithm(cfg)
     runs, hp, seed_list = run_grid(cfg, algo.HPARAMS)
     hp = batch_hparams(algo, hp, len(runs))
-    mesh = make_mesh(cfg, len(runs)) if jax.device_count() > 1 else None
+    mesh = make_mesh(cfg, len(runs))  # None for one device
     tr = Trainer(algo, len(runs), chunks, num_evals=1, mesh=mesh)
     tr.eval_every = 10**9  # timed chunks without evaluation
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seed_list])
@@ -62,7 +66,7 @@ def worker(devices: int, seeds: int, chunks: int, process: tuple[int, int, str] 
         state, m = tr.chunk(state, hp, c * n)
         times.append(time.perf_counter() - t0)
     steps = n * algo.units_per_update * len(runs)
-    return {"devices": jax.device_count(), "processes": jax.process_count(), "seeds": seeds,
+    return {"devices": 1 if mesh is None else mesh.size, "processes": jax.process_count(), "seeds": seeds,
             "compile_seconds": compile_s, "chunk_seconds": times,
             "env_steps_per_second": steps / min(times), "platform": jax.devices()[0].platform}
 

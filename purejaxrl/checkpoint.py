@@ -35,17 +35,39 @@ def _empty(x) -> bool:
     return math.prod(x.shape) == 0
 
 
+def _replicated_like(sharding):
+    """A replicated sharding on the same devices (a placeholder's), or this process's first device."""
+    from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    return SingleDeviceSharding(jax.local_devices()[0])
+
+
 def _fill_empty(tree):
     """Zero-size arrays (MJX's ``act`` of an env without actuator state) cannot be written by orbax:
-    a one-element placeholder stands in for them, and :meth:`Checkpointer.restore` puts them back."""
+    a one-element placeholder (replicated on the array's mesh) stands in for them, and
+    :meth:`Checkpointer.restore` puts them back."""
     def fill(x):
         if not _empty(x):
             return x
+        rep = _replicated_like(getattr(x, "sharding", None))
         if isinstance(x, jax.ShapeDtypeStruct):
-            return jax.ShapeDtypeStruct((1,), x.dtype)
-        return jnp.zeros((1,), x.dtype)
+            return jax.ShapeDtypeStruct((1,), x.dtype, sharding=rep)
+        return jax.device_put(jnp.zeros((1,), x.dtype), rep)
 
     return jax.tree.map(fill, tree)
+
+
+def _placed(abstract):
+    """Every leaf of a restore template with a sharding: a template without one (a run restored on
+    one device) is placed on this process's first device, whatever mesh wrote the checkpoint."""
+    def place(x):
+        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_replicated_like(None))
+        return x
+
+    return jax.tree.map(place, abstract)
 
 
 class Checkpointer:
@@ -103,17 +125,23 @@ class Checkpointer:
             )
         try:
             restored = self._mngr.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_fill_empty(abstract_state)))
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_fill_empty(_placed(abstract_state))))
             )
         except Exception as e:  # noqa: BLE001 - corrupted files, or a state of another shape
             raise self._unreadable(step, e) from e
-        state = jax.tree.map(lambda a, r: jnp.zeros(a.shape, a.dtype) if _empty(a) else r, abstract_state, restored["state"])
+        def put_back(a, r):
+            if not _empty(a):
+                return r
+            z = jnp.zeros(a.shape, a.dtype)
+            return jax.device_put(z, a.sharding) if getattr(a, "sharding", None) is not None else z
+
+        state = jax.tree.map(put_back, abstract_state, restored["state"])
         return state, meta
 
     def restore_subtree(self, key: str, template: Any, step: int | None = None) -> Any:
         """Restore only ``state[key]`` (e.g. the parameters of an earlier run, to start a new one)."""
         step = self.latest_step() if step is None else step
-        abstract = {key: jax.eval_shape(lambda: template)}
+        abstract = {key: _placed(jax.eval_shape(lambda: template))}
         restored = self._mngr.restore(
             step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=abstract, partial_restore=True))
         )

@@ -73,10 +73,12 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
             from purejaxrl.sharding import check_mesh_config, initialize
 
             raise_errors(check_mesh_config(container))
-            if hc.mode.name == "MULTIRUN" and "joblib" in str(hc.launcher.get("_target_", "")):
+            jobs = _parallel_local_jobs(hc)
+            spread = (container.get("mesh") or {}).get("devices") is not None or (container.get("distributed") or {}).get("coordinator")
+            if jobs > 1 and not spread:  # parallel local jobs, each on one device (not when a job asks for a mesh)
                 from purejaxrl.sharding import claim_local_device
 
-                got = claim_local_device(int(hc.launcher.get("n_jobs") or 1), hc.sweep.dir)
+                got = claim_local_device(jobs, hc.sweep.dir, hc.job.num)
                 print(f"job {hc.job.num}: local device slot {got}", file=sys.stderr)
             initialize(container)  # jax.distributed / virtual CPU devices: before anything starts a JAX backend
             summary = run_fn(container, run_dir, list(hc.overrides.task))
@@ -91,10 +93,23 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
             if hc.mode.name == "MULTIRUN":
                 return None
             sys.exit(3)
+        from purejaxrl.sharding import is_main_process
+
+        if not is_main_process():  # under jax.distributed, process 0 reports
+            return None
         return report(summary, run_dir)
 
     sys.argv = [sys.argv[0]] + rewrite_overrides(argv)
     _main()
+
+
+def _parallel_local_jobs(hc) -> int:
+    """How many jobs a joblib multirun runs at once (1 for anything else)."""
+    if hc.mode.name != "MULTIRUN" or "joblib" not in str(hc.launcher.get("_target_", "")):
+        return 1
+    import joblib
+
+    return int(joblib.effective_n_jobs(hc.launcher.get("n_jobs") or 1))
 
 
 def train_main(argv: list[str]) -> None:

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxrl.checkpoint import Checkpointer, open_run_dir
-from purejaxrl.config import dump_yaml, identity, raise_errors, run_grid, validate
+from purejaxrl.config import ConfigError, dump_yaml, identity, raise_errors, run_grid, validate
 from purejaxrl.logging import MetricsLogger, NullLogger, check_backends
-from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, local_device, make_mesh
+from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, make_mesh, scale_summary
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 SUMMARY = "summary.json"
@@ -84,6 +84,9 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     mesh = make_mesh(cfg, len(runs), "runs", pad)  # None: one device
     trainer = Trainer(algo, len(runs), cfg["chunks"], mesh=mesh)
     main = is_main_process()  # under jax.distributed only process 0 writes files (checkpoints: every process)
+    if getattr(algo, "host_eval", False) and jax.process_count() > 1:
+        raise ConfigError(f"env={cfg['env']['name']} is evaluated on the host (MuJoCo outside the compiled program), "
+                          "which runs in one process; drop distributed.* (a single process may still use mesh.devices)")
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     spu = algo.units_per_update
 
@@ -202,11 +205,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
                                      "per_seed": [_f(x) for x in v]} for k, v in others.items()}
     if diverged:
         summary["diverged"] = diverged
-    if mesh is not None:
-        summary["devices"] = mesh.size
-        summary["processes"] = jax.process_count()
-    if local_device() is not None:  # a parallel local sweep job: the GPU or CPU cores it claimed
-        summary["local_device"] = local_device()
+    summary.update(scale_summary(mesh))
     if main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     if diverged:

@@ -44,6 +44,9 @@ def check_mesh_config(cfg: dict) -> list[str]:
     elif n > 1 and not dist.get("coordinator"):
         errs.append(f"distributed.num_processes={n} needs distributed.coordinator=HOST:PORT (process 0's address), "
                     "or distributed.coordinator=auto under SLURM")
+    if dist.get("coordinator") and not cfg.get("run_dir"):
+        errs.append("distributed.coordinator is set but run_dir is not: give every process the same run_dir=PATH on a "
+                    "filesystem they all see (the default directory has the start time in it, which differs per process)")
     cpu = dist.get("cpu_devices")
     if cpu is not None and (not isinstance(cpu, int) or cpu < 1):
         errs.append(f"distributed.cpu_devices={cpu!r} must be null or an integer >= 1 (virtual CPU devices per process)")
@@ -63,15 +66,21 @@ def initialize(cfg: dict) -> None:
     import jax
 
     dist = cfg.get("distributed") or {}
-    if dist.get("cpu_devices"):
-        jax.config.update("jax_num_cpu_devices", int(dist["cpu_devices"]))
-    if dist.get("coordinator") == "auto":  # SLURM (and other clusters JAX knows): everything from the environment
-        jax.distributed.initialize()
-    elif dist.get("coordinator"):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes gather metrics over TCP
-        ids = dist.get("local_device_ids")
-        jax.distributed.initialize(str(dist["coordinator"]), int(dist.get("num_processes", 1)),
-                                   int(dist.get("process_id", 0)), local_device_ids=ids)
+    if not dist.get("cpu_devices") and not dist.get("coordinator"):
+        return  # nothing to set up (and nothing that must come before JAX starts)
+    try:
+        if dist.get("cpu_devices"):
+            jax.config.update("jax_num_cpu_devices", int(dist["cpu_devices"]))
+        if dist.get("coordinator"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes gather metrics over TCP
+        if dist.get("coordinator") == "auto":  # SLURM (and other clusters JAX knows): everything from the environment
+            jax.distributed.initialize()
+        elif dist.get("coordinator"):
+            jax.distributed.initialize(str(dist["coordinator"]), int(dist.get("num_processes", 1)),
+                                       int(dist.get("process_id", 0)), local_device_ids=dist.get("local_device_ids"))
+    except RuntimeError as e:  # JAX had already started in this process
+        raise ConfigError(f"distributed.* must take effect before JAX starts, but this process already started it "
+                          f"({str(e).splitlines()[0][:120]}); pass them on the command line of a fresh process") from None
     _INITIALIZED = True
 
 
@@ -117,6 +126,9 @@ def make_mesh(cfg: dict, num_runs: int | None = None, what: str = "runs", fix=No
         return None
     if num_runs is not None and num_runs % n:
         pad = fix(n) if fix else f"{-(-num_runs // n) * n} {what}"
+        if jax.process_count() > 1:  # the mesh must span every process's devices: padding is the fix
+            raise ConfigError(f"{num_runs} {what} do not divide over the {n} devices of {jax.process_count()} processes; "
+                              f"pad to a multiple of {n} ({pad})")
         divisors = [d for d in range(1, len(devices) + 1) if num_runs % d == 0]
         raise ConfigError(f"{num_runs} {what} do not divide over {n} devices; pad to a multiple of {n} ({pad}) "
                           f"or use mesh.devices={max(divisors)}")
@@ -210,12 +222,13 @@ class Placement:
 _SLOT: tuple | None = None  # (the lock file held for this process's life, what was claimed)
 
 
-def claim_local_device(num_jobs: int, sweep_dir: str) -> dict:
-    """Give this local sweep job a device of its own before JAX starts: the first free GPU slot
-    (a lock file per GPU, shared by every sweep on the machine) → ``CUDA_VISIBLE_DEVICES``; without
+def claim_local_device(num_jobs: int, sweep_dir: str, job: int = 0) -> dict:
+    """Give this local sweep job a device of its own before JAX starts: the first free GPU (a lock
+    file per GPU id, shared by every sweep on the machine) → ``CUDA_VISIBLE_DEVICES``; without
     GPUs, the first free of ``num_jobs`` equal blocks of CPU cores (per sweep) → CPU affinity.
     The lock lives as long as the process, so a joblib worker that runs several jobs keeps its
-    device.  With more jobs than slots, jobs share by job number (said in the returned record)."""
+    device.  With more jobs than slots, a job shares the slot of its job number, GPU memory then
+    allocated on demand rather than preallocated (said in the returned record)."""
     global _SLOT
     if _SLOT is not None:
         return _SLOT[1]
@@ -227,16 +240,24 @@ def claim_local_device(num_jobs: int, sweep_dir: str) -> dict:
     gpus = visible_gpus()
     if gpus:
         slots, root = [[g] for g in gpus], Path(tempfile.gettempdir()) / "purejaxrl-gpu-slots"
+        names = [f"gpu{g}.lock" for g in gpus]  # by id: sweeps that see other GPU subsets never collide
     else:
         cpus = sorted(os.sched_getaffinity(0))
         k = max(1, min(int(num_jobs), len(cpus)))
         slots = [list(map(int, b)) for b in np.array_split(np.asarray(cpus), k)]
         tag = hashlib.sha1(str(Path(sweep_dir).resolve()).encode()).hexdigest()[:12]
         root = Path(tempfile.gettempdir()) / f"purejaxrl-cpu-slots-{tag}"
-    root.mkdir(parents=True, exist_ok=True)
+        names = [f"slot{i}.lock" for i in range(len(slots))]
     lock, slot = None, None
-    for i in range(len(slots)):
-        f = open(root / f"slot{i}.lock", "w")  # noqa: SIM115 - held until the process exits
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        names = []  # no lock directory we may use: share by job number
+    for i, name in enumerate(names):
+        try:
+            f = open(root / name, "a")  # noqa: SIM115 - held until the process exits
+        except OSError:
+            continue
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -245,10 +266,12 @@ def claim_local_device(num_jobs: int, sweep_dir: str) -> dict:
         lock, slot = f, i
         break
     shared = slot is None
-    if shared:  # every slot is held: share one, by process id
-        slot = os.getpid() % len(slots)
+    if shared:  # every slot is held (more jobs than devices): share the job number's
+        slot = int(job) % len(slots)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = slots[slot][0]
+        if shared:
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         info = {"slot": slot, "gpu": slots[slot][0]}
     else:
         os.sched_setaffinity(0, slots[slot])
@@ -261,6 +284,19 @@ def claim_local_device(num_jobs: int, sweep_dir: str) -> dict:
 def local_device() -> dict | None:
     """What :func:`claim_local_device` gave this process (``None`` outside a local sweep)."""
     return None if _SLOT is None else _SLOT[1]
+
+
+def scale_summary(mesh) -> dict:
+    """The ``summary.json`` keys of a scaled-out run: ``devices`` and ``processes`` with a mesh,
+    ``local_device`` in a parallel local sweep."""
+    import jax
+
+    out = {}
+    if mesh is not None:
+        out.update(devices=mesh.size, processes=jax.process_count())
+    if local_device() is not None:
+        out["local_device"] = local_device()
+    return out
 
 
 def visible_gpus() -> list[str]:

@@ -72,6 +72,22 @@ def test_train_is_the_same_on_1_2_and_4_devices_and_resumes_on_another_count(one
         np.testing.assert_array_equal(a[k], b[k])
     for k in ("loss", "q_values"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+    p = _ok(_run("eval", str(d), "--episodes", "2"))  # a sharded checkpoint restored on one device
+    assert len(json.loads((d / "eval.json").read_text())["per_run"]) == 4
+
+
+def test_mesh_settings_are_checked_before_jax_starts():
+    from purejaxrl.sharding import check_mesh_config
+
+    ok = {"mesh": {"devices": "all"}, "distributed": {"coordinator": "h:1", "num_processes": 2, "process_id": 1},
+          "run_dir": "r"}
+    assert check_mesh_config(ok) == []
+    bad = [({**ok, "run_dir": None}, "run_dir is not"), ({**ok, "mesh": {"devices": 0}}, "mesh.devices=0"),
+           ({**ok, "distributed": {**ok["distributed"], "process_id": 2}}, "process_id=2 must be an integer in [0, 2)"),
+           ({**ok, "mesh": {"device": 2}}, "mesh.device is not a mesh setting")]
+    for cfg, fragment in bad:
+        errs = check_mesh_config(cfg)
+        assert len(errs) == 1 and fragment in errs[0], errs
 
 
 def test_two_processes_over_loopback_run_stop_and_resume(one_device, tmp_path):

@@ -21,7 +21,7 @@ from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.tasks import TASKS, VOCAB, make_task
 from purejaxrl.logging import MetricsLogger, NullLogger
-from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh
+from purejaxrl.sharding import Placement, is_main_process, make_mesh, scale_summary
 
 MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size")
@@ -41,7 +41,7 @@ def validate_llm(cfg: dict) -> None:
     defaults = _load_yaml(LLM_CONF / "run" / "default.yaml")
     defaults.pop("hydra", None)
     for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra", "mesh", "distributed"}, key=str):
-        errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS]))}")
+        errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS, 'mesh', 'distributed']))}")
     for k, v in cfg.items():
         if k not in defaults or defaults[k] is None:
             continue
@@ -344,9 +344,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         "task": task.name,
         "loss": loss_cfg.get("name"),
     }
-    if mesh is not None:
-        summary["devices"] = mesh.size
-        summary["processes"] = jax.process_count()
+    summary.update(scale_summary(mesh))
     if main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -364,6 +362,10 @@ class ShardedTask:
 
     def sample(self, key, n: int, test: bool = False):
         return self._constrain(self._task.sample(key, n, test=test))
+
+    def constrain(self, batch):
+        """A batch built otherwise (the curriculum's draw from its pool), split the same way."""
+        return self._constrain(batch)
 
 
 def _next_round(state: dict, cfg: dict, done: int) -> dict:

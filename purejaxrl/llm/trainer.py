@@ -146,6 +146,8 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             w = L.fg_expo_curriculum_weights(p_hat, settings.curriculum_sigma)
             idx = jax.lax.top_k(jnp.log(w) + jax.random.gumbel(k_task, w.shape), Np)[1]  # ∝ w, no repeats
             batch = jax.tree.map(lambda x: x[idx], pool)
+            if hasattr(task, "constrain"):  # data parallel: the drawn prompts split over the devices
+                batch = task.constrain(batch)
         else:
             batch = task.sample(k_task, Np)
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)

@@ -21,7 +21,7 @@ from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
 from purejaxrl.logging import MetricsLogger, NullLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
-from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh
+from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh, scale_summary
 
 SUMMARY = "summary.json"
 META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "resume", "stop_after_generations",
@@ -111,7 +111,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
 
     def pad(n: int) -> str:
         p = int(es_cfg["population"])
-        while (p * seeds) % n or p % 2:
+        while (p * seeds) % n or (p % 2 and (es_cfg.get("antithetic", True) or es_cfg.get("strategy") == "Open_ES")):
             p += 1
         return f"es.population={p}"
 
@@ -216,9 +216,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"],
         "baselines": baselines,
     }
-    if mesh is not None:
-        summary["devices"] = mesh.size
-        summary["processes"] = jax.process_count()
+    summary.update(scale_summary(mesh))
     if main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     return summary
