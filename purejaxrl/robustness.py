@@ -6,6 +6,12 @@ against the trained adversary; every cell, episode and run one vmapped batch.
 (``LOW:HIGH:N`` — ``N`` values from ``LOW`` to ``HIGH``); 1 is the nominal task.  Writes
 ``robustness.json`` (returns ``[runs, mass, friction]``, the grid, nominal values) and
 ``robustness.png`` (heat maps of the mean over runs) into the run directory.
+
+``--fresh-adversary UPDATES`` (QARL, RARL and ``curriculum=none`` runs): first train a new, fully
+rational adversary (α_A = 0) from scratch against each run's frozen protagonist, which acts
+greedily, for ``UPDATES`` updates of the run's own settings (envs, gradient steps, force budget);
+its grid is the ``fresh_adversary`` heat map — the worst-case attack, not the one the protagonist
+trained against.
 """
 
 from __future__ import annotations
@@ -39,7 +45,35 @@ def _with_physics(state, mass, friction):
     return state.replace(env_state=_with_physics(state.env_state, mass, friction))
 
 
-def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 4, seed: int = 0) -> dict:
+def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
+    """``(attacker, attack_state)``: a new adversary (α_A = 0) trained for ``updates`` updates against
+    the frozen protagonist of every run (vmapped over runs), from the run's own settings."""
+    from purejaxrl.algos.qarl import QARL
+
+    if not isinstance(algo, QARL):
+        raise ConfigError(f"--fresh-adversary needs a run of algo=qarl or algo=rarl (or qarl with curriculum=none), "
+                          f"not algo={cfg['algo']['name']}: the protagonist must see the adversary's temperature")
+    if updates * algo.units_per_update <= algo.learning_starts:
+        need = algo.learning_starts // algo.units_per_update + 1
+        raise ConfigError(f"--fresh-adversary={updates} updates ({updates * algo.units_per_update} env steps) end before "
+                          f"the run's algo.learning_starts={algo.learning_starts}: the adversary would never learn; "
+                          f"use more than {need} updates")
+    acfg = {**cfg["algo"], "curriculum": "rarl", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
+    attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
+
+    def train(trained, hp, key):
+        st = attacker.init(key, hp).replace(protagonist=trained.protagonist)
+        return jax.lax.scan(lambda s, i: (attacker.update(s, hp, i)[0], None), st, jnp.arange(updates))[0]
+
+    keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), len(runs))
+    if len(runs) > 1:
+        return attacker, jax.jit(jax.vmap(train))(state, hparams, keys)
+    one = jax.jit(train)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), keys[0])
+    return attacker, jax.tree.map(lambda x: x[None], one)
+
+
+def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 4, seed: int = 0,
+               fresh_adversary: int = 0) -> dict:
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -51,23 +85,28 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
     n = M * F * E
     ms = jnp.asarray(np.repeat(mass, F * E))
     fs = jnp.asarray(np.tile(np.repeat(friction, E), M))
-    modes = {"no_adversary": algo.greedy_action}
-    if hasattr(algo, "adversarial_action"):
-        modes["trained_adversary"] = algo.adversarial_action
+    modes = {"no_adversary": (algo.greedy_action, state)}
+    if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) != "none":
+        modes["trained_adversary"] = (algo.adversarial_action, state)
+    if fresh_adversary:
+        attacker, attack_state = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
+        modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
     key = jax.random.PRNGKey(seed)
     out = {}
-    for mode, act in modes.items():
+    for mode, (act, st_all) in modes.items():
         def one(s, hp):
             venv = algo.make_venv(n, hp, evaluation=True)
             return greedy_episode_returns(venv, lambda o: act(s, o), key, lambda st: _with_physics(st, ms, fs))
 
         if len(runs) > 1:
-            ret = jax.jit(jax.vmap(one))(state, hparams)
+            ret = jax.jit(jax.vmap(one))(st_all, hparams)
         else:
-            ret = jax.jit(one)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams))[None]
+            unbatch = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[0], t)  # noqa: E731
+            ret = jax.jit(one)(unbatch(st_all), unbatch(hparams))[None]
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
     res = {"mass_scale": mass.tolist(), "friction_scale": friction.tolist(), "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
+           "fresh_adversary_updates": int(fresh_adversary),
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
     Path(run_dir, "robustness.json").write_text(json.dumps(res, indent=1))
@@ -106,10 +145,15 @@ def robustness_main(argv: list[str]) -> None:
     p.add_argument("--friction", default="0.5:1.5:11", help="friction multipliers LOW:HIGH:N")
     p.add_argument("--episodes", type=int, default=4, help="greedy episodes per cell and run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
+                   help="also train a new worst-case adversary (α_A = 0) against the frozen protagonist for this many updates")
     a = p.parse_args(argv)
     if a.episodes < 1:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
-    res = robustness(a.run_dir, parse_range(a.mass, "mass"), parse_range(a.friction, "friction"), a.episodes, a.seed)
+    if a.fresh_adversary < 0:
+        raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be >= 0 (updates; 0: none)")
+    res = robustness(a.run_dir, parse_range(a.mass, "mass"), parse_range(a.friction, "friction"), a.episodes, a.seed,
+                     a.fresh_adversary)
     for mode, m in res["mean"].items():
         print(f"{mode}: mean return over the grid {m:.1f}")
     print(f"wrote {Path(a.run_dir, 'robustness.json')} and robustness.png")

@@ -164,17 +164,46 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
         assert set(temps) == {0.0}
     else:  # cartpole returns (up to 50 here) keep the bound (10): the curriculum anneals from 0.05
         assert temps[0] == pytest.approx(0.05) and min(temps) < 0.05
+    fresh = ["--fresh-adversary", "40"] if algo == "qarl" else []  # 40 updates of 8 envs: past learning_starts=200
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--mass", "0.5:2:3", "--friction",
-                        "0.5:1.5:2", "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True)
+                        "0.5:1.5:2", "--episodes", "2", *fresh], cwd=tmp_path, capture_output=True, text=True)
     if algo == "rarl":  # Pendulum has no per-env physics: one line naming the fix
         assert r.returncode == 2 and "Traceback" not in r.stderr and "env=dmc_*" in r.stderr
         return
     assert r.returncode == 0, r.stderr
     g = json.loads((tmp_path / "r" / "robustness.json").read_text())
-    assert g["mass_scale"] == [0.5, 1.25, 2.0] and set(g["returns"]) == {"no_adversary", "trained_adversary"}
+    assert g["mass_scale"] == [0.5, 1.25, 2.0]
+    assert set(g["returns"]) == {"no_adversary", "trained_adversary", "fresh_adversary"} and g["fresh_adversary_updates"] == 40
     assert np.asarray(g["returns"]["no_adversary"]).shape == (2, 3, 2) and (tmp_path / "r" / "robustness.png").exists()
 
 
 def test_the_issue_command_line_spellings_reach_the_algorithm_config():
     cfg = compose(["algo=qarl", "env=dmc_hopper_stand", "adversary.max_force=2.0", "qarl.curriculum=linear"])
     assert cfg["algo"]["adversary"]["max_force"] == 2.0 and cfg["algo"]["curriculum"] == "linear"
+
+
+def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
+    """attack_only: the protagonist's parameters never change and it acts with its mode; the new
+    adversary (α_A = 0) learns from the first update past learning_starts, every update."""
+    from purejaxrl.algos.qarl import QARL
+
+    cfg = compose(["algo=qarl", "env=pendulum", "algo.num_envs=4", "algo.learning_starts=8", "algo.batch_size=8",
+                   "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.total_timesteps=64", "algo.phase_updates=1", "algo.buffer_size=64",
+                   "algo.curriculum=rarl"])
+    algo = QARL(cfg["algo"], cfg["env"], {}, attack_only=True)
+    hp = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
+    s0 = algo.init(jax.random.PRNGKey(0), hp)
+    s, phases = s0, []
+    for i in range(6):
+        s, m = algo.update(s, hp, i)
+        phases.append((float(m["adversary_phase"]), float(m["adv_learning"])))
+    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.protagonist, s.protagonist)
+    assert all(jax.tree.leaves(same))
+    assert phases == [(1.0, 0.0)] * 2 + [(1.0, 1.0)] * 4  # learning once (i + 1) · 4 > learning_starts = 8
+    changed = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.adversary.actor, s.adversary.actor)
+    assert not all(jax.tree.leaves(changed))
+    # every stored protagonist action is its mode, also in the adversary's random phase (the first 8 steps)
+    n = int(s.buffer.size)
+    assert n == 24
+    np.testing.assert_allclose(s.buffer.action[:n, :algo.act_dim], algo.learner.mode(s0.protagonist.actor, s.buffer.obs[:n]),
+                               rtol=1e-5, atol=1e-6)

@@ -24,7 +24,6 @@ Curricula (``algo.curriculum``) on the Gamma shape ``c``:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -95,9 +94,12 @@ class QARL(SAC):
     name = "qarl"
     default_curriculum = "self_paced"
 
-    def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict):
+    def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict, attack_only: bool = False):
         super().__init__(algo_cfg, env_cfg, network_cfg)
         c = self.cfg
+        # attack_only: a fresh adversary learns against a frozen protagonist that acts greedily (its
+        # mode, as in evaluation) — the worst-case attack of the robustness evaluation
+        self.attack_only = bool(attack_only)
         adv = dict(c.get("adversary") or {})
         self.curriculum = str(c.get("curriculum", self.default_curriculum))
         self.env = ForceAdversary(self.env, float(adv.get("max_force", 1.0)), adv.get("bodies"))
@@ -223,6 +225,9 @@ class QARL(SAC):
             a_p, _ = self.learner.sample(state.protagonist.actor, o, k_p)
             a_adv, _ = self.adv_learner.sample(state.adversary.actor, o, k_a)
             rand = jax.random.uniform(k_rand, (obs.shape[0], self.act_dim + self.adv_dim), minval=-1.0, maxval=1.0)
+            if self.attack_only:  # the protagonist under attack acts greedily, also while the adversary explores
+                a_p = self.learner.mode(state.protagonist.actor, o)
+                rand = rand.at[:, :self.act_dim].set(a_p)
             a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
             if self.curriculum == "none":
                 a = a.at[:, self.act_dim:].set(0.0)
@@ -273,6 +278,8 @@ class QARL(SAC):
         adversary_phase = (i // self.phase_updates) % 2 == 0
         if self.curriculum == "none":
             adversary_phase = jnp.bool_(False)
+        if self.attack_only:
+            adversary_phase = jnp.bool_(True)
 
         def batch(k, adversary: bool):
             b = state.buffer.sample(k, self.batch_size)
