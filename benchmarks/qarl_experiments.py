@@ -101,20 +101,24 @@ def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> 
             "env_steps_per_second": s["env_steps_per_second"], "curve": curve}
 
 
-def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str]) -> dict:
+def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str],
+            fresh: int = 0) -> dict:
     from purejaxrl.config import compose
     from purejaxrl.experiment import run
     from purejaxrl.robustness import parse_range, robustness
 
-    res = {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "methods": {}}
+    res = {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "fresh_adversary_updates": fresh, "methods": {}}
     for name, over in (("sac", ["algo=qarl", "algo.curriculum=none"]), ("rarl", ["algo=rarl"]),
                        ("qarl", ["algo=qarl"])):
         d = OUT / f"compare_{env}" / name
         if not (d / "summary.json").exists():
             run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
         s = json.loads((d / "summary.json").read_text())
-        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), 4)
+        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), 4, fresh_adversary=fresh)
+        i, j = (int(np.argmin(np.abs(np.asarray(g[k]) - 1.0))) for k in ("mass_scale", "friction_scale"))
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
+                                "grid_cell": {"mass_scale": g["mass_scale"][i], "friction_scale": g["friction_scale"][j],
+                                              **{k: [r[i][j] for r in v] for k, v in g["returns"].items()}},
                                 "against_adversary": (s.get("final_eval") or {}).get("eval_return_adversary"),
                                 "run_seconds": s["run_seconds"]}
     plot_grids(env)
@@ -156,6 +160,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--mass", default="0.5:2.0:7")
     p.add_argument("--friction", default="0.5:1.5:5")
+    p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
+                   help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
     a = p.parse_intermixed_args()
     if not Path("benchmarks").is_dir():
@@ -168,7 +174,7 @@ def main() -> None:
         res = learn(a.env, a.steps, a.seeds, a.num_envs, a.overrides)
         path = OUT / f"learn_sac_{a.env}.json"
     else:
-        res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction))
+        res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary)
         path = OUT / f"compare_{a.env}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))

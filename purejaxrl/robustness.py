@@ -46,30 +46,38 @@ def _with_physics(state, mass, friction):
 
 
 def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
-    """``(attacker, attack_state)``: a new adversary (α_A = 0) trained for ``updates`` updates against
-    the frozen protagonist of every run (vmapped over runs), from the run's own settings."""
+    """``(attacker, attack_state, temperatures)``: a new adversary (α_A = 0) trained for ``updates``
+    updates against the frozen protagonist of every run (vmapped over runs), from the run's own
+    settings.  The protagonist sees the temperature it is evaluated at everywhere else (its run's
+    curriculum mean; 0 for RARL and ``curriculum=none``), so all three grids show it the same input."""
     from purejaxrl.algos.qarl import QARL
 
     if not isinstance(algo, QARL):
-        raise ConfigError(f"--fresh-adversary needs a run of algo=qarl or algo=rarl (or qarl with curriculum=none), "
-                          f"not algo={cfg['algo']['name']}: the protagonist must see the adversary's temperature")
+        raise ConfigError(f"--fresh-adversary needs a run of algo=qarl or algo=rarl, not algo={cfg['algo']['name']}; "
+                          "for SAC, train algo=qarl algo.curriculum=none (SAC with the adversary's machinery)")
     if updates * algo.units_per_update <= algo.learning_starts:
         need = algo.learning_starts // algo.units_per_update + 1
         raise ConfigError(f"--fresh-adversary={updates} updates ({updates * algo.units_per_update} env steps) end before "
                           f"the run's algo.learning_starts={algo.learning_starts}: the adversary would never learn; "
                           f"use more than {need} updates")
-    acfg = {**cfg["algo"], "curriculum": "rarl", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
+    # curriculum "fixed" at the run's evaluation temperature: the protagonist's input; α_A = 0 (attack_only)
+    acfg = {**cfg["algo"], "curriculum": "fixed", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
     attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
 
-    def train(trained, hp, key):
-        st = attacker.init(key, hp).replace(protagonist=trained.protagonist)
+    def train(protagonist, temperature, hp, key):
+        st = attacker.init(key, hp)
+        shape = temperature * attacker.rate
+        st = st.replace(protagonist=protagonist, curriculum=st.curriculum.replace(shape=shape),
+                        temperature=jnp.full_like(st.temperature, temperature), drawn=jnp.full_like(st.drawn, shape))
         return jax.lax.scan(lambda s, i: (attacker.update(s, hp, i)[0], None), st, jnp.arange(updates))[0]
 
     keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), len(runs))
     if len(runs) > 1:
-        return attacker, jax.jit(jax.vmap(train))(state, hparams, keys)
-    one = jax.jit(train)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), keys[0])
-    return attacker, jax.tree.map(lambda x: x[None], one)
+        temps = jax.vmap(algo.eval_temperature)(state)
+        return attacker, jax.jit(jax.vmap(train))(state.protagonist, temps, hparams, keys), np.asarray(temps)
+    temp = algo.eval_temperature(state)  # one run: the state has no run axis
+    one = jax.jit(train)(state.protagonist, temp, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), keys[0])
+    return attacker, one, np.asarray(temp)[None]
 
 
 def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 4, seed: int = 0,
@@ -88,8 +96,9 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
     modes = {"no_adversary": (algo.greedy_action, state)}
     if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) != "none":
         modes["trained_adversary"] = (algo.adversarial_action, state)
+    fresh_temps = None
     if fresh_adversary:
-        attacker, attack_state = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
+        attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
     key = jax.random.PRNGKey(seed)
     out = {}
@@ -100,13 +109,13 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
 
         if len(runs) > 1:
             ret = jax.jit(jax.vmap(one))(st_all, hparams)
-        else:
-            unbatch = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[0], t)  # noqa: E731
-            ret = jax.jit(one)(unbatch(st_all), unbatch(hparams))[None]
+        else:  # one run: its state has no run axis, its hyperparameters do
+            ret = jax.jit(one)(st_all, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams))[None]
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
     res = {"mass_scale": mass.tolist(), "friction_scale": friction.tolist(), "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
            "fresh_adversary_updates": int(fresh_adversary),
+           "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
     Path(run_dir, "robustness.json").write_text(json.dumps(res, indent=1))

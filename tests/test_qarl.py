@@ -146,12 +146,14 @@ def test_linear_schedule_reaches_the_target_at_two_thirds():
 @pytest.mark.parametrize("algo, env", [("qarl", ["env=dmc_cartpole_balance", "env.kwargs.episode_length=50"]),
                                        ("rarl", ["env=pendulum", "+env.kwargs.max_steps_in_episode=50"])])
 def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
-    """QARL pushing the DM Control cartpole's pole; RARL perturbing Pendulum's action (no forces)."""
+    """QARL pushing the DM Control cartpole's pole (one seed: robustness without a run axis);
+    RARL perturbing Pendulum's action (no forces; two seeds vmapped)."""
+    seeds = 1 if algo == "qarl" else 2
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "train", f"algo={algo}", *env,
                         "algo.total_timesteps=800", "algo.num_envs=8",
                         "algo.learning_starts=200", "algo.phase_updates=20", "algo.context_samples=8",
                         "algo.actor_hidden=[16]", "algo.critic_hidden=[16]", "algo.batch_size=32",
-                        "algo.num_evals=1", "algo.num_eval_envs=2", "num_seeds=2", "logger.progress=false", "run_dir=r"],
+                        "algo.num_evals=1", "algo.num_eval_envs=2", f"num_seeds={seeds}", "logger.progress=false", "run_dir=r"],
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -174,7 +176,12 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     g = json.loads((tmp_path / "r" / "robustness.json").read_text())
     assert g["mass_scale"] == [0.5, 1.25, 2.0]
     assert set(g["returns"]) == {"no_adversary", "trained_adversary", "fresh_adversary"} and g["fresh_adversary_updates"] == 40
-    assert np.asarray(g["returns"]["no_adversary"]).shape == (2, 3, 2) and (tmp_path / "r" / "robustness.png").exists()
+    for mode in g["returns"]:
+        assert np.asarray(g["returns"][mode]).shape == (1, 3, 2)
+    assert (tmp_path / "r" / "robustness.png").exists()
+    # the protagonist sees the temperature of its other evaluations (the curriculum's current mean), not 0
+    (t,) = g["fresh_adversary_temperature"]
+    assert min(temps) * 0.5 <= t <= 0.05 + 1e-6 and t > 0
 
 
 def test_the_issue_command_line_spellings_reach_the_algorithm_config():
@@ -189,7 +196,7 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
 
     cfg = compose(["algo=qarl", "env=pendulum", "algo.num_envs=4", "algo.learning_starts=8", "algo.batch_size=8",
                    "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.total_timesteps=64", "algo.phase_updates=1", "algo.buffer_size=64",
-                   "algo.curriculum=rarl"])
+                   "algo.curriculum=fixed"])
     algo = QARL(cfg["algo"], cfg["env"], {}, attack_only=True)
     hp = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
     s0 = algo.init(jax.random.PRNGKey(0), hp)
@@ -202,6 +209,16 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     assert phases == [(1.0, 0.0)] * 2 + [(1.0, 1.0)] * 4  # learning once (i + 1) · 4 > learning_starts = 8
     changed = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.adversary.actor, s.adversary.actor)
     assert not all(jax.tree.leaves(changed))
+    seen = []  # the adversary's batches: reward −r (Pendulum's r ≤ 0, so −r ≥ 0) and α_A = 0
+    orig = algo.adv_learner.step
+
+    def spy(p, b, hp_, k, alpha):
+        jax.debug.callback(lambda r, a: seen.append((np.asarray(r), np.asarray(a))), b["reward"], alpha)
+        return orig(p, b, hp_, k, alpha=alpha)
+
+    algo.adv_learner.step = spy
+    algo.update(s, hp, 6)
+    assert seen and all((r >= 0).all() and (r > 0).any() and (a == 0).all() for r, a in seen)
     # every stored protagonist action is its mode, also in the adversary's random phase (the first 8 steps)
     n = int(s.buffer.size)
     assert n == 24

@@ -155,6 +155,8 @@ class QARL(SAC):
         return cur.shape
 
     def draw_temperature(self, key, shape, n: int):
+        if self.attack_only:  # the temperature the attacked protagonist was evaluated at (the shape's mean)
+            return jnp.full((n,), shape / self.rate)
         if self.curriculum in ("rarl", "none"):
             return jnp.zeros((n,))
         return jax.random.gamma(key, shape, (n,)) / self.rate
@@ -294,7 +296,9 @@ class QARL(SAC):
         def a_step(p, k):
             k_b, k_s = jax.random.split(k)
             b = batch(k_b, True)
-            return self.adv_learner.step(p, b, hp, k_s, alpha=b["obs"][:, -1])  # α_A: the episode's temperature
+            # α_A: the episode's temperature; a fresh attacker is fully rational whatever the protagonist sees
+            alpha = jnp.zeros_like(b["obs"][:, -1]) if self.attack_only else b["obs"][:, -1]
+            return self.adv_learner.step(p, b, hp, k_s, alpha=alpha)
 
         prot, m_p = learn_phase(p_step, state.protagonist, key, self.gradient_steps,
                                 jnp.logical_and(learning, jnp.logical_not(adversary_phase)))
