@@ -126,7 +126,8 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
 
 
 def plot_grids(env: str) -> None:
-    """Side by side: the no-adversary grids of SAC, RARL and QARL (mean over seeds), one colour scale."""
+    """Side by side: the grids of SAC, RARL and QARL (mean over seeds), one colour scale per row —
+    no adversary, and (when recorded) against a freshly trained worst-case adversary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,18 +135,20 @@ def plot_grids(env: str) -> None:
 
     root = OUT / f"compare_{env}"
     grids = {m: json.loads((root / m / "robustness.json").read_text()) for m in ("sac", "rarl", "qarl")}
-    means = {m: np.asarray(g["returns"]["no_adversary"]).mean(0) for m, g in grids.items()}
-    lo, hi = min(v.min() for v in means.values()), max(v.max() for v in means.values())
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    for ax, (m, v) in zip(axes, means.items()):
-        g = grids[m]
-        im = ax.imshow(v, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="viridis")
-        ax.set_xticks(range(len(g["friction_scale"])), [f"{x:.3g}" for x in g["friction_scale"]])
-        ax.set_yticks(range(len(g["mass_scale"])), [f"{x:.3g}" for x in g["mass_scale"]])
-        ax.set_xlabel("friction × nominal")
-        ax.set_ylabel("mass × nominal")
-        ax.set_title(f"{m.upper()}: mean {v.mean():.1f} ({len(g['runs'])} seeds, no adversary)", fontsize=9)
-    fig.colorbar(im, ax=axes, label="return")
+    modes = ["no_adversary"] + (["fresh_adversary"] if all("fresh_adversary" in g["returns"] for g in grids.values()) else [])
+    fig, axes = plt.subplots(len(modes), 3, figsize=(14, 4 * len(modes)), constrained_layout=True, squeeze=False)
+    for row, mode in zip(axes, modes):
+        means = {m: np.asarray(g["returns"][mode]).mean(0) for m, g in grids.items()}
+        lo, hi = min(v.min() for v in means.values()), max(v.max() for v in means.values())
+        for ax, (m, v) in zip(row, means.items()):
+            g = grids[m]
+            im = ax.imshow(v, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="viridis")
+            ax.set_xticks(range(len(g["friction_scale"])), [f"{x:.3g}" for x in g["friction_scale"]])
+            ax.set_yticks(range(len(g["mass_scale"])), [f"{x:.3g}" for x in g["mass_scale"]])
+            ax.set_xlabel("friction × nominal")
+            ax.set_ylabel("mass × nominal")
+            ax.set_title(f"{m.upper()}: mean {v.mean():.1f} ({len(g['runs'])} seeds, {mode.replace('_', ' ')})", fontsize=9)
+        fig.colorbar(im, ax=list(row), label="return")
     fig.savefig(OUT / f"compare_{env}.png", dpi=100)
     plt.close(fig)
 
