@@ -101,8 +101,30 @@ def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> 
             "env_steps_per_second": s["env_steps_per_second"], "curve": curve}
 
 
+def stopped_summary(d: Path) -> dict:
+    """For a run stopped before its end (``--stopped``): the last greedy evaluations per seed from
+    ``metrics.jsonl`` and the env steps of the checkpoint the grids restore."""
+    from purejaxrl.checkpoint import Checkpointer
+
+    ck = Checkpointer(d / "checkpoints")
+    step = ck.latest_step()
+    ck.close()
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+    out: dict = {"updates": step, "run_seconds": None}
+    for key in ("eval_return", "eval_return_adversary"):
+        last = {}
+        for r in rows:
+            if r["update"] <= step and r.get(key) is not None:
+                last[r["run"]] = (r["env_steps"], r[key])
+        vals = [last[k][1] for k in sorted(last)]
+        out[key] = {"mean": float(np.mean(vals)), "per_seed": vals, "env_steps": sorted({v[0] for v in last.values()})}
+    out["final_return"] = out["eval_return"]
+    out["final_eval"] = {"eval_return_adversary": out["eval_return_adversary"]}
+    return out
+
+
 def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str],
-            fresh: int = 0) -> dict:
+            fresh: int = 0, stopped: bool = False, episodes: int = 4) -> dict:
     from purejaxrl.config import compose
     from purejaxrl.experiment import run
     from purejaxrl.robustness import parse_range, robustness
@@ -111,10 +133,14 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
     for name, over in (("sac", ["algo=qarl", "algo.curriculum=none"]), ("rarl", ["algo=rarl"]),
                        ("qarl", ["algo=qarl"])):
         d = OUT / f"compare_{env}" / name
-        if not (d / "summary.json").exists():
-            run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
-        s = json.loads((d / "summary.json").read_text())
-        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), 4, fresh_adversary=fresh)
+        if stopped and not (d / "summary.json").exists():  # evaluated from its latest checkpoint
+            s = stopped_summary(d)
+            res.setdefault("stopped_at_updates", {})[name] = s["updates"]
+        else:
+            if not (d / "summary.json").exists():
+                run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
+            s = json.loads((d / "summary.json").read_text())
+        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), episodes, fresh_adversary=fresh)
         i, j = (int(np.argmin(np.abs(np.asarray(g[k]) - 1.0))) for k in ("mass_scale", "friction_scale"))
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
                                 "grid_cell": {"mass_scale": g["mass_scale"][i], "friction_scale": g["friction_scale"][j],
@@ -163,6 +189,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--mass", default="0.5:2.0:7")
     p.add_argument("--friction", default="0.5:1.5:5")
+    p.add_argument("--stopped", action="store_true",
+                   help="compare: runs stopped before their end are evaluated from their latest checkpoint")
+    p.add_argument("--episodes", type=int, default=4, help="compare: greedy episodes per grid cell and seed")
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
                    help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
@@ -177,7 +206,8 @@ def main() -> None:
         res = learn(a.env, a.steps, a.seeds, a.num_envs, a.overrides)
         path = OUT / f"learn_sac_{a.env}.json"
     else:
-        res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary)
+        res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary,
+                      a.stopped, a.episodes)
         path = OUT / f"compare_{a.env}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
