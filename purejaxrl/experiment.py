@@ -74,15 +74,9 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
     hparams = batch_hparams(algo, hparams, len(runs))
     per_seed = len(runs) // cfg["num_seeds"]  # vmapped hyperparameter values per seed
-
-    def pad(n: int) -> str:
-        s = cfg["num_seeds"]
-        while (s * per_seed) % n:
-            s += 1
-        return f"num_seeds={s}"
-
-    mesh = make_mesh(cfg, len(runs), "runs", pad)  # None: one device
+    mesh = make_mesh(cfg, len(runs), "runs", ("num_seeds", cfg["num_seeds"], per_seed, 1))  # None: one device
     trainer = Trainer(algo, len(runs), cfg["chunks"], mesh=mesh)
+    hparams = trainer.place.runs_tree(hparams)  # placed once: every chunk reuses them
     main = is_main_process()  # under jax.distributed only process 0 writes files (checkpoints: every process)
     if getattr(algo, "host_eval", False) and jax.process_count() > 1:
         raise ConfigError(f"env={cfg['env']['name']} is evaluated on the host (MuJoCo outside the compiled program), "

@@ -45,6 +45,15 @@ def _with_physics(state, mass, friction):
     return state.replace(env_state=_with_physics(state.env_state, mass, friction))
 
 
+def _for_each_run(fn, n_runs: int, hparams, *args):
+    """``fn(hp, *args)`` for every run of a loaded run directory: vmapped when it holds several (the
+    arguments carry a run axis), else called once — :func:`purejaxrl.evaluate.load_run` gives a
+    single run's state without a run axis, its hyperparameters with one."""
+    if n_runs > 1:
+        return jax.jit(jax.vmap(fn))(hparams, *args)
+    return jax.jit(fn)(jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), *args)
+
+
 def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
     """``(attacker, attack_state, temperatures)``: a new adversary (α_A = 0) trained for ``updates``
     updates against the frozen protagonist of every run (vmapped over runs), from the run's own
@@ -64,7 +73,7 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     acfg = {**cfg["algo"], "curriculum": "fixed", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
     attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
 
-    def train(protagonist, temperature, hp, key):
+    def train(hp, protagonist, temperature, key):
         st = attacker.init(key, hp)
         shape = temperature * attacker.rate
         st = st.replace(protagonist=protagonist, curriculum=st.curriculum.replace(shape=shape),
@@ -72,12 +81,10 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
         return jax.lax.scan(lambda s, i: (attacker.update(s, hp, i)[0], None), st, jnp.arange(updates))[0]
 
     keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), len(runs))
-    if len(runs) > 1:
-        temps = jax.vmap(algo.eval_temperature)(state)
-        return attacker, jax.jit(jax.vmap(train))(state.protagonist, temps, hparams, keys), np.asarray(temps)
-    temp = algo.eval_temperature(state)  # one run: the state has no run axis
-    one = jax.jit(train)(state.protagonist, temp, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), keys[0])
-    return attacker, one, np.asarray(temp)[None]
+    many = len(runs) > 1
+    temps = jax.vmap(algo.eval_temperature)(state) if many else algo.eval_temperature(state)
+    attack = _for_each_run(train, len(runs), hparams, state.protagonist, temps, keys if many else keys[0])
+    return attacker, attack, np.asarray(temps).reshape(-1)
 
 
 def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 4, seed: int = 0,
@@ -103,14 +110,11 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
     key = jax.random.PRNGKey(seed)
     out = {}
     for mode, (act, st_all) in modes.items():
-        def one(s, hp):
+        def one(hp, s):
             venv = algo.make_venv(n, hp, evaluation=True)
             return greedy_episode_returns(venv, lambda o: act(s, o), key, lambda st: _with_physics(st, ms, fs))
 
-        if len(runs) > 1:
-            ret = jax.jit(jax.vmap(one))(st_all, hparams)
-        else:  # one run: its state has no run axis, its hyperparameters do
-            ret = jax.jit(one)(st_all, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams))[None]
+        ret = _for_each_run(one, len(runs), hparams, st_all)
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
     res = {"mass_scale": mass.tolist(), "friction_scale": friction.tolist(), "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],

@@ -102,10 +102,11 @@ def barrier(name: str) -> None:
 
 
 # ---------------------------------------------------------------- the mesh
-def make_mesh(cfg: dict, num_runs: int | None = None, what: str = "runs", fix=None):
+def make_mesh(cfg: dict, num_runs: int | None = None, what: str = "runs", pad: tuple | None = None):
     """The 1-D mesh ``mesh.devices`` asks for, or ``None`` for the single-device path.  With
-    ``num_runs``, a count the devices do not divide is a :class:`ConfigError` naming the fix
-    (``fix(n)``: the setting that pads the count to a multiple of ``n``)."""
+    ``num_runs``, a count the devices do not divide is a :class:`ConfigError` naming the fix;
+    ``pad = (setting, value, runs per unit of it, step of its valid values)`` names the smallest
+    valid value of that setting at or above ``value`` whose run count the devices divide."""
     import jax
 
     spec = (cfg.get("mesh") or {}).get("devices")
@@ -125,7 +126,13 @@ def make_mesh(cfg: dict, num_runs: int | None = None, what: str = "runs", fix=No
     if n == 1:
         return None
     if num_runs is not None and num_runs % n:
-        pad = fix(n) if fix else f"{-(-num_runs // n) * n} {what}"
+        if pad:
+            setting, v, per, step = pad
+            while (v * per) % n or v % step:
+                v += 1
+            pad = f"{setting}={v}"
+        else:
+            pad = f"{-(-num_runs // n) * n} {what}"
         if jax.process_count() > 1:  # the mesh must span every process's devices: padding is the fix
             raise ConfigError(f"{num_runs} {what} do not divide over the {n} devices of {jax.process_count()} processes; "
                               f"pad to a multiple of {n} ({pad})")
@@ -150,10 +157,6 @@ class Placement:
             self.replicated = NamedSharding(mesh, P())
         else:
             self.runs = self.replicated = None
-
-    @property
-    def size(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
 
     def _put(self, tree, sharding):
         if self.mesh is None or tree is None:

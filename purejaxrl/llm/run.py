@@ -211,7 +211,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     mode, loss_cfg = cfg["mode"], dict(cfg.get("loss") or {})
     # data parallel: the prompt axis of every training batch split over the mesh, the model replicated
     per_step, name = (cfg["num_prompts"], "num_prompts") if mode == "rl" else (cfg["batch_size"], "batch_size")
-    mesh = make_mesh(cfg, per_step, f"prompts per step ({name})", lambda n: f"{name}={-(-per_step // n) * n}")
+    mesh = make_mesh(cfg, per_step, f"prompts per step ({name})", (name, per_step, 1, 1))
     place, main = Placement(mesh), is_main_process()
     train_task = ShardedTask(task, place.constrain_runs) if mesh is not None else task
     key = jax.random.PRNGKey(cfg["seed"])

@@ -109,13 +109,9 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     inner = {**inner_config(cfg), "es": es_cfg}
     seeds = int(es_cfg["seeds_per_member"])
 
-    def pad(n: int) -> str:
-        p = int(es_cfg["population"])
-        while (p * seeds) % n or (p % 2 and (es_cfg.get("antithetic", True) or es_cfg.get("strategy") == "Open_ES")):
-            p += 1
-        return f"es.population={p}"
-
-    mesh = make_mesh(cfg, int(es_cfg["population"]) * seeds, "runs (members × seeds)", pad)
+    pairs = es_cfg.get("antithetic", True) or es_cfg.get("strategy") == "Open_ES"  # the population stays even
+    mesh = make_mesh(cfg, int(es_cfg["population"]) * seeds, "runs (members × seeds)",
+                     ("es.population", int(es_cfg["population"]), seeds, 2 if pairs else 1))
     main, place = is_main_process(), Placement(mesh)
     fitness_fn = PopulationFitness(inner, objective, mesh=mesh)
     strategy = make_strategy(es_cfg, objective.params)
