@@ -124,10 +124,10 @@ def stopped_summary(d: Path) -> dict:
 
 
 def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str],
-            fresh: int = 0, stopped: bool = False, episodes: int = 4) -> dict:
+            fresh: int = 0, stopped: bool = False, episodes: int = 4, absolute: bool = False) -> dict:
     from purejaxrl.config import compose
     from purejaxrl.experiment import run
-    from purejaxrl.robustness import parse_range, robustness
+    from purejaxrl.robustness import grid_axes, nominal_cell, parse_range, robustness
 
     res = {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "fresh_adversary_updates": fresh, "methods": {}}
     for name, over in (("sac", ["algo=qarl", "algo.curriculum=none"]), ("rarl", ["algo=rarl"]),
@@ -140,10 +140,12 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
             if not (d / "summary.json").exists():
                 run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
             s = json.loads((d / "summary.json").read_text())
-        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), episodes, fresh_adversary=fresh)
-        i, j = (int(np.argmin(np.abs(np.asarray(g[k]) - 1.0))) for k in ("mass_scale", "friction_scale"))
+        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), episodes, fresh_adversary=fresh,
+                       absolute=absolute)
+        (mk, _), (fk, _) = grid_axes(g)
+        i, j = nominal_cell(g)
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
-                                "grid_cell": {"mass_scale": g["mass_scale"][i], "friction_scale": g["friction_scale"][j],
+                                "grid_cell": {mk: g[mk][i], fk: g[fk][j],
                                               **{k: [r[i][j] for r in v] for k, v in g["returns"].items()}},
                                 "against_adversary": (s.get("final_eval") or {}).get("eval_return_adversary"),
                                 "run_seconds": s["run_seconds"]}
@@ -159,6 +161,8 @@ def plot_grids(env: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from purejaxrl.robustness import grid_axes
+
     root = OUT / f"compare_{env}"
     grids = {m: json.loads((root / m / "robustness.json").read_text()) for m in ("sac", "rarl", "qarl")}
     modes = ["no_adversary"] + (["fresh_adversary"] if all("fresh_adversary" in g["returns"] for g in grids.values()) else [])
@@ -168,11 +172,12 @@ def plot_grids(env: str) -> None:
         lo, hi = min(v.min() for v in means.values()), max(v.max() for v in means.values())
         for ax, (m, v) in zip(row, means.items()):
             g = grids[m]
+            (mk, ml), (fk, fl) = grid_axes(g)
             im = ax.imshow(v, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="viridis")
-            ax.set_xticks(range(len(g["friction_scale"])), [f"{x:.3g}" for x in g["friction_scale"]])
-            ax.set_yticks(range(len(g["mass_scale"])), [f"{x:.3g}" for x in g["mass_scale"]])
-            ax.set_xlabel("friction × nominal")
-            ax.set_ylabel("mass × nominal")
+            ax.set_xticks(range(len(g[fk])), [f"{x:.3g}" for x in g[fk]])
+            ax.set_yticks(range(len(g[mk])), [f"{x:.3g}" for x in g[mk]])
+            ax.set_xlabel(fl)
+            ax.set_ylabel(ml)
             ax.set_title(f"{m.upper()}: mean {v.mean():.1f} ({len(g['runs'])} seeds, {mode.replace('_', ' ')})", fontsize=9)
         fig.colorbar(im, ax=list(row), label="return")
     fig.savefig(OUT / f"compare_{env}.png", dpi=100)
@@ -189,6 +194,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--mass", default="0.5:2.0:7")
     p.add_argument("--friction", default="0.5:1.5:5")
+    p.add_argument("--absolute", action="store_true",
+                   help="compare: grids over torso mass (kg) x friction coefficient (the paper's), not multipliers")
     p.add_argument("--stopped", action="store_true",
                    help="compare: runs stopped before their end are evaluated from their latest checkpoint")
     p.add_argument("--episodes", type=int, default=4, help="compare: greedy episodes per grid cell and seed")
@@ -207,7 +214,7 @@ def main() -> None:
         path = OUT / f"learn_sac_{a.env}.json"
     else:
         res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary,
-                      a.stopped, a.episodes)
+                      a.stopped, a.episodes, a.absolute)
         path = OUT / f"compare_{a.env}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))

@@ -6,6 +6,10 @@ restarts from a fresh initial state drawn with the step's key).  Physics can be 
 instance: ``mass_scale`` multiplies every body's mass and inertia, ``friction_scale`` every geom's
 sliding friction; both live in the env state, so a batch of envs with different values steps as
 one vmapped program (the robustness grids) — set them with :meth:`DMCEnv.with_physics`.
+
+``action_repeat`` (k) applies each action for k control steps and returns the sum of their rewards,
+as the DM Control SAC / DrQ benchmarks do; ``episode_length`` still counts control steps, so returns
+stay on the suite's 0–1,000 scale while an episode is ``episode_length / k`` agent steps.
 """
 
 from __future__ import annotations
@@ -41,11 +45,15 @@ class DMCState:
 
 class DMCEnv(Environment):
     def __init__(self, task: str, episode_length: int = 1000, mass_scale: float = 1.0, friction_scale: float = 1.0,
-                 impl: str = "jax"):
+                 action_repeat: int = 1, impl: str = "jax"):
         if task not in TASKS:
             raise ValueError(f"unknown DM Control task {task!r}; valid: {', '.join('dmc_' + t for t in TASKS)}")
         if not isinstance(episode_length, int) or episode_length < 1:
             raise ValueError(f"episode_length={episode_length!r} must be an integer >= 1")
+        if not isinstance(action_repeat, int) or isinstance(action_repeat, bool) or action_repeat < 1 \
+                or episode_length % action_repeat:
+            raise ValueError(f"action_repeat={action_repeat!r} must be an integer >= 1 that divides "
+                             f"episode_length={episode_length}")
         for k, v in (("mass_scale", mass_scale), ("friction_scale", friction_scale)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{k}={v!r} must be a number > 0")
@@ -56,7 +64,8 @@ class DMCEnv(Environment):
         self._env = registry.load(TASKS[task], config_overrides={"impl": impl})
         self.task = task
         self.name = f"dmc_{task}"
-        self.max_episode_steps = int(episode_length)
+        self.action_repeat = int(action_repeat)
+        self.max_episode_steps = int(episode_length) // self.action_repeat  # agent steps
         self.mass_scale, self.friction_scale = float(mass_scale), float(friction_scale)
         self._action_space = Box(-1.0, 1.0, (int(self._env.action_size),))
         self._obs_shape = (int(self._env.observation_size),)
@@ -71,12 +80,96 @@ class DMCEnv(Environment):
 
     def _model(self, mass_scale, friction_scale):
         """Every mass × ``mass_scale`` with the constants MuJoCo derives from masses kept consistent
-        (subtree masses, which velocity sensors divide by; inverse weights, which soften constraints)."""
+        (subtree masses, which velocity sensors divide by; inverse weights, which soften constraints).
+        Under :meth:`absolute_physics` the two numbers are the torso's mass and the friction coefficient."""
         mass, inertia, subtree, body_iw, dof_iw, friction = self._base
+        if self._absolute is not None:
+            return self._absolute_model(mass_scale, friction_scale)
         return self._env.mjx_model.replace(
             body_mass=mass * mass_scale, body_inertia=inertia * mass_scale, body_subtreemass=subtree * mass_scale,
             body_invweight0=body_iw / mass_scale, dof_invweight0=dof_iw / mass_scale,
             geom_friction=friction.at[:, 0].multiply(friction_scale))
+
+    # --- absolute physics: the paper's torso mass (kg) x friction coefficient grids ----------------------
+    _absolute = None  # (torso body id, log-ratio table, derived constants per ratio) inside absolute_physics()
+
+    @property
+    def nominal_physics(self) -> dict:
+        """The nominal torso mass (kg) and sliding friction coefficients of this task."""
+        m = self._env.mj_model
+        t = self._torso_id()
+        return {"torso_mass": float(m.body_mass[t]) if t is not None else None,
+                "friction": sorted({round(float(f), 6) for f in m.geom_friction[:, 0]})}
+
+    def _torso_id(self):
+        import mujoco
+
+        i = mujoco.mj_name2id(self._env.mj_model, mujoco.mjtObj.mjOBJ_BODY, "torso")
+        return None if i < 0 else int(i)
+
+    def absolute_physics(self):
+        """Context manager: while programs are traced inside it, an instance's ``mass_scale`` is the
+        torso's mass in kg (its inertia scaled with it, every other body unchanged) and ``friction_scale``
+        the sliding friction coefficient of every geom (so of every contact) — the paper's grids.  Subtree
+        masses are exact; the inverse weights at the reference pose (which soften constraints) are
+        MuJoCo's own (``mj_setConst``) at 129 torso masses from 1/50 to 50 × nominal, interpolated
+        linearly in log-mass between them."""
+        import contextlib
+        import copy
+
+        import mujoco
+        import numpy as np
+
+        t = self._torso_id()
+        if t is None:
+            raise ValueError(f"{self.name} has no body named 'torso': absolute grids (torso mass x friction) exist "
+                             "for hopper, walker and cheetah; use mass / friction multipliers here")
+
+        @contextlib.contextmanager
+        def ctx():
+            if DMCEnv._tables.get(self.task) is None:
+                m0 = self._env.mj_model
+                ratios = np.geomspace(1 / 50, 50, 129)
+                rows = []
+                for r in ratios:
+                    m = copy.copy(m0)
+                    m.body_mass[t] = m0.body_mass[t] * r
+                    m.body_inertia[t] = m0.body_inertia[t] * r
+                    mujoco.mj_setConst(m, mujoco.MjData(m))
+                    rows.append((m.body_invweight0.copy(), m.dof_invweight0.copy()))
+                chain, b = np.zeros(m0.nbody, np.float32), t  # the torso and its ancestors carry its mass
+                while True:
+                    chain[b] = 1.0
+                    if b == 0:
+                        break
+                    b = int(m0.body_parentid[b])
+                onehot = np.eye(m0.nbody, dtype=np.float32)[t]
+                DMCEnv._tables[self.task] = (np.log(ratios), [np.stack(c) for c in zip(*rows)],
+                                             float(m0.body_mass[t]), onehot, chain)
+            self._absolute = DMCEnv._tables[self.task]
+            try:
+                yield self.nominal_physics
+            finally:
+                self._absolute = None
+
+        return ctx()
+
+    _tables: dict = {}
+
+    def _absolute_model(self, torso_mass, friction):
+        log_r, table, m0, onehot, chain = self._absolute
+        mass, inertia, subtree, _, _, base_friction = self._base
+        ratio = torso_mass / m0
+        x = jnp.clip(jnp.log(ratio), log_r[0], log_r[-1])
+        i = jnp.clip(jnp.searchsorted(jnp.asarray(log_r, jnp.float32), x) - 1, 0, len(log_r) - 2)
+        w = (x - log_r[i]) / (log_r[i + 1] - log_r[i])
+        body_iw, dof_iw = (jnp.asarray(c, jnp.float32)[i] * (1 - w) + jnp.asarray(c, jnp.float32)[i + 1] * w
+                           for c in table)
+        scale = 1 + (ratio - 1) * onehot  # the torso's own mass and inertia only
+        return self._env.mjx_model.replace(
+            body_mass=mass * scale, body_inertia=inertia * scale[:, None],
+            body_subtreemass=subtree + (torso_mass - m0) * chain, body_invweight0=body_iw,
+            dof_invweight0=dof_iw, geom_friction=base_friction.at[:, 0].set(friction))
 
     def _with_model(self, fn, state: DMCState, *args):
         """Run a Playground function with this instance's physics (the model is read at trace time)."""
@@ -99,8 +192,23 @@ class DMCEnv(Environment):
         fs = jnp.broadcast_to(jnp.asarray(friction_scale, jnp.float32), state.friction_scale.shape)
         return state.replace(mass_scale=ms, friction_scale=fs)
 
+    def _repeat(self, inner, action):
+        """``action_repeat`` control steps with one action; rewards summed, frozen once the physics failed."""
+        if self.action_repeat == 1:
+            return self._env.step(inner, action)
+
+        def body(c, _):
+            s, total = c
+            n = self._env.step(s, action)
+            failed = s.done > 0.5
+            n = jax.tree.map(lambda a, b: jnp.where(failed, a, b), s, n)
+            return (n, total + jnp.where(failed, 0.0, jnp.nan_to_num(n.reward))), None
+
+        (ns, total), _ = jax.lax.scan(body, (inner, jnp.zeros((), jnp.float32)), None, length=self.action_repeat)
+        return ns.replace(reward=total)
+
     def step(self, key, state, action):
-        ns = self._with_model(self._env.step, state, state.inner, action)
+        ns = self._with_model(self._repeat, state, state.inner, action)
         time = state.time + 1
         # Playground ends an episode only when the physics became NaN: nothing non-finite leaves here
         reward, terminated, truncated = as_step_types(jnp.nan_to_num(ns.reward), ns.done > 0.5,

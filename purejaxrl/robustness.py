@@ -3,9 +3,13 @@ policy over a grid of physics (DeepMind Control tasks), with no adversary and, f
 against the trained adversary; every cell, episode and run one vmapped batch.
 
 ``--mass`` multiplies every body's mass and inertia and ``--friction`` every geom's sliding friction
-(``LOW:HIGH:N`` — ``N`` values from ``LOW`` to ``HIGH``); 1 is the nominal task.  Writes
-``robustness.json`` (returns ``[runs, mass, friction]``, the grid, nominal values) and
-``robustness.png`` (heat maps of the mean over runs) into the run directory.
+(``LOW:HIGH:N`` — ``N`` values from ``LOW`` to ``HIGH``); 1 is the nominal task.  With ``--absolute``
+they are the paper's axes instead: the torso's mass in kg (its inertia scaled with it, the other
+bodies unchanged) and the sliding friction coefficient of every geom — e.g. hopper
+``--absolute --mass 1:9:11 --friction 0.1:1.9:11`` (nominal 4.83 kg, 1.0), walker ``5:15`` × ``0.1:1.3``
+(10.67 kg, 0.7), cheetah ``3:9`` × ``0.1:1.9`` (6.25 kg).  Writes ``robustness.json`` (returns
+``[runs, mass, friction]``, the grid, nominal values) and ``robustness.png`` (heat maps of the mean
+over runs) into the run directory.
 
 ``--fresh-adversary UPDATES`` (QARL, RARL and ``curriculum=none`` runs): first train a new, fully
 rational adversary (α_A = 0) from scratch against each run's frozen protagonist, which acts
@@ -87,8 +91,10 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     return attacker, attack, np.asarray(temps).reshape(-1)
 
 
-def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 4, seed: int = 0,
-               fresh_adversary: int = 0) -> dict:
+def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
+               fresh_adversary: int = 0, absolute: bool = False) -> dict:
+    import contextlib
+
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -96,6 +102,16 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
     if not hasattr(base, "with_physics"):
         raise ConfigError(f"{cfg['env']['name']} has no per-env physics; robustness grids need a DM Control env "
                           "(env=dmc_*)")
+    nominal = base.nominal_physics
+    if absolute and nominal["torso_mass"] is None:
+        raise ConfigError(f"--absolute: {cfg['env']['name']} has no torso (absolute grids are torso mass x friction, "
+                          "for hopper, walker and cheetah); drop --absolute to scale every mass and friction")
+    if mass is None:  # defaults: half to one and a half times nominal; friction 0.1 to symmetric about nominal
+        mass = (np.linspace(nominal["torso_mass"] / 2, nominal["torso_mass"] * 1.5, 11, dtype=np.float32) if absolute
+                else np.linspace(0.5, 1.5, 11, dtype=np.float32))
+    if friction is None:
+        friction = (np.linspace(0.1, 2 * max(nominal["friction"]) - 0.1, 11, dtype=np.float32) if absolute
+                    else np.linspace(0.5, 1.5, 11, dtype=np.float32))
     M, F, E = len(mass), len(friction), int(episodes)
     n = M * F * E
     ms = jnp.asarray(np.repeat(mass, F * E))
@@ -114,9 +130,12 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
             venv = algo.make_venv(n, hp, evaluation=True)
             return greedy_episode_returns(venv, lambda o: act(s, o), key, lambda st: _with_physics(st, ms, fs))
 
-        ret = _for_each_run(one, len(runs), hparams, st_all)
+        with base.absolute_physics() if absolute else contextlib.nullcontext():  # read while tracing
+            ret = _for_each_run(one, len(runs), hparams, st_all)
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
-    res = {"mass_scale": mass.tolist(), "friction_scale": friction.tolist(), "episodes_per_cell": E,
+    axes = ({"physics": "absolute", "torso_mass": mass.tolist(), "friction": friction.tolist()} if absolute else
+            {"physics": "scale", "mass_scale": mass.tolist(), "friction_scale": friction.tolist()})
+    res = {**axes, "nominal": nominal, "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
            "fresh_adversary_updates": int(fresh_adversary),
            "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
@@ -127,23 +146,41 @@ def robustness(run_dir, mass: np.ndarray, friction: np.ndarray, episodes: int = 
     return res
 
 
+def grid_axes(res: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``((mass key, label), (friction key, label))`` of a ``robustness.json``."""
+    if res.get("physics") == "absolute":
+        return ("torso_mass", "torso mass (kg)"), ("friction", "friction coefficient")
+    return ("mass_scale", "mass × nominal"), ("friction_scale", "friction × nominal")
+
+
+def nominal_cell(res: dict) -> tuple[int, int]:
+    """Indices of the grid cell nearest the nominal task."""
+    (mk, _), (fk, _) = grid_axes(res)
+    if res.get("physics") == "absolute":
+        m0, f0 = res["nominal"]["torso_mass"], max(res["nominal"]["friction"])
+    else:
+        m0 = f0 = 1.0
+    return int(np.argmin(np.abs(np.asarray(res[mk]) - m0))), int(np.argmin(np.abs(np.asarray(res[fk]) - f0)))
+
+
 def _plot(path: Path, res: dict, out: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    (mk, ml), (fk, fl) = grid_axes(res)
     fig, axes = plt.subplots(1, len(out), figsize=(5 * len(out), 4), squeeze=False)
     vmin = min(float(v.mean(0).min()) for v in out.values())
     vmax = max(float(v.mean(0).max()) for v in out.values())
     for ax, (mode, v) in zip(axes[0], out.items()):
         im = ax.imshow(v.mean(0), origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
-        for axis, vals in ((ax.xaxis, res["friction_scale"]), (ax.yaxis, res["mass_scale"])):
+        for axis, vals in ((ax.xaxis, res[fk]), (ax.yaxis, res[mk])):
             step = max(1, len(vals) // 6)
             axis.set_ticks(range(0, len(vals), step))
             axis.set_ticklabels([f"{x:.3g}" for x in vals[::step]])
-        ax.set_xlabel("friction × nominal")
-        ax.set_ylabel("mass × nominal")
+        ax.set_xlabel(fl)
+        ax.set_ylabel(ml)
         ax.set_title(f"{res['algo']} on {res['env']}: {mode.replace('_', ' ')}\nmean {v.mean():.1f}", fontsize=9)
         fig.colorbar(im, ax=ax, label="return")
     fig.tight_layout()
@@ -154,8 +191,12 @@ def _plot(path: Path, res: dict, out: dict) -> None:
 def robustness_main(argv: list[str]) -> None:
     p = argument_parser("purejaxrl robustness", __doc__)
     p.add_argument("run_dir")
-    p.add_argument("--mass", default="0.5:1.5:11", help="mass multipliers LOW:HIGH:N")
-    p.add_argument("--friction", default="0.5:1.5:11", help="friction multipliers LOW:HIGH:N")
+    p.add_argument("--mass", default=None, help="mass multipliers LOW:HIGH:N (default 0.5:1.5:11); "
+                   "with --absolute the torso's mass in kg (default nominal/2 to 1.5 x nominal, 11)")
+    p.add_argument("--friction", default=None, help="friction multipliers LOW:HIGH:N (default 0.5:1.5:11); "
+                   "with --absolute the friction coefficient (default 0.1 to 2 x nominal - 0.1, 11)")
+    p.add_argument("--absolute", action="store_true",
+                   help="the paper's axes: torso mass (kg) x friction coefficient instead of multipliers")
     p.add_argument("--episodes", type=int, default=4, help="greedy episodes per cell and run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
@@ -165,8 +206,13 @@ def robustness_main(argv: list[str]) -> None:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
     if a.fresh_adversary < 0:
         raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be >= 0 (updates; 0: none)")
-    res = robustness(a.run_dir, parse_range(a.mass, "mass"), parse_range(a.friction, "friction"), a.episodes, a.seed,
-                     a.fresh_adversary)
+    res = robustness(a.run_dir, a.mass and parse_range(a.mass, "mass"), a.friction and parse_range(a.friction, "friction"),
+                     a.episodes, a.seed, a.fresh_adversary, a.absolute)
+    (mk, ml), (fk, fl) = grid_axes(res)
+    nom = res["nominal"]
+    print(f"grid: {ml} {res[mk][0]:.3g}..{res[mk][-1]:.3g} ({len(res[mk])}) x {fl} {res[fk][0]:.3g}..{res[fk][-1]:.3g} "
+          f"({len(res[fk])}); nominal torso mass {nom['torso_mass'] if nom['torso_mass'] is None else round(nom['torso_mass'], 3)}"
+          f" kg, friction {', '.join(f'{f:g}' for f in nom['friction'])}")
     for mode, m in res["mean"].items():
         print(f"{mode}: mean return over the grid {m:.1f}")
     print(f"wrote {Path(a.run_dir, 'robustness.json')} and robustness.png")

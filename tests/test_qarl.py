@@ -182,6 +182,10 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     # the protagonist sees the temperature of its other evaluations (the curriculum's current mean), not 0
     (t,) = g["fresh_adversary_temperature"]
     assert min(temps) * 0.5 <= t <= 0.05 + 1e-6 and t > 0
+    # the paper's absolute axes are torso mass x friction: cartpole has no torso, one line says so
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--absolute"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no torso" in r.stderr
 
 
 def test_the_issue_command_line_spellings_reach_the_algorithm_config():
@@ -224,3 +228,52 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     assert n == 24
     np.testing.assert_allclose(s.buffer.action[:n, :algo.act_dim], algo.learner.mode(s0.protagonist.actor, s.buffer.obs[:n]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_action_repeat_sums_rewards_and_counts_the_time_limit_in_control_steps(cartpole):
+    base, _ = cartpole
+    rep = make("dmc_cartpole_balance", episode_length=6, action_repeat=2)
+    assert rep.max_episode_steps == 3
+    a = jnp.array([0.7])
+    obs, s1 = base.reset(jax.random.PRNGKey(3))
+    _, s2 = rep.reset(jax.random.PRNGKey(3))
+    step1, step2 = jax.jit(base.step), jax.jit(rep.step)
+    k = jax.random.PRNGKey(0)
+    o_a, s1, r_a, *_ = step1(k, s1, a)
+    o_b, s1, r_b, *_ = step1(k, s1, a)
+    o_rep, s2, r_rep, term, trunc, _ = step2(k, s2, a)
+    np.testing.assert_allclose(o_rep, o_b, rtol=1e-6, atol=1e-6)  # two control steps with one action
+    np.testing.assert_allclose(r_rep, r_a + r_b, rtol=1e-6)
+    for _ in range(2):
+        _, s2, _, term, trunc, _ = step2(k, s2, a)
+    assert bool(trunc) and not bool(term)  # 3 agent steps = 6 control steps: the time limit
+    with pytest.raises(ValueError, match="divides"):
+        make("dmc_cartpole_balance", episode_length=5, action_repeat=2)
+
+
+def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_constants():
+    import copy
+
+    import mujoco
+
+    env = make("dmc_hopper_stand", episode_length=20)
+    nom = env.nominal_physics
+    assert nom["torso_mass"] == pytest.approx(4.828, abs=1e-3) and nom["friction"] == [1.0]
+    mj = env.playground.mj_model
+    with env.absolute_physics():
+        m0 = env._model(jnp.float32(nom["torso_mass"]), jnp.float32(1.0))
+        m9 = env._model(jnp.float32(9.0), jnp.float32(0.3))
+    ref = copy.copy(mj)  # MuJoCo's own constants for a 9 kg torso
+    ref.body_mass[1] = 9.0
+    ref.body_inertia[1] *= 9.0 / nom["torso_mass"]
+    mujoco.mj_setConst(ref, mujoco.MjData(ref))
+    for k in ("body_mass", "body_inertia", "body_subtreemass", "body_invweight0", "dof_invweight0"):
+        np.testing.assert_allclose(getattr(m0, k), getattr(mj, k), rtol=1e-5, atol=1e-6)  # nominal: unchanged
+        np.testing.assert_allclose(getattr(m9, k), getattr(ref, k), rtol=2e-3, atol=1e-6)
+    assert np.asarray(m9.body_mass)[2:] == pytest.approx(mj.body_mass[2:])  # only the torso is heavier
+    np.testing.assert_allclose(np.asarray(m9.geom_friction)[:, 0], 0.3)
+    np.testing.assert_allclose(np.asarray(m9.geom_friction)[:, 1:], mj.geom_friction[:, 1:], rtol=1e-6)
+    assert env._absolute is None  # outside the context: multipliers again
+    np.testing.assert_allclose(env._model(2.0, 1.0).body_mass, 2 * mj.body_mass, rtol=1e-6)
+    with pytest.raises(ValueError, match="torso"):
+        make("dmc_cartpole_balance").absolute_physics()
