@@ -59,6 +59,14 @@ class ForceAdversary(Wrapper):
         norm = jnp.linalg.norm(f, axis=-1, keepdims=True)
         return self.max_force * f / jnp.maximum(1.0, norm)
 
+    def within_budget(self, a_adv, fraction):
+        """An adversary action whose push is ``fraction`` × the push of ``a_adv`` (force mode: every
+        body's force scaled; action mode: the perturbation scaled) — a shrunken force budget."""
+        if self.mode == "action" or self.max_force == 0:
+            return fraction * jnp.clip(a_adv, -1.0, 1.0)
+        unit = self.forces(a_adv) / self.max_force  # each body's push as an action of norm <= 1
+        return fraction * unit.reshape(a_adv.shape)
+
     def step(self, key, state, action):
         a_p, a_adv = action[..., : self.protagonist_dim], action[..., self.protagonist_dim:]
         if self.mode == "action":

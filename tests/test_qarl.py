@@ -277,3 +277,37 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
     np.testing.assert_allclose(env._model(2.0, 1.0).body_mass, 2 * mj.body_mass, rtol=1e-6)
     with pytest.raises(ValueError, match="torso"):
         make("dmc_cartpole_balance").absolute_physics()
+
+
+def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary(cartpole):
+    from purejaxrl.algos.qarl import QARL
+
+    _, env = cartpole
+    rng = np.random.default_rng(1)
+    a = jnp.asarray(rng.normal(0, 2, (64, 2)), jnp.float32)  # inside and outside the unit ball
+    for frac in (0.0, 0.3, 1.0):  # the push of the budgeted action is exactly frac x the full push
+        np.testing.assert_allclose(env.forces(env.within_budget(a, frac)), frac * env.forces(a), rtol=1e-5, atol=1e-6)
+    cfg = compose(["algo=qarl", "env=dmc_cartpole_balance", "env.kwargs.episode_length=20", "algo.curriculum=force_budget",
+                   "algo.num_envs=2", "algo.total_timesteps=60", "algo.phase_updates=5", "algo.learning_starts=0",
+                   "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.batch_size=4", "algo.buffer_size=64",
+                   "algo.linear_fraction=0.5", "algo.adversary.max_force=0.5"])
+    algo = QARL(cfg["algo"], cfg["env"], {})
+    assert algo.num_updates == 30
+    np.testing.assert_allclose([algo.budget(i) for i in (0, 3, 15, 29)], [0.0, 0.2, 1.0, 1.0], rtol=1e-6)
+    assert float(algo.eval_temperature(None)) == 0.0 and np.all(np.asarray(algo.draw_temperature(None, 50.0, 3)) == 0)
+    hp = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
+    s = algo.init(jax.random.PRNGKey(0), hp)
+    seen = []
+    orig = algo.env.within_budget
+
+    def spy(a_adv, frac):
+        jax.debug.callback(lambda f: seen.append(float(f)), frac)
+        return orig(a_adv, frac)
+
+    algo.env.within_budget = spy
+    for i in (0, 3, 15):
+        s, m = algo.update(s, hp, i)
+        assert float(m["force_budget"]) == pytest.approx(0.5 * float(algo.budget(i)))
+        assert float(m["temperature_mean"]) == 0.0
+    assert seen == pytest.approx([0.0, 0.2, 1.0])  # the env received the budgeted push
+    assert np.abs(np.asarray(s.buffer.action[:int(s.buffer.size), algo.act_dim:])).max() > 0  # the policy's own action kept

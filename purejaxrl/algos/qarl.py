@@ -19,7 +19,10 @@ Curricula (``algo.curriculum``) on the Gamma shape ``c``:
   shape stays while the return at ``c`` itself is below the threshold or no ``c'`` qualifies;
 * ``linear``: ``c`` from ``c_start`` to ``c_target`` over the first ``linear_fraction`` of training;
 * ``fixed``: ``c = c_start`` throughout;  ``rarl``: ``α_A = 0`` from the start;
-* ``none``: no adversary (its actions are zero): plain SAC with the same networks.
+* ``none``: no adversary (its actions are zero): plain SAC with the same networks;
+* ``force_budget``: the force-budget baseline — a fully rational adversary (``α_A = 0``) whose force
+  budget grows linearly from 0 to ``adversary.max_force`` over the first ``linear_fraction`` of
+  training (evaluation: the full budget).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from envs.adversarial import ForceAdversary
 from purejaxrl.algos.sac import SAC, Buffer, Player, SACLearner, learn_phase, true_next_obs
 from purejaxrl.rollout import episode_metrics
 
-CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none")
+CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none", "force_budget")
+RATIONAL = ("rarl", "none", "force_budget")  # α_A = 0 throughout
 
 
 def gamma_log_pdf(x, shape, rate):
@@ -157,7 +161,7 @@ class QARL(SAC):
     def draw_temperature(self, key, shape, n: int):
         if self.attack_only:  # the temperature the attacked protagonist was evaluated at (the shape's mean)
             return jnp.full((n,), shape / self.rate)
-        if self.curriculum in ("rarl", "none"):
+        if self.curriculum in RATIONAL:
             return jnp.zeros((n,))
         return jax.random.gamma(key, shape, (n,)) / self.rate
 
@@ -185,9 +189,16 @@ class QARL(SAC):
 
     def eval_temperature(self, state):
         """The temperature both players see in evaluation: the curriculum's current mean (0 for RARL)."""
-        if self.curriculum in ("rarl", "none"):
+        if self.curriculum in RATIONAL:
             return jnp.float32(0.0)
         return state.curriculum.shape / self.rate
+
+    def budget(self, i):
+        """The fraction of ``adversary.max_force`` the adversary may use at update ``i`` (1 unless
+        ``curriculum=force_budget``, where it grows linearly over the first ``linear_fraction``)."""
+        if self.curriculum != "force_budget":
+            return jnp.float32(1.0)
+        return jnp.minimum(1.0, i / max(self.linear_fraction * self.num_updates, 1.0)).astype(jnp.float32)
 
     def joint(self, a_p, a_adv):
         return jnp.concatenate([self.to_env(a_p), a_adv], -1)
@@ -233,8 +244,11 @@ class QARL(SAC):
             a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
             if self.curriculum == "none":
                 a = a.at[:, self.act_dim:].set(0.0)
+            a_env = a[:, self.act_dim:]  # the buffer keeps the adversary's own action; the env applies its budget
+            if self.curriculum == "force_budget":
+                a_env = self.env.within_budget(a_env, self.budget(i))
             obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.joint(a[:, :self.act_dim],
-                                                                                               a[:, self.act_dim:]))
+                                                                                               a_env))
             nxt = self.augment(true_next_obs(obs2, term, trunc, info), temp)
             buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
             done = info["episode_done"]
@@ -310,8 +324,10 @@ class QARL(SAC):
              "adversary_phase": jnp.asarray(adversary_phase, jnp.float32)}
         if self.curriculum == "linear":
             m["temperature_mean"] = self.shape_at(state.curriculum, i) / self.rate
-        elif self.curriculum in ("rarl", "none"):
+        elif self.curriculum in RATIONAL:
             m["temperature_mean"] = jnp.float32(0.0)
+        if self.curriculum == "force_budget":
+            m["force_budget"] = self.budget(i) * self.env.max_force
         return state.replace(protagonist=prot, adversary=adv), m
 
 
