@@ -140,8 +140,8 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
             if not (d / "summary.json").exists():
                 run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
             s = json.loads((d / "summary.json").read_text())
-        g = robustness(d, parse_range(grid[0], "mass"), parse_range(grid[1], "friction"), episodes, fresh_adversary=fresh,
-                       absolute=absolute)
+        g = robustness(d, grid[0] and parse_range(grid[0], "mass"), grid[1] and parse_range(grid[1], "friction"), episodes,
+                       fresh_adversary=fresh, absolute=absolute)
         (mk, _), (fk, _) = grid_axes(g)
         i, j = nominal_cell(g)
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
@@ -192,8 +192,8 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=200, help="throughput: updates per timed chunk")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--mass", default="0.5:2.0:7")
-    p.add_argument("--friction", default="0.5:1.5:5")
+    p.add_argument("--mass", default=None, help="compare: LOW:HIGH:N (default: robustness's, 0.5:1.5:11 multipliers)")
+    p.add_argument("--friction", default=None, help="compare: LOW:HIGH:N (default: robustness's)")
     p.add_argument("--absolute", action="store_true",
                    help="compare: grids over torso mass (kg) x friction coefficient (the paper's), not multipliers")
     p.add_argument("--stopped", action="store_true",

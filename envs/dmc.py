@@ -91,7 +91,10 @@ class DMCEnv(Environment):
             geom_friction=friction.at[:, 0].multiply(friction_scale))
 
     # --- absolute physics: the paper's torso mass (kg) x friction coefficient grids ----------------------
-    _absolute = None  # (torso body id, log-ratio table, derived constants per ratio) inside absolute_physics()
+    # inside absolute_physics(): (log torso-mass ratios, [body, dof inverse weights per ratio], nominal torso
+    # mass, one-hot of the torso, mask of the torso and its ancestors)
+    _absolute = None
+    TABLE_RANGE = (1 / 50, 50)  # torso mass / nominal covered by the inverse-weight table
 
     @property
     def nominal_physics(self) -> dict:
@@ -113,7 +116,10 @@ class DMCEnv(Environment):
         the sliding friction coefficient of every geom (so of every contact) — the paper's grids.  Subtree
         masses are exact; the inverse weights at the reference pose (which soften constraints) are
         MuJoCo's own (``mj_setConst``) at 129 torso masses from 1/50 to 50 × nominal, interpolated
-        linearly in log-mass between them."""
+        linearly in log-mass between them (relative error ≤ 5e-4).  The reference code sets only
+        ``body_mass`` of the torso (inertia and derived constants unchanged); here the torso is a
+        denser body of the same shape and MuJoCo's derived constants stay consistent.  A state reset
+        inside the context starts at the nominal values; the robustness grids set theirs per instance."""
         import contextlib
         import copy
 
@@ -129,7 +135,7 @@ class DMCEnv(Environment):
         def ctx():
             if DMCEnv._tables.get(self.task) is None:
                 m0 = self._env.mj_model
-                ratios = np.geomspace(1 / 50, 50, 129)
+                ratios = np.geomspace(*self.TABLE_RANGE, 129)
                 rows = []
                 for r in ratios:
                     m = copy.copy(m0)
@@ -144,13 +150,14 @@ class DMCEnv(Environment):
                         break
                     b = int(m0.body_parentid[b])
                 onehot = np.eye(m0.nbody, dtype=np.float32)[t]
-                DMCEnv._tables[self.task] = (np.log(ratios), [np.stack(c) for c in zip(*rows)],
+                DMCEnv._tables[self.task] = (np.log(ratios).astype(np.float32),
+                                             [np.stack(c).astype(np.float32) for c in zip(*rows)],
                                              float(m0.body_mass[t]), onehot, chain)
-            self._absolute = DMCEnv._tables[self.task]
+            before, self._absolute = self._absolute, DMCEnv._tables[self.task]
             try:
                 yield self.nominal_physics
             finally:
-                self._absolute = None
+                self._absolute = before
 
         return ctx()
 
@@ -159,12 +166,12 @@ class DMCEnv(Environment):
     def _absolute_model(self, torso_mass, friction):
         log_r, table, m0, onehot, chain = self._absolute
         mass, inertia, subtree, _, _, base_friction = self._base
+        log_r = jnp.asarray(log_r)
         ratio = torso_mass / m0
-        x = jnp.clip(jnp.log(ratio), log_r[0], log_r[-1])
-        i = jnp.clip(jnp.searchsorted(jnp.asarray(log_r, jnp.float32), x) - 1, 0, len(log_r) - 2)
+        x = jnp.clip(jnp.log(ratio), log_r[0], log_r[-1])  # callers keep masses inside TABLE_RANGE
+        i = jnp.clip(jnp.searchsorted(log_r, x) - 1, 0, log_r.shape[0] - 2)
         w = (x - log_r[i]) / (log_r[i + 1] - log_r[i])
-        body_iw, dof_iw = (jnp.asarray(c, jnp.float32)[i] * (1 - w) + jnp.asarray(c, jnp.float32)[i + 1] * w
-                           for c in table)
+        body_iw, dof_iw = (jnp.asarray(c)[i] * (1 - w) + jnp.asarray(c)[i + 1] * w for c in table)
         scale = 1 + (ratio - 1) * onehot  # the torso's own mass and inertia only
         return self._env.mjx_model.replace(
             body_mass=mass * scale, body_inertia=inertia * scale[:, None],
@@ -183,6 +190,10 @@ class DMCEnv(Environment):
     def reset(self, key):
         s = self._env.reset(key)
         one = jnp.ones((), jnp.float32)
+        if self._absolute is not None:  # traced under absolute_physics(): the nominal torso mass and friction
+            nom = self.nominal_physics
+            return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * nom["torso_mass"] * self.mass_scale,
+                                   one * max(nom["friction"]) * self.friction_scale)
         return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * self.mass_scale, one * self.friction_scale)
 
     @staticmethod

@@ -112,6 +112,11 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     if friction is None:
         friction = (np.linspace(0.1, 2 * max(nominal["friction"]) - 0.1, 11, dtype=np.float32) if absolute
                     else np.linspace(0.5, 1.5, 11, dtype=np.float32))
+    if absolute:
+        lo, hi = (r * nominal["torso_mass"] for r in base.TABLE_RANGE)
+        if mass.min() < lo or mass.max() > hi:
+            raise ConfigError(f"--mass {mass.min():g}..{mass.max():g} kg leaves {lo:.3g}..{hi:.3g} kg (1/50 to 50 x the "
+                              f"nominal torso mass {nominal['torso_mass']:.3g} kg of {cfg['env']['name']}); narrow --mass")
     M, F, E = len(mass), len(friction), int(episodes)
     n = M * F * E
     ms = jnp.asarray(np.repeat(mass, F * E))
@@ -192,7 +197,8 @@ def robustness_main(argv: list[str]) -> None:
     p = argument_parser("purejaxrl robustness", __doc__)
     p.add_argument("run_dir")
     p.add_argument("--mass", default=None, help="mass multipliers LOW:HIGH:N (default 0.5:1.5:11); "
-                   "with --absolute the torso's mass in kg (default nominal/2 to 1.5 x nominal, 11)")
+                   "with --absolute the torso's mass in kg (default nominal/2 to 1.5 x nominal, 11; the paper: hopper "
+                   "1:9, walker 5:15, cheetah 3:9)")
     p.add_argument("--friction", default=None, help="friction multipliers LOW:HIGH:N (default 0.5:1.5:11); "
                    "with --absolute the friction coefficient (default 0.1 to 2 x nominal - 0.1, 11)")
     p.add_argument("--absolute", action="store_true",
@@ -210,9 +216,9 @@ def robustness_main(argv: list[str]) -> None:
                      a.episodes, a.seed, a.fresh_adversary, a.absolute)
     (mk, ml), (fk, fl) = grid_axes(res)
     nom = res["nominal"]
+    torso = "" if nom["torso_mass"] is None else f"torso mass {nom['torso_mass']:.3g} kg, "
     print(f"grid: {ml} {res[mk][0]:.3g}..{res[mk][-1]:.3g} ({len(res[mk])}) x {fl} {res[fk][0]:.3g}..{res[fk][-1]:.3g} "
-          f"({len(res[fk])}); nominal torso mass {nom['torso_mass'] if nom['torso_mass'] is None else round(nom['torso_mass'], 3)}"
-          f" kg, friction {', '.join(f'{f:g}' for f in nom['friction'])}")
+          f"({len(res[fk])}); nominal {torso}friction {', '.join(f'{f:g}' for f in nom['friction'])}")
     for mode, m in res["mean"].items():
         print(f"{mode}: mean return over the grid {m:.1f}")
     print(f"wrote {Path(a.run_dir, 'robustness.json')} and robustness.png")

@@ -261,8 +261,11 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
     assert nom["torso_mass"] == pytest.approx(4.828, abs=1e-3) and nom["friction"] == [1.0]
     mj = env.playground.mj_model
     with env.absolute_physics():
-        m0 = env._model(jnp.float32(nom["torso_mass"]), jnp.float32(1.0))
-        m9 = env._model(jnp.float32(9.0), jnp.float32(0.3))
+        # traced and vmapped, as the robustness grids use it
+        both = jax.jit(jax.vmap(env._model))(jnp.array([nom["torso_mass"], 9.0]), jnp.array([1.0, 0.3]))
+        m0, m9 = (jax.tree.map(lambda x, k=k: x[k] if getattr(x, "ndim", 0) else x, both) for k in (0, 1))
+        _, st = env.reset(jax.random.PRNGKey(0))
+        assert float(st.mass_scale) == pytest.approx(nom["torso_mass"]) and float(st.friction_scale) == 1.0
     ref = copy.copy(mj)  # MuJoCo's own constants for a 9 kg torso
     ref.body_mass[1] = 9.0
     ref.body_inertia[1] *= 9.0 / nom["torso_mass"]
@@ -294,7 +297,7 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
     algo = QARL(cfg["algo"], cfg["env"], {})
     assert algo.num_updates == 30
     np.testing.assert_allclose([algo.budget(i) for i in (0, 3, 15, 29)], [0.0, 0.2, 1.0, 1.0], rtol=1e-6)
-    assert float(algo.eval_temperature(None)) == 0.0 and np.all(np.asarray(algo.draw_temperature(None, 50.0, 3)) == 0)
+    assert np.all(np.asarray(algo.draw_temperature(None, 50.0, 3)) == 0)  # alpha_A = 0
     hp = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
     s = algo.init(jax.random.PRNGKey(0), hp)
     seen = []
@@ -309,5 +312,10 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
         s, m = algo.update(s, hp, i)
         assert float(m["force_budget"]) == pytest.approx(0.5 * float(algo.budget(i)))
         assert float(m["temperature_mean"]) == 0.0
-    assert seen == pytest.approx([0.0, 0.2, 1.0])  # the env received the budgeted push
-    assert np.abs(np.asarray(s.buffer.action[:int(s.buffer.size), algo.act_dim:])).max() > 0  # the policy's own action kept
+    assert seen == pytest.approx([0.0, 0.2, 1.0])  # the env received the budgeted push ...
+    n = int(s.buffer.size)
+    assert n == 6
+    np.testing.assert_allclose(s.buffer.obs[:n, -1], [0, 0, 0.2, 0.2, 1, 1], atol=1e-6)  # ... both players see the budget
+    pushes = np.linalg.norm(np.asarray(s.buffer.action[:n, algo.act_dim:]).reshape(n, -1, 2), axis=-1)
+    assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1])[:, None] + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
+    assert float(algo.eval_temperature(s)) == 1.0  # evaluation: the full budget

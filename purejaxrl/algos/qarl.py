@@ -22,7 +22,10 @@ Curricula (``algo.curriculum``) on the Gamma shape ``c``:
 * ``none``: no adversary (its actions are zero): plain SAC with the same networks;
 * ``force_budget``: the force-budget baseline — a fully rational adversary (``α_A = 0``) whose force
   budget grows linearly from 0 to ``adversary.max_force`` over the first ``linear_fraction`` of
-  training (evaluation: the full budget).
+  training.  The budget fraction takes the temperature's place in both players' observations (1 in
+  evaluation: the full budget), and the buffer stores the push the env applied (the adversary's
+  action scaled into its budget), as the reference does.  The reference draws the budget per episode
+  from a self-paced teacher; this is its linear-schedule simplification.
 """
 
 from __future__ import annotations
@@ -188,10 +191,20 @@ class QARL(SAC):
         return 2 * self.num_eval_envs  # without and against the adversary
 
     def eval_temperature(self, state):
-        """The temperature both players see in evaluation: the curriculum's current mean (0 for RARL)."""
+        """The context both players see in evaluation: the curriculum's current mean temperature (0 for
+        RARL; for ``force_budget`` the full budget, 1)."""
+        if self.curriculum == "force_budget":
+            return jnp.float32(1.0)
         if self.curriculum in RATIONAL:
             return jnp.float32(0.0)
         return state.curriculum.shape / self.rate
+
+    def context(self, temperature, i):
+        """The value appended to both players' observations: the episode's temperature, or for
+        ``force_budget`` the budget fraction of update ``i``."""
+        if self.curriculum == "force_budget":
+            return jnp.full_like(temperature, self.budget(i))
+        return temperature
 
     def budget(self, i):
         """The fraction of ``adversary.max_force`` the adversary may use at update ``i`` (1 unless
@@ -234,7 +247,7 @@ class QARL(SAC):
         def step(carry, _):
             obs, env_state, temp, drawn, disc, buf, rng = carry
             rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
-            o = self.augment(obs, temp)
+            o = self.augment(obs, self.context(temp, i))
             a_p, _ = self.learner.sample(state.protagonist.actor, o, k_p)
             a_adv, _ = self.adv_learner.sample(state.adversary.actor, o, k_a)
             rand = jax.random.uniform(k_rand, (obs.shape[0], self.act_dim + self.adv_dim), minval=-1.0, maxval=1.0)
@@ -244,12 +257,11 @@ class QARL(SAC):
             a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
             if self.curriculum == "none":
                 a = a.at[:, self.act_dim:].set(0.0)
-            a_env = a[:, self.act_dim:]  # the buffer keeps the adversary's own action; the env applies its budget
-            if self.curriculum == "force_budget":
-                a_env = self.env.within_budget(a_env, self.budget(i))
+            if self.curriculum == "force_budget":  # the push the env applies, stored as the adversary's action
+                a = a.at[:, self.act_dim:].set(self.env.within_budget(a[:, self.act_dim:], self.budget(i)))
             obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.joint(a[:, :self.act_dim],
-                                                                                               a_env))
-            nxt = self.augment(true_next_obs(obs2, term, trunc, info), temp)
+                                                                                               a[:, self.act_dim:]))
+            nxt = self.augment(true_next_obs(obs2, term, trunc, info), self.context(temp, i))
             buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
             done = info["episode_done"]
             disc = disc + hp["gamma"] ** (info["episode_length"] - 1).astype(jnp.float32) * reward
@@ -311,7 +323,8 @@ class QARL(SAC):
             k_b, k_s = jax.random.split(k)
             b = batch(k_b, True)
             # α_A: the episode's temperature; a fresh attacker is fully rational whatever the protagonist sees
-            alpha = jnp.zeros_like(b["obs"][:, -1]) if self.attack_only else b["obs"][:, -1]
+            rational = self.attack_only or self.curriculum in RATIONAL  # the obs slot is not α_A there
+            alpha = jnp.zeros_like(b["obs"][:, -1]) if rational else b["obs"][:, -1]
             return self.adv_learner.step(p, b, hp, k_s, alpha=alpha)
 
         prot, m_p = learn_phase(p_step, state.protagonist, key, self.gradient_steps,
