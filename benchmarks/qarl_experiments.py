@@ -84,6 +84,14 @@ def throughput(env: str, num_envs: int, updates: int) -> dict:
     return out
 
 
+def eval_rows(d: Path) -> list[dict]:
+    """A run's logged rows that carry an evaluation: from ``metrics.jsonl``, or — for the long runs whose
+    per-update log is not kept in the repository — from ``evaluations.jsonl``, its evaluation rows."""
+    f = d / "metrics.jsonl" if (d / "metrics.jsonl").exists() else d / "evaluations.jsonl"
+    rows = (json.loads(line) for line in f.read_text().splitlines() if line)
+    return [r for r in rows if r.get("eval_return") is not None]
+
+
 def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> dict:
     from purejaxrl.config import compose
     from purejaxrl.experiment import run
@@ -93,9 +101,7 @@ def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> 
     if not (d / "summary.json").exists():
         run(cfg, d, progress=False)
     s = json.loads((d / "summary.json").read_text())
-    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-    curve = sorted({(r["env_steps"], r["run"], r["eval_return"]) for r in rows
-                    if r.get("eval_return") is not None and np.isfinite(r["eval_return"])})
+    curve = sorted({(r["env_steps"], r["run"], r["eval_return"]) for r in eval_rows(d) if np.isfinite(r["eval_return"])})
     return {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "final": s["final_return"],
             "run_seconds": s["run_seconds"], "compile_seconds": s["compile_seconds"],
             "env_steps_per_second": s["env_steps_per_second"], "curve": curve}
@@ -123,8 +129,23 @@ def stopped_summary(d: Path) -> dict:
     return out
 
 
+def reusable_grid(d: Path, mass, friction, episodes: int, fresh: int, absolute: bool) -> dict | None:
+    """The run's ``robustness.json`` when it holds exactly this grid (e.g. from ``purejaxrl robustness``
+    runs of the three methods side by side), else None."""
+    from purejaxrl.robustness import grid_axes
+
+    f = d / "robustness.json"
+    if mass is None or friction is None or not f.exists():
+        return None
+    g = json.loads(f.read_text())
+    (mk, _), (fk, _) = grid_axes(g)
+    same = (g.get("physics", "scale") == ("absolute" if absolute else "scale") and g["episodes_per_cell"] == episodes
+            and g["fresh_adversary_updates"] == fresh and np.allclose(g[mk], mass) and np.allclose(g[fk], friction))
+    return g if same else None
+
+
 def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], grid: tuple[str, str],
-            fresh: int = 0, stopped: bool = False, episodes: int = 4, absolute: bool = False) -> dict:
+            fresh: int = 0, stopped: bool = False, episodes: int = 4, absolute: bool = False, reuse: bool = False) -> dict:
     from purejaxrl.config import compose
     from purejaxrl.experiment import run
     from purejaxrl.robustness import grid_axes, nominal_cell, parse_range, robustness
@@ -140,8 +161,10 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
             if not (d / "summary.json").exists():
                 run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
             s = json.loads((d / "summary.json").read_text())
-        g = robustness(d, grid[0] and parse_range(grid[0], "mass"), grid[1] and parse_range(grid[1], "friction"), episodes,
-                       fresh_adversary=fresh, absolute=absolute)
+        mass, friction = grid[0] and parse_range(grid[0], "mass"), grid[1] and parse_range(grid[1], "friction")
+        g = reusable_grid(d, mass, friction, episodes, fresh, absolute) if reuse else None
+        if g is None:
+            g = robustness(d, mass, friction, episodes, fresh_adversary=fresh, absolute=absolute)
         (mk, _), (fk, _) = grid_axes(g)
         i, j = nominal_cell(g)
         res["methods"][name] = {"nominal": s["final_return"], "grid_mean": g["mean"],
@@ -150,6 +173,7 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
                                 "against_adversary": (s.get("final_eval") or {}).get("eval_return_adversary"),
                                 "run_seconds": s["run_seconds"]}
     plot_grids(env)
+    plot_curves(env)
     return res
 
 
@@ -184,6 +208,31 @@ def plot_grids(env: str) -> None:
     plt.close(fig)
 
 
+def plot_curves(env: str) -> None:
+    """Greedy evaluation return over env steps of the three compared runs (mean and each seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for (m, colour) in zip(("sac", "rarl", "qarl"), ("C0", "C1", "C2")):
+        pts: dict = {}
+        for r in eval_rows(OUT / f"compare_{env}" / m):
+            if np.isfinite(r["eval_return"]):
+                pts.setdefault(r["env_steps"], {})[r["run"]] = r["eval_return"]
+        steps = sorted(pts)
+        per = np.array([[pts[x][k] for k in sorted(pts[x])] for x in steps])
+        ax.plot(steps, per, color=colour, alpha=0.25, lw=1)
+        ax.plot(steps, per.mean(1), color=colour, lw=2, label=f"{m.upper()} (mean of {per.shape[1]})")
+    ax.set_xlabel("agent steps per run (all its envs)")
+    ax.set_ylabel("greedy return, no adversary")
+    ax.set_title(f"{env}: evaluation during training", fontsize=9)
+    ax.legend()
+    fig.savefig(OUT / f"compare_{env}_curves.png", dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["throughput", "learn", "compare"])
@@ -198,6 +247,9 @@ def main() -> None:
                    help="compare: grids over torso mass (kg) x friction coefficient (the paper's), not multipliers")
     p.add_argument("--stopped", action="store_true",
                    help="compare: runs stopped before their end are evaluated from their latest checkpoint")
+    p.add_argument("--reuse", action="store_true",
+                   help="compare: take a run's robustness.json when it already holds this grid (same axes, episodes, "
+                        "fresh adversary) instead of evaluating again")
     p.add_argument("--episodes", type=int, default=4, help="compare: greedy episodes per grid cell and seed")
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
                    help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
@@ -214,7 +266,7 @@ def main() -> None:
         path = OUT / f"learn_sac_{a.env}.json"
     else:
         res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary,
-                      a.stopped, a.episodes, a.absolute)
+                      a.stopped, a.episodes, a.absolute, a.reuse)
         path = OUT / f"compare_{a.env}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
