@@ -187,14 +187,19 @@ class DMCEnv(Environment):
         finally:
             env._mjx_model = base
 
+    def initial_physics(self) -> tuple[float, float]:
+        """The ``(mass_scale, friction_scale)`` a reset starts from: this env's multipliers, or — traced
+        under :meth:`absolute_physics` — the nominal torso mass and friction times them."""
+        if self._absolute is not None:
+            nom = self.nominal_physics
+            return nom["torso_mass"] * self.mass_scale, max(nom["friction"]) * self.friction_scale
+        return self.mass_scale, self.friction_scale
+
     def reset(self, key):
         s = self._env.reset(key)
+        mass, friction = self.initial_physics()
         one = jnp.ones((), jnp.float32)
-        if self._absolute is not None:  # traced under absolute_physics(): the nominal torso mass and friction
-            nom = self.nominal_physics
-            return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * nom["torso_mass"] * self.mass_scale,
-                                   one * max(nom["friction"]) * self.friction_scale)
-        return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * self.mass_scale, one * self.friction_scale)
+        return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * mass, one * friction)
 
     @staticmethod
     def with_physics(state: DMCState, mass_scale, friction_scale) -> DMCState:

@@ -21,6 +21,7 @@ trained against.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -212,8 +213,11 @@ def robustness_main(argv: list[str]) -> None:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
     if a.fresh_adversary < 0:
         raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be >= 0 (updates; 0: none)")
-    res = robustness(a.run_dir, a.mass and parse_range(a.mass, "mass"), a.friction and parse_range(a.friction, "friction"),
-                     a.episodes, a.seed, a.fresh_adversary, a.absolute)
+    mass, friction = a.mass and parse_range(a.mass, "mass"), a.friction and parse_range(a.friction, "friction")
+    if not a.absolute and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
+        print(f"note: --mass {a.mass} multiplies every body's mass (up to {mass.max():g} x nominal); for the paper's "
+              "torso mass in kg add --absolute", file=sys.stderr)
+    res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute)
     (mk, ml), (fk, fl) = grid_axes(res)
     nom = res["nominal"]
     torso = "" if nom["torso_mass"] is None else f"torso mass {nom['torso_mass']:.3g} kg, "

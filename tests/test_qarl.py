@@ -264,8 +264,8 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
         # traced and vmapped, as the robustness grids use it
         both = jax.jit(jax.vmap(env._model))(jnp.array([nom["torso_mass"], 9.0]), jnp.array([1.0, 0.3]))
         m0, m9 = (jax.tree.map(lambda x, k=k: x[k] if getattr(x, "ndim", 0) else x, both) for k in (0, 1))
-        _, st = env.reset(jax.random.PRNGKey(0))
-        assert float(st.mass_scale) == pytest.approx(nom["torso_mass"]) and float(st.friction_scale) == 1.0
+        assert env.initial_physics() == pytest.approx((nom["torso_mass"], 1.0))  # a reset here starts nominal
+    assert env.initial_physics() == (1.0, 1.0)
     ref = copy.copy(mj)  # MuJoCo's own constants for a 9 kg torso
     ref.body_mass[1] = 9.0
     ref.body_inertia[1] *= 9.0 / nom["torso_mass"]
@@ -283,6 +283,8 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
 
 
 def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary(cartpole):
+    """The budgeted push (force mode on cartpole's pole); the schedule, the context input and the
+    stored actions through QARL updates on Pendulum (action perturbation: cheap to compile)."""
     from purejaxrl.algos.qarl import QARL
 
     _, env = cartpole
@@ -290,7 +292,7 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
     a = jnp.asarray(rng.normal(0, 2, (64, 2)), jnp.float32)  # inside and outside the unit ball
     for frac in (0.0, 0.3, 1.0):  # the push of the budgeted action is exactly frac x the full push
         np.testing.assert_allclose(env.forces(env.within_budget(a, frac)), frac * env.forces(a), rtol=1e-5, atol=1e-6)
-    cfg = compose(["algo=qarl", "env=dmc_cartpole_balance", "env.kwargs.episode_length=20", "algo.curriculum=force_budget",
+    cfg = compose(["algo=qarl", "env=pendulum", "algo.curriculum=force_budget",
                    "algo.num_envs=2", "algo.total_timesteps=60", "algo.phase_updates=5", "algo.learning_starts=0",
                    "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.batch_size=4", "algo.buffer_size=64",
                    "algo.linear_fraction=0.5", "algo.adversary.max_force=0.5"])
@@ -308,14 +310,15 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
         return orig(a_adv, frac)
 
     algo.env.within_budget = spy
+    update = jax.jit(algo.update)
     for i in (0, 3, 15):
-        s, m = algo.update(s, hp, i)
+        s, m = update(s, hp, i)
         assert float(m["force_budget"]) == pytest.approx(0.5 * float(algo.budget(i)))
         assert float(m["temperature_mean"]) == 0.0
     assert seen == pytest.approx([0.0, 0.2, 1.0])  # the env received the budgeted push ...
     n = int(s.buffer.size)
     assert n == 6
     np.testing.assert_allclose(s.buffer.obs[:n, -1], [0, 0, 0.2, 0.2, 1, 1], atol=1e-6)  # ... both players see the budget
-    pushes = np.linalg.norm(np.asarray(s.buffer.action[:n, algo.act_dim:]).reshape(n, -1, 2), axis=-1)
-    assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1])[:, None] + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
+    pushes = np.abs(np.asarray(s.buffer.action[:n, algo.act_dim:])).max(-1)
+    assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1]) + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
     assert float(algo.eval_temperature(s)) == 1.0  # evaluation: the full budget
