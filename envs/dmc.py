@@ -8,7 +8,7 @@ sliding friction; both live in the env state, so a batch of envs with different 
 one vmapped program (the robustness grids) — set them with :meth:`DMCEnv.with_physics`.
 
 ``action_repeat`` (k) applies each action for k control steps and returns the sum of their rewards,
-as the DM Control SAC / DrQ benchmarks do; ``episode_length`` still counts control steps, so returns
+as common DM Control benchmark settings do; ``episode_length`` still counts control steps, so returns
 stay on the suite's 0–1,000 scale while an episode is ``episode_length / k`` agent steps.
 """
 
