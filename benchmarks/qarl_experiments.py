@@ -109,13 +109,13 @@ def learn(env: str, steps: int, seeds: int, num_envs: int, extra: list[str]) -> 
 
 def stopped_summary(d: Path) -> dict:
     """For a run stopped before its end (``--stopped``): the last greedy evaluations per seed from
-    ``metrics.jsonl`` and the env steps of the checkpoint the grids restore."""
+    its log and the env steps of the checkpoint the grids restore."""
     from purejaxrl.checkpoint import Checkpointer
 
     ck = Checkpointer(d / "checkpoints")
     step = ck.latest_step()
     ck.close()
-    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+    rows = eval_rows(d)
     out: dict = {"updates": step, "run_seconds": None}
     for key in ("eval_return", "eval_return_adversary"):
         last = {}
@@ -151,6 +151,7 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
     from purejaxrl.robustness import grid_axes, nominal_cell, parse_range, robustness
 
     res = {"env": env, "steps": steps, "seeds": seeds, "overrides": extra, "fresh_adversary_updates": fresh, "methods": {}}
+    mass, friction = grid[0] and parse_range(grid[0], "mass"), grid[1] and parse_range(grid[1], "friction")
     for name, over in (("sac", ["algo=qarl", "algo.curriculum=none"]), ("rarl", ["algo=rarl"]),
                        ("qarl", ["algo=qarl"])):
         d = OUT / f"compare_{env}" / name
@@ -161,7 +162,6 @@ def compare(env: str, steps: int, seeds: int, num_envs: int, extra: list[str], g
             if not (d / "summary.json").exists():
                 run(compose([*over, *small(env, steps, seeds, num_envs), *extra]), d, progress=False)
             s = json.loads((d / "summary.json").read_text())
-        mass, friction = grid[0] and parse_range(grid[0], "mass"), grid[1] and parse_range(grid[1], "friction")
         g = reusable_grid(d, mass, friction, episodes, fresh, absolute) if reuse else None
         if g is None:
             g = robustness(d, mass, friction, episodes, fresh_adversary=fresh, absolute=absolute)

@@ -14,10 +14,13 @@ stay on the suite's 0–1,000 scale while an episode is ``episode_length / k`` a
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import copy
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs.core import Box, Environment, as_step_types
@@ -33,6 +36,16 @@ TASKS = {
     "pendulum_swingup": "PendulumSwingup",
     "reacher_easy": "ReacherEasy",
 }
+
+
+class TorsoTable(NamedTuple):
+    """MuJoCo's constants for the torso masses of :meth:`DMCEnv.absolute_physics`."""
+    log_ratio: np.ndarray       # [K] log(torso mass / nominal) of the tabulated masses
+    body_invweight: np.ndarray  # [K, nbody, 2] mj_setConst's body_invweight0 at each
+    dof_invweight: np.ndarray   # [K, nv]
+    torso_mass: float           # nominal, kg
+    is_torso: np.ndarray        # [nbody] one-hot of the torso
+    carries: np.ndarray         # [nbody] the torso and its ancestors: their subtree masses include it
 
 
 @struct.dataclass
@@ -72,6 +85,7 @@ class DMCEnv(Environment):
         m = self._env.mjx_model
         self._base = (m.body_mass, m.body_inertia, m.body_subtreemass, m.body_invweight0, m.dof_invweight0,
                       m.geom_friction)
+        self._table: TorsoTable | None = None  # built on the first absolute_physics()
 
     @property
     def playground(self):
@@ -82,18 +96,16 @@ class DMCEnv(Environment):
         """Every mass × ``mass_scale`` with the constants MuJoCo derives from masses kept consistent
         (subtree masses, which velocity sensors divide by; inverse weights, which soften constraints).
         Under :meth:`absolute_physics` the two numbers are the torso's mass and the friction coefficient."""
-        mass, inertia, subtree, body_iw, dof_iw, friction = self._base
         if self._absolute is not None:
             return self._absolute_model(mass_scale, friction_scale)
+        mass, inertia, subtree, body_iw, dof_iw, friction = self._base
         return self._env.mjx_model.replace(
             body_mass=mass * mass_scale, body_inertia=inertia * mass_scale, body_subtreemass=subtree * mass_scale,
             body_invweight0=body_iw / mass_scale, dof_invweight0=dof_iw / mass_scale,
             geom_friction=friction.at[:, 0].multiply(friction_scale))
 
     # --- absolute physics: the paper's torso mass (kg) x friction coefficient grids ----------------------
-    # inside absolute_physics(): (log torso-mass ratios, [body, dof inverse weights per ratio], nominal torso
-    # mass, one-hot of the torso, mask of the torso and its ancestors)
-    _absolute = None
+    _absolute = None  # the TorsoTable while absolute_physics() is entered
     TABLE_RANGE = (1 / 50, 50)  # torso mass / nominal covered by the inverse-weight table
 
     @property
@@ -120,62 +132,60 @@ class DMCEnv(Environment):
         ``body_mass`` of the torso (inertia and derived constants unchanged); here the torso is a
         denser body of the same shape and MuJoCo's derived constants stay consistent.  A state reset
         inside the context starts at the nominal values; the robustness grids set theirs per instance."""
-        import contextlib
-        import copy
+        return self._entered(self._torso_table())  # no torso: the error comes here, not on entering
 
+    @contextlib.contextmanager
+    def _entered(self, table):
+        before, self._absolute = self._absolute, table
+        try:
+            yield self.nominal_physics
+        finally:
+            self._absolute = before
+
+    def _torso_table(self) -> TorsoTable:
+        """Built once per env: MuJoCo's inverse weights for a torso of every tabulated mass."""
+        if self._table is not None:
+            return self._table
         import mujoco
-        import numpy as np
 
         t = self._torso_id()
         if t is None:
             raise ValueError(f"{self.name} has no body named 'torso': absolute grids (torso mass x friction) exist "
                              "for hopper, walker and cheetah; use mass / friction multipliers here")
-
-        @contextlib.contextmanager
-        def ctx():
-            if DMCEnv._tables.get(self.task) is None:
-                m0 = self._env.mj_model
-                ratios = np.geomspace(*self.TABLE_RANGE, 129)
-                rows = []
-                for r in ratios:
-                    m = copy.copy(m0)
-                    m.body_mass[t] = m0.body_mass[t] * r
-                    m.body_inertia[t] = m0.body_inertia[t] * r
-                    mujoco.mj_setConst(m, mujoco.MjData(m))
-                    rows.append((m.body_invweight0.copy(), m.dof_invweight0.copy()))
-                chain, b = np.zeros(m0.nbody, np.float32), t  # the torso and its ancestors carry its mass
-                while True:
-                    chain[b] = 1.0
-                    if b == 0:
-                        break
-                    b = int(m0.body_parentid[b])
-                onehot = np.eye(m0.nbody, dtype=np.float32)[t]
-                DMCEnv._tables[self.task] = (np.log(ratios).astype(np.float32),
-                                             [np.stack(c).astype(np.float32) for c in zip(*rows)],
-                                             float(m0.body_mass[t]), onehot, chain)
-            before, self._absolute = self._absolute, DMCEnv._tables[self.task]
-            try:
-                yield self.nominal_physics
-            finally:
-                self._absolute = before
-
-        return ctx()
-
-    _tables: dict = {}
+        m0 = self._env.mj_model
+        ratios = np.geomspace(*self.TABLE_RANGE, 129)
+        body_iw, dof_iw = [], []
+        for r in ratios:
+            m = copy.copy(m0)
+            m.body_mass[t] = m0.body_mass[t] * r
+            m.body_inertia[t] = m0.body_inertia[t] * r
+            mujoco.mj_setConst(m, mujoco.MjData(m))
+            body_iw.append(m.body_invweight0.copy())
+            dof_iw.append(m.dof_invweight0.copy())
+        carries = np.zeros(m0.nbody, np.float32)  # the torso and its ancestors (the world included) carry its mass
+        b = t
+        while b:
+            carries[b], b = 1.0, int(m0.body_parentid[b])
+        carries[0] = 1.0
+        f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+        self._table = TorsoTable(f32(np.log(ratios)), f32(body_iw), f32(dof_iw), float(m0.body_mass[t]),
+                                 f32(np.arange(m0.nbody) == t), carries)
+        return self._table
 
     def _absolute_model(self, torso_mass, friction):
-        log_r, table, m0, onehot, chain = self._absolute
+        tab = self._absolute
         mass, inertia, subtree, _, _, base_friction = self._base
-        log_r = jnp.asarray(log_r)
-        ratio = torso_mass / m0
+        log_r = jnp.asarray(tab.log_ratio)
+        ratio = torso_mass / tab.torso_mass
         x = jnp.clip(jnp.log(ratio), log_r[0], log_r[-1])  # callers keep masses inside TABLE_RANGE
         i = jnp.clip(jnp.searchsorted(log_r, x) - 1, 0, log_r.shape[0] - 2)
         w = (x - log_r[i]) / (log_r[i + 1] - log_r[i])
-        body_iw, dof_iw = (jnp.asarray(c)[i] * (1 - w) + jnp.asarray(c)[i + 1] * w for c in table)
-        scale = 1 + (ratio - 1) * onehot  # the torso's own mass and inertia only
+        body_iw, dof_iw = (jnp.asarray(c)[i] * (1 - w) + jnp.asarray(c)[i + 1] * w
+                           for c in (tab.body_invweight, tab.dof_invweight))
+        scale = 1 + (ratio - 1) * tab.is_torso  # the torso's own mass and inertia only
         return self._env.mjx_model.replace(
             body_mass=mass * scale, body_inertia=inertia * scale[:, None],
-            body_subtreemass=subtree + (torso_mass - m0) * chain, body_invweight0=body_iw,
+            body_subtreemass=subtree + (torso_mass - tab.torso_mass) * tab.carries, body_invweight0=body_iw,
             dof_invweight0=dof_iw, geom_friction=base_friction.at[:, 0].set(friction))
 
     def _with_model(self, fn, state: DMCState, *args):

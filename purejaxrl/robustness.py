@@ -20,6 +20,7 @@ trained against.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -94,8 +95,6 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
                fresh_adversary: int = 0, absolute: bool = False) -> dict:
-    import contextlib
-
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
