@@ -209,8 +209,10 @@ class HostEvaluator:
     all runs and weights for a slice of episodes step in lockstep, one jitted call of
     ``act(obs [R, W, E_wave, obs_dim], key) -> [R, W, E_wave, H·A]`` per decision (action chunks
     executed open-loop), the slices one after another so that at most ``max_envs`` MuJoCo envs
-    (~150 MB each) are alive (more only when ``R·W`` alone exceeds it).  Episode ``e`` starts from
-    the same state for every run and weight.  Returns each episode's return and success."""
+    (~150 MB each) are alive (more only when ``R·W`` alone exceeds it).  Episode ``e`` of run ``r``
+    starts from ``reset_seeds[r, e]`` for every weight, and the policy's noise comes from run ``r``'s
+    own key, the same for every weight: runs (seeds) are independent, weights are compared on the
+    same draws.  Returns each episode's return and success."""
 
     def __init__(self, env: OGBenchEnv, max_envs: int = 32):
         self.env = env
@@ -227,28 +229,34 @@ class HostEvaluator:
             self._pool.append(self.env.make_gym())
         return self._pool[:n]
 
-    def run(self, act, shape: tuple[int, int, int], chunk: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, act, shape: tuple[int, int, int], chunk: int, reset_seeds: np.ndarray,
+            policy_keys) -> tuple[np.ndarray, np.ndarray]:
+        """``act(obs [R, W, E_wave, D], keys [R, 2]) -> [R, W, E_wave, H·A]``; ``reset_seeds``
+        ``[R, E]`` integers, ``policy_keys`` ``[R, 2]`` (one PRNG key per run)."""
         import jax
+        import jax.numpy as jnp
 
         R, W, E = shape
+        reset_seeds = np.asarray(reset_seeds).reshape(R, E)
+        policy_keys = jnp.asarray(policy_keys).reshape(R, -1)
+        fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
         ew = self.wave(R, W, E)
         envs = self.envs(R * W * ew)
         A = int(np.prod(self.env.action_space.shape))
         ret, succ = np.zeros((R, W, E), np.float32), np.zeros((R, W, E), np.float32)
-        key = jax.random.PRNGKey(seed)
         for e0 in range(0, E, ew):
+            slice_keys = fold(policy_keys, e0)
             eps = list(range(e0, min(e0 + ew, E)))
             # env j of the slice plays episode eps[j % ew] of run j // (W·ew), weight (j // ew) % W
             live = np.array([(j % ew) < len(eps) for j in range(len(envs))])
             obs = np.zeros((len(envs),) + tuple(self.env.observation_shape), np.float32)
             for j in np.flatnonzero(live):
-                obs[j] = envs[j].reset(seed=seed * 100_003 + eps[j % ew])[0]
+                obs[j] = envs[j].reset(seed=int(reset_seeds[j // (W * ew), eps[j % ew]]))[0]
             done = ~live
             r_, s_ = np.zeros(len(envs), np.float32), np.zeros(len(envs), np.float32)
             t = 0
             while t < self.env.max_episode_steps and not done.all():
-                key, k = jax.random.split(key)
-                acts = np.asarray(act(obs.reshape(R, W, ew, -1), k)).reshape(len(envs), chunk, A)
+                acts = np.asarray(act(obs.reshape(R, W, ew, -1), fold(slice_keys, t))).reshape(len(envs), chunk, A)
                 for h in range(chunk):
                     for j in np.flatnonzero(~done):
                         o, r, term, trunc, info = envs[j].step(acts[j, h])

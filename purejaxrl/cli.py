@@ -1,4 +1,4 @@
-"""``purejaxrl`` command line: ``train`` (Hydra), ``plot``, ``eval``."""
+"""``purejaxrl`` command line: ``train`` (Hydra), ``plot``, ``eval``, ``reproduce``, ..."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ commands:
                               purejaxrl meta objective=ta_lpo env=cartpole es.population=32 es.generations=200
   meta-eval META_RUN [k=v ...] the evolved objective vs PPO-clip and DPO across envs and horizons, e.g.
                               purejaxrl meta-eval outputs/meta1 env=acrobot,cartpole horizons=0.25,0.5,1,2,4
+  reproduce STUDY [--tier smoke|cpu|gpu] [--seeds N] [--out DIR] [--reuse]
+                              a paper's claims as verdicts with 95% CIs, computed from the runs, e.g.
+                              purejaxrl reproduce pqn_cartpole --tier smoke;  purejaxrl reproduce --list
   llm {sft,rl,pref} [overrides]  token-level LLM post-training on small transformers, e.g.
                               purejaxrl llm sft task=addition
                               purejaxrl llm rl task=combination_lock loss=garl loss.q=0.75
@@ -296,6 +299,10 @@ def _dispatch(cmd: str, rest: list[str]) -> None:
         robustness_main(rest)
     elif cmd == "dataset":
         dataset_main(rest)
+    elif cmd == "reproduce":
+        from purejaxrl.reproduce import reproduce_main
+
+        reproduce_main(rest)
     else:
         print(f"error: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

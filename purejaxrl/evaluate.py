@@ -1,4 +1,5 @@
-"""``purejaxrl eval``: greedy episodes of the policy saved in a run directory."""
+"""``purejaxrl eval``: greedy episodes of the policy saved in a run directory, on validation or test
+episodes drawn from each run's own evaluation key (independent across seeds, shared by arms on a seed)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
+from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, argument_parser, identity, run_grid, validate
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
@@ -79,40 +81,52 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     return algo, state, hparams, runs, ev_cfg
 
 
-def evaluate_run(run_dir: str | Path, num_episodes: int = 32, seed: int = 123, overrides: list[str] | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, num_episodes: int = 32, split: str = "test", index: int = 0,
+                 overrides: list[str] | None = None, write: bool = True) -> dict:
     """Greedy returns of every saved policy, in the same env stack as training (offline flow
-    policies: return and success per guidance weight, every weight in one compile)."""
+    policies: return and success per guidance weight, every weight in one compile).
+
+    Episodes come from each run's own evaluation key (:mod:`purejaxrl.evalkeys`, stream ``split``,
+    draw ``index``): runs on different seeds see independent episodes; runs on the same seed (other
+    hyperparameter values, other algorithms, other guidance weights) see the same ones.  Writes
+    ``eval_<split>.json`` into the run directory unless ``write=False``."""
     if num_episodes < 1:
         raise ConfigError(f"--episodes={num_episodes} must be >= 1")
+    if split not in ("validation", "test"):
+        raise ConfigError(f"--split={split!r}; valid: validation (for choosing), test (for reporting)")
     algo, state, hparams, runs, _ = load_run(run_dir, parse_eval_overrides(overrides or []))
     if hasattr(algo, "evaluate_weights"):
-        return _evaluate_weights(algo, state, runs, num_episodes, seed)
-
-    def one(s, hp, key):
-        return algo.greedy_returns(s, hp, key, num_episodes)
-
-    key = jax.random.PRNGKey(seed)
-    if len(runs) > 1:
-        rets = jax.jit(jax.vmap(one, in_axes=(0, 0, None)))(state, hparams, key)
+        res = _evaluate_weights(algo, state, runs, num_episodes, split, index)
     else:
-        rets = jax.jit(one)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), key)[None]
-    rets = np.asarray(rets)
-    return {
-        "per_run": [{**r, "mean_return": float(x.mean()), "std_return": float(x.std())} for r, x in zip(runs, rets)],
-        "mean": float(rets.mean(1).mean()),
-        "episodes_per_run": num_episodes,
-    }
+        rets = np.asarray(_for_runs(lambda s, hp, k: algo.greedy_returns(s, hp, k, num_episodes), algo, state, hparams,
+                                    len(runs), split, index))
+        res = {
+            "per_run": [{**r, "mean_return": float(x.mean()), "std_return": float(x.std())} for r, x in zip(runs, rets)],
+            "mean": float(rets.mean(1).mean()),
+        }
+    res.update({"split": split, "index": index, "episodes_per_run": num_episodes})
+    if write:
+        (Path(run_dir) / f"eval_{split}.json").write_text(json.dumps(res, indent=2))
+    return res
 
 
-def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
-    key = jax.random.PRNGKey(seed)
-    one = lambda s: algo.evaluate_weights(s, key, num_episodes)  # noqa: E731  [W, episodes] each
+def _for_runs(fn, algo, state, hparams, num_runs: int, split: str, index: int):
+    """``fn(state, hp, key)`` for every run (vmapped when there are several), each run with the key
+    of its own evaluation stream; results ``[runs, ...]``."""
+    def one(s, hp):
+        return fn(s, hp, evalkeys.stream(algo.eval_key(s), split, index))
+
+    if num_runs > 1:
+        return jax.jit(jax.vmap(one))(state, hparams)
+    return jax.tree.map(lambda x: x[None], jax.jit(one)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams)))
+
+
+def _evaluate_weights(algo, state, runs, num_episodes: int, split: str, index: int) -> dict:
     if algo.host_eval:  # MuJoCo envs stepped on the host, the policy one compile for every run and weight
-        ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, seed)
-    elif len(runs) > 1:
-        ret, succ = jax.jit(jax.vmap(one))(state)
-    else:
-        ret, succ = jax.tree.map(lambda x: x[None], jax.jit(one)(state))
+        ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, split, index)
+    else:  # [runs, W, episodes]; every weight of a run on the same episodes
+        ret, succ = _for_runs(lambda s, hp, k: algo.evaluate_weights(s, k, num_episodes), algo, state,
+                              {"_": np.zeros(len(runs), np.float32)}, len(runs), split, index)
     ret, succ = np.asarray(ret), np.asarray(succ)
     ws = algo.eval_weights()
     per_w = [{"w": w, "mean_return": float(ret[:, j].mean()), "success_rate": float(succ[:, j].mean()),
@@ -120,7 +134,7 @@ def _evaluate_weights(algo, state, runs, num_episodes: int, seed: int) -> dict:
               "per_run_return": [float(x) for x in ret[:, j].mean(1)]} for j, w in enumerate(ws)]
     k = ws.index(algo.guidance_weight) if algo.guidance_weight in ws else 0  # the deployed w, as eval_return
     return {"per_weight": per_w, "guidance": algo.name if algo.name == "fql" else algo.guidance,
-            "guidance_weight": ws[k], "episodes_per_run": num_episodes,
+            "guidance_weight": ws[k],
             "per_run": [{**r, "mean_return": float(ret[i, k].mean()), "std_return": float(ret[i, k].std())}
                         for i, r in enumerate(runs)],
             "mean": float(ret[:, k].mean())}
@@ -131,13 +145,15 @@ def eval_main(argv: list[str]) -> None:
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="evaluation settings, e.g. 'algo.guidance_weights=[0,0.01,0.02]'")
     p.add_argument("--episodes", type=int, default=32, help="greedy episodes per run")
-    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--split", default="test", choices=("validation", "test"),
+                   help="episodes to choose on (validation) or to report (test); disjoint streams of each run's own key")
+    p.add_argument("--seed", type=int, default=0, help="which draw of episodes within the split (default 0)")
     a = p.parse_args(argv)
-    res = evaluate_run(a.run_dir, a.episodes, a.seed, a.overrides)
+    res = evaluate_run(a.run_dir, a.episodes, a.split, a.seed, a.overrides)
     for r in res.get("per_weight", []):
         print(f"w={r['w']:g}: success {r['success_rate']:.3f}, return {r['mean_return']:.1f}")
     for r in res["per_run"]:
         extra = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("algo."))
         print(f"run {r['run']} seed {r['seed']} {extra}: {r['mean_return']:.1f} ± {r['std_return']:.1f}")
-    print(f"mean greedy return over runs: {res['mean']:.1f}")
-    (Path(a.run_dir) / "eval.json").write_text(json.dumps(res, indent=2))
+    print(f"mean greedy return over runs ({a.split} episodes): {res['mean']:.1f}; "
+          f"written to {Path(a.run_dir) / f'eval_{a.split}.json'}")

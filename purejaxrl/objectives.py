@@ -63,6 +63,13 @@ def dpo_drift(params, ratio, log_ratio, adv, hp, progress):
     return jnp.where(adv >= 0, jax.nn.relu(pos - 2.0 * jnp.tanh(pos / 2.0)), jax.nn.relu(neg - 0.6 * jnp.tanh(neg / 0.6)))
 
 
+def no_clip_drift(params, ratio, log_ratio, adv, hp, progress):
+    """No drift, ``D = 0``: the plain surrogate ``r·Â`` (the PPO paper's "No clipping or penalty"
+    row of its Table 1, the ablation the clipped objective is compared with)."""
+    del params, log_ratio, adv, hp, progress
+    return jnp.zeros_like(ratio)
+
+
 # ---- learned drifts ----
 
 def lpo_features(ratio, log_ratio, adv, progress=None):
@@ -105,6 +112,7 @@ def init_learned_params(key: jax.Array, num_features: int, hidden: int, init_sca
 BUILTIN: dict[str, "Objective"] = {
     "clip": Objective("clip", ppo_clip_drift, spec={"kind": "clip"}),
     "dpo": Objective("dpo", dpo_drift, spec={"kind": "dpo"}),
+    "none": Objective("none", no_clip_drift, spec={"kind": "none"}),
 }
 LEARNED_KINDS = ("lpo", "ta_lpo")
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxrl import evalkeys
 from purejaxrl.algos.base import greedy_episode_returns
 from purejaxrl.config import ConfigError, argument_parser
 
@@ -118,9 +119,8 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
             raise ConfigError(f"--mass {mass.min():g}..{mass.max():g} kg leaves {lo:.3g}..{hi:.3g} kg (1/50 to 50 x the "
                               f"nominal torso mass {nominal['torso_mass']:.3g} kg of {cfg['env']['name']}); narrow --mass")
     M, F, E = len(mass), len(friction), int(episodes)
-    n = M * F * E
-    ms = jnp.asarray(np.repeat(mass, F * E))
-    fs = jnp.asarray(np.tile(np.repeat(friction, E), M))
+    ms = jnp.asarray(np.repeat(mass, F))  # cell c = (m, f) = (c // F, c % F)
+    fs = jnp.asarray(np.tile(friction, M))
     modes = {"no_adversary": (algo.greedy_action, state)}
     if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) != "none":
         modes["trained_adversary"] = (algo.adversarial_action, state)
@@ -128,15 +128,21 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     if fresh_adversary:
         attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
-    key = jax.random.PRNGKey(seed)
+    bases = algo.eval_key(state)  # the run's own evaluation key: runs independent, cells and modes paired
     out = {}
     for mode, (act, st_all) in modes.items():
-        def one(hp, s):
-            venv = algo.make_venv(n, hp, evaluation=True)
-            return greedy_episode_returns(venv, lambda o: act(s, o), key, lambda st: _with_physics(st, ms, fs))
+        def one(hp, s, eval_base):
+            venv = algo.make_venv(E, hp, evaluation=True)
+            key = evalkeys.stream(eval_base, "test", seed)  # the same E episodes in every cell and mode of a run
+
+            def cell(m, f):
+                return greedy_episode_returns(venv, lambda o: act(s, o), key,
+                                              lambda st: _with_physics(st, jnp.full((E,), m), jnp.full((E,), f)))
+
+            return jax.vmap(cell)(ms, fs)  # [M·F, E]
 
         with base.absolute_physics() if absolute else contextlib.nullcontext():  # read while tracing
-            ret = _for_each_run(one, len(runs), hparams, st_all)
+            ret = _for_each_run(one, len(runs), hparams, st_all, bases)
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
     axes = ({"physics": "absolute", "torso_mass": mass.tolist(), "friction": friction.tolist()} if absolute else
             {"physics": "scale", "mass_scale": mass.tolist(), "friction_scale": friction.tolist()})
@@ -204,7 +210,8 @@ def robustness_main(argv: list[str]) -> None:
     p.add_argument("--absolute", action="store_true",
                    help="the paper's axes: torso mass (kg) x friction coefficient instead of multipliers")
     p.add_argument("--episodes", type=int, default=4, help="greedy episodes per cell and run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which draw of test episodes (each run's own key; every cell "
+                   "and mode of a run plays the same episodes)")
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
                    help="also train a new worst-case adversary (α_A = 0) against the frozen protagonist for this many updates")
     a = p.parse_args(argv)

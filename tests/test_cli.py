@@ -29,7 +29,7 @@ def test_train_plot_eval(tmp_path):
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
     p = _cli("eval", str(d), "--episodes", "4")
     assert p.returncode == 0, p.stderr[-3000:]
-    ev = json.loads((d / "eval.json").read_text())
+    ev = json.loads((d / "eval_test.json").read_text())
     assert len(ev["per_run"]) == 4 and all(r["mean_return"] > 0 for r in ev["per_run"])
 
 

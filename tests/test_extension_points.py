@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from purejaxrl import evalkeys
 from purejaxrl.algos.base import Algorithm
 from purejaxrl.config import compose
 from purejaxrl.objectives import Objective
@@ -35,6 +36,7 @@ def test_objective_passed_in_with_vmapped_pytree_parameters():
 class _MeanState:
     params: jax.Array
     rng: jax.Array
+    eval_rng: jax.Array
 
 
 class FitMean(Algorithm):
@@ -53,13 +55,13 @@ class FitMean(Algorithm):
         return self._data
 
     def init(self, key, hp, data=None):
-        return _MeanState(jnp.zeros(data["x"].shape[1]), key)
+        return _MeanState(jnp.zeros(data["x"].shape[1]), key, evalkeys.run_key(key))
 
     def update(self, state, hp, i, data=None):
         rng, k = jax.random.split(state.rng)
         x = data["x"][jax.random.randint(k, (32,), 0, data["x"].shape[0])]
         grad = (state.params - x).mean(0)
-        return _MeanState(state.params - hp["lr"] * grad, rng), {"loss": 0.5 * ((state.params - x) ** 2).sum(-1).mean()}
+        return state.replace(params=state.params - hp["lr"] * grad, rng=rng), {"loss": 0.5 * ((state.params - x) ** 2).sum(-1).mean()}
 
     def greedy_action(self, state, obs):
         return jnp.zeros(obs.shape[0], jnp.int32)

@@ -116,7 +116,7 @@ def test_qgf_and_fql_on_an_ogbench_task_through_the_console_script(cube):
     assert evals == [10, 20]
     r = run("eval", "q", "qgf.guidance_weights=[0,0.01,0.02]", "--episodes", "2")
     assert r.returncode == 0, r.stderr
-    ev = json.loads((d / "q" / "eval.json").read_text())
+    ev = json.loads((d / "q" / "eval_test.json").read_text())
     assert [x["w"] for x in ev["per_weight"]] == [0, 0.01, 0.02] and len(ev["per_weight"][0]["per_run_success"]) == 2
     r = run("eval", "q", "algo.guidance=best_of_n", "algo.guidance_weights=[0]", "algo.num_candidates=4", "--episodes", "1")
     assert r.returncode == 0, r.stderr

@@ -198,7 +198,7 @@ def test_qgf_and_fql_end_to_end_through_the_console_script(tmp_path):
     assert rows[-1]["update"] == 60 and np.isfinite(rows[-1]["critic_loss"])
     r = run("eval", "q", "algo.guidance_weights=[0,0.01,0.02]", "--episodes", "2")
     assert r.returncode == 0, r.stderr
-    ev = json.loads((tmp_path / "q" / "eval.json").read_text())
+    ev = json.loads((tmp_path / "q" / "eval_test.json").read_text())
     assert [x["w"] for x in ev["per_weight"]] == [0, 0.01, 0.02]
     r = run("train", "algo=fql", *small, "run_dir=f")
     assert r.returncode == 0, r.stderr

@@ -73,7 +73,7 @@ def test_train_is_the_same_on_1_2_and_4_devices_and_resumes_on_another_count(one
     for k in ("loss", "q_values"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
     p = _ok(_run("eval", str(d), "--episodes", "2"))  # a sharded checkpoint restored on one device
-    assert len(json.loads((d / "eval.json").read_text())["per_run"]) == 4
+    assert len(json.loads((d / "eval_test.json").read_text())["per_run"]) == 4
 
 
 def test_mesh_settings_are_checked_before_jax_starts():

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 import envs as _envs
-from purejaxrl import schedules
+from purejaxrl import evalkeys, schedules
 
 Params = dict[str, Any]  # traced hyperparameters: scalars, or pytrees (e.g. an objective's weights)
 
@@ -104,7 +104,17 @@ class Algorithm(abc.ABC):
         return state.params
 
     def eval_key(self, state: Any) -> jax.Array:
-        return state.rng
+        """The run's evaluation base key (:mod:`purejaxrl.evalkeys`): set at ``init`` from the run's
+        seed key alone, so seeds are evaluated on independent episodes and arms on one seed on the
+        same ones."""
+        if not hasattr(state, "eval_rng"):
+            raise TypeError(f"{type(state).__name__} has no eval_rng field: an algorithm's state keeps "
+                            "eval_rng=purejaxrl.evalkeys.run_key(key) from init (or overrides eval_key)")
+        return state.eval_rng
+
+    def progress_key(self, state: Any, i: jax.Array) -> jax.Array:
+        """The key of the greedy test after update ``i`` (the final one shared by every budget)."""
+        return evalkeys.progress(self.eval_key(state), i, self.num_updates)
 
     def make_venv(self, num_envs: int, hp: Params, evaluation: bool = False):
         """The env stack for training and (``evaluation=True``) for greedy evaluation: the same
@@ -120,7 +130,7 @@ class Algorithm(abc.ABC):
 
     def evaluate(self, state: Any, hp: Params, i: jax.Array) -> dict[str, jax.Array]:
         """Mean return of one greedy episode in each of ``num_eval_envs`` fresh environments."""
-        key = jax.random.fold_in(self.eval_key(state), i)
+        key = self.progress_key(state, i)
         return {"eval_return": self.greedy_returns(state, hp, key, self.num_eval_envs).mean()}
 
     def greedy_returns(self, state: Any, hp: Params, key: jax.Array, num_envs: int) -> jax.Array:

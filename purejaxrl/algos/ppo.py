@@ -26,7 +26,7 @@ from flax import struct
 
 import envs as _envs
 from envs.wrappers import running_moments
-from purejaxrl import objectives, returns
+from purejaxrl import evalkeys, objectives, returns
 from purejaxrl.algos.base import INF, RolloutAlgorithm
 from purejaxrl.networks import (
     ActorCritic,
@@ -57,6 +57,7 @@ class PPOState:
     obs: jax.Array
     rng: jax.Array
     obs_norm: ObsNorm
+    eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
 
 
 class PPO(RolloutAlgorithm):
@@ -110,12 +111,13 @@ class PPO(RolloutAlgorithm):
         return self.make_optimizer(hp, self.num_epochs * self.num_minibatches, lambda learning_rate: optax.adam(learning_rate, eps=1e-5))
 
     def init(self, key, hp, data=None):
+        seed_key = key
         k_net, k_env, key = jax.random.split(key, 3)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         params = self.network.init(k_net, obs[:1])
         shape = self.env.observation_shape
         norm = ObsNorm(jnp.zeros(shape), jnp.ones(shape), jnp.float32(1e-4))
-        return PPOState(params, self._tx(hp).init(params), env_state, obs, key, norm)
+        return PPOState(params, self._tx(hp).init(params), env_state, obs, key, norm, evalkeys.run_key(seed_key))
 
     # ---- policy pieces ----
     def _forward(self, params, norm, obs):
@@ -192,4 +194,4 @@ class PPO(RolloutAlgorithm):
         if self.normalize_obs:  # merge this rollout's observations for the next rollout
             flat = traj.obs.reshape((-1,) + self.env.observation_shape)
             norm = ObsNorm(*running_moments(norm.mean, norm.var, norm.count, flat))
-        return PPOState(params, opt_state, env_state, obs, rng, norm), {**m, **episode_metrics(traj.episode)}
+        return state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng, obs_norm=norm), {**m, **episode_metrics(traj.episode)}

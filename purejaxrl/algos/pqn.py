@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purejaxrl import returns, schedules
+from purejaxrl import evalkeys, returns, schedules
 from purejaxrl.algos.base import INF, RolloutAlgorithm
 from purejaxrl.networks import QNetwork, resolve_spec
 from purejaxrl.rollout import episode_metrics, flatten_time, minibatch_sgd, rollout
@@ -32,6 +32,7 @@ class PQNState:
     env_state: Any
     obs: jax.Array
     rng: jax.Array
+    eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
 
 
 class PQN(RolloutAlgorithm):
@@ -65,10 +66,11 @@ class PQN(RolloutAlgorithm):
         return self.make_optimizer(hp, self.num_epochs * self.num_minibatches, optax.radam)
 
     def init(self, key, hp, data=None):
+        seed_key = key
         k_net, k_env, key = jax.random.split(key, 3)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         params = self.network.init(k_net, obs[:1])
-        return PQNState(params, self._tx(hp).init(params), env_state, obs, key)
+        return PQNState(params, self._tx(hp).init(params), env_state, obs, key, evalkeys.run_key(seed_key))
 
     def greedy_action(self, state, obs):
         return jnp.argmax(self.network.apply(state.params, obs), axis=-1)
@@ -112,4 +114,4 @@ class PQN(RolloutAlgorithm):
         params, opt_state, rng, m = minibatch_sgd(loss_fn, self._tx(hp), state.params, state.opt_state, batch, rng,
                                                   self.num_epochs, self.num_minibatches)
         metrics = {**m, "epsilon": eps, **episode_metrics(traj.episode)}
-        return PQNState(params, opt_state, env_state, obs, rng), metrics
+        return state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng), metrics

@@ -39,6 +39,7 @@ from flax import struct
 from jax.scipy.special import digamma, gammaln
 
 from envs.adversarial import ForceAdversary
+from purejaxrl import evalkeys
 from purejaxrl.algos.sac import SAC, Buffer, Player, SACLearner, learn_phase, true_next_obs
 from purejaxrl.rollout import episode_metrics
 
@@ -95,6 +96,7 @@ class QARLState:
     discounted: jax.Array   # [num_envs] the running episodes' discounted returns (the curriculum's measure)
     curriculum: Curriculum
     rng: jax.Array
+    eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
 
 
 class QARL(SAC):
@@ -173,6 +175,7 @@ class QARL(SAC):
 
     # ---- state ----
     def init(self, key, hp, data=None):
+        seed_key = key
         k_p, k_a, k_env, k_t, key = jax.random.split(key, 5)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         K, n = self.context_samples, self.num_envs
@@ -180,7 +183,7 @@ class QARL(SAC):
         return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
                          Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
                          self.draw_temperature(k_t, self.c_start, n), jnp.full((n,), self.c_start, jnp.float32),
-                         jnp.zeros((n,)), cur, key)
+                         jnp.zeros((n,)), cur, key, evalkeys.run_key(seed_key))
 
     def params(self, state):
         return (state.protagonist.actor, state.protagonist.critic, state.protagonist.log_alpha,
@@ -232,7 +235,7 @@ class QARL(SAC):
     def evaluate(self, state, hp, i):
         from purejaxrl.algos.base import greedy_episode_returns
 
-        key = jax.random.fold_in(self.eval_key(state), i)
+        key = self.progress_key(state, i)
         venv = self.make_venv(self.num_eval_envs, hp, evaluation=True)
         nominal = greedy_episode_returns(venv, lambda o: self.greedy_action(state, o), key)
         attacked = greedy_episode_returns(venv, lambda o: self.adversarial_action(state, o), key)

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from purejaxrl import evalkeys
 from purejaxrl.algos.base import Algorithm
 
 sg = jax.lax.stop_gradient
@@ -134,6 +135,7 @@ class OfflineState:
     critic_opt: Any
     value_opt: Any
     rng: jax.Array
+    eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
 
 
 class QGF(Algorithm):
@@ -219,6 +221,7 @@ class QGF(Algorithm):
         return jax.vmap(lambda p: self.q.apply(p, obs, a))(critic)  # [2, B]
 
     def init(self, key, hp, data=None):
+        seed_key = key
         k_a, k_q, k_v, key = jax.random.split(key, 4)
         obs = jnp.zeros((1,) + tuple(self.env.observation_shape))
         act = jnp.zeros((1, self.chunk_dim))
@@ -226,7 +229,8 @@ class QGF(Algorithm):
         critic = jax.vmap(lambda k: self.q.init(k, obs, act))(jax.random.split(k_q, 2))
         value = self._init_value(k_v, obs, act)
         tx = self.optimizer(hp)
-        return OfflineState(actor, critic, critic, value, tx.init(actor), tx.init(critic), tx.init(value), key)
+        return OfflineState(actor, critic, critic, value, tx.init(actor), tx.init(critic), tx.init(value), key,
+                            evalkeys.run_key(seed_key))
 
     def _init_value(self, key, obs, act):
         return self.v.init(key, obs)
@@ -242,9 +246,6 @@ class QGF(Algorithm):
 
     def params(self, state):
         return (state.actor, state.critic, state.value)
-
-    def eval_key(self, state):
-        return state.rng
 
     # ---- one gradient step ----
     def flow_loss(self, actor, obs, a1, key, continuous: bool = False):
@@ -269,7 +270,8 @@ class QGF(Algorithm):
         critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
         value, value_opt = self._step(tx, state.value, state.value_opt, g_v)
         target = optax.incremental_update(critic, state.target, hp["tau"])
-        new = OfflineState(actor, critic, target, value, actor_opt, critic_opt, value_opt, rng)
+        new = state.replace(actor=actor, critic=critic, target=target, value=value, actor_opt=actor_opt,
+                            critic_opt=critic_opt, value_opt=value_opt, rng=rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
 
     def critic_loss(self, critic, b, y):
@@ -352,7 +354,7 @@ class QGF(Algorithm):
     def evaluate(self, state, hp, i):
         if self.host_eval:  # MuJoCo envs: evaluated between compiled chunks (host_evaluate)
             return {}
-        key = jax.random.fold_in(self.eval_key(state), i)
+        key = self.progress_key(state, i)
         return self.eval_metrics(*self.evaluate_weights(state, key, self.num_eval_envs))
 
     def eval_metrics(self, ret, succ):
@@ -367,9 +369,11 @@ class QGF(Algorithm):
         return out
 
     # ---- evaluation in a host loop (envs that are not JAX programs) ----
-    def host_evaluate_weights(self, state, batched: bool, num_episodes: int, seed: int):
+    def host_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str = "progress", index: int = 0):
         """Return and success ``[runs, W, episodes]`` of every guidance weight, the envs stepped on
-        the host and the policy of every run, weight and episode one jitted call per decision."""
+        the host and the policy of every run, weight and episode one jitted call per decision.
+        Episodes and policy noise come from each run's evaluation key (``stream``, ``index``:
+        :mod:`purejaxrl.evalkeys`): independent across runs, shared by the weights."""
         import time
 
         from envs.ogbench import HostEvaluator
@@ -379,14 +383,13 @@ class QGF(Algorithm):
             self._host = (HostEvaluator(self.env), {})
         evaluator, compiled = self._host
         if batched not in compiled:
-            def per_run(s, obs, key):  # obs [W, E, D]
-                keys = jax.random.split(key, len(ws))
-                return jax.vmap(lambda w, o, k: self.to_env(self.act(s, o, k, w)))(jnp.asarray(ws, jnp.float32), obs, keys)
+            def per_run(s, obs, key):  # obs [W, E, D]: every weight draws the same noise
+                return jax.vmap(lambda w, o: self.to_env(self.act(s, o, key, w)))(jnp.asarray(ws, jnp.float32), obs)
 
-            def act_all(s, obs, key):  # obs [R, W, E, D]
+            def act_all(s, obs, keys):  # obs [R, W, E, D], keys [R, 2]
                 if batched:
-                    return jax.vmap(per_run)(s, obs, jax.random.split(key, obs.shape[0]))
-                return per_run(s, obs[0], key)[None]
+                    return jax.vmap(per_run)(s, obs, keys)
+                return per_run(s, obs[0], keys[0])[None]
 
             compiled[batched] = jax.jit(act_all)
         act = compiled[batched]
@@ -394,17 +397,20 @@ class QGF(Algorithm):
         ew = evaluator.wave(runs, len(ws), num_episodes)
         evaluator.envs(runs * len(ws) * ew)  # built (~1 s each) and the policy compiled outside the timing
         obs0 = np.zeros((runs, len(ws), ew) + tuple(self.env.observation_shape), np.float32)
-        jax.block_until_ready(act(state, obs0, jax.random.PRNGKey(0)))
+        bases = jnp.asarray(self.eval_key(state)).reshape(runs, -1)
+        keys = jnp.stack([evalkeys.stream(b, stream, index) for b in bases])
+        seeds = np.stack([evalkeys.host_seeds(b, stream, index, num_episodes) for b in bases])
+        jax.block_until_ready(act(state, obs0, keys))
         t0, steps0 = time.perf_counter(), evaluator.steps
-        ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes),
-                                  self.chunk, seed)
+        ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes), self.chunk, seeds, keys)
         self.eval_seconds += time.perf_counter() - t0
         self.eval_env_steps += evaluator.steps - steps0
         return ret, succ
 
     def host_evaluate(self, state, batched: bool, update: int) -> dict[str, np.ndarray]:
         """The evaluation ``evaluate`` makes inside the compiled loop, for host envs: ``[runs]`` each."""
-        ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, 1_000 + int(update))
+        index = evalkeys.FINAL if int(update) >= self.num_updates else int(update) - 1  # as progress_key(i = update − 1)
+        ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, "progress", index)
         return self.eval_metrics(ret, succ)
 
     def greedy_returns(self, state, hp, key, num_envs):
@@ -453,7 +459,8 @@ class FQL(QGF):
         critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
         onestep, onestep_opt = self._step(tx, state.value, state.value_opt, g_mu)
         target = optax.incremental_update(critic, state.target, hp["tau"])
-        new = OfflineState(actor, critic, target, onestep, actor_opt, critic_opt, onestep_opt, rng)
+        new = state.replace(actor=actor, critic=critic, target=target, value=onestep, actor_opt=actor_opt,
+                            critic_opt=critic_opt, value_opt=onestep_opt, rng=rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "onestep_loss": l_mu, "distill_loss": distill,
                      "q_mean": q_mean}
 

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from purejaxrl import evalkeys
 from purejaxrl.algos.base import Algorithm
 from purejaxrl.rollout import episode_metrics
 
@@ -213,6 +214,7 @@ class SACState:
     env_state: Any
     obs: jax.Array
     rng: jax.Array
+    eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
 
 
 class SAC(Algorithm):
@@ -278,10 +280,12 @@ class SAC(Algorithm):
         return (state.agent.actor, state.agent.critic, state.agent.log_alpha)
 
     def init(self, key, hp, data=None):
+        seed_key = key
         k_agent, k_env, key = jax.random.split(key, 3)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         return SACState(self.learner.init(k_agent, self.obs_dim, hp),
-                        Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim), env_state, obs, key)
+                        Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim), env_state, obs, key,
+                        evalkeys.run_key(seed_key))
 
     # ---- acting ----
     def collect(self, state, hp, i):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
 from purejaxrl.llm import losses as L
@@ -278,7 +279,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
 
-    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], cfg.get("eval_seed", 999)))
+    eval_base = evalkeys.for_seed(cfg["seed"])  # held-out prompts drawn per seed, shared by every loss on it
+    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], evalkeys.stream(eval_base, "test", cfg.get("eval_seed", 0))))
+    validate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"],
+                                   evalkeys.stream(eval_base, "validation", cfg.get("eval_seed", 0))))
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
     start = 0
@@ -331,10 +335,13 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             bar.close()
         logger.close()
         ckpt.close()
+    # validation prompts (another draw than the test prompts): evaluated once, at the end, for choosing between runs
+    final_val = {f"val_{k}": float(v) for k, v in place.to_host(validate(state["params"])).items()}
     n_done = max(iters - start, 1)
     spi = total / n_done
     summary = {
         **last_eval,
+        **final_val,
         "iterations": iters,
         "seconds_per_iteration": spi,
         "sampled_tokens_per_second": tokens_per_it / spi if tokens_per_it else None,

@@ -237,12 +237,15 @@ def make_sft_step(task: Task, cfg: ModelConfig, batch_size: int, optimizer):
     return step
 
 
-def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, seed: int = 999):
-    """Greedy pass@1 on a fixed set of test-split prompts, overall and per level."""
-    batch = task.sample(jax.random.PRNGKey(seed), num_prompts, test=True)
+def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, key: jax.Array):
+    """Greedy pass@1 on a fixed set of test-split prompts, overall and per level.  ``key`` (a run's
+    evaluation key, :mod:`purejaxrl.evalkeys`) draws the prompts and the sampler's noise: another
+    seed gets other prompts, another loss on the same seed the same ones."""
+    batch = task.sample(jax.random.fold_in(key, 0), num_prompts, test=True)
+    sample_key = jax.random.fold_in(key, 1)
 
     def evaluate(params):
-        comps, mask, _ = sample(params, cfg, batch.prompts, jax.random.PRNGKey(0), max_new=task.max_new,
+        comps, mask, _ = sample(params, cfg, batch.prompts, sample_key, max_new=task.max_new,
                                 temperature=1e-6, stop_id=EOS, pad_id=PAD)
         r = task.reward(comps, mask, batch)
         out = {"pass_at_1": r.mean()}

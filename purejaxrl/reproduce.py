@@ -1,0 +1,733 @@
+"""``purejaxrl reproduce STUDY``: a paper's claims as verdicts computed from run directories.
+
+A study (``conf/reproduce/<study>.yaml``) names the paper, its arms (config overrides), the budget
+per tier, the metric, and the claims, each a comparison with a direction and the paper's own words:
+
+    effect(A, B) > 0          the mean over common seeds of A − B (paired: same seeds, same
+                              evaluation keys); Student t interval; ``> -0.02`` states a margin
+    mean(A) > 475             the mean of A against a number the paper states; t interval
+    iqm(A) > iqm(B)           an aggregate (iqm, median, mean) of A against B's, arms resampled
+                              independently (stratified bootstrap, expanded percentile interval)
+    P(A > B) > 0.5            the probability of improvement (stratified bootstrap)
+
+One rule turns every interval into a verdict (:func:`purejaxrl.stats.verdict`): *supported* when
+the 95% interval excludes the null value in the paper's direction, *contradicted* when it excludes
+it the other way, else *inconclusive at n seeds*.  Nothing in ``report.md`` is typed by hand.
+
+An arm may be chosen rather than run: ``{choose: [a1, a2, ...]}`` takes the candidate with the best
+mean on *validation* episodes and reports its *test* episodes, which are another stream of every
+run's own evaluation key (:mod:`purejaxrl.evalkeys`).
+
+Runs are ordinary run directories under ``OUT/runs/`` (resumable; ``--reuse`` keeps the finished
+ones and resumes the others); evaluations go to ``OUT/evals/``; the report to ``OUT/report.md``,
+``OUT/report.json`` and ``OUT/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from purejaxrl import stats as S
+from purejaxrl.config import CONF_DIR, ConfigError, argument_parser
+
+STUDY_DIR = CONF_DIR / "reproduce"
+TIERS = ("smoke", "cpu", "gpu")
+KINDS = ("train", "llm")
+SPLITS = ("validation", "test")
+ARM = r"([A-Za-z0-9_.:@*+-]+)"
+NUM = r"(-?[0-9][0-9_.eE+-]*)"
+CLAIM_FORMS = {
+    "effect": re.compile(rf"^effect\(\s*{ARM}\s*,\s*{ARM}\s*\)\s*([<>])\s*{NUM}$"),
+    "threshold": re.compile(rf"^mean\(\s*{ARM}\s*\)\s*([<>])\s*{NUM}$"),
+    "aggregate": re.compile(rf"^(iqm|median|mean)\(\s*{ARM}\s*\)\s*([<>])\s*(iqm|median|mean)\(\s*{ARM}\s*\)$"),
+    "improvement": re.compile(rf"^P\(\s*{ARM}\s*>\s*{ARM}\s*\)\s*([<>])\s*0\.5$"),
+}
+CLAIM_HELP = "effect(A, B) > 0 (or > a margin), mean(A) > NUMBER, iqm(A) > iqm(B) (or median, mean), P(A > B) > 0.5 (or <)"
+
+
+# ================================================================ study files
+def list_studies() -> list[str]:
+    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
+
+
+def load_study(name_or_path: str) -> dict:
+    """A study file, checked: one :class:`ConfigError` line per problem, before anything runs."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = STUDY_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(f"study {name_or_path!r} is unknown (no {path}); valid: {', '.join(list_studies())}")
+    try:
+        study = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(study, dict):
+        raise ConfigError(f"{path} must be a mapping (study, title, paper, kind, arms, metric, tiers, claims)")
+    study.setdefault("study", path.stem)
+    errs = study_errors(study, path.name)
+    if errs:
+        raise ConfigError(errs[0] if len(errs) == 1 else f"{len(errs)} problems in {path.name}: " + "; ".join(errs))
+    return study
+
+
+def study_errors(s: dict, where: str) -> list[str]:
+    errs = []
+    for key in ("title", "paper", "kind", "arms", "metric", "tiers", "claims"):
+        if key not in s:
+            errs.append(f"{where}: {key} is missing")
+    if errs:
+        return errs
+    if s["kind"] not in KINDS:
+        errs.append(f"{where}: kind={s['kind']!r}; valid: {', '.join(KINDS)}")
+    if not isinstance(s["paper"], dict) or "cite" not in s["paper"]:
+        errs.append(f"{where}: paper needs cite (authors, title, venue)")
+    arms = s["arms"]
+    if not isinstance(arms, dict) or not arms:
+        return errs + [f"{where}: arms must map names to their overrides"]
+    for name, arm in arms.items():
+        if not re.fullmatch(ARM, str(name)):
+            errs.append(f"{where}: arm name {name!r} may use letters, digits and _ . : @ * + -")
+        arm = arm or {}
+        if not isinstance(arm, dict):
+            errs.append(f"{where}: arms.{name} must be a mapping (overrides, eval, choose)")
+            continue
+        unknown = set(arm) - {"overrides", "eval", "choose", "label"}
+        if unknown:
+            errs.append(f"{where}: arms.{name} has unknown keys {sorted(unknown)}; valid: overrides, eval, choose, label")
+        if "choose" in arm:
+            cands = arm["choose"]
+            if not isinstance(cands, list) or len(cands) < 2 or any(c not in arms or "choose" in (arms[c] or {}) for c in cands):
+                errs.append(f"{where}: arms.{name}.choose must list two or more arms that are run (not chosen)")
+        for key in ("overrides", "eval"):
+            if key in arm and not (isinstance(arm[key], list) and all(isinstance(x, str) for x in arm[key])):
+                errs.append(f"{where}: arms.{name}.{key} must be a list of override strings")
+        if "eval" in arm and s["kind"] != "train":
+            errs.append(f"{where}: arms.{name}.eval (evaluation-only settings) needs kind=train")
+    m = s["metric"]
+    if not isinstance(m, dict) or "name" not in m:
+        errs.append(f"{where}: metric needs name (train: return or success; llm: a summary key such as test_pass_at_1)")
+    elif s["kind"] == "train" and m["name"] not in ("return", "success"):
+        errs.append(f"{where}: metric.name={m['name']!r}; for kind=train use return or success")
+    elif s["kind"] == "llm" and not str(m["name"]).startswith("test_"):
+        errs.append(f"{where}: metric.name={m['name']!r}; for kind=llm use a held-out summary key test_*")
+    tiers = s["tiers"]
+    if not isinstance(tiers, dict) or not set(tiers) <= set(TIERS) or "smoke" not in tiers:
+        errs.append(f"{where}: tiers must be a subset of {', '.join(TIERS)} and include smoke")
+    else:
+        for t, spec in tiers.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("seeds"), int) or spec["seeds"] < 1:
+                errs.append(f"{where}: tiers.{t}.seeds must be an integer >= 1")
+            elif "arms" in spec and (not isinstance(spec["arms"], list) or not set(spec["arms"]) <= set(arms or {})):
+                errs.append(f"{where}: tiers.{t}.arms must list arms of the study (the subset this tier runs)")
+    claims = s["claims"]
+    if not isinstance(claims, list) or not claims:
+        return errs + [f"{where}: claims must be a list"]
+    for i, c in enumerate(claims):
+        if not isinstance(c, dict) or "claim" not in c or "paper" not in c:
+            errs.append(f"{where}: claims[{i}] needs claim (e.g. effect(A, B) > 0) and paper (the paper's words)")
+            continue
+        try:
+            parsed = parse_claim(c["claim"])
+        except ConfigError as e:
+            errs.append(f"{where}: claims[{i}]: {e}")
+            continue
+        cm = c.get("metric")
+        if cm is not None and not (s["kind"] == "llm" and str(cm).startswith("test_") or s["kind"] == "train" and cm in ("return", "success")):
+            errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train return or success")
+        for a in parsed["arms"]:
+            if a not in arms:
+                errs.append(f"{where}: claims[{i}] names arm {a!r}, which the study does not define; arms: {', '.join(arms)}")
+    setup = s.get("setup") or {}
+    if setup and (s["kind"] != "llm" or not isinstance(setup, dict)):
+        errs.append(f"{where}: setup (runs every arm starts from) is for kind=llm, a mapping name -> overrides")
+    return errs
+
+
+def parse_claim(text: str) -> dict:
+    t = " ".join(str(text).split())
+    for form, rx in CLAIM_FORMS.items():
+        m = rx.match(t)
+        if not m:
+            continue
+        g = m.groups()
+        if form == "effect":
+            return {"form": form, "arms": [g[0], g[1]], "direction": g[2], "null": float(g[3])}
+        if form == "threshold":
+            return {"form": form, "arms": [g[0]], "direction": g[1], "null": float(g[2])}
+        if form == "aggregate":
+            if g[0] != g[3]:
+                raise ConfigError(f"claim {t!r} compares {g[0]} with {g[3]}: use the same statistic on both sides")
+            return {"form": form, "statistic": g[0], "arms": [g[1], g[4]], "direction": g[2], "null": 0.0}
+        return {"form": form, "arms": [g[0], g[1]], "direction": g[2], "null": 0.5}
+    raise ConfigError(f"claim {t!r} is not one of: {CLAIM_HELP}")
+
+
+# ================================================================ running
+def _runs(study: dict) -> dict[str, list[str]]:
+    """Run name -> the arms evaluated from it (arms with the same overrides share one run)."""
+    out: dict[str, list[str]] = {}
+    by_overrides: dict[tuple, str] = {}
+    for name, arm in study["arms"].items():
+        arm = arm or {}
+        if "choose" in arm:
+            continue
+        key = tuple(arm.get("overrides") or [])
+        run = by_overrides.setdefault(key, name)
+        out.setdefault(run, []).append(name)
+    return out
+
+
+def for_tier(study: dict, tier: str) -> dict:
+    """The study as ``tier`` runs it: a tier may run a subset of the arms (``tiers.<tier>.arms``, e.g.
+    a smoke test of the mechanics); claims about arms it does not run are listed, not evaluated."""
+    keep = study["tiers"].get(tier, {}).get("arms")
+    if not keep:
+        return study
+    arms = {k: v for k, v in study["arms"].items()
+            if k in keep or ("choose" in (v or {}) and set(v["choose"]) <= set(keep))}
+    claims = [c for c in study["claims"] if set(parse_claim(c["claim"])["arms"]) <= set(arms)]
+    skipped = [c for c in study["claims"] if c not in claims]
+    return {**study, "arms": arms, "claims": claims, "claims_not_run": skipped}
+
+
+def tier_spec(study: dict, tier: str, seeds: int | None) -> dict:
+    if tier not in study["tiers"]:
+        raise ConfigError(f"--tier {tier}: study {study['study']} has tiers {', '.join(study['tiers'])}")
+    spec = dict(study["tiers"][tier])
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds={seeds} must be >= 1")
+        spec["seeds"] = seeds
+    spec.setdefault("overrides", [])
+    return spec
+
+
+def _subst(items: list[str], seed: int | None, setup_dirs: dict[str, Path]) -> list[str]:
+    out = []
+    for x in items:
+        if seed is not None:
+            x = x.replace("{seed}", str(seed))
+        for k, d in setup_dirs.items():
+            x = x.replace("{setup." + k + "}", str(d))
+        out.append(x)
+    return out
+
+
+def check_out(out: Path, reuse: bool, study: str, tier: str) -> None:
+    """An output folder with runs is only written with ``--reuse`` (nothing saved is lost); a folder
+    of another study or tier is refused."""
+    marker = out / "study.json"
+    if marker.exists():
+        got = json.loads(marker.read_text())
+        if (got.get("study"), got.get("tier")) != (study, tier):
+            raise ConfigError(f"--out {out} holds study {got.get('study')} at tier {got.get('tier')}; "
+                              f"choose another --out for {study} at tier {tier}")
+    if (out / "runs").exists() and any((out / "runs").iterdir()) and not reuse:
+        raise ConfigError(f"--out {out} already holds runs; pass --reuse to keep the finished ones and resume the "
+                          "others, or choose another --out (nothing was changed)")
+
+
+def run_study(study: dict, tier: str, seeds: int | None = None, out: str | Path | None = None, reuse: bool = False,
+              log=print) -> dict:
+    """Run (or reuse) every arm of ``study`` at ``tier``, evaluate, and write the report."""
+    spec = tier_spec(study, tier, seeds)
+    study = for_tier(study, tier)
+    out = Path(out or Path("reproduce") / study["study"] / tier)
+    check_out(out, reuse, study["study"], tier)
+    _check_configs(study, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps({"study": study["study"], "tier": tier, "seeds": spec["seeds"]}, indent=1))
+    t0 = time.time()
+    if study["kind"] == "train":
+        _run_train(study, spec, out, log)
+    else:
+        _run_llm(study, spec, out, log)
+    report = make_report(study, out, tier)
+    report["wall_seconds_this_call"] = time.time() - t0
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _check_configs(study: dict, spec: dict) -> None:
+    """Compose and validate every run's config before anything runs (one line per problem)."""
+    from purejaxrl.config import compose, validate
+
+    for run, arms in _runs(study).items():
+        over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
+        if study["kind"] == "train":
+            cfg = compose(over + [f"num_seeds={spec['seeds']}", "seed=0"])
+            validate(cfg)
+            for a in arms:
+                ev = (study["arms"][a] or {}).get("eval")
+                if ev:
+                    from purejaxrl.evaluate import parse_eval_overrides
+
+                    parse_eval_overrides(ev)
+        else:
+            from purejaxrl.llm.run import validate_llm, with_defaults
+
+            cfg = _compose_llm(_subst(over, 0, {k: Path("setup") for k in (study.get("setup") or {})}))
+            validate_llm({k: v for k, v in with_defaults(cfg).items() if k != "init_from"})
+
+
+def _compose_llm(overrides: list[str]) -> dict:
+    from purejaxrl.config import compose
+
+    return compose(overrides, CONF_DIR / "llm")
+
+
+def _done(run_dir: Path) -> bool:
+    s = run_dir / "summary.json"
+    return s.exists() and json.loads(s.read_text()).get("completed", True)
+
+
+def _run_train(study: dict, spec: dict, out: Path, log) -> None:
+    from purejaxrl.checkpoint import Checkpointer
+    from purejaxrl.config import compose
+    from purejaxrl.evaluate import evaluate_run
+    from purejaxrl.experiment import run as train
+
+    n = spec["seeds"]
+    episodes = int(spec.get("episodes", study["metric"].get("episodes", 32)))
+    (out / "evals").mkdir(exist_ok=True)
+    for run, arms in _runs(study).items():
+        d = out / "runs" / run
+        over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
+        cfg = compose(over + [f"num_seeds={n}", "seed=0"])
+        if not _done(d):
+            resuming = Checkpointer.exists(d / "checkpoints")
+            log(f"[{study['study']}] {'resuming' if resuming else 'training'} {run} ({n} seeds): {' '.join(over) or 'defaults'}")
+            train({**cfg, "resume": resuming}, d, progress=False, overrides=over)
+        keep_evaluation_rows(d)
+        for arm in arms:
+            for split in SPLITS:
+                f = out / "evals" / f"{arm}_{split}.json"
+                if f.exists():
+                    continue
+                ev = evaluate_run(d, episodes, split, 0, (study["arms"][arm] or {}).get("eval"), write=False)
+                f.write_text(json.dumps(ev, indent=1))
+        log(f"[{study['study']}] {run}: evaluated {', '.join(arms)} on {episodes} validation and test episodes per seed")
+
+
+def _run_llm(study: dict, spec: dict, out: Path, log) -> None:
+    from purejaxrl.llm.run import run_llm
+
+    n = spec["seeds"]
+    for seed in range(n):
+        setup_dirs = {}
+        for name, over in (study.get("setup") or {}).items():
+            d = out / "runs" / f"setup_{name}" / f"seed{seed}"
+            setup_dirs[name] = d
+            _one_llm(run_llm, d, _subst(over + spec.get("setup_overrides", []), seed, {}) + [f"seed={seed}"],
+                     log, f"setup {name} seed {seed}")
+        for run in _runs(study):
+            over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
+            d = out / "runs" / run / f"seed{seed}"
+            _one_llm(run_llm, d, _subst(over, seed, setup_dirs) + [f"seed={seed}"], log, f"{run} seed {seed}")
+
+
+def _one_llm(run_llm, d: Path, over: list[str], log, what: str) -> None:
+    from purejaxrl.checkpoint import Checkpointer
+
+    if not (d / "summary.json").exists():
+        cfg = _compose_llm(over)
+        resuming = Checkpointer.exists(d / "checkpoints")
+        log(f"{'resuming' if resuming else 'running'} llm {what}: {' '.join(over)}")
+        run_llm({**cfg, "resume": resuming, "progress": False}, d, overrides=over)
+    keep_evaluation_rows(d)
+
+
+def keep_evaluation_rows(run_dir: Path) -> None:
+    """``evaluations.jsonl``: the logged rows that hold an evaluation, with only the step keys and
+    the evaluation columns — what learning curves and per-seed tables read, without the per-update
+    training logs (which are not kept in results)."""
+    src = Path(run_dir) / "metrics.jsonl"
+    if not src.exists():
+        return
+    step = ("run", "seed", "update", "env_steps")
+    rows = []
+    for line in src.read_text().splitlines():
+        if not line:
+            continue
+        r = json.loads(line)
+        ev = {k: v for k, v in r.items() if (k.startswith(("eval_", "test_", "val_")) or k.startswith("algo.")) and v is not None
+              and not (isinstance(v, float) and np.isnan(v))}
+        if any(k.startswith(("eval_", "test_", "val_")) for k in ev):
+            rows.append({**{k: r[k] for k in step if k in r}, **ev})
+    (Path(run_dir) / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ================================================================ scores
+def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
+    """``arm -> {"seeds": [...], "validation": [...], "test": [...], "episodes": int}`` from the
+    files of ``out`` for ``metric`` (default: the study's; chosen arms resolved on validation)."""
+    metric = metric or study["metric"]["name"]
+    scores = {}
+    for run, arms in _runs(study).items():
+        for arm in arms:
+            scores[arm] = _train_scores(out, arm, metric) if study["kind"] == "train" else _llm_scores(out, run, metric)
+    for name, arm in study["arms"].items():
+        if "choose" in (arm or {}):
+            cands = arm["choose"]
+            val = {c: float(np.mean(scores[c]["validation"])) for c in cands}
+            best = max(cands, key=lambda c: val[c])  # ties: the first listed
+            scores[name] = {**scores[best], "chosen": best, "validation_means": val}
+    return scores
+
+
+def _train_scores(out: Path, arm: str, metric: str) -> dict:
+    res = {}
+    for split in SPLITS:
+        f = out / "evals" / f"{arm}_{split}.json"
+        if not f.exists():
+            raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm}")
+        ev = json.loads(f.read_text())
+        if metric == "success":
+            w = next(p for p in ev["per_weight"] if p["w"] == ev["guidance_weight"])
+            vals = w["per_run_success"]
+        else:
+            vals = [r["mean_return"] for r in ev["per_run"]]
+        res[split] = [float(v) for v in vals]
+        res["seeds"] = [int(r["seed"]) for r in ev["per_run"]]
+        res["episodes"] = int(ev["episodes_per_run"])
+    return res
+
+
+def _llm_scores(out: Path, run: str, metric: str) -> dict:
+    d = out / "runs" / run
+    seeds = sorted((int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists()))
+    if not seeds:
+        raise ConfigError(f"{d} holds no finished seed: run the study (purejaxrl reproduce ... --reuse)")
+    res = {"seeds": seeds, "validation": [], "test": []}
+    for s in seeds:
+        summ = json.loads((d / f"seed{s}" / "summary.json").read_text())
+        cfg = yaml.safe_load((d / f"seed{s}" / "config.yaml").read_text())
+        if metric not in summ:
+            raise ConfigError(f"{d / f'seed{s}'}/summary.json has no {metric}; the study's metric must be a held-out key")
+        res["test"].append(float(summ[metric]))
+        res["validation"].append(float(summ.get("val_" + metric[len("test_"):], np.nan)))
+        res["episodes"] = int(cfg.get("eval_prompts", 0))
+    return res
+
+
+# ================================================================ claims
+def evaluate_claim(claim: dict, scores: dict, metric: str) -> dict:
+    p = parse_claim(claim["claim"])
+    a = [np.asarray(scores[x]["test"], np.float64) for x in p["arms"]]
+    n_seeds = [len(x) for x in a]
+    if p["form"] == "effect":
+        sa, sb = scores[p["arms"][0]]["seeds"], scores[p["arms"][1]]["seeds"]
+        common = sorted(set(sa) & set(sb))
+        x = np.array([a[0][sa.index(s)] for s in common])
+        y = np.array([a[1][sb.index(s)] for s in common])
+        r = S.paired_difference(x, y, method="t")
+        stat = "mean over common seeds of the paired difference A − B (t interval)" + (
+            f", against the margin {p['null']:g}" if p["null"] else "")
+        n = len(common)
+    elif p["form"] == "threshold":
+        r = S.mean_interval(a[0], method="t", null=p["null"])
+        stat = f"mean (t interval), against {p['null']:g}"
+        n = n_seeds[0]
+    elif p["form"] == "aggregate":
+        method = "t" if p["statistic"] == "mean" else "expanded"
+        r = S.unpaired_difference(a[0], a[1], p["statistic"], method=method)
+        stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({'Welch t' if method == 't' else 'stratified bootstrap, expanded percentile'} interval)"
+        n = min(n_seeds)
+    else:
+        r = S.probability_of_improvement_interval(a[0], a[1])
+        stat = "P(A > B) (stratified bootstrap, expanded percentile interval)"
+        n = min(n_seeds)
+    v = S.verdict(r["ci"], p["direction"], p["null"], n)
+    note = _informativeness(p, a, r.get("per_seed"))
+    episodes = sorted({scores[x]["episodes"] for x in p["arms"]})
+    return {"id": claim.get("id"), "claim": claim["claim"], "paper": claim["paper"], "where": claim.get("where"),
+            "metric": metric, "statistic": stat, "estimate": r["estimate"], "ci": r["ci"], "null": p["null"],
+            "direction": p["direction"], "seeds": n, "episodes_per_seed": episodes[0] if len(episodes) == 1 else episodes,
+            "verdict": v, "note": note, "per_seed": r.get("per_seed")}
+
+
+def _informativeness(p: dict, arms: list[np.ndarray], paired: list[float] | None) -> str | None:
+    """A computed remark when the data cannot separate the arms at all."""
+    vals = np.concatenate(arms)
+    if vals.size and np.all(vals == vals[0]) and p["form"] != "threshold":
+        return (f"uninformative: every run of {' and '.join(p['arms'])} scored {vals[0]:g}; the metric cannot separate "
+                "them at this budget")
+    if paired is not None and len(paired) and np.all(np.asarray(paired) == 0):
+        return "uninformative: both arms scored exactly the same on every seed (the same test episodes, the same returns)"
+    return None
+
+
+# ================================================================ report
+def make_report(study: dict, out: Path, tier: str) -> dict:
+    out = Path(out)
+    study = for_tier(study, tier)
+    metric = study["metric"]["name"]
+    scores = arm_scores(study, out)
+    by_metric = {metric: scores}
+    for c in study["claims"]:
+        m = c.get("metric", metric)
+        if m not in by_metric:
+            by_metric[m] = arm_scores(study, out, m)
+    claims = [evaluate_claim(c, by_metric[c.get("metric", metric)], c.get("metric", metric)) for c in study["claims"]]
+    arms = {}
+    for name, sc in scores.items():
+        t = np.asarray(sc["test"], np.float64)
+        iqm_pt, iqm_ci = S.get_interval_estimates({name: t}, S.aggregate_iqm, reps=20_000)
+        arms[name] = {"overrides": (study["arms"][name] or {}).get("overrides", []),
+                      "eval": (study["arms"][name] or {}).get("eval", []),
+                      "label": (study["arms"][name] or {}).get("label", name),
+                      "seeds": sc["seeds"], "test": sc["test"], "validation": sc["validation"],
+                      "episodes_per_seed": sc["episodes"], "mean": float(t.mean()),
+                      "mean_ci": S.mean_interval(t, method="t")["ci"],
+                      "iqm": float(iqm_pt[name]), "iqm_ci": [float(x) for x in iqm_ci[name]]}
+        if "chosen" in sc:
+            arms[name]["chosen"] = sc["chosen"]
+            arms[name]["validation_means"] = sc["validation_means"]
+    spec = study["tiers"][tier]
+    seeds = json.loads((out / "study.json").read_text()).get("seeds") if (out / "study.json").exists() else spec["seeds"]
+    report = {"study": study["study"], "title": study["title"], "paper": study["paper"], "kind": study["kind"], "tier": tier,
+              "seeds": seeds, "metric": study["metric"], "base": study.get("base", []),
+              "tier_overrides": spec.get("overrides", []), "arms": arms, "claims": claims,
+              "claims_not_run": [c["claim"] for c in study.get("claims_not_run", [])],
+              "command": f"purejaxrl reproduce {study['study']} --tier {tier}"}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(report_markdown(report))
+    plot_report(report, out)
+    return report
+
+
+def _digits(*xs) -> int:
+    """Decimals for numbers shown together: 3 below 10, 1 below 1,000, else 0 (by the largest)."""
+    finite = [abs(float(x)) for x in xs if x is not None and np.isfinite(float(x))]
+    ax = max(finite, default=0.0)
+    return 3 if ax < 10 else 1 if ax < 1000 else 0
+
+
+def _fmt(x: float, nd: int | None = None) -> str:
+    if x is None or not np.isfinite(float(x)):
+        return "–"
+    return f"{float(x):,.{_digits(x) if nd is None else nd}f}"
+
+
+def _est(est: float, ci) -> str:
+    """``estimate [low, high]`` with one number of decimals for the three."""
+    nd = _digits(est, *ci)
+    return f"{_fmt(est, nd)} [{_fmt(ci[0], nd)}, {_fmt(ci[1], nd)}]"
+
+
+def claims_table(report: dict) -> str:
+    default = report["metric"]["name"]
+    unit = "prompts" if report.get("kind") == "llm" else "episodes"
+    lines = [f"| claim | the paper says | estimate [95% CI] | seeds × {unit} | verdict |", "|---|---|---|---|---|"]
+    for c in report["claims"]:
+        where = f" ({c['where']})" if c.get("where") else ""
+        quote = " ".join(str(c["paper"]).split())
+        verdict = f"**{c['verdict']}**" + (f" — {c['note']}" if c.get("note") else "")
+        on = f" on `{c['metric']}`" if c["metric"] != default else ""
+        lines.append(f"| `{c['claim']}`{on} | “{quote}”{where} | {_est(c['estimate'], c['ci'])} "
+                     f"| {c['seeds']} × {c['episodes_per_seed']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def arms_table(report: dict) -> str:
+    m = report["metric"]["name"]
+    unit = "prompts" if report.get("kind") == "llm" else "episodes"
+    lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |", "|---|---|---|---|---|"]
+    for name, a in report["arms"].items():
+        label = name + (f" → {a['chosen']} (on validation)" if a.get("chosen") else "")
+        nd = _digits(*a["test"])
+        per = ", ".join(_fmt(v, nd) for v in a["test"])
+        lines.append(f"| {label} | {_est(a['mean'], a['mean_ci'])} | {_est(a['iqm'], a['iqm_ci'])} | {per} "
+                     f"| {a['episodes_per_seed']} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(report: dict) -> str:
+    """What the README shows of a study: its claims and arms tables (the same text as report.md)."""
+    return claims_table(report) + "\n" + arms_table(report)
+
+
+def report_markdown(report: dict) -> str:
+    p = report["paper"]
+    over = lambda xs: " ".join(f"`{x}`" for x in xs) or "–"  # noqa: E731
+    lines = [f"# {report['title']} — `{report['study']}`, tier {report['tier']}", "",
+             f"Paper: {p['cite']}" + (f" ({p['url']})" if p.get("url") else ""), "",
+             f"Generated by `{report['command']}` from the run directories under `runs/` and the evaluations "
+             "under `evals/`; every number below is computed from those files, and every verdict by one rule: "
+             "*supported* when the 95% interval excludes the null value in the paper's direction, *contradicted* "
+             "when it excludes it the other way, else *inconclusive at n seeds*.", "",
+             f"Metric: `{report['metric']['name']}` — {report['metric'].get('description', '')}. "
+             f"Seeds: {report['seeds']} (independent evaluation keys per seed; arms on a seed share theirs).", "",
+             "## Claims", "", claims_table(report)]
+    if report.get("claims_not_run"):
+        lines += [f"Not run at tier {report['tier']} (it runs a subset of the arms): "
+                  + ", ".join(f"`{c}`" for c in report["claims_not_run"]) + ".", ""]
+    lines += ["## Arms", "", arms_table(report), "## Setup", "",
+             f"Shared overrides: {over(report['base'])}; tier overrides: {over(report['tier_overrides'])}.", ""]
+    for name, a in report["arms"].items():
+        if a.get("chosen"):
+            vm = ", ".join(f"{k} {_fmt(v)}" for k, v in a["validation_means"].items())
+            lines.append(f"- `{name}`: chosen on validation episodes (means: {vm}); its test episodes are reported.")
+        else:
+            lines.append(f"- `{name}`: {over(a['overrides'])}" + (f"; evaluated with {over(a['eval'])}" if a["eval"] else ""))
+    lines += ["", "Statistics for each claim:", ""]
+    for c in report["claims"]:
+        lines.append(f"- `{c['claim']}`: {c['statistic']}, n = {c['seeds']} seeds"
+                     + (f"; per seed {', '.join(_fmt(v) for v in c['per_seed'])}" if c.get("per_seed") else ""))
+    lines += ["", "![aggregates](aggregate.png)", "", "![profiles](profile.png)", ""]
+    if any(parse_claim(c["claim"])["form"] != "threshold" for c in report["claims"]):
+        lines += ["![probability of improvement](improvement.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["arms"])
+    arms = report["arms"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], (("mean", "mean"), ("iqm", "IQM"))):
+        est = np.array([arms[n][key] for n in names])
+        ci = np.array([arms[n][f"{key}_ci"] for n in names], dtype=np.float64)
+        err = np.stack([est - np.nan_to_num(ci[:, 0], nan=est), np.nan_to_num(ci[:, 1], nan=est) - est])
+        ax.errorbar(est, range(len(names)), xerr=np.maximum(err, 0), fmt="o", capsize=4)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{title} of {report['metric']['name']} (95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "aggregate.png", dpi=100)
+    plt.close(fig)
+
+    allv = np.concatenate([np.asarray(arms[n]["test"], np.float64) for n in names])
+    taus = np.linspace(allv.min(), allv.max(), 50) if allv.size else np.zeros(1)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for n in names:
+        t, f, band = S.performance_profile(np.asarray(arms[n]["test"]), taus, reps=1000)
+        line, = ax.plot(t, f, label=n)
+        ax.fill_between(t, band[0], band[1], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel(report["metric"]["name"] + " τ")
+    ax.set_ylabel("fraction of runs > τ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "profile.png", dpi=100)
+    plt.close(fig)
+
+    pairs = []
+    for c in report["claims"]:
+        p = parse_claim(c["claim"])
+        if p["form"] != "threshold" and tuple(p["arms"]) not in pairs:
+            pairs.append(tuple(p["arms"]))
+    if pairs:
+        fig, ax = plt.subplots(figsize=(6, 0.5 * len(pairs) + 1.4))
+        for i, (x, y) in enumerate(pairs):
+            r = S.probability_of_improvement_interval(arms[x]["test"], arms[y]["test"], reps=5000)
+            ax.errorbar(r["estimate"], i, xerr=[[r["estimate"] - r["ci"][0]], [r["ci"][1] - r["estimate"]]], fmt="o", capsize=4)
+        ax.axvline(0.5, color="gray", ls="--")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_yticks(range(len(pairs)), [f"P({x} > {y})" for x, y in pairs])
+        ax.set_title("probability of improvement (95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "improvement.png", dpi=100)
+        plt.close(fig)
+
+
+# ================================================================ README sync
+BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
+
+
+def readme_blocks(text: str) -> list[str]:
+    return [m.group("name") for m in BLOCK.finditer(text)]
+
+
+def sync_readme(readme: Path, results: Path, check: bool = False) -> list[str]:
+    """Replace every ``<!-- reproduce:NAME -->`` block of ``readme`` with the tables of
+    ``results/NAME/report.json``; with ``check``, only list the blocks that differ."""
+    text = readme.read_text()
+    stale = []
+
+    def repl(m):
+        f = results / m.group("name") / "report.json"
+        if not f.exists():
+            raise ConfigError(f"{readme} shows study results {m.group('name')} but {f} does not exist")
+        body = readme_block(json.loads(f.read_text()))
+        if body != m.group("body"):
+            stale.append(m.group("name"))
+        return m.group(1) + body + m.group(4)
+
+    new = BLOCK.sub(repl, text)
+    if not check and new != text:
+        readme.write_text(new)
+    return stale
+
+
+# ================================================================ CLI
+USAGE = """purejaxrl reproduce STUDY [--tier smoke|cpu|gpu] [--seeds N] [--out DIR] [--reuse]
+       purejaxrl reproduce STUDY --report-only --out DIR      (the report again, from the files)
+       purejaxrl reproduce --list
+       purejaxrl reproduce --readme README.md --results DIR [--check]"""
+
+
+def reproduce_main(argv: list[str]) -> None:
+    p = argument_parser("purejaxrl reproduce", "A paper's claims as verdicts with confidence intervals, from run directories.")
+    p.add_argument("study", nargs="?", help=f"a study in conf/reproduce/ ({', '.join(list_studies())}) or a .yaml file")
+    p.add_argument("--tier", default="smoke", choices=TIERS, help="the budget (default smoke: minutes, mechanics only)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the tier's)")
+    p.add_argument("--out", default=None, help="output folder (default reproduce/STUDY/TIER)")
+    p.add_argument("--reuse", action="store_true", help="keep finished runs in --out, resume unfinished ones")
+    p.add_argument("--report-only", action="store_true", help="write the report from the files in --out, run nothing")
+    p.add_argument("--list", action="store_true", help="list the studies")
+    p.add_argument("--readme", default=None, help="update this README's <!-- reproduce:NAME --> blocks")
+    p.add_argument("--results", default="benchmarks/results/reproduce", help="with --readme: the folder of recorded studies")
+    p.add_argument("--check", action="store_true", help="with --readme: exit 1 if a block differs, change nothing")
+    a = p.parse_args(argv)
+    if a.list:
+        for name in list_studies():
+            s = load_study(name)
+            print(f"{name}: {s['title']} — {len(s['arms'])} arms, {len(s['claims'])} claims, tiers {', '.join(s['tiers'])}")
+        return
+    if a.readme:
+        readme = Path(a.readme)
+        if not readme.exists():
+            raise ConfigError(f"--readme {readme} does not exist")
+        stale = sync_readme(readme, Path(a.results), check=a.check)
+        if a.check and stale:
+            print(f"{readme} differs from the reports for: {', '.join(stale)}; run purejaxrl reproduce --readme {readme}")
+            sys.exit(1)
+        print(f"{readme}: {len(readme_blocks(readme.read_text()))} study blocks " + ("checked" if a.check else "in step"))
+        return
+    if not a.study:
+        raise ConfigError(f"purejaxrl reproduce needs a study; usage: {USAGE}")
+    study = load_study(a.study)
+    if a.report_only:
+        out = Path(a.out or Path("reproduce") / study["study"] / a.tier)
+        if not (out / "study.json").exists():
+            raise ConfigError(f"--report-only: {out} holds no study run (no study.json); run the study first")
+        tier = json.loads((out / "study.json").read_text())["tier"]
+        report = make_report(study, out, tier)
+    else:
+        report = run_study(study, a.tier, a.seeds, a.out, a.reuse)
+        out = Path(a.out or Path("reproduce") / study["study"] / a.tier)
+    print(claims_table(report))
+    print(f"report: {out / 'report.md'}")
+
+
+def remove_logs(out: Path) -> None:
+    """Delete per-update logs and checkpoints below ``out`` (what results keep is the rest)."""
+    for pat in ("metrics.jsonl", "metrics.csv"):
+        for f in Path(out).rglob(pat):
+            f.unlink()
+    for d in Path(out).rglob("checkpoints"):
+        shutil.rmtree(d)
