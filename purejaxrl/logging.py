@@ -181,8 +181,15 @@ class NullLogger:
         return None
 
 
+EVALUATIONS_JSONL = "evaluations.jsonl"  # the evaluation rows alone, kept where per-update logs are not
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """A run's logged rows: ``metrics.jsonl``, or, in recorded results that keep only the rows with
+    an evaluation, ``evaluations.jsonl``."""
     path = Path(run_dir) / METRICS_JSONL
+    if not path.exists():
+        path = Path(run_dir) / EVALUATIONS_JSONL
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no {METRICS_JSONL}); give the run_dir of a purejaxrl run")
     return [json.loads(l) for l in path.read_text().splitlines() if l]

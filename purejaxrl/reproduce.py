@@ -118,6 +118,10 @@ def study_errors(s: dict, where: str) -> list[str]:
         errs.append(f"{where}: metric.name={m['name']!r}; for kind=train use return or success")
     elif s["kind"] == "llm" and not str(m["name"]).startswith("test_"):
         errs.append(f"{where}: metric.name={m['name']!r}; for kind=llm use a held-out summary key test_*")
+    if isinstance(m, dict) and "bounds" in m and not (isinstance(m["bounds"], list) and len(m["bounds"]) == 2
+                                                      and all(isinstance(b, (int, float)) for b in m["bounds"])
+                                                      and m["bounds"][0] < m["bounds"][1]):
+        errs.append(f"{where}: metric.bounds={m['bounds']!r} must be [low, high], the metric's floor and ceiling")
     tiers = s["tiers"]
     if not isinstance(tiers, dict) or not set(tiers) <= set(TIERS) or "smoke" not in tiers:
         errs.append(f"{where}: tiers must be a subset of {', '.join(TIERS)} and include smoke")
@@ -362,7 +366,9 @@ def keep_evaluation_rows(run_dir: Path) -> None:
               and not (isinstance(v, float) and np.isnan(v))}
         if any(k.startswith(("eval_", "test_", "val_")) for k in ev):
             rows.append({**{k: r[k] for k in step if k in r}, **ev})
-    (Path(run_dir) / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dst, text = Path(run_dir) / "evaluations.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
+    if not dst.exists() or dst.read_text() != text:  # a reused run's files stay as they were
+        dst.write_text(text)
 
 
 # ================================================================ scores
@@ -419,7 +425,7 @@ def _llm_scores(out: Path, run: str, metric: str) -> dict:
 
 
 # ================================================================ claims
-def evaluate_claim(claim: dict, scores: dict, metric: str) -> dict:
+def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
     p = parse_claim(claim["claim"])
     a = [np.asarray(scores[x]["test"], np.float64) for x in p["arms"]]
     n_seeds = [len(x) for x in a]
@@ -446,7 +452,7 @@ def evaluate_claim(claim: dict, scores: dict, metric: str) -> dict:
         stat = "P(A > B) (stratified bootstrap, expanded percentile interval)"
         n = min(n_seeds)
     v = S.verdict(r["ci"], p["direction"], p["null"], n)
-    note = _informativeness(p, a, r.get("per_seed"))
+    note = _informativeness(p, a, r.get("per_seed"), bounds)
     episodes = sorted({scores[x]["episodes"] for x in p["arms"]})
     return {"id": claim.get("id"), "claim": claim["claim"], "paper": claim["paper"], "where": claim.get("where"),
             "metric": metric, "statistic": stat, "estimate": r["estimate"], "ci": r["ci"], "null": p["null"],
@@ -454,14 +460,24 @@ def evaluate_claim(claim: dict, scores: dict, metric: str) -> dict:
             "verdict": v, "note": note, "per_seed": r.get("per_seed")}
 
 
-def _informativeness(p: dict, arms: list[np.ndarray], paired: list[float] | None) -> str | None:
-    """A computed remark when the data cannot separate the arms at all."""
+def _informativeness(p: dict, arms: list[np.ndarray], paired: list[float] | None, bounds=None) -> str | None:
+    """A computed remark when the data could not separate the arms: identical scores, or most runs
+    of every arm at a bound of the metric (``metric.bounds``: a task solved by all, or by none)."""
     vals = np.concatenate(arms)
     if vals.size and np.all(vals == vals[0]) and p["form"] != "threshold":
         return (f"uninformative: every run of {' and '.join(p['arms'])} scored {vals[0]:g}; the metric cannot separate "
                 "them at this budget")
     if paired is not None and len(paired) and np.all(np.asarray(paired) == 0):
         return "uninformative: both arms scored exactly the same on every seed (the same test episodes, the same returns)"
+    if bounds is not None and p["form"] != "threshold":
+        lo, hi = (float(b) for b in bounds)
+        tol = 1e-6 * max(hi - lo, 1.0)
+        for b, what in ((hi, "ceiling"), (lo, "floor")):
+            at = [int(np.sum(np.abs(x - b) <= tol)) for x in arms]
+            if all(k * 2 > len(x) for k, x in zip(at, arms)):
+                counts = " and ".join(f"{k} of {len(x)} runs of {a}" for k, x, a in zip(at, arms, p["arms"]))
+                return (f"uninformative: {counts} sit at the metric's {what} ({b:g}); at this budget the task "
+                        "cannot separate the arms")
     return None
 
 
@@ -476,7 +492,9 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
         m = c.get("metric", metric)
         if m not in by_metric:
             by_metric[m] = arm_scores(study, out, m)
-    claims = [evaluate_claim(c, by_metric[c.get("metric", metric)], c.get("metric", metric)) for c in study["claims"]]
+    bounds = study["metric"].get("bounds")
+    claims = [evaluate_claim(c, by_metric[c.get("metric", metric)], c.get("metric", metric), bounds)
+              for c in study["claims"]]
     arms = {}
     for name, sc in scores.items():
         t = np.asarray(sc["test"], np.float64)

@@ -70,27 +70,38 @@ def test_puzzle_noisy_dataset_carries_button_states_and_relabels_from_them(tmp_p
 
 def test_host_evaluator_slices_episodes_and_keeps_their_order():
     """With fewer envs allowed than episodes, slices of episodes run one after another: every
-    (run, weight, episode) is played once from the same start state for every run and weight, and
-    the results land in their own slot."""
+    (run, weight, episode) is played once, from its run's own reset seed for that episode, the same
+    for every weight of the run, and the results land in their own slot."""
+    import jax
+
     from envs.ogbench import HostEvaluator
 
     env = make("ogbench_cube_single")
     ev = HostEvaluator(env, max_envs=4)  # R·W = 4: one episode per slice, 3 slices
-    seen = []
+    seen, keys = [], []
 
-    def act(obs, key):  # [R, W, E_wave, D]: a different constant push per run and weight, logged
+    def act(obs, k):  # [R, W, E_wave, D]: a different constant push per run and weight, logged
         seen.append(obs[..., 0].copy())
+        keys.append(np.asarray(k))
         r = np.arange(obs.shape[0])[:, None, None, None]
         w = np.arange(obs.shape[1])[None, :, None, None]
         return np.broadcast_to(np.tanh(0.3 * (r - w) + 0.1), obs.shape[:3] + (5,)).copy()
 
-    ret, succ = ev.run(act, (2, 2, 3), 1, seed=5)
+    policy_keys = np.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+    ret, succ = ev.run(act, (2, 2, 3), 1, np.array([[11, 12, 13], [11, 12, 13]]), policy_keys)
     assert ret.shape == (2, 2, 3) and ev.steps == 2 * 2 * 3 * env.max_episode_steps and not succ.any()
     assert np.all(ret == -env.max_episode_steps)  # −1 per step until success, which never comes
     firsts = [seen[k * env.max_episode_steps] for k in range(3)]  # each slice's first observations
     for f in firsts:
-        assert f.shape == (2, 2, 1) and np.all(f == f[0, 0, 0])  # same start for every run and weight
+        assert f.shape == (2, 2, 1) and np.all(f == f[0, 0, 0])  # the same reset seeds: the same start
+    assert not np.array_equal(firsts[0], firsts[1])  # another episode, another start
+    assert keys[0].shape == (2, 2) and not np.array_equal(keys[0][0], keys[0][1])  # each run its own key
+    assert not np.array_equal(keys[0], keys[1])  # a fresh key per decision
     assert len(ev._pool) == 4  # never more envs than allowed
+    seen.clear()
+    ev.run(act, (2, 2, 1), 1, np.array([[11], [99]]), policy_keys)  # runs with their own reset seeds
+    f = seen[0]
+    assert f[0, 0, 0] == f[0, 1, 0] and f[1, 0, 0] == f[1, 1, 0] and f[0, 0, 0] != f[1, 0, 0]
 
 
 def test_qgf_and_fql_on_an_ogbench_task_through_the_console_script(cube):

@@ -182,6 +182,7 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     # the protagonist sees the temperature of its other evaluations (the curriculum's current mean), not 0
     (t,) = g["fresh_adversary_temperature"]
     assert min(temps) * 0.5 <= t <= 0.05 + 1e-6 and t > 0
+    _robustness_cells_and_modes_share_the_runs_episodes(tmp_path / "r")
     # the paper's absolute axes are torso mass x friction: cartpole has no torso, one line says so
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--absolute"], cwd=tmp_path,
                        capture_output=True, text=True)
@@ -322,3 +323,26 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
     pushes = np.abs(np.asarray(s.buffer.action[:n, algo.act_dim:])).max(-1)
     assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1]) + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
     assert float(algo.eval_temperature(s)) == 1.0  # evaluation: the full budget
+
+
+def _robustness_cells_and_modes_share_the_runs_episodes(run_dir):
+    """Every cell and mode of a run plays the same test episodes, drawn from the run's own key (a
+    spy in place of the episode runner reports the key it gets)."""
+    import purejaxrl.robustness as rb
+    from purejaxrl import evalkeys
+    from purejaxrl.evaluate import load_run
+
+    def spy(venv, act, key, prepare=None):
+        return jnp.full((2,), jax.random.uniform(key))
+
+    orig = rb.greedy_episode_returns
+    rb.greedy_episode_returns = spy
+    try:
+        res = rb.robustness(run_dir, np.array([0.5, 1.0], np.float32), np.array([0.5, 1.5], np.float32), episodes=2)
+    finally:
+        rb.greedy_episode_returns = orig
+    _, state, *_ = load_run(run_dir)
+    want = float(jax.random.uniform(evalkeys.stream(state.eval_rng, "test", 0)))
+    for mode in ("no_adversary", "trained_adversary"):
+        np.testing.assert_allclose(res["returns"][mode], np.full((1, 2, 2), want), rtol=1e-6)
+    np.testing.assert_array_equal(state.eval_rng, evalkeys.for_seed(0))

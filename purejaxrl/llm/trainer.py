@@ -261,6 +261,7 @@ def make_eval(task: Task, cfg: ModelConfig, num_prompts: int, key: jax.Array):
             out["best_answer_prob"] = jnp.exp((lp * (batch.answers != PAD)).sum(1)).mean()
         return out
 
+    evaluate.batch = batch  # the held-out prompts (for inspection)
     return evaluate
 
 

@@ -1,0 +1,169 @@
+"""``purejaxrl reproduce``: study files checked before anything runs, verdicts computed from files
+(hand-checked), selection on validation and reporting on test, the smoke tier of every shipped
+study, the console script from an empty folder, and the README in step with the recorded reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as st
+
+from purejaxrl import reproduce as R
+from purejaxrl.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _study(tmp_path, **changes) -> dict:
+    s = {"title": "toy", "paper": {"cite": "A. Author. A paper. 2026"}, "kind": "train", "base": ["algo=pqn"],
+         "arms": {"a": {"overrides": ["algo.lr=0.001"]}, "b": {"overrides": ["algo.lr=0.002"]},
+                  "c": {"overrides": ["algo.lr=0.003"]}, "best": {"choose": ["a", "b"]}},
+         "metric": {"name": "return", "bounds": [0, 500]}, "tiers": {"smoke": {"seeds": 4}},
+         "claims": [{"claim": "effect(a, b) > 0", "paper": "a beats b"},
+                    {"claim": "mean(a) > 100", "paper": "a reaches 100"},
+                    {"claim": "iqm(a) > iqm(c)", "paper": "a beats c"},
+                    {"claim": "P(best > c) > 0.5", "paper": "the chosen one beats c"}]}
+    s.update(changes)
+    f = tmp_path / "toy.yaml"
+    f.write_text(yaml.safe_dump(s, sort_keys=False))
+    return R.load_study(str(f))
+
+
+def _write_evals(out: Path, scores: dict) -> None:
+    """Evaluation files as ``reproduce`` writes them: ``{arm: {split: [per seed]}}``."""
+    (out / "evals").mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps({"study": "toy", "tier": "smoke", "seeds": 4}))
+    for arm, splits in scores.items():
+        for split, vals in splits.items():
+            per_run = [{"run": i, "seed": i, "mean_return": v, "std_return": 0.0} for i, v in enumerate(vals)]
+            (out / "evals" / f"{arm}_{split}.json").write_text(json.dumps(
+                {"per_run": per_run, "mean": float(np.mean(vals)), "split": split, "index": 0, "episodes_per_run": 8}))
+
+
+def test_claim_grammar():
+    assert R.parse_claim("effect(x, y) > 0") == {"form": "effect", "arms": ["x", "y"], "direction": ">", "null": 0.0}
+    assert R.parse_claim("effect(nash_mp_k4, sppo_k8) > -0.02")["null"] == -0.02
+    assert R.parse_claim("mean(dpo_flip:0.2) < 475")["null"] == 475.0
+    assert R.parse_claim("median(a@3e-4) > median(b)")["statistic"] == "median"
+    assert R.parse_claim("P(a > b) < 0.5")["direction"] == "<"
+    for bad in ("a beats b", "effect(a) > 0", "iqm(a) > mean(b)"):
+        with pytest.raises(ConfigError):
+            R.parse_claim(bad)
+
+
+def test_study_file_errors_are_one_line_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="names arm 'zz'"):
+        _study(tmp_path, claims=[{"claim": "effect(a, zz) > 0", "paper": "x"}])
+    with pytest.raises(ConfigError, match="is not one of"):
+        _study(tmp_path, claims=[{"claim": "a is better", "paper": "x"}])
+    with pytest.raises(ConfigError, match="tiers must"):
+        _study(tmp_path, tiers={"cpu": {"seeds": 2}})
+    with pytest.raises(ConfigError, match="choose must list"):
+        _study(tmp_path, arms={"a": {}, "best": {"choose": ["a", "nope"]}})
+    with pytest.raises(ConfigError, match="metric.bounds"):
+        _study(tmp_path, metric={"name": "return", "bounds": [5, 1]})
+    with pytest.raises(ConfigError, match="unknown"):
+        R.load_study("no_such_study")
+    for name in R.list_studies():  # every shipped study is valid
+        R.load_study(name)
+
+
+def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
+    study = _study(tmp_path)
+    out = tmp_path / "out"
+    a = [300.0, 320.0, 310.0, 330.0]
+    b = [290.0, 300.0, 305.0, 310.0]
+    c = [100.0, 120.0, 110.0, 500.0]
+    # validation ranks b above a; test ranks a above b: the chosen arm is b, reported on test
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": a}, "b": {"validation": [2.0] * 4, "test": b},
+                       "c": {"validation": [0.0] * 4, "test": c}})
+    rep = R.make_report(study, out, "smoke")
+    cl = {c_["claim"]: c_ for c_ in rep["claims"]}
+    d = np.array(a) - np.array(b)
+    e = cl["effect(a, b) > 0"]
+    assert e["estimate"] == pytest.approx(d.mean())
+    np.testing.assert_allclose(e["ci"], st.t.interval(0.95, 3, loc=d.mean(), scale=st.sem(d)))
+    assert e["verdict"] == "supported"  # the interval [4.7, 23.8] excludes 0 on the claimed side
+    m = cl["mean(a) > 100"]
+    assert m["estimate"] == pytest.approx(315.0) and m["verdict"] == "supported" and m["null"] == 100.0
+    assert cl["iqm(a) > iqm(c)"]["estimate"] == pytest.approx(np.mean([310, 320]) - np.mean([110, 120]))
+    assert rep["arms"]["best"]["chosen"] == "b" and rep["arms"]["best"]["test"] == b
+    assert rep["arms"]["best"]["validation_means"] == {"a": 1.0, "b": 2.0}
+    p = cl["P(best > c) > 0.5"]
+    assert p["estimate"] == pytest.approx(12 / 16)  # b beats 3 of c's 4 runs, each of its 4 runs
+    assert p["seeds"] == 4 and p["episodes_per_seed"] == 8
+    md = (out / "report.md").read_text()
+    assert "**supported**" in md and "→ b (on validation)" in md
+    for f in ("report.json", "aggregate.png", "profile.png", "improvement.png"):
+        assert (out / f).exists()
+    # the other way round, and a difference the data cannot resolve
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": b}, "b": {"validation": [2.0] * 4, "test": a}})
+    assert R.make_report(study, out, "smoke")["claims"][0]["verdict"] == "contradicted"
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [1.0, 3.0, 2.0, 2.0]},
+                       "b": {"validation": [2.0] * 4, "test": [2.0, 2.0, 1.0, 3.0]}})
+    assert R.make_report(study, out, "smoke")["claims"][0]["verdict"] == "inconclusive at 4 seeds"
+    # most runs of both arms at the metric's ceiling: said, not hidden
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [500.0, 500.0, 500.0, 480.0]},
+                       "b": {"validation": [2.0] * 4, "test": [500.0, 500.0, 470.0, 500.0]}})
+    note = R.make_report(study, out, "smoke")["claims"][0]["note"]
+    assert "3 of 4 runs of a and 3 of 4 runs of b sit at the metric's ceiling (500)" in note
+
+
+def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
+    study = _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["a", "b"]}, "cpu": {"seeds": 8}})
+    small = R.for_tier(study, "smoke")
+    assert set(small["arms"]) == {"a", "b", "best"}  # a chosen arm comes along when its candidates do
+    assert [c["claim"] for c in small["claims"]] == ["effect(a, b) > 0", "mean(a) > 100"]
+    assert len(small["claims_not_run"]) == 2
+    assert R.for_tier(study, "cpu") is study
+
+
+@pytest.mark.parametrize("name", R.list_studies())
+def test_smoke_tier_of_every_shipped_study(name, tmp_path):
+    """Tiny budgets: the verdicts may be inconclusive; the mechanics may not fail."""
+    rep = R.run_study(R.load_study(name), "smoke", out=tmp_path / name, log=lambda *_: None)
+    assert rep["claims"] and all(c["verdict"] in ("supported", "contradicted") or c["verdict"].startswith("inconclusive")
+                                 for c in rep["claims"])
+    for arm in rep["arms"].values():
+        assert len(arm["test"]) == len(arm["seeds"]) == rep["seeds"]
+    text = (tmp_path / name / "report.md").read_text()
+    assert "| claim | the paper says |" in text and (tmp_path / name / "aggregate.png").exists()
+    kept = list((tmp_path / name / "runs").rglob("evaluations.jsonl"))
+    assert kept and all(f.stat().st_size > 0 for f in kept)
+
+
+def test_console_script_from_an_empty_folder(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "purejaxrl", "reproduce", *a], cwd=tmp_path,  # noqa: E731
+                                    capture_output=True, text=True)
+    r = run("pqn_cartpole", "--tier", "smoke")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "reproduce" / "pqn_cartpole" / "smoke"
+    assert "verdict" in r.stdout and (out / "report.md").exists()
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    r = run("pqn_cartpole", "--tier", "smoke")  # nothing saved is lost
+    assert r.returncode == 2 and "--reuse" in r.stderr and "Traceback" not in r.stderr
+    r = run("pqn_cartpole", "--tier", "smoke", "--reuse")  # finished runs are reused, not retrained
+    assert r.returncode == 0, r.stderr
+    assert "training" not in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    r = run("nonesuch")
+    assert r.returncode == 2 and "valid: llm_cold_start" in r.stderr
+    r = run("--list")
+    assert r.returncode == 0 and "pqn_cartpole" in r.stdout
+
+
+def test_readme_tables_are_the_recorded_reports():
+    """Every ``<!-- reproduce:NAME -->`` block of the README is the table generated from
+    ``benchmarks/results/reproduce/NAME/report.json`` (``purejaxrl reproduce --readme README.md``
+    rewrites them)."""
+    readme = ROOT / "README.md"
+    results = ROOT / "benchmarks" / "results" / "reproduce"
+    names = R.readme_blocks(readme.read_text())
+    assert set(names) == {p.name for p in results.iterdir() if (p / "report.json").exists()}
+    assert R.sync_readme(readme, results, check=True) == []
