@@ -255,8 +255,7 @@ def run_study(study: dict, tier: str, seeds: int | None = None, out: str | Path 
     else:
         _run_llm(study, spec, out, log)
     report = make_report(study, out, tier)
-    report["wall_seconds_this_call"] = time.time() - t0
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    log(f"[{study['study']}] {time.time() - t0:.0f} s for this call; report in {out / 'report.md'}")
     return report
 
 
@@ -267,7 +266,7 @@ def _check_configs(study: dict, spec: dict) -> None:
     for run, arms in _runs(study).items():
         over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
         if study["kind"] == "train":
-            cfg = compose(over + [f"num_seeds={spec['seeds']}", "seed=0"])
+            cfg = compose(_train_overrides(study, spec, run))
             validate(cfg)
             for a in arms:
                 ev = (study["arms"][a] or {}).get("eval")
@@ -293,6 +292,19 @@ def _done(run_dir: Path) -> bool:
     return s.exists() and json.loads(s.read_text()).get("completed", True)
 
 
+LLM_RUN_ONLY = ("run_dir", "resume", "progress", "compilation_cache", "init_from")  # not what a run computes
+
+
+def _check_reused(run_dir: Path, saved_part: dict, now_part: dict) -> None:
+    """A finished run is reused only if it was made with the settings the study asks for now."""
+    from purejaxrl.config import first_difference
+
+    diff = first_difference(saved_part, now_part)
+    if diff:
+        raise ConfigError(f"{run_dir} was run with other settings than the study now asks for ({diff}); "
+                          "choose another --out, or delete that run to redo it")
+
+
 def _run_train(study: dict, spec: dict, out: Path, log) -> None:
     from purejaxrl.checkpoint import Checkpointer
     from purejaxrl.config import compose
@@ -304,9 +316,13 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
     (out / "evals").mkdir(exist_ok=True)
     for run, arms in _runs(study).items():
         d = out / "runs" / run
-        over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
-        cfg = compose(over + [f"num_seeds={n}", "seed=0"])
-        if not _done(d):
+        over = _train_overrides(study, spec, run)
+        cfg = compose(over)
+        if _done(d):
+            from purejaxrl.config import identity
+
+            _check_reused(d, identity(yaml.safe_load((d / "config.yaml").read_text())), identity(cfg))
+        else:
             resuming = Checkpointer.exists(d / "checkpoints")
             log(f"[{study['study']}] {'resuming' if resuming else 'training'} {run} ({n} seeds): {' '.join(over) or 'defaults'}")
             train({**cfg, "resume": resuming}, d, progress=False, overrides=over)
@@ -319,6 +335,13 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
                 ev = evaluate_run(d, episodes, split, 0, (study["arms"][arm] or {}).get("eval"), write=False)
                 f.write_text(json.dumps(ev, indent=1))
         log(f"[{study['study']}] {run}: evaluated {', '.join(arms)} on {episodes} validation and test episodes per seed")
+
+
+def _train_overrides(study: dict, spec: dict, run: str) -> list[str]:
+    """A train run's overrides: the study's, the tier's, its seeds (``seed=0`` and up, vmapped in one
+    program), then the arm's own (which may move its seeds, e.g. ``seed=100`` for a fresh set)."""
+    return [*study.get("base", []), *spec["overrides"], f"num_seeds={spec['seeds']}", "seed=0",
+            *(study["arms"][run] or {}).get("overrides", [])]
 
 
 def _run_llm(study: dict, spec: dict, out: Path, log) -> None:
@@ -341,8 +364,14 @@ def _run_llm(study: dict, spec: dict, out: Path, log) -> None:
 def _one_llm(run_llm, d: Path, over: list[str], log, what: str) -> None:
     from purejaxrl.checkpoint import Checkpointer
 
-    if not (d / "summary.json").exists():
-        cfg = _compose_llm(over)
+    cfg = _compose_llm(over)
+    if (d / "summary.json").exists():
+        saved = yaml.safe_load((d / "config.yaml").read_text())
+        drop = lambda c: {k: v for k, v in c.items() if k not in LLM_RUN_ONLY}  # noqa: E731
+        from purejaxrl.llm.run import with_defaults
+
+        _check_reused(d, drop(saved), drop(with_defaults(cfg)))
+    else:
         resuming = Checkpointer.exists(d / "checkpoints")
         log(f"{'resuming' if resuming else 'running'} llm {what}: {' '.join(over)}")
         run_llm({**cfg, "resume": resuming, "progress": False}, d, overrides=over)
@@ -516,10 +545,82 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
               "tier_overrides": spec.get("overrides", []), "arms": arms, "claims": claims,
               "claims_not_run": [c["claim"] for c in study.get("claims_not_run", [])],
               "command": f"purejaxrl reproduce {study['study']} --tier {tier}"}
+    report["compute_seconds"] = compute_seconds(study, out)
+    report["curves"] = plot_curves(study, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report_markdown(report))
     plot_report(report, out)
     return report
+
+
+def compute_seconds(study: dict, out: Path) -> float:
+    """Compile plus run time of every run of the study (from the runs' ``summary.json``; setup runs
+    included), on whatever machine ran them."""
+    total = 0.0
+    for f in (out / "runs").rglob("summary.json"):
+        sm = json.loads(f.read_text())
+        if "run_seconds" in sm:
+            total += float(sm.get("run_seconds") or 0) + float(sm.get("compile_seconds") or 0)
+        else:
+            total += float(sm.get("seconds_per_iteration") or 0) * int(sm.get("iterations") or 0)
+            total += float(sm.get("compile_seconds") or 0)
+    return total
+
+
+def learning_curves(study: dict, out: Path) -> dict:
+    """``arm -> (x, [seeds, points])`` from the runs' ``evaluations.jsonl``: the greedy tests during
+    training (``eval_return`` over env steps) or the held-out metric over iterations (llm)."""
+    metric = "eval_return" if study["kind"] == "train" else study["metric"]["name"]
+    curves = {}
+    for run, arms in _runs(study).items():
+        d = out / "runs" / run
+        files = [d / "evaluations.jsonl"] if study["kind"] == "train" else sorted(d.glob("seed*/evaluations.jsonl"))
+        per_seed: dict = {}
+        for i, f in enumerate(files):
+            if not f.exists():
+                continue
+            for line in f.read_text().splitlines():
+                r = json.loads(line) if line else {}
+                if r.get(metric) is None:
+                    continue
+                key = r.get("seed", i) if study["kind"] == "train" else i
+                x = r.get("env_steps") if study["kind"] == "train" else r.get("update", 0) + 1
+                per_seed.setdefault(key, {})[x] = r[metric]
+        if not per_seed:
+            continue
+        xs = sorted(set.intersection(*[set(v) for v in per_seed.values()]))
+        ys = np.array([[per_seed[k][x] for x in xs] for k in sorted(per_seed)], np.float64)
+        for arm in arms:
+            if not (study["arms"][arm] or {}).get("eval"):  # evaluation-only arms share the run's curve
+                curves[arm] = (np.asarray(xs), ys)
+    return curves
+
+
+def plot_curves(study: dict, out: Path) -> str | None:
+    """``curves.png``: mean and 95% interval over seeds of each arm's learning curve."""
+    curves = learning_curves(study, out)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for arm, (x, ys) in curves.items():
+        mean = ys.mean(0)
+        band = np.array([S.mean_interval(ys[:, j], method="t")["ci"] for j in range(ys.shape[1])]).T
+        line, = ax.plot(x, mean, label=f"{arm} ({ys.shape[0]} seeds)")
+        if ys.shape[0] > 1:
+            ax.fill_between(x, band[0], band[1], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("env steps" if study["kind"] == "train" else "iteration")
+    ax.set_ylabel("greedy return during training" if study["kind"] == "train" else study["metric"]["name"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    return "curves.png"
 
 
 def _digits(*xs) -> int:
@@ -583,7 +684,8 @@ def report_markdown(report: dict) -> str:
              "*supported* when the 95% interval excludes the null value in the paper's direction, *contradicted* "
              "when it excludes it the other way, else *inconclusive at n seeds*.", "",
              f"Metric: `{report['metric']['name']}` — {report['metric'].get('description', '')}. "
-             f"Seeds: {report['seeds']} (independent evaluation keys per seed; arms on a seed share theirs).", "",
+             f"Seeds: {report['seeds']} (independent evaluation keys per seed; arms on a seed share theirs). "
+             f"Compute: {report['compute_seconds'] / 60:.1f} min of compile and training over all runs.", "",
              "## Claims", "", claims_table(report)]
     if report.get("claims_not_run"):
         lines += [f"Not run at tier {report['tier']} (it runs a subset of the arms): "
@@ -601,6 +703,8 @@ def report_markdown(report: dict) -> str:
         lines.append(f"- `{c['claim']}`: {c['statistic']}, n = {c['seeds']} seeds"
                      + (f"; per seed {', '.join(_fmt(v) for v in c['per_seed'])}" if c.get("per_seed") else ""))
     lines += ["", "![aggregates](aggregate.png)", "", "![profiles](profile.png)", ""]
+    if report.get("curves"):
+        lines += ["![learning curves (mean and 95% t interval over seeds)](curves.png)", ""]
     if any(parse_claim(c["claim"])["form"] != "threshold" for c in report["claims"]):
         lines += ["![probability of improvement](improvement.png)", ""]
     return "\n".join(lines)
