@@ -101,11 +101,11 @@ def throughput(updates: int = 1000) -> dict:
             assert tr.updates_per_chunk == updates  # (host-evaluated: one chunk per evaluation, none inside)
             out["training"][f"{algo}_{seeds}_seeds"] = {"compile_seconds": comp,
                                                         "gradient_steps_per_second": updates * seeds / dt}
-    ev = evaluate_run(OUT / "cube_single" / "qgf", 8, 7, ["algo.guidance_weights=[0,0.03]"])
+    ev = evaluate_run(OUT / "cube_single" / "qgf", 8, "test", 1, ["algo.guidance_weights=[0,0.03]"], write=False)
     from purejaxrl.evaluate import load_run  # the evaluator's own counters, from a fresh load
 
     algo, state, *_ = load_run(OUT / "cube_single" / "qgf", {"guidance_weights": [0.0, 0.03]})
-    algo.host_evaluate_weights(state, True, 8, 7)
+    algo.host_evaluate_weights(state, True, 8, "test", 1)
     out["evaluation"] = {"env": "ogbench_cube_single", "runs_x_weights_x_episodes": [3, 2, 8],
                          "env_steps_per_second": algo.eval_env_steps / algo.eval_seconds,
                          "success_w0.03": ev["per_weight"][1]["success_rate"]}
@@ -152,9 +152,9 @@ def main() -> None:
     results = {"setup": s, "seeds": a.seeds, "updates": a.updates, "episodes_per_seed": a.episodes, "methods": {}}
     for name, overrides in (("qgf", [w_list, "algo.guidance=denoised"]), ("qfql", [w_list, "algo.guidance=noisy"]),
                             ("best_of_n", ["algo.guidance=best_of_n", "algo.guidance_weights=[0]"])):
-        ev = evaluate_run(root / "qgf", a.episodes, 123, overrides)
+        ev = evaluate_run(root / "qgf", a.episodes, "test", 0, overrides, write=False)
         results["methods"][name] = ev["per_weight"]
-    ev = evaluate_run(root / "fql", a.episodes, 123)
+    ev = evaluate_run(root / "fql", a.episodes, "test", 0, write=False)
     results["methods"]["fql"] = ev["per_weight"]
     results["training"] = {k: {"gradient_steps_per_second": v.get("gradient_steps_per_second"),
                                "compile_seconds": v["compile_seconds"], "run_seconds": v["run_seconds"],

@@ -207,12 +207,14 @@ def generate(task_name: str, kind: str, episodes: int, episode_length: int, seed
 class HostEvaluator:
     """Runs ``R × W × E`` single-task episodes (runs × guidance weights × episodes): the envs of
     all runs and weights for a slice of episodes step in lockstep, one jitted call of
-    ``act(obs [R, W, E_wave, obs_dim], key) -> [R, W, E_wave, H·A]`` per decision (action chunks
-    executed open-loop), the slices one after another so that at most ``max_envs`` MuJoCo envs
-    (~150 MB each) are alive (more only when ``R·W`` alone exceeds it).  Episode ``e`` of run ``r``
-    starts from ``reset_seeds[r, e]`` for every weight, and the policy's noise comes from run ``r``'s
-    own key, the same for every weight: runs (seeds) are independent, weights are compared on the
-    same draws.  Returns each episode's return and success."""
+    ``act(obs [R, W, E_wave, obs_dim], keys [R, E_wave, 2]) -> [R, W, E_wave, H·A]`` per decision
+    (action chunks executed open-loop), the slices one after another so that at most ``max_envs``
+    MuJoCo envs (~150 MB each) are alive (more only when ``R·W`` alone exceeds it).  Episode ``e``
+    of run ``r`` starts from ``reset_seeds[r, e]`` and its policy noise at decision ``t`` is
+    ``fold_in(fold_in(policy_keys[r], e), t)``, the same for every weight and whatever the slicing
+    (so however many runs and weights share the evaluation): runs (seeds) are independent, weights
+    and other arms on the same seed are compared on the same draws.  Returns each episode's return
+    and success."""
 
     def __init__(self, env: OGBenchEnv, max_envs: int = 32):
         self.env = env
@@ -231,7 +233,7 @@ class HostEvaluator:
 
     def run(self, act, shape: tuple[int, int, int], chunk: int, reset_seeds: np.ndarray,
             policy_keys) -> tuple[np.ndarray, np.ndarray]:
-        """``act(obs [R, W, E_wave, D], keys [R, 2]) -> [R, W, E_wave, H·A]``; ``reset_seeds``
+        """``act(obs [R, W, E_wave, D], keys [R, E_wave, 2]) -> [R, W, E_wave, H·A]``; ``reset_seeds``
         ``[R, E]`` integers, ``policy_keys`` ``[R, 2]`` (one PRNG key per run)."""
         import jax
         import jax.numpy as jnp
@@ -239,14 +241,17 @@ class HostEvaluator:
         R, W, E = shape
         reset_seeds = np.asarray(reset_seeds).reshape(R, E)
         policy_keys = jnp.asarray(policy_keys).reshape(R, -1)
-        fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+        # key of (run r, episode e, decision t) = fold_in(fold_in(policy_keys[r], e), t)
+        episode_keys = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None)))
+        fold = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None)))
         ew = self.wave(R, W, E)
         envs = self.envs(R * W * ew)
         A = int(np.prod(self.env.action_space.shape))
         ret, succ = np.zeros((R, W, E), np.float32), np.zeros((R, W, E), np.float32)
         for e0 in range(0, E, ew):
-            slice_keys = fold(policy_keys, e0)
             eps = list(range(e0, min(e0 + ew, E)))
+            slot_eps = np.array([eps[min(j, len(eps) - 1)] for j in range(ew)])  # empty slots repeat the last
+            slice_keys = episode_keys(policy_keys, jnp.asarray(slot_eps))  # [R, E_wave, 2]
             # env j of the slice plays episode eps[j % ew] of run j // (W·ew), weight (j // ew) % W
             live = np.array([(j % ew) < len(eps) for j in range(len(envs))])
             obs = np.zeros((len(envs),) + tuple(self.env.observation_shape), np.float32)

@@ -110,10 +110,12 @@ class Checkpointer:
                else "start a new run_dir")
         return ConfigError(f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {first}); {fix}")
 
-    def restore(self, abstract_state: Any, identity: dict, step: int | None = None, ignore: tuple = ()) -> tuple[Any, dict]:
+    def restore(self, abstract_state: Any, identity: dict, step: int | None = None, ignore: tuple = (),
+                eval_rng: Any = None) -> tuple[Any, dict]:
         """Restore the state after checking that the checkpoint was written by a config with the same
         identity, apart from the ``ignore`` keys (raises :class:`ConfigError` naming the first
-        differing field otherwise)."""
+        differing field otherwise).  ``eval_rng``: the runs' evaluation keys (a function of their
+        seeds), filled in when the checkpoint predates them in the state."""
         step = self.latest_step() if step is None else step
         meta = self.read_meta(step)
         drop = lambda d: {k: v for k, v in d.items() if k not in ignore} if isinstance(d, dict) else d  # noqa: E731
@@ -128,7 +130,9 @@ class Checkpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_fill_empty(_placed(abstract_state))))
             )
         except Exception as e:  # noqa: BLE001 - corrupted files, or a state of another shape
-            raise self._unreadable(step, e) from e
+            restored = self._restore_without_eval_rng(step, abstract_state, eval_rng)
+            if restored is None:
+                raise self._unreadable(step, e) from e
         def put_back(a, r):
             if not _empty(a):
                 return r
@@ -137,6 +141,25 @@ class Checkpointer:
 
         state = jax.tree.map(put_back, abstract_state, restored["state"])
         return state, meta
+
+    def _restore_without_eval_rng(self, step, abstract_state, eval_rng):
+        """A checkpoint written before the state kept its evaluation key: everything else restored,
+        ``eval_rng`` (a function of each run's seed) filled in; None if that does not fit either."""
+        if eval_rng is None or not hasattr(abstract_state, "eval_rng"):
+            return None
+        item = _fill_empty(_placed(abstract_state.replace(eval_rng=None)))
+        mngr = ocp.CheckpointManager(self.directory)  # its own handler registry: the state read as a partial pytree
+        try:
+            restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=item, partial_restore=True)))
+        except Exception:  # noqa: BLE001 - another kind of mismatch: reported as unreadable
+            return None
+        finally:
+            mngr.close()
+        target = getattr(abstract_state.eval_rng, "sharding", None)
+        fill = jax.device_put(eval_rng, target) if target is not None else eval_rng
+        print(f"note: {self.directory / str(step)} predates evaluation keys in the state; they were derived from the "
+              "runs' seeds")
+        return {"state": restored["state"].replace(eval_rng=fill)}
 
     def restore_subtree(self, key: str, template: Any, step: int | None = None) -> Any:
         """Restore only ``state[key]`` (e.g. the parameters of an earlier run, to start a new one)."""

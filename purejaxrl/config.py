@@ -55,6 +55,14 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def read_yaml(path: Path, fix: str = ""):
+    """A YAML file's content; a file that does not parse is one :class:`ConfigError` line (+ ``fix``)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}){'; ' + fix if fix else ''}") from e
+
+
 def _load_yaml(path: Path) -> dict:
     from omegaconf import OmegaConf  # its YAML loader reads 1e-4 as a float, as Hydra does
 

@@ -13,7 +13,7 @@ import yaml
 
 from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, argument_parser, identity, run_grid, validate
+from purejaxrl.config import ConfigError, argument_parser, identity, read_yaml, run_grid, validate
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 
@@ -44,10 +44,7 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the run_dir of a purejaxrl train run")
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path} is not valid YAML ({str(e).splitlines()[0]}); restore it from the run's overrides") from e
+    cfg = read_yaml(cfg_path, "restore it from the run's overrides")
     if not isinstance(cfg, dict) or "algo" not in cfg:
         raise ConfigError(f"{cfg_path} is not a purejaxrl train config (llm runs have no greedy evaluation)")
     if not Checkpointer.exists(run_dir / "checkpoints"):
@@ -73,7 +70,8 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:
         # the policy is what was trained; the dataset it was trained on does not matter to evaluation
-        state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg), ignore=("dataset",))
+        state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg), ignore=("dataset",),
+                                eval_rng=trainer.eval_keys(keys))
     finally:
         ckpt.close()
     if ev_cfg is not cfg:  # the trained state, evaluated with other evaluation-only settings

@@ -88,7 +88,8 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
     if resuming:
         ckpt = Checkpointer(ckpt_dir)
         try:
-            state, meta = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg))
+            state, meta = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg),
+                                       eval_rng=trainer.eval_keys(keys))
         finally:
             ckpt.close()
         start, prior_seconds = int(meta["update"]), float(meta.get("run_seconds", 0.0))

@@ -16,7 +16,10 @@ it the other way, else *inconclusive at n seeds*.  Nothing in ``report.md`` is t
 
 An arm may be chosen rather than run: ``{choose: [a1, a2, ...]}`` takes the candidate with the best
 mean on *validation* episodes and reports its *test* episodes, which are another stream of every
-run's own evaluation key (:mod:`purejaxrl.evalkeys`).
+run's own evaluation key (:mod:`purejaxrl.evalkeys`).  Both streams are played by the same trained
+runs, so choosing this way removes the optimism of picking on the reported episodes but not the
+luck of the training seeds: a confirmatory figure is the choice run again on fresh seeds (an arm
+with ``seed=100``, as ``pqn_cartpole``'s 1e5-step arms).
 
 Runs are ordinary run directories under ``OUT/runs/`` (resumable; ``--reuse`` keeps the finished
 ones and resumes the others); evaluations go to ``OUT/evals/``; the report to ``OUT/report.md``,
@@ -25,6 +28,7 @@ ones and resumes the others); evaluations go to ``OUT/evals/``; the report to ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -36,14 +40,14 @@ import numpy as np
 import yaml
 
 from purejaxrl import stats as S
-from purejaxrl.config import CONF_DIR, ConfigError, argument_parser
+from purejaxrl.config import CONF_DIR, ConfigError, argument_parser, read_yaml
 
 STUDY_DIR = CONF_DIR / "reproduce"
 TIERS = ("smoke", "cpu", "gpu")
 KINDS = ("train", "llm")
 SPLITS = ("validation", "test")
 ARM = r"([A-Za-z0-9_.:@*+-]+)"
-NUM = r"(-?[0-9][0-9_.eE+-]*)"
+NUM = r"(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 CLAIM_FORMS = {
     "effect": re.compile(rf"^effect\(\s*{ARM}\s*,\s*{ARM}\s*\)\s*([<>])\s*{NUM}$"),
     "threshold": re.compile(rf"^mean\(\s*{ARM}\s*\)\s*([<>])\s*{NUM}$"),
@@ -65,10 +69,7 @@ def load_study(name_or_path: str) -> dict:
         path = STUDY_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise ConfigError(f"study {name_or_path!r} is unknown (no {path}); valid: {', '.join(list_studies())}")
-    try:
-        study = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from e
+    study = read_yaml(path)
     if not isinstance(study, dict):
         raise ConfigError(f"{path} must be a mapping (study, title, paper, kind, arms, metric, tiers, claims)")
     study.setdefault("study", path.stem)
@@ -193,7 +194,7 @@ def for_tier(study: dict, tier: str) -> dict:
     """The study as ``tier`` runs it: a tier may run a subset of the arms (``tiers.<tier>.arms``, e.g.
     a smoke test of the mechanics); claims about arms it does not run are listed, not evaluated."""
     keep = study["tiers"].get(tier, {}).get("arms")
-    if not keep:
+    if not keep or "claims_not_run" in study:  # nothing to cut, or already cut
         return study
     arms = {k: v for k, v in study["arms"].items()
             if k in keep or ("choose" in (v or {}) and set(v["choose"]) <= set(keep))}
@@ -328,12 +329,15 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
             train({**cfg, "resume": resuming}, d, progress=False, overrides=over)
         keep_evaluation_rows(d)
         for arm in arms:
+            ev_over = (study["arms"][arm] or {}).get("eval") or []
+            source = {"run": run, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),
+                      "episodes": episodes, "eval": ev_over}
             for split in SPLITS:
                 f = out / "evals" / f"{arm}_{split}.json"
-                if f.exists():
-                    continue
-                ev = evaluate_run(d, episodes, split, 0, (study["arms"][arm] or {}).get("eval"), write=False)
-                f.write_text(json.dumps(ev, indent=1))
+                if f.exists() and json.loads(f.read_text()).get("source") == source:
+                    continue  # this run, these settings: already evaluated
+                ev = evaluate_run(d, episodes, split, 0, ev_over, write=False)
+                f.write_text(json.dumps({**ev, "source": source}, indent=1))
         log(f"[{study['study']}] {run}: evaluated {', '.join(arms)} on {episodes} validation and test episodes per seed")
 
 
@@ -405,14 +409,19 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
     """``arm -> {"seeds": [...], "validation": [...], "test": [...], "episodes": int}`` from the
     files of ``out`` for ``metric`` (default: the study's; chosen arms resolved on validation)."""
     metric = metric or study["metric"]["name"]
+    marker = out / "study.json"
+    n = json.loads(marker.read_text())["seeds"] if marker.exists() else None
     scores = {}
     for run, arms in _runs(study).items():
         for arm in arms:
-            scores[arm] = _train_scores(out, arm, metric) if study["kind"] == "train" else _llm_scores(out, run, metric)
+            scores[arm] = _train_scores(out, arm, metric) if study["kind"] == "train" else _llm_scores(out, run, metric, n)
     for name, arm in study["arms"].items():
         if "choose" in (arm or {}):
             cands = arm["choose"]
             val = {c: float(np.mean(scores[c]["validation"])) for c in cands}
+            if not all(np.isfinite(v) for v in val.values()):
+                raise ConfigError(f"arm {name} chooses on validation episodes, but {[c for c in cands if not np.isfinite(val[c])]} "
+                                  "have no validation score; rerun them with --reuse to evaluate them")
             best = max(cands, key=lambda c: val[c])  # ties: the first listed
             scores[name] = {**scores[best], "chosen": best, "validation_means": val}
     return scores
@@ -433,12 +442,17 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
         res[split] = [float(v) for v in vals]
         res["seeds"] = [int(r["seed"]) for r in ev["per_run"]]
         res["episodes"] = int(ev["episodes_per_run"])
+        if len(set(res["seeds"])) != len(res["seeds"]):
+            raise ConfigError(f"arm {arm}'s run holds several runs per seed (a vmap grid); a study arm is one "
+                              "configuration per seed: make each value its own arm")
     return res
 
 
-def _llm_scores(out: Path, run: str, metric: str) -> dict:
+def _llm_scores(out: Path, run: str, metric: str, n: int | None = None) -> dict:
     d = out / "runs" / run
     seeds = sorted((int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists()))
+    if n is not None:  # the seeds of this call's study, not leftovers of a larger earlier one
+        seeds = [s for s in seeds if s < n]
     if not seeds:
         raise ConfigError(f"{d} holds no finished seed: run the study (purejaxrl reproduce ... --reuse)")
     res = {"seeds": seeds, "validation": [], "test": []}
@@ -454,13 +468,18 @@ def _llm_scores(out: Path, run: str, metric: str) -> dict:
 
 
 # ================================================================ claims
+SIGN_TEST_SEEDS = 6  # 2^-6 < 0.025: seeds that all agree exactly are evidence only from this many
+
+
 def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
     p = parse_claim(claim["claim"])
     a = [np.asarray(scores[x]["test"], np.float64) for x in p["arms"]]
-    n_seeds = [len(x) for x in a]
+    notes = []
     if p["form"] == "effect":
         sa, sb = scores[p["arms"][0]]["seeds"], scores[p["arms"][1]]["seeds"]
         common = sorted(set(sa) & set(sb))
+        if len(common) < max(len(sa), len(sb)):
+            notes.append(f"paired on the {len(common)} seeds both arms ran ({len(sa)} and {len(sb)} in all)")
         x = np.array([a[0][sa.index(s)] for s in common])
         y = np.array([a[1][sb.index(s)] for s in common])
         r = S.paired_difference(x, y, method="t")
@@ -470,23 +489,39 @@ def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
     elif p["form"] == "threshold":
         r = S.mean_interval(a[0], method="t", null=p["null"])
         stat = f"mean (t interval), against {p['null']:g}"
-        n = n_seeds[0]
+        n = len(a[0])
     elif p["form"] == "aggregate":
         method = "t" if p["statistic"] == "mean" else "expanded"
         r = S.unpaired_difference(a[0], a[1], p["statistic"], method=method)
         stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({'Welch t' if method == 't' else 'stratified bootstrap, expanded percentile'} interval)"
-        n = min(n_seeds)
+        n = min(len(x) for x in a)
     else:
         r = S.probability_of_improvement_interval(a[0], a[1])
         stat = "P(A > B) (stratified bootstrap, expanded percentile interval)"
-        n = min(n_seeds)
+        n = min(len(x) for x in a)
     v = S.verdict(r["ci"], p["direction"], p["null"], n)
-    note = _informativeness(p, a, r.get("per_seed"), bounds)
+    decisive = not v.startswith("inconclusive")
+    bootstrap = p["form"] == "improvement" or (p["form"] == "aggregate" and p["statistic"] != "mean")
+    if decisive and bootstrap and n < S.MIN_BOOTSTRAP_RUNS:
+        v, decisive = f"inconclusive at {n} seeds", False
+        notes.append(f"a bootstrap interval needs {S.MIN_BOOTSTRAP_RUNS} or more runs per arm to cover 95% (below that "
+                     "it is little wider than the runs' range); a paired effect(A, B) uses a t interval")
+    if decisive and r["ci"][0] == r["ci"][1] and n < SIGN_TEST_SEEDS:
+        v, decisive = f"inconclusive at {n} seeds", False
+        notes.append(f"every seed gives exactly the same value, so the t interval has no width; with fewer than "
+                     f"{SIGN_TEST_SEEDS} seeds that agreement alone is not evidence (sign test)")
+    missing = int(sum(np.isnan(x).sum() for x in a))
+    if missing:
+        notes.append(f"{missing} run(s) have no score (NaN: diverged or not evaluated)")
+    if not decisive:
+        info = _informativeness(p, a, r.get("per_seed"), bounds)
+        if info:
+            notes.append(info)
     episodes = sorted({scores[x]["episodes"] for x in p["arms"]})
     return {"id": claim.get("id"), "claim": claim["claim"], "paper": claim["paper"], "where": claim.get("where"),
             "metric": metric, "statistic": stat, "estimate": r["estimate"], "ci": r["ci"], "null": p["null"],
             "direction": p["direction"], "seeds": n, "episodes_per_seed": episodes[0] if len(episodes) == 1 else episodes,
-            "verdict": v, "note": note, "per_seed": r.get("per_seed")}
+            "verdict": v, "note": "; ".join(notes) or None, "per_seed": r.get("per_seed")}
 
 
 def _informativeness(p: dict, arms: list[np.ndarray], paired: list[float] | None, bounds=None) -> str | None:
@@ -528,12 +563,17 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
     for name, sc in scores.items():
         t = np.asarray(sc["test"], np.float64)
         iqm_pt, iqm_ci = S.get_interval_estimates({name: t}, S.aggregate_iqm, reps=20_000)
+        if len(t) < S.MIN_BOOTSTRAP_RUNS:  # too few runs for a bootstrap interval to mean 95%
+            iqm_ci = {name: np.full(2, np.nan)}
+        mean_ci = S.mean_interval(t, method="t")["ci"]
+        if bounds is not None:  # a mean cannot leave the metric's range
+            mean_ci = [float(np.clip(c, *bounds)) for c in mean_ci]
         arms[name] = {"overrides": (study["arms"][name] or {}).get("overrides", []),
                       "eval": (study["arms"][name] or {}).get("eval", []),
                       "label": (study["arms"][name] or {}).get("label", name),
                       "seeds": sc["seeds"], "test": sc["test"], "validation": sc["validation"],
                       "episodes_per_seed": sc["episodes"], "mean": float(t.mean()),
-                      "mean_ci": S.mean_interval(t, method="t")["ci"],
+                      "mean_ci": mean_ci,
                       "iqm": float(iqm_pt[name]), "iqm_ci": [float(x) for x in iqm_ci[name]]}
         if "chosen" in sc:
             arms[name]["chosen"] = sc["chosen"]
@@ -570,7 +610,7 @@ def compute_seconds(study: dict, out: Path) -> float:
 def learning_curves(study: dict, out: Path) -> dict:
     """``arm -> (x, [seeds, points])`` from the runs' ``evaluations.jsonl``: the greedy tests during
     training (``eval_return`` over env steps) or the held-out metric over iterations (llm)."""
-    metric = "eval_return" if study["kind"] == "train" else study["metric"]["name"]
+    metric = "eval_return" if study["kind"] == "train" else "eval_" + study["metric"]["name"][len("test_"):]
     curves = {}
     for run, arms in _runs(study).items():
         d = out / "runs" / run
@@ -579,13 +619,14 @@ def learning_curves(study: dict, out: Path) -> dict:
         for i, f in enumerate(files):
             if not f.exists():
                 continue
-            for line in f.read_text().splitlines():
-                r = json.loads(line) if line else {}
-                if r.get(metric) is None:
+            rows = [json.loads(line) for line in f.read_text().splitlines() if line]
+            name = metric if study["kind"] == "train" or any(metric in r for r in rows) else "test_" + metric[len("eval_"):]
+            for r in rows:  # (llm runs from before the tests during training had their own prompts logged test_*)
+                if r.get(name) is None:
                     continue
                 key = r.get("seed", i) if study["kind"] == "train" else i
                 x = r.get("env_steps") if study["kind"] == "train" else r.get("update", 0) + 1
-                per_seed.setdefault(key, {})[x] = r[metric]
+                per_seed.setdefault(key, {})[x] = r[name]
         if not per_seed:
             continue
         xs = sorted(set.intersection(*[set(v) for v in per_seed.values()]))
@@ -614,7 +655,8 @@ def plot_curves(study: dict, out: Path) -> str | None:
         if ys.shape[0] > 1:
             ax.fill_between(x, band[0], band[1], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("env steps" if study["kind"] == "train" else "iteration")
-    ax.set_ylabel("greedy return during training" if study["kind"] == "train" else study["metric"]["name"])
+    ax.set_ylabel("greedy return during training" if study["kind"] == "train"
+                  else study["metric"]["name"].replace("test_", "") + " during training (other prompts than the test's)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -695,7 +737,10 @@ def report_markdown(report: dict) -> str:
     for name, a in report["arms"].items():
         if a.get("chosen"):
             vm = ", ".join(f"{k} {_fmt(v)}" for k, v in a["validation_means"].items())
-            lines.append(f"- `{name}`: chosen on validation episodes (means: {vm}); its test episodes are reported.")
+            lines.append(f"- `{name}`: chosen on validation episodes (means: {vm}); its test episodes are reported. "
+                         "Both come from the same trained runs, so this removes the optimism of choosing on the "
+                         "reported episodes, not the luck of the training seeds; a confirmatory figure runs the "
+                         "choice on fresh seeds as an arm of its own.")
         else:
             lines.append(f"- `{name}`: {over(a['overrides'])}" + (f"; evaluated with {over(a['eval'])}" if a["eval"] else ""))
     lines += ["", "Statistics for each claim:", ""]

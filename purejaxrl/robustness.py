@@ -87,8 +87,10 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
                         temperature=jnp.full_like(st.temperature, temperature), drawn=jnp.full_like(st.drawn, shape))
         return jax.lax.scan(lambda s, i: (attacker.update(s, hp, i)[0], None), st, jnp.arange(updates))[0]
 
-    keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), len(runs))
     many = len(runs) > 1
+    # each run's own key (arms on one seed meet the same attacker's randomness; seeds independent)
+    attack_key = lambda base: jax.random.fold_in(evalkeys.stream(base, "test", seed), 1)  # noqa: E731
+    keys = jax.vmap(attack_key)(algo.eval_key(state)) if many else attack_key(algo.eval_key(state))[None]
     temps = jax.vmap(algo.eval_temperature)(state) if many else algo.eval_temperature(state)
     attack = _for_each_run(train, len(runs), hparams, state.protagonist, temps, keys if many else keys[0])
     return attacker, attack, np.asarray(temps).reshape(-1)

@@ -116,6 +116,13 @@ class Trainer:
         keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)
         return self._compile("init", self._init, keys, hparams, self.data)(keys, hparams, self.data)
 
+    def eval_keys(self, keys):
+        """The runs' evaluation keys (:func:`purejaxrl.evalkeys.run_key` of their training keys), laid
+        out as the state holds them (for checkpoints that predate them)."""
+        from purejaxrl import evalkeys
+
+        return self._maybe_squeeze(jax.vmap(evalkeys.run_key)(keys))
+
     def abstract_state(self, keys, hparams):
         """The state's shapes (and, on a mesh, its layout: a checkpoint restores into it)."""
         keys, hparams = self._maybe_squeeze(keys), self._maybe_squeeze(hparams)

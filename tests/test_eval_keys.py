@@ -104,18 +104,27 @@ def test_llm_held_out_prompts_per_seed_shared_by_losses(monkeypatch, tmp_path):
     class Stop(Exception):
         pass
 
-    def record(task, cfg, num_prompts, key):
+    def record(task, cfg, num_prompts, key):  # run_llm builds three: progress, test, validation
         seen.append(np.asarray(key))
-        raise Stop
+        if len(seen) % 3 == 0:
+            raise Stop
+        return lambda params: {}
 
     monkeypatch.setattr(T, "make_eval", record)
     base = ["mode=rl", "task=combination_lock", "model=tiny", "iterations=1", "num_prompts=2", "num_generations=2"]
     for loss, seed in (("grpo", 0), ("garl", 0), ("grpo", 1)):
         with pytest.raises(Stop):
             run_llm(compose(base + [f"loss={loss}", f"seed={seed}"], CONF_DIR / "llm"), tmp_path / f"{loss}{seed}")
-    np.testing.assert_array_equal(seen[0], seen[1])
-    assert not np.array_equal(seen[0], seen[2])
-    np.testing.assert_array_equal(seen[0], evalkeys.stream(evalkeys.for_seed(0), "test", 0))
+    runs = [seen[i:i + 3] for i in (0, 3, 6)]
+    for a, b in zip(runs[0], runs[1]):  # another loss on the same seed: the same prompts in every stream
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(runs[0], runs[2]):  # another seed: other prompts
+        assert not np.array_equal(a, b)
+    base0 = evalkeys.for_seed(0)
+    for got, stream in zip(runs[0], ("progress", "test", "validation")):
+        np.testing.assert_array_equal(got, evalkeys.stream(base0, stream, 0))
+    seen[2] = seen[6]  # compare seed 0's and seed 1's test prompts below
+    seen[0] = runs[0][1]
     monkeypatch.undo()
     task = make_task("combination_lock")
     from purejaxrl.llm.model import ModelConfig
@@ -142,7 +151,7 @@ def test_qgf_host_evaluation_seeds_per_run_shared_by_weights(monkeypatch):
     def fake_run(self, act, shape, chunk, reset_seeds, policy_keys):
         got["seeds"], got["keys"] = np.asarray(reset_seeds), np.asarray(policy_keys)
         obs = np.zeros(shape[:2] + (1, 28), np.float32)
-        got["actions"] = np.asarray(act(obs, policy_keys))  # [R, W, 1, H·A]
+        got["actions"] = np.asarray(act(obs, np.asarray(policy_keys)[:, None]))  # [R, W, 1, H·A]
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
     monkeypatch.setattr(ogbench.HostEvaluator, "run", fake_run)
@@ -157,3 +166,56 @@ def test_qgf_host_evaluation_seeds_per_run_shared_by_weights(monkeypatch):
     algo.host_evaluate_weights(state, True, 3, "test", 0)
     np.testing.assert_array_equal(got["actions"][:, 0], got["actions"][:, 1])
     assert not np.array_equal(got["actions"][0, 0], got["actions"][1, 0])  # but not across runs
+
+
+def test_qgf_in_program_weights_share_the_episodes():
+    """Every guidance weight of a run is evaluated on the same start states and flow noise: two equal
+    weights give equal results; another key gives other episodes."""
+    cfg = compose(["algo=qgf", "env=pendulum", "algo.actor_hidden=[8]", "algo.critic_hidden=[8]",
+                   "algo.flow_steps=2", "algo.chunk=1", "+env.kwargs.max_steps_in_episode=20"])
+    algo = build_algorithm(cfg)
+    hp = {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
+    state = algo.init(jax.random.PRNGKey(0), hp)
+    ev = jax.jit(lambda s, k: algo.evaluate_weights(s, k, 4, [0.5, 0.5, 0.0]))
+    k0 = evalkeys.progress(state.eval_rng, 3, algo.num_updates)
+    ret, _ = ev(state, k0)
+    np.testing.assert_array_equal(ret[0], ret[1])
+    ret_other, _ = ev(state, evalkeys.progress(evalkeys.for_seed(1), 3, algo.num_updates))
+    assert not np.array_equal(ret[0], ret_other[0])
+
+
+def test_a_checkpoint_from_before_evaluation_keys_still_restores(tmp_path):
+    """A state saved without ``eval_rng`` (as before evaluation keys were kept in the state) is
+    restored with the keys derived from the runs' seeds."""
+    import shutil
+
+    from flax import struct
+
+    from purejaxrl.checkpoint import Checkpointer
+    from purejaxrl.config import identity
+    from purejaxrl.evaluate import load_run
+    from purejaxrl.experiment import run
+
+    @struct.dataclass
+    class OldPQNState:
+        params: object
+        opt_state: object
+        env_state: object
+        obs: jax.Array
+        rng: jax.Array
+
+    cfg = compose(TINY_PQN + ["num_seeds=2"])
+    run(cfg, tmp_path / "r", progress=False)
+    _, state, *_ = load_run(tmp_path / "r")
+    ckdir = tmp_path / "r" / "checkpoints"
+    ck = Checkpointer(ckdir)
+    step, meta = ck.latest_step(), ck.read_meta(ck.latest_step())
+    ck.close()
+    shutil.rmtree(ckdir)
+    ck = Checkpointer(ckdir)
+    ck.save(step, OldPQNState(state.params, state.opt_state, state.env_state, state.obs, state.rng), meta)
+    ck.close()
+    _, restored, *_ = load_run(tmp_path / "r")
+    np.testing.assert_array_equal(restored.eval_rng, np.stack([evalkeys.for_seed(0), evalkeys.for_seed(1)]))
+    np.testing.assert_array_equal(restored.params["params"]["Dense_0"]["kernel"], state.params["params"]["Dense_0"]["kernel"])
+    assert identity(cfg) == meta["identity"]

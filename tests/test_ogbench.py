@@ -95,13 +95,22 @@ def test_host_evaluator_slices_episodes_and_keeps_their_order():
     for f in firsts:
         assert f.shape == (2, 2, 1) and np.all(f == f[0, 0, 0])  # the same reset seeds: the same start
     assert not np.array_equal(firsts[0], firsts[1])  # another episode, another start
-    assert keys[0].shape == (2, 2) and not np.array_equal(keys[0][0], keys[0][1])  # each run its own key
+    assert keys[0].shape == (2, 1, 2) and not np.array_equal(keys[0][0], keys[0][1])  # each run its own key
     assert not np.array_equal(keys[0], keys[1])  # a fresh key per decision
     assert len(ev._pool) == 4  # never more envs than allowed
     seen.clear()
     ev.run(act, (2, 2, 1), 1, np.array([[11], [99]]), policy_keys)  # runs with their own reset seeds
     f = seen[0]
     assert f[0, 0, 0] == f[0, 1, 0] and f[1, 0, 0] == f[1, 1, 0] and f[0, 0, 0] != f[1, 0, 0]
+    # episode e's noise at decision t depends on its run's key, e and t only: not on how many runs and
+    # weights share the evaluation (which sets the slicing)
+    keys.clear()
+    ev.run(act, (2, 2, 3), 1, np.array([[11, 12, 13], [11, 12, 13]]), policy_keys)  # 1 episode per slice
+    wide = [k[0, 0] for k in keys[:: env.max_episode_steps]]  # run 0, the first decision of episodes 0, 1, 2
+    keys.clear()
+    big = HostEvaluator(env, max_envs=8)  # R·W = 1: 3 episodes in one slice
+    big.run(act, (1, 1, 3), 1, np.array([[11, 12, 13]]), policy_keys[:1])
+    np.testing.assert_array_equal(np.stack(wide), keys[0][0])
 
 
 def test_qgf_and_fql_on_an_ogbench_task_through_the_console_script(cube):

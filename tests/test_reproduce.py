@@ -79,7 +79,7 @@ def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
     out = tmp_path / "out"
     a = [300.0, 320.0, 310.0, 330.0]
     b = [290.0, 300.0, 305.0, 310.0]
-    c = [100.0, 120.0, 110.0, 500.0]
+    c = [100.0, 120.0, 110.0, 130.0]
     # validation ranks b above a; test ranks a above b: the chosen arm is b, reported on test
     _write_evals(out, {"a": {"validation": [1.0] * 4, "test": a}, "b": {"validation": [2.0] * 4, "test": b},
                        "c": {"validation": [0.0] * 4, "test": c}})
@@ -96,8 +96,12 @@ def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
     assert rep["arms"]["best"]["chosen"] == "b" and rep["arms"]["best"]["test"] == b
     assert rep["arms"]["best"]["validation_means"] == {"a": 1.0, "b": 2.0}
     p = cl["P(best > c) > 0.5"]
-    assert p["estimate"] == pytest.approx(12 / 16)  # b beats 3 of c's 4 runs, each of its 4 runs
+    assert p["estimate"] == 1.0  # every run of b above every run of c
     assert p["seeds"] == 4 and p["episodes_per_seed"] == 8
+    # 4 runs per arm are too few for a bootstrap interval to mean 95%: no verdict from it
+    for claim in ("iqm(a) > iqm(c)", "P(best > c) > 0.5"):
+        assert cl[claim]["verdict"] == "inconclusive at 4 seeds" and "8 or more runs" in cl[claim]["note"]
+    assert np.isnan(rep["arms"]["a"]["iqm_ci"]).all()
     md = (out / "report.md").read_text()
     assert "**supported**" in md and "→ b (on validation)" in md
     for f in ("report.json", "aggregate.png", "profile.png", "improvement.png"):
@@ -108,11 +112,20 @@ def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
     _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [1.0, 3.0, 2.0, 2.0]},
                        "b": {"validation": [2.0] * 4, "test": [2.0, 2.0, 1.0, 3.0]}})
     assert R.make_report(study, out, "smoke")["claims"][0]["verdict"] == "inconclusive at 4 seeds"
+    # every seed the same difference: a t interval of no width is evidence only from 6 seeds on
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [3.0, 4.0, 5.0, 6.0]},
+                       "b": {"validation": [2.0] * 4, "test": [2.0, 3.0, 4.0, 5.0]}})
+    c0 = R.make_report(study, out, "smoke")["claims"][0]
+    assert c0["verdict"] == "inconclusive at 4 seeds" and "sign test" in c0["note"]
     # most runs of both arms at the metric's ceiling: said, not hidden
     _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [500.0, 500.0, 500.0, 480.0]},
                        "b": {"validation": [2.0] * 4, "test": [500.0, 500.0, 470.0, 500.0]}})
     note = R.make_report(study, out, "smoke")["claims"][0]["note"]
     assert "3 of 4 runs of a and 3 of 4 runs of b sit at the metric's ceiling (500)" in note
+    # a diverged run has no score: said in the note
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [1.0, float("nan"), 2.0, 2.0]},
+                       "b": {"validation": [2.0] * 4, "test": [2.0, 2.0, 1.0, 3.0]}})
+    assert "1 run(s) have no score" in R.make_report(study, out, "smoke")["claims"][0]["note"]
 
 
 def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
@@ -121,6 +134,7 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     assert set(small["arms"]) == {"a", "b", "best"}  # a chosen arm comes along when its candidates do
     assert [c["claim"] for c in small["claims"]] == ["effect(a, b) > 0", "mean(a) > 100"]
     assert len(small["claims_not_run"]) == 2
+    assert R.for_tier(small, "smoke")["claims_not_run"] == small["claims_not_run"]  # cutting twice keeps the list
     assert R.for_tier(study, "cpu") is study
 
 
@@ -152,6 +166,14 @@ def test_console_script_from_an_empty_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "training" not in r.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
+    # a run deleted to redo it is retrained and evaluated again, not read from the old evaluation
+    import shutil
+
+    old_source = json.loads((out / "evals" / "pqn_test.json").read_text())["source"]
+    shutil.rmtree(out / "runs" / "pqn")
+    r = run("pqn_cartpole", "--tier", "smoke", "--reuse")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "evals" / "pqn_test.json").read_text())["source"] != old_source
     r = run("nonesuch")
     assert r.returncode == 2 and "valid: llm_cold_start" in r.stderr
     r = run("--list")

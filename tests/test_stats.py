@@ -95,7 +95,9 @@ def test_paired_difference_needs_common_seeds():
 def test_probability_of_improvement_interval_and_performance_profile():
     x, y = np.array([5.0, 6.0, 7.0, 8.0]), np.array([1.0, 2.0, 3.0, 4.0])
     r = S.probability_of_improvement_interval(x, y, reps=2000)
-    assert r["estimate"] == 1.0 and r["ci"] == [1.0, 1.0]  # every resample keeps X above Y
+    assert r["estimate"] == 1.0 and r["ci"] == [1.0, 1.0]  # every resample keeps X above Y (see the coverage test)
+    one = S.probability_of_improvement_interval([2.0], [1.0])
+    assert one["estimate"] == 1.0 and np.isnan(one["ci"]).all()  # one run has no spread to resample
     taus, frac, band = S.performance_profile(np.array([1.0, 2.0, 3.0, 4.0]), [0.0, 2.5, 5.0])
     np.testing.assert_allclose(frac, [1.0, 0.5, 0.0])
     assert band.shape == (2, 3) and np.all(band[0] <= frac + 1e-12) and np.all(band[1] >= frac - 1e-12)
@@ -113,3 +115,20 @@ def test_verdict_rule():
     d = np.array([0.2, 0.3])
     assert S.verdict(S.mean_interval(d, method="t")["ci"], ">") != "supported"
     assert S.verdict(S.mean_interval(d, method="percentile")["ci"], ">") == "supported"
+
+
+def test_coverage_with_few_seeds():
+    """Why verdicts on few seeds use t intervals: simulated coverage of the mean of n normal draws.
+    The t interval keeps 95%; bootstrap intervals cannot be wider than the resampled range and
+    under-cover badly below MIN_BOOTSTRAP_RUNS (the expanded one recovers by about 8 runs)."""
+    rng = np.random.default_rng(0)
+
+    def coverage(n, method, sims=600):
+        x = rng.normal(0.0, 1.0, (sims, n))
+        hits = [S.mean_interval(row, method=method, reps=2000, seed=i)["ci"] for i, row in enumerate(x)]
+        return np.mean([lo <= 0.0 <= hi for lo, hi in hits])
+
+    assert abs(coverage(3, "t") - 0.95) < 0.03
+    assert coverage(3, "expanded") < 0.85 and coverage(3, "percentile") < 0.85
+    assert coverage(S.MIN_BOOTSTRAP_RUNS, "expanded") > 0.91
+    assert coverage(S.MIN_BOOTSTRAP_RUNS, "percentile") < coverage(S.MIN_BOOTSTRAP_RUNS, "expanded")

@@ -383,10 +383,13 @@ class QGF(Algorithm):
             self._host = (HostEvaluator(self.env), {})
         evaluator, compiled = self._host
         if batched not in compiled:
-            def per_run(s, obs, key):  # obs [W, E, D]: every weight draws the same noise
-                return jax.vmap(lambda w, o: self.to_env(self.act(s, o, key, w)))(jnp.asarray(ws, jnp.float32), obs)
+            def per_run(s, obs, keys):  # obs [W, E, D], keys [E, 2]: each episode its own noise, every weight the same
+                def one_weight(w, o):
+                    return jax.vmap(lambda o_e, k_e: self.to_env(self.act(s, o_e[None], k_e, w))[0])(o, keys)
 
-            def act_all(s, obs, keys):  # obs [R, W, E, D], keys [R, 2]
+                return jax.vmap(one_weight)(jnp.asarray(ws, jnp.float32), obs)
+
+            def act_all(s, obs, keys):  # obs [R, W, E, D], keys [R, E, 2]
                 if batched:
                     return jax.vmap(per_run)(s, obs, keys)
                 return per_run(s, obs[0], keys[0])[None]
@@ -400,7 +403,7 @@ class QGF(Algorithm):
         bases = jnp.asarray(self.eval_key(state)).reshape(runs, -1)
         keys = jnp.stack([evalkeys.stream(b, stream, index) for b in bases])
         seeds = np.stack([evalkeys.host_seeds(b, stream, index, num_episodes) for b in bases])
-        jax.block_until_ready(act(state, obs0, keys))
+        jax.block_until_ready(act(state, obs0, jnp.broadcast_to(keys[:, None], (runs, ew) + keys.shape[1:])))
         t0, steps0 = time.perf_counter(), evaluator.steps
         ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes), self.chunk, seeds, keys)
         self.eval_seconds += time.perf_counter() - t0

@@ -25,7 +25,8 @@ from purejaxrl.logging import MetricsLogger, NullLogger
 from purejaxrl.sharding import Placement, is_main_process, make_mesh, scale_summary
 
 MODES = ("sft", "rl", "pref")
-IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size")
+IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size",
+            "eval_seed", "eval_prompts")
 
 
 LLM_CONF = CONF_DIR / "llm"
@@ -279,10 +280,11 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
 
-    eval_base = evalkeys.for_seed(cfg["seed"])  # held-out prompts drawn per seed, shared by every loss on it
-    evaluate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], evalkeys.stream(eval_base, "test", cfg.get("eval_seed", 0))))
-    validate = jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"],
-                                   evalkeys.stream(eval_base, "validation", cfg.get("eval_seed", 0))))
+    # held-out prompts drawn per seed (shared by every loss on it), in three draws: the tests during
+    # training (progress, logged as eval_*), test (the summary's test_*) and validation (val_*, for choosing)
+    eval_base = evalkeys.for_seed(cfg["seed"])
+    evals = {name: jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], evalkeys.stream(eval_base, name, cfg.get("eval_seed", 0))))
+             for name in ("progress", "test", "validation")}
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
     start = 0
@@ -321,12 +323,12 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             row = {k: np.asarray([[float(v)]]) for k, v in m.items()}
             row["seconds"] = np.asarray([[dt]])
             if (i + 1) % cfg["eval_every"] == 0 or i + 1 == iters:
-                last_eval = {f"test_{k}": float(v) for k, v in place.to_host(evaluate(state["params"])).items()}
+                last_eval = {f"eval_{k}": float(v) for k, v in place.to_host(evals["progress"](state["params"])).items()}
                 row.update({k: np.asarray([[v]]) for k, v in last_eval.items()})
             logger.log_chunk(i, row, 1, iters)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k.replace("test_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
+                bar.set_postfix({k.replace("eval_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
             state = _next_round(state, cfg, i + 1)
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
@@ -335,13 +337,13 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             bar.close()
         logger.close()
         ckpt.close()
-    # validation prompts (another draw than the test prompts): evaluated once, at the end, for choosing between runs
-    final_val = {f"val_{k}": float(v) for k, v in place.to_host(validate(state["params"])).items()}
+    # the final model on the test and validation prompts (evaluated once, at the end)
+    final = {f"{prefix}_{k}": float(v) for name, prefix in (("test", "test"), ("validation", "val"))
+             for k, v in place.to_host(evals[name](state["params"])).items()}
     n_done = max(iters - start, 1)
     spi = total / n_done
     summary = {
-        **last_eval,
-        **final_val,
+        **final,
         "iterations": iters,
         "seconds_per_iteration": spi,
         "sampled_tokens_per_second": tokens_per_it / spi if tokens_per_it else None,
