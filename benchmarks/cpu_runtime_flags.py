@@ -1,4 +1,4 @@
-"""``purejaxrl.keep_heap()`` (the glibc heap kept between calls; ``import purejaxrl.llm`` applies it),
+"""``purejaxrl.keep_heap()`` (the glibc heap kept between calls; the LLM commands apply it),
 measured against glibc's defaults in alternating fresh processes (this machine class is noisy: compare pairs only).
 
     python benchmarks/cpu_runtime_flags.py [--rounds 2]
@@ -26,7 +26,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, "benchmarks")
 import purejaxrl
-purejaxrl.keep_heap()  # what ``import purejaxrl.llm`` does; a no-op under PUREJAXRL_KEEP_HEAP=0
+purejaxrl.keep_heap()  # what purejaxrl llm does; a no-op under PUREJAXRL_KEEP_HEAP=0
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_compilation_cache", False)
 from purejaxrl.config import compose

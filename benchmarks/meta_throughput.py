@@ -21,6 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import purejaxrl
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 from purejaxrl import objectives
 from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.config import run_grid

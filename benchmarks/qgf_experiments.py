@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from envs.datasets import generate
+import purejaxrl
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 from purejaxrl.config import compose
 from purejaxrl.evaluate import evaluate_run
 from purejaxrl.experiment import run

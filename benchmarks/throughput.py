@@ -22,6 +22,9 @@ import jax
 import jax.numpy as jnp
 
 import envs as _envs
+import purejaxrl
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 from purejaxrl.config import compose, run_grid
 from purejaxrl.trainer import Trainer, build_algorithm
 

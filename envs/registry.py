@@ -25,6 +25,33 @@ ALIASES = {
     "deepsea": "DeepSea-bsuite",
 }
 
+# environments that need an optional extra: (name prefix, modules, extra, what)
+EXTRAS = (
+    ("dmc_", ("mujoco_playground", "mujoco"), "dmc", "DeepMind Control tasks (MuJoCo Playground)"),
+    ("brax/", ("brax",), "brax", "Brax environments"),
+    ("ogbench_", ("ogbench", "gymnasium"), "ogbench", "OGBench's manipulation tasks"),
+)
+
+
+def install_hint(extra: str) -> str:
+    """How to add an extra, from a source checkout and from an index."""
+    return f'pip install -e ".[{extra}]" in a source checkout, or pip install "purejaxrl[{extra}]"'
+
+
+def missing_extra(name: str) -> str | None:
+    """One line naming the extra an environment needs and how to install it, or None when the
+    environment can be built (checked without importing anything heavy)."""
+    import importlib.util
+
+    name = ALIASES.get(name, name)
+    for prefix, modules, extra, what in EXTRAS:
+        if name.startswith(prefix):
+            missing = [m for m in modules if importlib.util.find_spec(m) is None]
+            if missing:
+                return f"{what} need the '{extra}' extra (missing {', '.join(missing)}): {install_hint(extra)}"
+    return None
+
+
 BRAX_ENVS = (
     "ant",
     "halfcheetah",

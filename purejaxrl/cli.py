@@ -135,10 +135,36 @@ def train_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR, argv, run, report)
 
 
+# Hydra plugins behind extras: (override, plugin module, extra)
+PLUGINS = (("launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("launcher=ray", "hydra_plugins.hydra_ray_launcher", "ray"),
+           ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"))
+
+
+def check_plugins(overrides: list[str]) -> None:
+    """A launcher or sweeper whose extra is not installed: one line naming the install command."""
+    import importlib.util
+
+    from envs.registry import install_hint
+
+    for arg in overrides:
+        for want, module, extra in PLUGINS:
+            if arg.lstrip("+") == want:
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except ModuleNotFoundError:
+                    found = False
+                if not found:
+                    raise ConfigError(f"{want} needs the '{extra}' extra: {install_hint(extra)}")
+
+
 def check_overrides(config_dir, overrides: list[str], config_name: str = "config") -> None:
     """Compose the config once (cheap: nothing runs) so that an override Hydra cannot apply (an
     unknown group option or key, bad syntax) is one :class:`ConfigError` line rather than Hydra's
-    multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra."""
+    multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra, apart
+    from the extras their launcher or sweeper needs."""
+    check_plugins(overrides)
     if any(a.startswith("-") for a in overrides):
         return
     from hydra import compose, initialize_config_dir
@@ -263,6 +289,11 @@ def dataset_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from purejaxrl import configure_cpu_runtime, keep_heap
+
+    configure_cpu_runtime()  # process-wide settings belong to the command, not to the library
+    if argv[:1] == ["llm"] or (argv[:1] == ["reproduce"] and len(argv) > 1 and argv[1].startswith("llm")):
+        keep_heap()
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def _conf_dir() -> Path:
+    """The configs: ``purejaxrl/conf`` in an installed wheel, the repository's ``conf/`` in a source
+    checkout (an editable install maps one onto the other)."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf" / "config.yaml").exists() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 TOP_LEVEL = {
     "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
@@ -187,6 +194,11 @@ def _env_errors(env_cfg: dict, cls, net: dict) -> list[str]:
     kwargs = env_cfg.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         return [f"env.kwargs={kwargs!r} must be a mapping of environment parameters, e.g. env.kwargs.max_steps_in_episode=200"]
+    from envs.registry import missing_extra
+
+    missing = missing_extra(str(env_cfg.get("name")))
+    if missing:
+        return [f"env.name={env_cfg['name']}: {missing}"]
     try:
         env = _envs.make(env_cfg["name"], **kwargs)
     except (TypeError, ValueError) as e:

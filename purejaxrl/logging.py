@@ -26,7 +26,9 @@ def check_backends(logger_cfg: dict) -> None:
             try:
                 __import__(module)
             except ImportError as e:
-                raise ConfigError(f"logger.{flag}=true needs {module}: pip install -e '.[{extra}]'") from e
+                from envs.registry import install_hint
+
+                raise ConfigError(f"logger.{flag}=true needs {module}: {install_hint(extra)}") from e
 
 
 class MetricsLogger:
