@@ -73,7 +73,7 @@ class DMCEnv(Environment):
         try:
             from mujoco_playground import registry
         except ImportError as e:  # the optional extra
-            from envs.registry import install_hint
+            from envs.errors import install_hint
 
             raise ImportError(f"DM Control tasks need MuJoCo Playground ({e}): {install_hint('dmc')}") from e
         self._env = registry.load(TASKS[task], config_overrides={"impl": impl})

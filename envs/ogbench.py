@@ -93,7 +93,7 @@ class OGBenchEnv(Environment):
 
     def relabel(self, raw: dict[str, np.ndarray], path) -> tuple[np.ndarray, np.ndarray]:
         """Single-task rewards and masks from the dataset's ``qpos`` (and ``button_states``), as OGBench."""
-        from envs.datasets import _fail
+        from envs.errors import dataset_error as _fail
         from ogbench.relabel_utils import relabel_dataset
 
         need = ["qpos"] + (["button_states"] if TASKS[self.task_name][1] == "puzzle" else [])

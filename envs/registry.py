@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.core import Box, Discrete, Environment, as_step_types
+from envs.errors import install_hint
 
 # Short names used by the config group ``conf/env``; any gymnax id works as well.
 ALIASES = {
@@ -31,11 +32,6 @@ EXTRAS = (
     ("brax/", ("brax",), "brax", "Brax environments"),
     ("ogbench_", ("ogbench", "gymnasium"), "ogbench", "OGBench's manipulation tasks"),
 )
-
-
-def install_hint(extra: str) -> str:
-    """How to add an extra, from a source checkout and from an index."""
-    return f'pip install -e ".[{extra}]" in a source checkout, or pip install "purejaxrl[{extra}]"'
 
 
 def missing_extra(name: str) -> str | None:

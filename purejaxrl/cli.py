@@ -146,7 +146,7 @@ def check_plugins(overrides: list[str]) -> None:
     """A launcher or sweeper whose extra is not installed: one line naming the install command."""
     import importlib.util
 
-    from envs.registry import install_hint
+    from envs.errors import install_hint
 
     for arg in overrides:
         for want, module, extra in PLUGINS:

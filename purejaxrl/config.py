@@ -31,8 +31,7 @@ NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation",
 NETWORK_KINDS = {"auto", "mlp", "minatar_conv"}
 
 
-class ConfigError(ValueError):
-    """A config problem found before compiling; the message says how to fix it."""
+from purejaxrl.errors import ConfigError  # noqa: E402  (re-exported: purejaxrl.config.ConfigError)
 
 
 def argument_parser(prog: str, description: str | None = None):
@@ -171,11 +170,26 @@ def validate(cfg: dict, check_data: bool = True) -> None:
     sac = cfg.get("stop_after_chunks")
     if sac is not None and (not isinstance(sac, int) or sac < 1):
         errs.append(f"stop_after_chunks={sac!r} must be null or an integer >= 1")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the run to continue")
+    errs += resume_errors(cfg, "run")
 
     errs += _vmap_errors(cfg.get("vmap") or {}, cls)
     raise_errors(errs)
+
+
+RESUME = (False, True, "auto")
+
+
+def resume_errors(cfg: dict, what: str) -> list[str]:
+    """``resume``: ``false`` (a new run; a run directory holding one is refused), ``true`` (continue
+    the run in ``run_dir``, which must hold one) or ``auto`` (continue it if there is one, else start),
+    as W&B's resume="must" / "allow"."""
+    r = cfg.get("resume", False)
+    if r not in RESUME or isinstance(r, (int, float)) and not isinstance(r, bool):
+        return [f"resume={r!r}; valid: false (a new run), true (continue the {what} in run_dir, which must hold one), "
+                "auto (continue it if there is one, else start one there)"]
+    if r and not cfg.get("run_dir"):
+        return [f"resume={str(r).lower()} needs run_dir=PATH, the directory of the {what} to continue"]
+    return []
 
 
 def raise_errors(errs: list[str]) -> None:

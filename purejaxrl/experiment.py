@@ -31,8 +31,7 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-class TrainingDiverged(RuntimeError):
-    """A run's loss or parameters became NaN/inf; the last good checkpoint was kept."""
+from purejaxrl.errors import TrainingDiverged  # noqa: E402  (re-exported)
 
 
 # Metrics that are NaN by design (no episode ended, no evaluation in that update).

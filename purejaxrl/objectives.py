@@ -136,7 +136,7 @@ def build(spec: dict, params: Any = None, key: jax.Array | None = None) -> Objec
 
 def builtin(name: str) -> Objective:
     if name not in BUILTIN:
-        from purejaxrl.config import ConfigError
+        from purejaxrl.errors import ConfigError
 
         raise ConfigError(f"algo.objective={name!r} is unknown; valid: {', '.join(sorted(BUILTIN))}, learned")
     return BUILTIN[name]
@@ -158,7 +158,7 @@ def save_objective(obj: Objective, directory: str | Path, extra: dict | None = N
 
 def load_objective(directory: str | Path) -> Objective:
     """The objective saved in ``directory``; raises ``ConfigError`` naming what is wrong."""
-    from purejaxrl.config import ConfigError
+    from purejaxrl.errors import ConfigError
 
     d = Path(directory)
     if not (d / SPEC_FILE).exists():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from purejaxrl.config import ConfigError
+from purejaxrl.errors import ConfigError
 
 AXIS = "runs"
 DISTRIBUTED_KEYS = {"coordinator", "num_processes", "process_id", "local_device_ids", "cpu_devices"}

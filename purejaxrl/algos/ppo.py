@@ -82,7 +82,7 @@ class PPO(RolloutAlgorithm):
             if not cfg.get("objective_path"):
                 errs.append("algo.objective=learned needs algo.objective_path=DIR (e.g. outputs/<meta run>/best)")
             else:
-                from purejaxrl.config import ConfigError
+                from purejaxrl.errors import ConfigError
 
                 try:
                     objectives.load_objective(cfg["objective_path"])

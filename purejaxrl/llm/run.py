@@ -15,7 +15,7 @@ import optax
 
 from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
+from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors, resume_errors
 from purejaxrl.llm import losses as L
 from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
@@ -45,7 +45,7 @@ def validate_llm(cfg: dict) -> None:
     for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra", "mesh", "distributed"}, key=str):
         errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS, 'mesh', 'distributed']))}")
     for k, v in cfg.items():
-        if k not in defaults or defaults[k] is None:
+        if k not in defaults or defaults[k] is None or k == "resume":  # resume: false, true or auto
             continue
         e = _type_error(k, v, defaults[k]) or (f"{k}=null must be set (default {defaults[k]!r})" if v is None else None)
         if e:
@@ -127,8 +127,7 @@ def validate_llm(cfg: dict) -> None:
                         "(the task with graded true rewards)")
     if cfg.get("init_from") and not Checkpointer.exists(Path(cfg["init_from"]) / "checkpoints"):
         errs.append(f"init_from={cfg['init_from']}: no checkpoint there; give the run_dir of an earlier llm run")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the llm run to continue")
+    errs += resume_errors(cfg, "llm run")
     raise_errors(errs)
 
 

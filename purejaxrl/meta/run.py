@@ -18,7 +18,7 @@ import numpy as np
 
 from purejaxrl import objectives
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
+from purejaxrl.config import ConfigError, dump_yaml, raise_errors, resume_errors, validate
 from purejaxrl.logging import MetricsLogger, NullLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh, scale_summary
@@ -84,8 +84,7 @@ def validate_meta(cfg: dict) -> None:
                      if e not in _envs.list_envs()]
             if len(envs) > 1 and not es.get("normalize_fitness"):
                 errs.append("es.envs mixes several envs: set es.normalize_fitness=true (returns on different scales)")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the meta run to continue")
+    errs += resume_errors(cfg, "meta run")
     sag = cfg.get("stop_after_generations")
     if sag is not None and (not isinstance(sag, int) or sag < 1):
         errs.append(f"stop_after_generations={sag!r} must be null or an integer >= 1")
