@@ -32,7 +32,8 @@ jax.config.update("jax_enable_compilation_cache", False)
 from purejaxrl.config import compose
 from throughput import time_training
 out = {}
-for name, over in [("pqn_cartpole", ["experiment=pqn_cartpole", "num_seeds=1"]), ("ppo_cartpole", ["experiment=ppo_cartpole", "num_seeds=4"])]:
+for name, over in [("pqn_cartpole", ["experiment=pqn_cartpole", "num_seeds=1"]),
+                   ("ppo_cartpole", ["experiment=ppo_cartpole", "num_seeds=4"])]:
     r = time_training(compose(over), repeats=1)
     out[name] = {"compile_s": r["compile_seconds"], "run_s": r["run_seconds"]}
 import optax

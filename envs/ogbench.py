@@ -93,8 +93,9 @@ class OGBenchEnv(Environment):
 
     def relabel(self, raw: dict[str, np.ndarray], path) -> tuple[np.ndarray, np.ndarray]:
         """Single-task rewards and masks from the dataset's ``qpos`` (and ``button_states``), as OGBench."""
-        from envs.errors import dataset_error as _fail
         from ogbench.relabel_utils import relabel_dataset
+
+        from envs.errors import dataset_error as _fail
 
         need = ["qpos"] + (["button_states"] if TASKS[self.task_name][1] == "puzzle" else [])
         for k in need:

@@ -71,10 +71,9 @@ def _gymnax_ids() -> list[str]:
 
 def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
-    from envs.pointmaze import MAZES
-
     from envs.dmc import TASKS as DMC
     from envs.ogbench import TASKS
+    from envs.pointmaze import MAZES
 
     return (sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
             + [f"ogbench_{t}" for t in TASKS] + [f"dmc_{t}" for t in DMC])

@@ -39,10 +39,10 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
     """Run ``run_fn(config_dict, run_dir) -> summary`` under ``@hydra.main`` with ``argv`` as
     overrides.  Config errors print one line and exit 2 (a multirun re-raises them); ``report``
     prints the summary and returns the value the Hydra sweepers optimise."""
+    from pathlib import Path
+
     import hydra
     from omegaconf import DictConfig, OmegaConf
-
-    from pathlib import Path
 
     if not config_dir.is_dir():
         sys.exit(f"error: config directory {config_dir} not found; install purejaxrl with pip install -e .")

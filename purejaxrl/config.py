@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from purejaxrl.errors import ConfigError  # re-exported: purejaxrl.config.ConfigError
+
+
 def _conf_dir() -> Path:
     """The configs: ``purejaxrl/conf`` in an installed wheel, the repository's ``conf/`` in a source
     checkout (an editable install maps one onto the other)."""
@@ -31,7 +34,6 @@ NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation",
 NETWORK_KINDS = {"auto", "mlp", "minatar_conv"}
 
 
-from purejaxrl.errors import ConfigError  # noqa: E402  (re-exported: purejaxrl.config.ConfigError)
 
 
 def argument_parser(prog: str, description: str | None = None):

@@ -20,6 +20,7 @@ import numpy as np
 
 from purejaxrl.checkpoint import Checkpointer, open_run_dir
 from purejaxrl.config import dump_yaml, identity, raise_errors, run_grid, validate
+from purejaxrl.errors import TrainingDiverged  # re-exported: purejaxrl.experiment.TrainingDiverged
 from purejaxrl.logging import MetricsLogger, NullLogger, check_backends
 from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, make_mesh, scale_summary
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
@@ -31,9 +32,6 @@ def enable_compilation_cache(path: str | None = None) -> None:
     path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser("~/.cache/purejaxrl/jax")
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-from purejaxrl.errors import TrainingDiverged  # noqa: E402  (re-exported)
 
 
 # Metrics that are NaN by design (no episode ended, no evaluation in that update).

@@ -18,9 +18,10 @@ saved by :func:`save_objective`, e.g. by ``purejaxrl meta``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,7 @@ def init_learned_params(key: jax.Array, num_features: int, hidden: int, init_sca
     return {"w1": w1, "w2": jnp.zeros((hidden, 1))}
 
 
-BUILTIN: dict[str, "Objective"] = {
+BUILTIN: dict[str, Objective] = {
     "clip": Objective("clip", ppo_clip_drift, spec={"kind": "clip"}),
     "dpo": Objective("dpo", dpo_drift, spec={"kind": "dpo"}),
     "none": Objective("none", no_clip_drift, spec={"kind": "none"}),

@@ -145,7 +145,8 @@ def study_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: claims[{i}]: {e}")
             continue
         cm = c.get("metric")
-        if cm is not None and not (s["kind"] == "llm" and str(cm).startswith("test_") or s["kind"] == "train" and cm in ("return", "success")):
+        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in ("return", "success"))
+        if cm is not None and not fits:
             errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train return or success")
         for a in parsed["arms"]:
             if a not in arms:
@@ -450,7 +451,7 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
 
 def _llm_scores(out: Path, run: str, metric: str, n: int | None = None) -> dict:
     d = out / "runs" / run
-    seeds = sorted((int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists()))
+    seeds = sorted(int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists())
     if n is not None:  # the seeds of this call's study, not leftovers of a larger earlier one
         seeds = [s for s in seeds if s < n]
     if not seeds:
@@ -493,7 +494,8 @@ def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
     elif p["form"] == "aggregate":
         method = "t" if p["statistic"] == "mean" else "expanded"
         r = S.unpaired_difference(a[0], a[1], p["statistic"], method=method)
-        stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({'Welch t' if method == 't' else 'stratified bootstrap, expanded percentile'} interval)"
+        how = "Welch t" if method == "t" else "stratified bootstrap, expanded percentile"
+        stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({how} interval)"
         n = min(len(x) for x in a)
     else:
         r = S.probability_of_improvement_interval(a[0], a[1])

@@ -151,7 +151,8 @@ class Placement:
     def __init__(self, mesh):
         self.mesh = mesh
         if mesh is not None:
-            from jax.sharding import NamedSharding, PartitionSpec as P
+            from jax.sharding import NamedSharding
+            from jax.sharding import PartitionSpec as P
 
             self.runs = NamedSharding(mesh, P(AXIS))
             self.replicated = NamedSharding(mesh, P())

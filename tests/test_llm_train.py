@@ -249,6 +249,7 @@ def test_fg_expo_curriculum_prefers_prompts_near_half_success():
     np.testing.assert_array_equal(np.asarray(p_new)[4:], np.asarray(p_hat)[4:])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_trajectory_whatever_the_run_length(tmp_path):
     """Iteration i's key is fold_in(seed key, i + 1), the learning rate is constant and EPO's phase is
     the only thing that reads the run length: a 2-iteration run is the first 2 iterations of a 4-iteration one."""

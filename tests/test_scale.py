@@ -90,6 +90,7 @@ def test_mesh_settings_are_checked_before_jax_starts():
         assert len(errs) == 1 and fragment in errs[0], errs
 
 
+@pytest.mark.slow
 def test_two_processes_over_loopback_run_stop_and_resume(one_device, tmp_path):
     """jax.distributed with 2 processes × 2 CPU devices: process 0 alone writes the run directory,
     both checkpoint; stopped after a chunk and resumed, it ends where the single-device run ends."""
@@ -184,6 +185,7 @@ def test_gpu_slots_are_claimed_once_each(tmp_path):
     assert "'shared': True" in late.stdout and late.stdout.split()[-1] in ("3", "5")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["submitit_local", "ray"])
 def test_sweep_launchers_run_every_point(tmp_path, launcher):
     """The SLURM launcher's submitit code path (its local executor) and Ray (a local instance)."""

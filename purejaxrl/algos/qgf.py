@@ -22,7 +22,8 @@ on ``R_H + γ^H·m·mean_i Q̄_i(s', μ(s', z'))``; it acts with ``μ``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -327,7 +327,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             logger.log_chunk(i, row, 1, iters)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k.replace("eval_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
+                shown = {k.replace("eval_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]}
+                bar.set_postfix(shown | {"loss": f"{float(m['loss']):.3f}"})
             state = _next_round(state, cfg, i + 1)
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
