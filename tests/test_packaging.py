@@ -107,3 +107,16 @@ def test_no_import_circles():
             break
     assert not cycle, " -> ".join(cycle)
     assert graph["purejaxrl.errors"] == set()  # the bottom layer imports nothing of ours
+
+
+def test_configuration_reference_is_generated_from_conf():
+    r = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_config_reference.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_docs_build_strictly(tmp_path):
+    """mkdocs with strict link checking: a broken link or image between the pages fails here."""
+    pytest.importorskip("mkdocs")
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

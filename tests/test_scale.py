@@ -195,3 +195,15 @@ def test_sweep_launchers_run_every_point(tmp_path, launcher):
     assert lrs == [1e-4, 3e-4], p.stderr[-2000:]
     for i in range(2):
         assert json.loads((tmp_path / str(i) / "summary.json").read_text())["completed"]
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_maximises_the_final_return(tmp_path):
+    """`[optuna]`: Hydra's Optuna sweeper samples the interval, runs each trial and reads the final
+    greedy return the entry point returns."""
+    p = _ok(_run("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                 "hydra.sweeper.direction=maximize", "algo.lr=interval(0.0001,0.001)", *TRAIN[1:], "num_seeds=1",
+                 "chunks=1", f"run_dir={tmp_path}", cwd=tmp_path))
+    assert "Best value" in p.stdout + p.stderr
+    lrs = [yaml.safe_load((tmp_path / str(i) / "config.yaml").read_text())["algo"]["lr"] for i in range(2)]
+    assert all(1e-4 <= lr <= 1e-3 for lr in lrs) and lrs[0] != lrs[1]
