@@ -50,10 +50,18 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
     existed = bool(given) and Path(given[-1]).exists()
 
     def drop_if_new_and_empty(path: str) -> None:
-        """Hydra creates the output directory before our checks; a rejected start removes it again."""
-        p = Path(path)
-        if not existed and p.is_dir() and not any(p.iterdir()):
+        """Hydra creates the output directory before our checks; a rejected start removes it again
+        (with Hydra's default ``outputs/<date>/<time>``, the empty folders above it too)."""
+        p, cwd = Path(path).resolve(), Path.cwd().resolve()
+        if existed:
+            return
+        if given:  # an explicit run_dir: only the folder itself
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+            return
+        while p != cwd and cwd in p.parents and p.is_dir() and not any(p.iterdir()):
             p.rmdir()
+            p = p.parent
 
     @hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
