@@ -120,3 +120,9 @@ def test_docs_build_strictly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_rejected_start_leaves_an_empty_folder_empty(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "train", "algo.lr=-1"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "algo.lr=-1" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # not even Hydra's outputs/<date>/<time>
