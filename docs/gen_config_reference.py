@@ -8,6 +8,7 @@ and the comment beside it in the YAML file — so the reference cannot drift fro
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -45,13 +46,18 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").strip()
 
 
-def keys_of(path: Path) -> list[tuple[str, str, str]]:
-    """``(dotted key, default, comment)`` for every key line of a YAML file (Hydra's own section and
-    the defaults list left out)."""
+def keys_of(path: Path, keep_hydra: bool = False) -> list[tuple[str, str, str]]:
+    """``(dotted key, default, comment)`` for every key line of a YAML file (the defaults list, and
+    Hydra's own section unless ``keep_hydra``, left out); a comment line right below a key continues
+    its comment."""
     rows, stack = [], []
     skip_indent = None
     for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith(("#", "- ")):
+        stripped = line.lstrip()
+        if stripped.startswith("#") and rows and line.startswith(" ") and not rows[-1][2].endswith("."):
+            rows[-1] = (rows[-1][0], rows[-1][1], (rows[-1][2] + " " + stripped.lstrip("# ")).strip())
+            continue
+        if not line.strip() or stripped.startswith(("#", "- ")):
             continue
         m = KEY.match(line)
         if not m:
@@ -63,7 +69,7 @@ def keys_of(path: Path) -> list[tuple[str, str, str]]:
         key = m.group("key")
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        if indent == 0 and key in ("hydra", "defaults"):
+        if indent == 0 and (key == "defaults" or (key == "hydra" and not keep_hydra)):
             skip_indent = 0
             continue
         dotted = ".".join([k for _, k in stack] + [key])
@@ -93,7 +99,8 @@ def render() -> str:
            "Generated from `conf/` by `python docs/gen_config_reference.py` (a test fails when it is stale). "
            "Every key can be overridden on the command line (`algo.lr=3e-4`); a group option is chosen with "
            "`group=option` (`algo=ppo`).", ""]
-    groups = sorted({p.parent.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml")}, key=lambda g: (g.count("/"), g))
+    yamls = [Path(d, f) for d, _, fs in os.walk(CONF, followlinks=True) for f in fs if f.endswith(".yaml")]
+    groups = sorted({p.parent.relative_to(CONF).as_posix() for p in yamls}, key=lambda g: (g.count("/"), g))
     for group in groups:
         title = group if group != "." else ""
         out += [f"## `{title or 'conf/'}`" if title else "## Top level", ""]
@@ -101,14 +108,17 @@ def render() -> str:
             out += [INTRO[title], ""]
         for f in sorted((CONF / group).glob("*.yaml")):
             name = f.stem
-            out += [f"### `{(title + '=' if title and title != 'reproduce' else '') + name}`", ""]
+            spelled = title.split("/", 1)[1] if title.startswith("llm/") else title  # purejaxrl llm loss=...
+            if title in ("reproduce", "llm"):
+                spelled = ""
+            out += [f"### `{(spelled + '=' if spelled else '') + name}`", ""]
             head = header_comment(f)
             if head:
                 out += [head, ""]
             if title == "reproduce":  # studies: their own format, described on the reproduce page
                 out += [f"`conf/reproduce/{f.name}`", ""]
                 continue
-            rows = keys_of(f)
+            rows = keys_of(f, keep_hydra=title == "launcher")
             if rows:
                 out += ["| key | default | |", "|---|---|---|"]
                 out += [f"| `{k}` | `{_escape(v) or ' '}` | {_escape(c)} |" for k, v, c in rows]

@@ -35,6 +35,17 @@ commands:
 """
 
 
+def apply_runtime(argv: list[str]) -> None:
+    """The command's process-wide settings (:func:`purejaxrl.configure_cpu_runtime`, and for the LLM
+    commands :func:`purejaxrl.keep_heap`), in this process — and in every sweep job's process."""
+    from purejaxrl import configure_cpu_runtime, keep_heap
+
+    configure_cpu_runtime()  # process-wide settings belong to the command, not to the library
+    llm = argv[:1] == ["llm"] or (argv[:1] == ["reproduce"] and any(a.startswith("llm") for a in argv[1:]))
+    if llm:
+        keep_heap()
+
+
 def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str = "config") -> None:
     """Run ``run_fn(config_dict, run_dir) -> summary`` under ``@hydra.main`` with ``argv`` as
     overrides.  Config errors print one line and exit 2 (a multirun re-raises them); ``report``
@@ -70,6 +81,7 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
         from hydra.core.hydra_config import HydraConfig
 
         logging.getLogger("jax").setLevel(logging.WARNING)
+        apply_runtime(["llm"] if config_dir.name == "llm" else ["train"])  # a launcher's job may be its own process
         hc = HydraConfig.get()
         container = OmegaConf.to_container(cfg, resolve=True)
         container.pop("hydra", None)
@@ -146,7 +158,10 @@ def train_main(argv: list[str]) -> None:
 # Hydra plugins behind extras: (override, plugin module, extra)
 PLUGINS = (("launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
            ("launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("hydra/launcher=submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("hydra/launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
            ("launcher=ray", "hydra_plugins.hydra_ray_launcher", "ray"),
+           ("hydra/launcher=ray", "hydra_plugins.hydra_ray_launcher", "ray"),
            ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"))
 
 
@@ -288,6 +303,12 @@ def dataset_main(argv: list[str]) -> None:
             raise ConfigError("from_policy needs --policy RUN_DIR (a trained PPO run; repeat --policy to mix policies)")
         print(json.dumps(collect_many(a.policy, a.episodes or 100, a.out, a.seed)))
         return
+    from envs.registry import missing_extra
+
+    spec = GENERATORS.get(a.name)
+    missing = missing_extra(spec.env) if spec is not None else None
+    if missing:  # before the progress bar or any file
+        raise ConfigError(f"purejaxrl dataset {a.name}: {missing}")
     try:
         info = generate(a.name, a.episodes, a.out, a.seed, a.noise, a.episode_length)
     except DatasetError as e:
@@ -297,11 +318,7 @@ def dataset_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from purejaxrl import configure_cpu_runtime, keep_heap
-
-    configure_cpu_runtime()  # process-wide settings belong to the command, not to the library
-    if argv[:1] == ["llm"] or (argv[:1] == ["reproduce"] and len(argv) > 1 and argv[1].startswith("llm")):
-        keep_heap()
+    apply_runtime(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -31,6 +31,13 @@ def check_backends(logger_cfg: dict) -> None:
                 raise ConfigError(f"logger.{flag}=true needs {module}: {install_hint(extra)}") from e
 
 
+def _tags(tags) -> list[str]:
+    """``logger.wandb_tags``: a list, or one tag given as a string."""
+    if tags is None:
+        return []
+    return [tags] if isinstance(tags, str) else [str(t) for t in tags]
+
+
 def backend_keys(key: str) -> list[str]:
     """The names a metric gets in TensorBoard and W&B, as the field reads them: ``eval/…`` for the
     greedy tests (Brax's ``eval/episode_reward`` among them), ``charts/…`` for training episodes and
@@ -50,9 +57,8 @@ class MetricsLogger:
     """Rows per run and logged update.  On resume, rows after the checkpoint are dropped from the
     JSONL/CSV files and the TensorBoard streams are rewritten from the kept rows (so no step
     appears twice); W&B runs keep their id (``wandb_ids.json``) and are resumed, not duplicated.
-    Both backends step on one axis, ``global_step``: env steps (gradient steps for offline runs,
-    iterations for LLM runs), under the names of :func:`backend_keys`; W&B writes its files into
-    ``run_dir/wandb``."""
+    Both backends step on one axis, ``global_step``: env steps (gradient steps for offline runs),
+    under the names of :func:`backend_keys`; W&B writes its files into ``run_dir/wandb``."""
 
     def __init__(self, run_dir: Path, runs: list[dict], logger_cfg: dict, resume_update: int = 0,
                  project_cfg: dict | None = None):
@@ -95,7 +101,7 @@ class MetricsLogger:
                     wandb.init(
                         project=logger_cfg.get("wandb_project", "purejaxrl"),
                         entity=logger_cfg.get("wandb_entity"),
-                        tags=list(logger_cfg.get("wandb_tags") or []),
+                        tags=_tags(logger_cfg.get("wandb_tags")),
                         dir=str(self.run_dir),  # wandb/ inside the run directory, not the working directory
                         group=self.run_dir.name,
                         name=f"{self.run_dir.name}-run{r['run']}",
@@ -137,7 +143,12 @@ class MetricsLogger:
         return {k: v for k, v in row.items() if isinstance(v, float) and k not in self.runs[0]}
 
     def _named(self, row: dict) -> dict:
-        return {name: v for k, v in self._scalars(row).items() for name in backend_keys(k)}
+        out = {}
+        for k, v in self._scalars(row).items():
+            for name in backend_keys(k):
+                assert name not in out, f"metrics {k!r} and another both map to {name!r}"
+                out[name] = v
+        return out
 
     def _write_tb(self, row: dict) -> None:
         for k, v in self._named(row).items():

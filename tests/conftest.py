@@ -8,7 +8,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(
 
 import purejaxrl  # noqa: E402
 
-purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs (tests call the library in-process)
+purejaxrl.configure_cpu_runtime()  # the command's dispatch setting (tests call the library in-process)
 
 from purejaxrl.config import compose  # noqa: E402
 

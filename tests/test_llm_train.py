@@ -232,6 +232,11 @@ def test_llm_resume_continues_exactly(tmp_path):
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rows(tmp_path / "part") == rows(tmp_path / "full")
     assert resumed["test_true_reward"] == full["test_true_reward"]
+    # resuming a completed run (resume=auto, as a sweep would) says so and changes nothing
+    files = {f: f.read_bytes() for f in (tmp_path / "full").rglob("*") if f.is_file()}
+    again = run_llm({**cfg, "resume": "auto"}, tmp_path / "full")
+    assert again == json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert {f: f.read_bytes() for f in (tmp_path / "full").rglob("*") if f.is_file()} == files
 
 
 def test_fg_expo_curriculum_prefers_prompts_near_half_success():

@@ -63,15 +63,21 @@ def test_one_version_and_configs_from_the_package():
 
 def _imports(path: Path, package_roots=("purejaxrl", "envs")) -> set[str]:
     """Modules of ours a file imports, at module level or inside functions (a deferred import still
-    ties the layers together)."""
+    ties the layers together), with the packages those imports load on the way (``a.b.c`` loads
+    ``a`` and ``a.b``).  A relative import fails the test (none is used, and the graph would miss it)."""
     tree = ast.parse(path.read_text())
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names}
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import at line {node.lineno}"
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
     return {m for m in out if m.split(".")[0] in package_roots}
 
 
@@ -82,7 +88,11 @@ def _module_graph() -> dict[str, set[str]]:
             parts = f.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             files[name] = f
-    return {m: {d for d in _imports(f) if d in files and d != m} for m, f in files.items()}
+    def ancestors(m):  # a module's own packages are loaded before it, whatever it imports
+        parts = m.split(".")
+        return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+    return {m: {d for d in _imports(f) if d in files and d != m and d not in ancestors(m)} for m, f in files.items()}
 
 
 def test_no_import_circles():

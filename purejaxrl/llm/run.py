@@ -291,6 +291,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     if resuming:  # into the replicated layout, whatever the device count that wrote it
         state, meta = ckpt.restore(place.abstract(jax.eval_shape(lambda: state), place.replicated), identity)
         start = int(meta["update"])
+        if start >= cfg["iterations"] and (run_dir / "summary.json").exists():
+            ckpt.close()
+            print(f"{run_dir} already completed all {cfg['iterations']} iterations; nothing to do")
+            return json.loads((run_dir / "summary.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     one_run = [{"run": 0, "seed": cfg["seed"]}]
     if main:  # under jax.distributed only process 0 writes files (checkpoints: every process)

@@ -80,8 +80,11 @@ def validate_meta(cfg: dict) -> None:
         if not isinstance(envs, list) or not envs:
             errs.append(f"es.envs={envs!r} must be null or a non-empty list of env names")
         else:
+            from envs.registry import missing_extra
+
             errs += [f"es.envs: {e!r} is not an environment; valid: {', '.join(_envs.list_envs())}" for e in envs
                      if e not in _envs.list_envs()]
+            errs += [f"es.envs: {e}: {missing_extra(e)}" for e in envs if missing_extra(e)]
             if len(envs) > 1 and not es.get("normalize_fitness"):
                 errs.append("es.envs mixes several envs: set es.normalize_fitness=true (returns on different scales)")
     errs += resume_errors(cfg, "meta run")
