@@ -1,4 +1,4 @@
-"""``purejaxrl.keep_heap()`` (the glibc heap kept between calls; ``import purejaxrl.llm`` applies it),
+"""``purejaxrl.keep_heap()`` (the glibc heap kept between calls; the LLM commands apply it),
 measured against glibc's defaults in alternating fresh processes (this machine class is noisy: compare pairs only).
 
     python benchmarks/cpu_runtime_flags.py [--rounds 2]
@@ -26,13 +26,14 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, "benchmarks")
 import purejaxrl
-purejaxrl.keep_heap()  # what ``import purejaxrl.llm`` does; a no-op under PUREJAXRL_KEEP_HEAP=0
+purejaxrl.keep_heap()  # what purejaxrl llm does; a no-op under PUREJAXRL_KEEP_HEAP=0
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_compilation_cache", False)
 from purejaxrl.config import compose
 from throughput import time_training
 out = {}
-for name, over in [("pqn_cartpole", ["experiment=pqn_cartpole", "num_seeds=1"]), ("ppo_cartpole", ["experiment=ppo_cartpole", "num_seeds=4"])]:
+for name, over in [("pqn_cartpole", ["experiment=pqn_cartpole", "num_seeds=1"]),
+                   ("ppo_cartpole", ["experiment=ppo_cartpole", "num_seeds=4"])]:
     r = time_training(compose(over), repeats=1)
     out[name] = {"compile_s": r["compile_seconds"], "run_s": r["run_seconds"]}
 import optax

@@ -25,10 +25,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import purejaxrl
 from purejaxrl.llm import trainer as T
 from purejaxrl.llm.model import ModelConfig, init_params, num_params
 from purejaxrl.llm.sampler import sample, sample_no_cache
 from purejaxrl.llm.tasks import Batch, Task
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
+purejaxrl.keep_heap()  # as purejaxrl llm runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS, G, P, NEW = 32, 16, 7, 8

@@ -21,11 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import purejaxrl
 from purejaxrl import objectives
-from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.config import run_grid
+from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.meta.run import inner_config
 from purejaxrl.trainer import Trainer, build_algorithm
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

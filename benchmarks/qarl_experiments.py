@@ -24,6 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import purejaxrl
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
+
 OUT = Path("benchmarks/results/qarl")
 
 

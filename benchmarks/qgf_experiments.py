@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+import purejaxrl
 from envs.datasets import generate
 from purejaxrl.config import compose
 from purejaxrl.evaluate import evaluate_run
 from purejaxrl.experiment import run
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 
 OUT = Path("benchmarks/results/qgf")  # relative: the recorded configs carry no machine paths
 DATA = Path("data")  # generated datasets (not committed): regenerate with the same seed
@@ -73,11 +76,11 @@ def throughput(updates: int = 1000) -> dict:
     """Gradient steps/s of QGF and FQL (1 and 3 seeds vmapped, the benchmark's networks, no
     evaluation inside the timed chunks), host-evaluation env steps/s on OGBench cube-single, and
     dataset generation transitions/s, all in this process."""
-    from purejaxrl.config import run_grid
-    from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
-
     import jax
     import jax.numpy as jnp
+
+    from purejaxrl.config import run_grid
+    from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
     out = {"device": jax.devices()[0].device_kind, "updates_timed": updates, "training": {}}
     data = DATA / "cube_single.npz"
@@ -189,7 +192,8 @@ def plot(setup, results):
     ax.set_xscale("log")
     ax.set_xlabel("guidance weight w (leftmost point: w = 0, flow BC)")
     ax.set_ylabel("success rate" if key == "per_run_success" else "return")
-    ax.set_title(f"{setup}: {results['seeds']} seeds × {results['episodes_per_seed']} episodes, {results['updates']} gradient steps", fontsize=9)
+    ax.set_title(f"{setup}: {results['seeds']} seeds × {results['episodes_per_seed']} episodes, "
+                 f"{results['updates']} gradient steps", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -29,8 +29,10 @@ CFG = ["algo=pqn", "env=cartpole", "algo.total_timesteps=262144", "logger.progre
 def worker(devices: int, seeds: int, chunks: int, process: tuple[int, int, str] | None) -> dict:
     import jax
 
+    import purejaxrl
     from purejaxrl.sharding import visible_gpus
 
+    purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
     gpu = bool(visible_gpus())
     if process is None:
         jax.config.update("jax_num_cpu_devices", devices)  # CPU: virtual devices (no effect on GPUs)

@@ -22,8 +22,11 @@ import jax
 import jax.numpy as jnp
 
 import envs as _envs
+import purejaxrl
 from purejaxrl.config import compose, run_grid
 from purejaxrl.trainer import Trainer, build_algorithm
+
+purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -65,7 +65,7 @@ class Environment(abc.ABC):
         return self._action_space
 
     @property
-    def unwrapped(self) -> "Environment":
+    def unwrapped(self) -> Environment:
         return self
 
 

@@ -20,11 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from envs.errors import DatasetError, dataset_error  # noqa: F401  (DatasetError re-exported)
+
 REQUIRED = ("observations", "actions", "terminals")
-
-
-class DatasetError(ValueError):
-    """A dataset file that cannot be used; the message names the key and the fix."""
 
 
 @struct.dataclass
@@ -40,8 +38,7 @@ class Dataset:
         return int(self.starts.shape[0])
 
 
-def _fail(path, msg):
-    raise DatasetError(f"dataset.path={path}: {msg}")
+_fail = dataset_error
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -184,7 +181,7 @@ def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, no
         raise DatasetError(f"--noise={noise} must be >= 0")
     t0 = time.perf_counter()
     if family == "ogbench":
-        from envs import ogbench
+        import envs.ogbench as ogbench
 
         try:
             d = ogbench.generate(spec.env[len("ogbench_"):], spec.kind, n, length, seed,

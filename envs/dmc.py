@@ -72,8 +72,10 @@ class DMCEnv(Environment):
                 raise ValueError(f"{k}={v!r} must be a number > 0")
         try:
             from mujoco_playground import registry
-        except ImportError as e:  # a dependency of the project: a broken install
-            raise ImportError(f"DM Control tasks need MuJoCo Playground ({e}); reinstall with pip install -e .") from e
+        except ImportError as e:  # the optional extra
+            from envs.errors import install_hint
+
+            raise ImportError(f"DM Control tasks need MuJoCo Playground ({e}): {install_hint('dmc')}") from e
         self._env = registry.load(TASKS[task], config_overrides={"impl": impl})
         self.task = task
         self.name = f"dmc_{task}"

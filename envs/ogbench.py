@@ -30,7 +30,6 @@ TASKS = {
     "puzzle_3x3": ("puzzle-3x3", "puzzle"),
     "puzzle_4x4": ("puzzle-4x4", "puzzle"),
 }  # scene is left out: OGBench regenerates its unhealthy episodes (a check we do not reproduce)
-INSTALL = 'pip install -e ".[ogbench]"'
 _SHAPES: dict[str, tuple] = {}
 _POOLS: dict[str, list] = {}
 
@@ -43,7 +42,9 @@ def _import():
         import gymnasium
         import ogbench.manipspace  # noqa: F401  (registers the envs)
     except ImportError as e:
-        raise ImportError(f"OGBench envs need the ogbench package ({e}); install it with {INSTALL}") from e
+        from envs.errors import install_hint
+
+        raise ImportError(f"OGBench envs need the ogbench package ({e}): {install_hint('ogbench')}") from e
     return gymnasium
 
 
@@ -93,8 +94,9 @@ class OGBenchEnv(Environment):
 
     def relabel(self, raw: dict[str, np.ndarray], path) -> tuple[np.ndarray, np.ndarray]:
         """Single-task rewards and masks from the dataset's ``qpos`` (and ``button_states``), as OGBench."""
-        from envs.datasets import _fail
         from ogbench.relabel_utils import relabel_dataset
+
+        from envs.errors import dataset_error as _fail
 
         need = ["qpos"] + (["button_states"] if TASKS[self.task_name][1] == "puzzle" else [])
         for k in need:

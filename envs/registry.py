@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.core import Box, Discrete, Environment, as_step_types
+from envs.errors import install_hint
 
 # Short names used by the config group ``conf/env``; any gymnax id works as well.
 ALIASES = {
@@ -24,6 +25,28 @@ ALIASES = {
     "catch": "Catch-bsuite",
     "deepsea": "DeepSea-bsuite",
 }
+
+# environments that need an optional extra: (name prefix, modules, extra, what)
+EXTRAS = (
+    ("dmc_", ("mujoco_playground", "mujoco"), "dmc", "DeepMind Control tasks (MuJoCo Playground)"),
+    ("brax/", ("brax",), "brax", "Brax environments"),
+    ("ogbench_", ("ogbench", "gymnasium"), "ogbench", "OGBench's manipulation tasks"),
+)
+
+
+def missing_extra(name: str) -> str | None:
+    """One line naming the extra an environment needs and how to install it, or None when the
+    environment can be built (checked without importing anything heavy)."""
+    import importlib.util
+
+    name = ALIASES.get(name, name)
+    for prefix, modules, extra, what in EXTRAS:
+        if name.startswith(prefix):
+            missing = [m for m in modules if importlib.util.find_spec(m) is None]
+            if missing:
+                return f"{what} need the '{extra}' extra (missing {', '.join(missing)}): {install_hint(extra)}"
+    return None
+
 
 BRAX_ENVS = (
     "ant",
@@ -48,10 +71,9 @@ def _gymnax_ids() -> list[str]:
 
 def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
-    from envs.pointmaze import MAZES
-
     from envs.dmc import TASKS as DMC
     from envs.ogbench import TASKS
+    from envs.pointmaze import MAZES
 
     return (sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
             + [f"ogbench_{t}" for t in TASKS] + [f"dmc_{t}" for t in DMC])

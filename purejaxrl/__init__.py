@@ -3,10 +3,11 @@
 __version__ = "0.1.0"
 
 
-def _configure_cpu_runtime() -> None:
-    """Async CPU dispatch off (before the first computation creates the CPU client): our host loops
-    wait for every chunk anyway, and a hang with it on is reported upstream;
-    ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` turns it back on."""
+def configure_cpu_runtime() -> None:
+    """Async CPU dispatch off (call before the first computation creates the CPU client): our host
+    loops wait for every chunk anyway, and a hang with it on is reported upstream;
+    ``JAX_CPU_ENABLE_ASYNC_DISPATCH=true`` keeps it on.  The ``purejaxrl`` command calls this;
+    importing the library changes no process-wide setting, so a notebook opts in by calling it."""
     import os
 
     import jax
@@ -22,9 +23,10 @@ def keep_heap() -> None:
     the next call faults them in again (about 10^6 minor page faults per LLM train step here).
     Keeping them made the 1M-parameter transformer's train step 15-25% faster, but not the RL
     loops, whose compiles it slowed by ~1 s (benchmarks/results/cpu_runtime_flags_cpu.json): so
-    ``import purejaxrl.llm`` calls this and ``import purejaxrl`` does not.  The cost: the process
+    only the LLM commands call it.  The cost: the process
     keeps its peak heap.  Like ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``;
     ``PUREJAXRL_KEEP_HEAP=0`` makes it a no-op, as it is where glibc is not the C library.
+    ``purejaxrl llm`` (and ``purejaxrl reproduce`` on LLM studies) call this; importing does not.
     """
     import ctypes
     import os
@@ -43,9 +45,6 @@ def keep_heap() -> None:
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 1 << 30)
     libc.mallopt(m_arena_max, 1)
-
-
-_configure_cpu_runtime()
 
 
 def _check_envs_module() -> None:

@@ -11,13 +11,15 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from purejaxrl.config import ConfigError, first_difference
+from purejaxrl.config import first_difference
+from purejaxrl.errors import ConfigError
 
 
 def open_run_dir(cfg: dict, default: str) -> tuple[Path, Path, bool]:
     """``(run_dir, checkpoint_dir, resuming)`` for a host loop, after the checks every command shares:
-    a run directory that holds checkpoints needs ``resume=true`` (nothing is changed otherwise), and
-    ``resume=true`` on a folder with no run says that a new one starts there."""
+    a run directory that holds checkpoints needs ``resume=true`` or ``auto`` (nothing is changed
+    otherwise); ``resume=true`` needs a run to continue (a mistyped run_dir must not start a new
+    one), ``resume=auto`` continues one or starts one."""
     run_dir = Path(cfg.get("run_dir") or default).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir={run_dir} is a file, not a directory; choose another run_dir")
@@ -26,8 +28,11 @@ def open_run_dir(cfg: dict, default: str) -> tuple[Path, Path, bool]:
     if resuming and not cfg.get("resume"):
         raise ConfigError(f"run_dir {run_dir} already holds checkpoints; pass resume=true to continue that run "
                           "or choose another run_dir (nothing was changed)")
-    if cfg.get("resume") and not resuming:
-        print(f"resume=true: {run_dir} holds no checkpoint of a run; starting a new run there")
+    if cfg.get("resume") is True and not resuming:
+        raise ConfigError(f"resume=true: {run_dir} holds no run to continue (no checkpoint); check run_dir, or pass "
+                          "resume=auto to start a new run there when there is none")
+    if cfg.get("resume") == "auto" and not resuming:
+        print(f"resume=auto: {run_dir} holds no run yet; starting one there")
     return run_dir, ckpt_dir, resuming
 
 

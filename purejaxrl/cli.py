@@ -35,14 +35,25 @@ commands:
 """
 
 
+def apply_runtime(argv: list[str]) -> None:
+    """The command's process-wide settings (:func:`purejaxrl.configure_cpu_runtime`, and for the LLM
+    commands :func:`purejaxrl.keep_heap`), in this process — and in every sweep job's process."""
+    from purejaxrl import configure_cpu_runtime, keep_heap
+
+    configure_cpu_runtime()  # process-wide settings belong to the command, not to the library
+    llm = argv[:1] == ["llm"] or (argv[:1] == ["reproduce"] and any(a.startswith("llm") for a in argv[1:]))
+    if llm:
+        keep_heap()
+
+
 def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str = "config") -> None:
     """Run ``run_fn(config_dict, run_dir) -> summary`` under ``@hydra.main`` with ``argv`` as
     overrides.  Config errors print one line and exit 2 (a multirun re-raises them); ``report``
     prints the summary and returns the value the Hydra sweepers optimise."""
+    from pathlib import Path
+
     import hydra
     from omegaconf import DictConfig, OmegaConf
-
-    from pathlib import Path
 
     if not config_dir.is_dir():
         sys.exit(f"error: config directory {config_dir} not found; install purejaxrl with pip install -e .")
@@ -50,10 +61,18 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
     existed = bool(given) and Path(given[-1]).exists()
 
     def drop_if_new_and_empty(path: str) -> None:
-        """Hydra creates the output directory before our checks; a rejected start removes it again."""
-        p = Path(path)
-        if not existed and p.is_dir() and not any(p.iterdir()):
+        """Hydra creates the output directory before our checks; a rejected start removes it again
+        (with Hydra's default ``outputs/<date>/<time>``, the empty folders above it too)."""
+        p, cwd = Path(path).resolve(), Path.cwd().resolve()
+        if existed:
+            return
+        if given:  # an explicit run_dir: only the folder itself
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+            return
+        while p != cwd and cwd in p.parents and p.is_dir() and not any(p.iterdir()):
             p.rmdir()
+            p = p.parent
 
     @hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
@@ -62,6 +81,7 @@ def _hydra_entry(config_dir, argv: list[str], run_fn, report, config_name: str =
         from hydra.core.hydra_config import HydraConfig
 
         logging.getLogger("jax").setLevel(logging.WARNING)
+        apply_runtime(["llm"] if config_dir.name == "llm" else ["train"])  # a launcher's job may be its own process
         hc = HydraConfig.get()
         container = OmegaConf.to_container(cfg, resolve=True)
         container.pop("hydra", None)
@@ -135,10 +155,39 @@ def train_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR, argv, run, report)
 
 
+# Hydra plugins behind extras: (override, plugin module, extra)
+PLUGINS = (("launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("hydra/launcher=submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("hydra/launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("launcher=ray", "hydra_plugins.hydra_ray_launcher", "ray"),
+           ("hydra/launcher=ray", "hydra_plugins.hydra_ray_launcher", "ray"),
+           ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"))
+
+
+def check_plugins(overrides: list[str]) -> None:
+    """A launcher or sweeper whose extra is not installed: one line naming the install command."""
+    import importlib.util
+
+    from envs.errors import install_hint
+
+    for arg in overrides:
+        for want, module, extra in PLUGINS:
+            if arg.lstrip("+") == want:
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except ModuleNotFoundError:
+                    found = False
+                if not found:
+                    raise ConfigError(f"{want} needs the '{extra}' extra: {install_hint(extra)}")
+
+
 def check_overrides(config_dir, overrides: list[str], config_name: str = "config") -> None:
     """Compose the config once (cheap: nothing runs) so that an override Hydra cannot apply (an
     unknown group option or key, bad syntax) is one :class:`ConfigError` line rather than Hydra's
-    multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra."""
+    multi-line report.  Command lines with flags (``-m`` sweeps, ``--cfg``) are left to Hydra, apart
+    from the extras their launcher or sweeper needs."""
+    check_plugins(overrides)
     if any(a.startswith("-") for a in overrides):
         return
     from hydra import compose, initialize_config_dir
@@ -254,6 +303,12 @@ def dataset_main(argv: list[str]) -> None:
             raise ConfigError("from_policy needs --policy RUN_DIR (a trained PPO run; repeat --policy to mix policies)")
         print(json.dumps(collect_many(a.policy, a.episodes or 100, a.out, a.seed)))
         return
+    from envs.registry import missing_extra
+
+    spec = GENERATORS.get(a.name)
+    missing = missing_extra(spec.env) if spec is not None else None
+    if missing:  # before the progress bar or any file
+        raise ConfigError(f"purejaxrl dataset {a.name}: {missing}")
     try:
         info = generate(a.name, a.episodes, a.out, a.seed, a.noise, a.episode_length)
     except DatasetError as e:
@@ -263,6 +318,7 @@ def dataset_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    apply_runtime(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxrl.config import ConfigError
+from purejaxrl.errors import ConfigError
 
 
 def collect(run_dir: str | Path, episodes: int, seed: int = 0, run: int = 0) -> dict[str, np.ndarray]:

@@ -13,7 +13,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from purejaxrl.errors import ConfigError  # re-exported: purejaxrl.config.ConfigError
+
+
+def _conf_dir() -> Path:
+    """The configs: ``purejaxrl/conf`` in an installed wheel, the repository's ``conf/`` in a source
+    checkout (an editable install maps one onto the other)."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf" / "config.yaml").exists() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 TOP_LEVEL = {
     "algo", "env", "network", "logger", "seed", "num_seeds", "chunks", "run_dir", "resume",
@@ -24,8 +34,6 @@ NETWORK_KEYS = {"kind", "hidden_size", "num_layers", "layer_norm", "activation",
 NETWORK_KINDS = {"auto", "mlp", "minatar_conv"}
 
 
-class ConfigError(ValueError):
-    """A config problem found before compiling; the message says how to fix it."""
 
 
 def argument_parser(prog: str, description: str | None = None):
@@ -164,11 +172,26 @@ def validate(cfg: dict, check_data: bool = True) -> None:
     sac = cfg.get("stop_after_chunks")
     if sac is not None and (not isinstance(sac, int) or sac < 1):
         errs.append(f"stop_after_chunks={sac!r} must be null or an integer >= 1")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the run to continue")
+    errs += resume_errors(cfg, "run")
 
     errs += _vmap_errors(cfg.get("vmap") or {}, cls)
     raise_errors(errs)
+
+
+RESUME = (False, True, "auto")
+
+
+def resume_errors(cfg: dict, what: str) -> list[str]:
+    """``resume``: ``false`` (a new run; a run directory holding one is refused), ``true`` (continue
+    the run in ``run_dir``, which must hold one) or ``auto`` (continue it if there is one, else start),
+    as W&B's resume="must" / "allow"."""
+    r = cfg.get("resume", False)
+    if r not in RESUME or isinstance(r, (int, float)) and not isinstance(r, bool):
+        return [f"resume={r!r}; valid: false (a new run), true (continue the {what} in run_dir, which must hold one), "
+                "auto (continue it if there is one, else start one there)"]
+    if r and not cfg.get("run_dir"):
+        return [f"resume={str(r).lower()} needs run_dir=PATH, the directory of the {what} to continue"]
+    return []
 
 
 def raise_errors(errs: list[str]) -> None:
@@ -187,6 +210,11 @@ def _env_errors(env_cfg: dict, cls, net: dict) -> list[str]:
     kwargs = env_cfg.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         return [f"env.kwargs={kwargs!r} must be a mapping of environment parameters, e.g. env.kwargs.max_steps_in_episode=200"]
+    from envs.registry import missing_extra
+
+    missing = missing_extra(str(env_cfg.get("name")))
+    if missing:
+        return [f"env.name={env_cfg['name']}: {missing}"]
     try:
         env = _envs.make(env_cfg["name"], **kwargs)
     except (TypeError, ValueError) as e:

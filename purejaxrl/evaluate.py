@@ -16,7 +16,6 @@ from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, argument_parser, identity, read_yaml, run_grid, validate
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
-
 EVAL_SETTINGS = ("guidance_weights", "guidance_weight", "guidance", "num_candidates")  # what eval may change
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from purejaxrl.config import ConfigError
+from purejaxrl.errors import ConfigError
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -26,13 +26,39 @@ def check_backends(logger_cfg: dict) -> None:
             try:
                 __import__(module)
             except ImportError as e:
-                raise ConfigError(f"logger.{flag}=true needs {module}: pip install -e '.[{extra}]'") from e
+                from envs.errors import install_hint
+
+                raise ConfigError(f"logger.{flag}=true needs {module}: {install_hint(extra)}") from e
+
+
+def _tags(tags) -> list[str]:
+    """``logger.wandb_tags``: a list, or one tag given as a string."""
+    if tags is None:
+        return []
+    return [tags] if isinstance(tags, str) else [str(t) for t in tags]
+
+
+def backend_keys(key: str) -> list[str]:
+    """The names a metric gets in TensorBoard and W&B, as the field reads them: ``eval/…`` for the
+    greedy tests (Brax's ``eval/episode_reward`` among them), ``charts/…`` for training episodes and
+    ``losses/…`` for losses (CleanRL's), ``train/…`` for the rest.  The JSONL/CSV files keep the
+    flat keys."""
+    if key.startswith("eval_"):
+        rest = key[len("eval_"):]
+        return ["eval/episode_reward", "eval/episode_return"] if rest == "return" else [f"eval/{rest}"]
+    if key in ("episode_return", "episode_length"):
+        return [f"charts/episodic_{key.split('_')[1]}", f"train/{key}"]
+    if "loss" in key:
+        return [f"losses/{key}"]
+    return [f"train/{key}"]
 
 
 class MetricsLogger:
     """Rows per run and logged update.  On resume, rows after the checkpoint are dropped from the
     JSONL/CSV files and the TensorBoard streams are rewritten from the kept rows (so no step
-    appears twice); W&B runs keep their id (``wandb_ids.json``) and are resumed, not duplicated."""
+    appears twice); W&B runs keep their id (``wandb_ids.json``) and are resumed, not duplicated.
+    Both backends step on one axis, ``global_step``: env steps (gradient steps for offline runs),
+    under the names of :func:`backend_keys`; W&B writes its files into ``run_dir/wandb``."""
 
     def __init__(self, run_dir: Path, runs: list[dict], logger_cfg: dict, resume_update: int = 0,
                  project_cfg: dict | None = None):
@@ -74,6 +100,9 @@ class MetricsLogger:
                 self._wandb.append(
                     wandb.init(
                         project=logger_cfg.get("wandb_project", "purejaxrl"),
+                        entity=logger_cfg.get("wandb_entity"),
+                        tags=_tags(logger_cfg.get("wandb_tags")),
+                        dir=str(self.run_dir),  # wandb/ inside the run directory, not the working directory
                         group=self.run_dir.name,
                         name=f"{self.run_dir.name}-run{r['run']}",
                         id=run_id,
@@ -113,8 +142,16 @@ class MetricsLogger:
     def _scalars(self, row: dict) -> dict:
         return {k: v for k, v in row.items() if isinstance(v, float) and k not in self.runs[0]}
 
-    def _write_tb(self, row: dict) -> None:
+    def _named(self, row: dict) -> dict:
+        out = {}
         for k, v in self._scalars(row).items():
+            for name in backend_keys(k):
+                assert name not in out, f"metrics {k!r} and another both map to {name!r}"
+                out[name] = v
+        return out
+
+    def _write_tb(self, row: dict) -> None:
+        for k, v in self._named(row).items():
             self._tb[row["run"]].add_scalar(k, v, row["env_steps"])
 
     def log_chunk(self, start: int, metrics: dict[str, np.ndarray], steps_per_update: int, num_updates: int) -> None:
@@ -154,7 +191,7 @@ class MetricsLogger:
             if self._tb:
                 self._write_tb(row)
             if self._wandb:  # explicit steps: W&B ignores rows re-sent after a resume (identical ones)
-                self._wandb[row["run"]].log({**self._scalars(row), "env_steps": row["env_steps"]}, step=row["update"])
+                self._wandb[row["run"]].log({**self._named(row), "global_step": row["env_steps"]}, step=row["env_steps"])
 
     def close(self) -> None:
         for w in self._tb:

@@ -18,9 +18,10 @@ saved by :func:`save_objective`, e.g. by ``purejaxrl meta``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,7 @@ def init_learned_params(key: jax.Array, num_features: int, hidden: int, init_sca
     return {"w1": w1, "w2": jnp.zeros((hidden, 1))}
 
 
-BUILTIN: dict[str, "Objective"] = {
+BUILTIN: dict[str, Objective] = {
     "clip": Objective("clip", ppo_clip_drift, spec={"kind": "clip"}),
     "dpo": Objective("dpo", dpo_drift, spec={"kind": "dpo"}),
     "none": Objective("none", no_clip_drift, spec={"kind": "none"}),
@@ -136,7 +137,7 @@ def build(spec: dict, params: Any = None, key: jax.Array | None = None) -> Objec
 
 def builtin(name: str) -> Objective:
     if name not in BUILTIN:
-        from purejaxrl.config import ConfigError
+        from purejaxrl.errors import ConfigError
 
         raise ConfigError(f"algo.objective={name!r} is unknown; valid: {', '.join(sorted(BUILTIN))}, learned")
     return BUILTIN[name]
@@ -158,7 +159,7 @@ def save_objective(obj: Objective, directory: str | Path, extra: dict | None = N
 
 def load_objective(directory: str | Path) -> Objective:
     """The objective saved in ``directory``; raises ``ConfigError`` naming what is wrong."""
-    from purejaxrl.config import ConfigError
+    from purejaxrl.errors import ConfigError
 
     d = Path(directory)
     if not (d / SPEC_FILE).exists():

@@ -52,7 +52,7 @@ def plot_runs(run_dirs: list[str], metric: str = "eval_return", out: str | None 
     import matplotlib.pyplot as plt
     import yaml
 
-    from purejaxrl.config import ConfigError
+    from purejaxrl.errors import ConfigError
 
     loaded = []
     for d in run_dirs:  # check every directory before drawing anything

@@ -145,7 +145,8 @@ def study_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: claims[{i}]: {e}")
             continue
         cm = c.get("metric")
-        if cm is not None and not (s["kind"] == "llm" and str(cm).startswith("test_") or s["kind"] == "train" and cm in ("return", "success")):
+        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in ("return", "success"))
+        if cm is not None and not fits:
             errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train return or success")
         for a in parsed["arms"]:
             if a not in arms:
@@ -450,7 +451,7 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
 
 def _llm_scores(out: Path, run: str, metric: str, n: int | None = None) -> dict:
     d = out / "runs" / run
-    seeds = sorted((int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists()))
+    seeds = sorted(int(p.name[4:]) for p in d.glob("seed*") if (p / "summary.json").exists())
     if n is not None:  # the seeds of this call's study, not leftovers of a larger earlier one
         seeds = [s for s in seeds if s < n]
     if not seeds:
@@ -493,7 +494,8 @@ def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
     elif p["form"] == "aggregate":
         method = "t" if p["statistic"] == "mean" else "expanded"
         r = S.unpaired_difference(a[0], a[1], p["statistic"], method=method)
-        stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({'Welch t' if method == 't' else 'stratified bootstrap, expanded percentile'} interval)"
+        how = "Welch t" if method == "t" else "stratified bootstrap, expanded percentile"
+        stat = f"{p['statistic']}(A) − {p['statistic']}(B) ({how} interval)"
         n = min(len(x) for x in a)
     else:
         r = S.probability_of_improvement_interval(a[0], a[1])
@@ -819,13 +821,34 @@ def readme_blocks(text: str) -> list[str]:
     return [m.group("name") for m in BLOCK.finditer(text)]
 
 
+def summary_block(results: Path) -> str:
+    """One table of every recorded study's claims and verdicts (the README's front page)."""
+    lines = ["| study | claim | the paper | estimate [95% CI] | seeds | verdict |", "|---|---|---|---|---|---|"]
+    for f in sorted(Path(results).glob("*/report.json")):
+        r = json.loads(f.read_text())
+        cite = r["paper"]["cite"].split(". ")
+        short = cite[1] if len(cite) > 1 else cite[0]
+        for c in r["claims"]:
+            on = f" on `{c['metric']}`" if c["metric"] != r["metric"]["name"] else ""
+            uninformative = " (uninformative)" if "uninformative" in (c.get("note") or "") else ""
+            lines.append(f"| `{r['study']}` | `{c['claim']}`{on} | {short} | {_est(c['estimate'], c['ci'])} | {c['seeds']} "
+                         f"| **{c['verdict']}**{uninformative} |")
+    return "\n".join(lines) + "\n"
+
+
 def sync_readme(readme: Path, results: Path, check: bool = False) -> list[str]:
-    """Replace every ``<!-- reproduce:NAME -->`` block of ``readme`` with the tables of
-    ``results/NAME/report.json``; with ``check``, only list the blocks that differ."""
+    """Replace every ``<!-- reproduce:NAME -->`` block of ``readme`` (a README or a docs page) with
+    the tables of ``results/NAME/report.json`` (``summary``: every study's claims in one table);
+    with ``check``, only list the blocks that differ."""
     text = readme.read_text()
     stale = []
 
     def repl(m):
+        if m.group("name") == "summary":
+            body = summary_block(results)
+            if body != m.group("body"):
+                stale.append("summary")
+            return m.group(1) + body + m.group(4)
         f = results / m.group("name") / "report.json"
         if not f.exists():
             raise ConfigError(f"{readme} shows study results {m.group('name')} but {f} does not exist")
@@ -844,7 +867,7 @@ def sync_readme(readme: Path, results: Path, check: bool = False) -> list[str]:
 USAGE = """purejaxrl reproduce STUDY [--tier smoke|cpu|gpu] [--seeds N] [--out DIR] [--reuse]
        purejaxrl reproduce STUDY --report-only --out DIR      (the report again, from the files)
        purejaxrl reproduce --list
-       purejaxrl reproduce --readme README.md --results DIR [--check]"""
+       purejaxrl reproduce --readme [README.md docs/*.md] [--results DIR] [--check]"""
 
 
 def reproduce_main(argv: list[str]) -> None:
@@ -856,7 +879,8 @@ def reproduce_main(argv: list[str]) -> None:
     p.add_argument("--reuse", action="store_true", help="keep finished runs in --out, resume unfinished ones")
     p.add_argument("--report-only", action="store_true", help="write the report from the files in --out, run nothing")
     p.add_argument("--list", action="store_true", help="list the studies")
-    p.add_argument("--readme", default=None, help="update this README's <!-- reproduce:NAME --> blocks")
+    p.add_argument("--readme", nargs="*", default=None, metavar="FILE",
+                   help="update the <!-- reproduce:NAME --> blocks of these files (default: README.md and docs/*.md)")
     p.add_argument("--results", default="benchmarks/results/reproduce", help="with --readme: the folder of recorded studies")
     p.add_argument("--check", action="store_true", help="with --readme: exit 1 if a block differs, change nothing")
     a = p.parse_args(argv)
@@ -865,15 +889,19 @@ def reproduce_main(argv: list[str]) -> None:
             s = load_study(name)
             print(f"{name}: {s['title']} — {len(s['arms'])} arms, {len(s['claims'])} claims, tiers {', '.join(s['tiers'])}")
         return
-    if a.readme:
-        readme = Path(a.readme)
-        if not readme.exists():
-            raise ConfigError(f"--readme {readme} does not exist")
-        stale = sync_readme(readme, Path(a.results), check=a.check)
+    if a.readme is not None:
+        files = [Path(x) for x in a.readme] or [Path("README.md"), *sorted(Path("docs").glob("*.md"))]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise ConfigError(f"--readme: {', '.join(missing)} does not exist (run from the repository root, or name the files)")
+        stale = {str(f): sync_readme(f, Path(a.results), check=a.check) for f in files}
+        stale = {k: v for k, v in stale.items() if v}
         if a.check and stale:
-            print(f"{readme} differs from the reports for: {', '.join(stale)}; run purejaxrl reproduce --readme {readme}")
+            print("; ".join(f"{k} differs from the reports for {', '.join(v)}" for k, v in stale.items())
+                  + "; run purejaxrl reproduce --readme")
             sys.exit(1)
-        print(f"{readme}: {len(readme_blocks(readme.read_text()))} study blocks " + ("checked" if a.check else "in step"))
+        blocks = sum(len(readme_blocks(f.read_text())) for f in files)
+        print(f"{len(files)} file(s), {blocks} study blocks " + ("checked" if a.check else "in step"))
         return
     if not a.study:
         raise ConfigError(f"purejaxrl reproduce needs a study; usage: {USAGE}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from purejaxrl.config import ConfigError
+from purejaxrl.errors import ConfigError
 
 AXIS = "runs"
 DISTRIBUTED_KEYS = {"coordinator", "num_processes", "process_id", "local_device_ids", "cpu_devices"}
@@ -151,7 +151,8 @@ class Placement:
     def __init__(self, mesh):
         self.mesh = mesh
         if mesh is not None:
-            from jax.sharding import NamedSharding, PartitionSpec as P
+            from jax.sharding import NamedSharding
+            from jax.sharding import PartitionSpec as P
 
             self.runs = NamedSharding(mesh, P(AXIS))
             self.replicated = NamedSharding(mesh, P())

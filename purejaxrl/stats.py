@@ -29,7 +29,7 @@ one rule: the interval excludes the null value on the claimed side, on the other
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy import stats as _st

@@ -40,7 +40,7 @@ class Trainer:
         self.updates_per_chunk = math.ceil(self.num_updates / max(int(chunks), 1))
         evals = int(algo.cfg.get("num_evals", 10) if num_evals is None else num_evals)
         self.eval_every = max(self.num_updates // max(evals, 1), 1)
-        if getattr(algo, "host_eval", False):  # evaluated on the host between chunks: a chunk per evaluation
+        if algo.host_eval:  # evaluated on the host between chunks: a chunk per evaluation
             self.updates_per_chunk = self.eval_every
         batched = self.num_runs > 1 or vmap_single or mesh is not None  # vmap_single: the reference codes' layout
         self.batched = batched

@@ -6,6 +6,10 @@ import pytest
 # tests (and by CLI subprocesses) are compiled once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
 
+import purejaxrl  # noqa: E402
+
+purejaxrl.configure_cpu_runtime()  # the command's dispatch setting (tests call the library in-process)
+
 from purejaxrl.config import compose  # noqa: E402
 
 TINY = [

@@ -10,7 +10,7 @@ from scipy import stats
 import envs
 from purejaxrl import objectives
 from purejaxrl.config import CONF_DIR, ConfigError, compose, validate
-from purejaxrl.networks import orthogonal, categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob
+from purejaxrl.networks import categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob, orthogonal
 from purejaxrl.trainer import Trainer, build_algorithm, default_hparams
 
 
@@ -33,7 +33,8 @@ def test_clip_objective_by_hand():
     np.testing.assert_allclose(objectives.BUILTIN["clip"].fn(ratio, jnp.log(ratio), adv, hp, 0.0), [-0.5, -1.2, 1.5, 0.8], rtol=1e-6)
 
 
-ENV_CONFIGS = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+ENV_CONFIGS = [pytest.param(name, marks=pytest.mark.slow) if name.startswith(("brax", "dmc")) else name  # MJX compiles
+               for name in sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("algo_name", ["pqn", "ppo"])

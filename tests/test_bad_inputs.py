@@ -85,6 +85,9 @@ CASES = [
                  id="train-resume-changed-network"),
     pytest.param(train("algo.lr=0.001", "resume=true", run_dir="{run}"), "algo.lr", id="train-resume-changed-lr"),
     pytest.param(train("resume=true", run_dir="{corrupt}"), "{corrupt_ckpt}", id="train-resume-corrupt-checkpoint"),
+    pytest.param(train("resume=true", run_dir="{missing}"), "holds no run to continue", id="train-resume-nothing-there"),
+    pytest.param(train("resume=maybe", run_dir="{missing}"), "resume='maybe'", id="train-resume-bad-value"),
+    pytest.param(["meta", "resume=true", "run_dir={missing}"], "holds no run to continue", id="meta-resume-nothing-there"),
     # eval
     pytest.param(["eval", "{corrupt}"], "{corrupt_ckpt}", id="eval-corrupt-checkpoint"),
     pytest.param(["eval", "{empty}"], "{empty} is not a run directory", id="eval-empty-dir"),
@@ -133,6 +136,7 @@ CASES = [
                  id="llm-dpo-label-smoothing-range"),
     pytest.param(llm("rl", "init_from={missing}"), "init_from={missing}", id="llm-init-from-missing"),
     pytest.param(llm("rl", "resume=true", run_dir=None), "resume=true needs run_dir", id="llm-resume-without-run-dir"),
+    pytest.param(llm("rl", "resume=true", run_dir="{missing}"), "holds no run to continue", id="llm-resume-nothing-there"),
     pytest.param(llm("rl", run_dir="{run}"), "already holds checkpoints", id="llm-into-existing-run"),
     # offline datasets (algo=qgf / fql) and purejaxrl dataset
     pytest.param(qgf(data=None), "dataset.path=FILE.npz", id="qgf-no-dataset"),

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-
 TINY = ["algo.total_timesteps=8192", "algo.num_evals=2", "algo.num_eval_envs=4", "logger.progress=false"]
 
 

@@ -2,8 +2,10 @@
 
 import pytest
 
-from purejaxrl.experiment import run
 from purejaxrl.config import compose
+from purejaxrl.experiment import run
+
+pytestmark = pytest.mark.slow  # two 5e5-step trainings: run by .ci/run as its second step
 
 
 @pytest.mark.parametrize("algo", ["pqn", "ppo"])

@@ -232,6 +232,11 @@ def test_llm_resume_continues_exactly(tmp_path):
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rows(tmp_path / "part") == rows(tmp_path / "full")
     assert resumed["test_true_reward"] == full["test_true_reward"]
+    # resuming a completed run (resume=auto, as a sweep would) says so and changes nothing
+    files = {f: f.read_bytes() for f in (tmp_path / "full").rglob("*") if f.is_file()}
+    again = run_llm({**cfg, "resume": "auto"}, tmp_path / "full")
+    assert again == json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert {f: f.read_bytes() for f in (tmp_path / "full").rglob("*") if f.is_file()} == files
 
 
 def test_fg_expo_curriculum_prefers_prompts_near_half_success():
@@ -249,6 +254,7 @@ def test_fg_expo_curriculum_prefers_prompts_near_half_success():
     np.testing.assert_array_equal(np.asarray(p_new)[4:], np.asarray(p_hat)[4:])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_trajectory_whatever_the_run_length(tmp_path):
     """Iteration i's key is fold_in(seed key, i + 1), the learning rate is constant and EPO's phase is
     the only thing that reads the run length: a 2-iteration run is the first 2 iterations of a 4-iteration one."""

@@ -81,14 +81,16 @@ def test_resume_rewrites_tensorboard_and_keeps_wandb_ids(tmp_path, tiny_cfg, mon
     monkeypatch.setitem(sys.modules, "wandb", fake)
     cfg = tiny_cfg("num_seeds=2", "chunks=4", "logger.tensorboard=true", "logger.wandb=true")
     run(cfg, tmp_path)
-    assert _tb_steps(tmp_path, 1, "loss") == [2048 * u for u in range(1, 9)]
+    assert _tb_steps(tmp_path, 1, "losses/loss") == [2048 * u for u in range(1, 9)]
+    assert _tb_steps(tmp_path, 1, "eval/episode_reward") == _tb_steps(tmp_path, 1, "eval/episode_return") != []
     # the crash: the last chunk was logged but its checkpoint never written
     shutil.rmtree(tmp_path / "checkpoints" / "8")
     (tmp_path / "summary.json").unlink()
     run({**cfg, "resume": True}, tmp_path)
-    assert _tb_steps(tmp_path, 1, "loss") == [2048 * u for u in range(1, 9)]
+    assert _tb_steps(tmp_path, 1, "losses/loss") == [2048 * u for u in range(1, 9)]
     ids = [kw["id"] for kw in inits]
     assert ids[:2] == ids[2:] and ids[0] != ids[1] and all(kw["resume"] == "allow" for kw in inits)
     assert all(kw["reinit"] == "create_new" for kw in inits)  # both runs stay open side by side
-    # W&B gets explicit update numbers: the re-logged updates 7..8 carry the same steps as before
-    assert sorted({s for i, s in logged if i == ids[0]}) == list(range(1, 9))
+    # W&B steps on the same axis as TensorBoard, env steps: the re-logged updates 7..8 carry the same steps
+    assert sorted({s for i, s in logged if i == ids[0]}) == [2048 * u for u in range(1, 9)]
+    assert all(kw["dir"] == str(tmp_path) for kw in inits)  # wandb/ inside the run directory

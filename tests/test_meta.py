@@ -142,6 +142,7 @@ def meta_runs(tmp_path_factory):
     return d, whole, part, resumed
 
 
+@pytest.mark.slow
 def test_meta_run_resumes_bit_identically(meta_runs):
     d, whole, part, resumed = meta_runs
     assert part["generations"] == 2 and not part["completed"]
@@ -163,6 +164,7 @@ def test_meta_run_resumes_bit_identically(meta_runs):
     assert whole["inner_env_steps_per_generation"] == 4 * 2 * 1024  # members x seeds x steps
 
 
+@pytest.mark.slow
 def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs, tmp_path):
     from purejaxrl.experiment import run
     from purejaxrl.meta.evaluate import meta_eval

@@ -113,6 +113,7 @@ def test_host_evaluator_slices_episodes_and_keeps_their_order():
     np.testing.assert_array_equal(np.stack(wide), keys[0][0])
 
 
+@pytest.mark.slow
 def test_qgf_and_fql_on_an_ogbench_task_through_the_console_script(cube):
     """``train algo=qgf env=ogbench_cube_single`` (compiled training, host evaluation per guidance
     weight, gradient steps and evaluation throughput in the summary) → ``eval`` with other weights

@@ -143,6 +143,7 @@ def test_linear_schedule_reaches_the_target_at_two_thirds():
     assert [float(algo.shape_at(cur, i)) for i in (0, 750, 1500, 3000)] == pytest.approx([50.0, 25.5, 1.0, 1.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, env", [("qarl", ["env=dmc_cartpole_balance", "env.kwargs.episode_length=50"]),
                                        ("rarl", ["env=pendulum", "+env.kwargs.max_steps_in_episode=50"])])
 def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
@@ -194,13 +195,15 @@ def test_the_issue_command_line_spellings_reach_the_algorithm_config():
     assert cfg["algo"]["adversary"]["max_force"] == 2.0 and cfg["algo"]["curriculum"] == "linear"
 
 
+@pytest.mark.slow
 def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     """attack_only: the protagonist's parameters never change and it acts with its mode; the new
     adversary (α_A = 0) learns from the first update past learning_starts, every update."""
     from purejaxrl.algos.qarl import QARL
 
     cfg = compose(["algo=qarl", "env=pendulum", "algo.num_envs=4", "algo.learning_starts=8", "algo.batch_size=8",
-                   "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.total_timesteps=64", "algo.phase_updates=1", "algo.buffer_size=64",
+                   "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.total_timesteps=64", "algo.phase_updates=1",
+                   "algo.buffer_size=64",
                    "algo.curriculum=fixed"])
     algo = QARL(cfg["algo"], cfg["env"], {}, attack_only=True)
     hp = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
@@ -231,6 +234,7 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_action_repeat_sums_rewards_and_counts_the_time_limit_in_control_steps(cartpole):
     base, _ = cartpole
     rep = make("dmc_cartpole_balance", episode_length=6, action_repeat=2)

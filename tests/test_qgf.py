@@ -180,6 +180,7 @@ def test_loader_rejects_malformed_files(tmp_path, defect, fragment):
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_qgf_and_fql_end_to_end_through_the_console_script(tmp_path):
     """``purejaxrl dataset`` → ``train algo=qgf`` (gradient steps, per-w summary) → ``eval`` with
     other guidance weights (one compile) → ``train algo=fql`` on the same data."""

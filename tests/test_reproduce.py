@@ -180,12 +180,14 @@ def test_console_script_from_an_empty_folder(tmp_path):
     assert r.returncode == 0 and "pqn_cartpole" in r.stdout
 
 
-def test_readme_tables_are_the_recorded_reports():
-    """Every ``<!-- reproduce:NAME -->`` block of the README is the table generated from
-    ``benchmarks/results/reproduce/NAME/report.json`` (``purejaxrl reproduce --readme README.md``
-    rewrites them)."""
-    readme = ROOT / "README.md"
+def test_readme_and_docs_tables_are_the_recorded_reports():
+    """Every ``<!-- reproduce:NAME -->`` block of the README and the docs pages is the table generated
+    from ``benchmarks/results/reproduce/NAME/report.json`` (``summary``: every study's claims), and
+    every recorded study is shown somewhere (``purejaxrl reproduce --readme`` rewrites them)."""
     results = ROOT / "benchmarks" / "results" / "reproduce"
-    names = R.readme_blocks(readme.read_text())
-    assert set(names) == {p.name for p in results.iterdir() if (p / "report.json").exists()}
-    assert R.sync_readme(readme, results, check=True) == []
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    shown = {name for f in files for name in R.readme_blocks(f.read_text())}
+    assert "summary" in R.readme_blocks((ROOT / "README.md").read_text())
+    assert shown - {"summary"} == {p.name for p in results.iterdir() if (p / "report.json").exists()}
+    for f in files:
+        assert R.sync_readme(f, results, check=True) == [], f

@@ -90,6 +90,7 @@ def test_mesh_settings_are_checked_before_jax_starts():
         assert len(errs) == 1 and fragment in errs[0], errs
 
 
+@pytest.mark.slow
 def test_two_processes_over_loopback_run_stop_and_resume(one_device, tmp_path):
     """jax.distributed with 2 processes × 2 CPU devices: process 0 alone writes the run directory,
     both checkpoint; stopped after a chunk and resumed, it ends where the single-device run ends."""
@@ -184,6 +185,7 @@ def test_gpu_slots_are_claimed_once_each(tmp_path):
     assert "'shared': True" in late.stdout and late.stdout.split()[-1] in ("3", "5")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["submitit_local", "ray"])
 def test_sweep_launchers_run_every_point(tmp_path, launcher):
     """The SLURM launcher's submitit code path (its local executor) and Ray (a local instance)."""
@@ -193,3 +195,15 @@ def test_sweep_launchers_run_every_point(tmp_path, launcher):
     assert lrs == [1e-4, 3e-4], p.stderr[-2000:]
     for i in range(2):
         assert json.loads((tmp_path / str(i) / "summary.json").read_text())["completed"]
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_maximises_the_final_return(tmp_path):
+    """`[optuna]`: Hydra's Optuna sweeper samples the interval, runs each trial and reads the final
+    greedy return the entry point returns."""
+    p = _ok(_run("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                 "hydra.sweeper.direction=maximize", "algo.lr=interval(0.0001,0.001)", *TRAIN[1:], "num_seeds=1",
+                 "chunks=1", f"run_dir={tmp_path}", cwd=tmp_path))
+    assert "Best value" in p.stdout + p.stderr
+    lrs = [yaml.safe_load((tmp_path / str(i) / "config.yaml").read_text())["algo"]["lr"] for i in range(2)]
+    assert all(1e-4 <= lr <= 1e-3 for lr in lrs) and lrs[0] != lrs[1]

@@ -113,10 +113,19 @@ def test_resume_of_a_completed_run_changes_nothing(tmp_path, tiny_cfg, capsys):
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
-def test_resume_into_an_empty_folder_says_it_starts_fresh(tmp_path, tiny_cfg, capsys):
-    summary = run({**tiny_cfg("num_seeds=1", "chunks=1"), "resume": True}, tmp_path / "new")
-    assert summary["completed"]
-    assert "holds no checkpoint of a run; starting a new run there" in capsys.readouterr().out
+def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path, tiny_cfg, capsys):
+    """resume=true on a folder with no run is an error (a mistyped run_dir must not start a whole new
+    run), with nothing written; resume=auto starts one there, and continues it next time."""
+    from purejaxrl.config import ConfigError
+
+    cfg = tiny_cfg("num_seeds=1", "chunks=2", "stop_after_chunks=1")
+    with pytest.raises(ConfigError, match="holds no run to continue"):
+        run({**cfg, "resume": True}, tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+    part = run({**cfg, "resume": "auto"}, tmp_path / "new")
+    assert not part["completed"] and "holds no run yet; starting one" in capsys.readouterr().out
+    done = run({**cfg, "resume": "auto", "stop_after_chunks": None}, tmp_path / "new")
+    assert done["completed"] and "resuming" in capsys.readouterr().out
 
 
 def test_divergence_stops_at_the_chunk_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):

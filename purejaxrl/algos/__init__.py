@@ -5,8 +5,8 @@ training loop around them (``purejaxrl.trainer``) is written once."""
 from purejaxrl.algos.base import Algorithm
 from purejaxrl.algos.ppo import PPO
 from purejaxrl.algos.pqn import PQN
-from purejaxrl.algos.qgf import FQL, QGF
 from purejaxrl.algos.qarl import QARL, RARL
+from purejaxrl.algos.qgf import FQL, QGF
 from purejaxrl.algos.sac import SAC
 
 REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL, "sac": SAC, "qarl": QARL,

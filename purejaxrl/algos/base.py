@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ class Algorithm(abc.ABC):
     DISCRETE_ONLY = False
     HOST_ENVS = False  # can train with an env stepped on the host (OGBench's MuJoCo tasks): offline algorithms
     unit = "step"
+    host_eval = False  # True: evaluated between chunks on the host (host_evaluate), a chunk per evaluation
 
     def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict):
         self.cfg = dict(algo_cfg)
@@ -122,6 +124,25 @@ class Algorithm(abc.ABC):
         shapes the learning signal, is left out of evaluation (returns are raw either way)."""
         normalize = bool(self.cfg.get("normalize_reward", False)) and not evaluation
         return _envs.make_stack(self.env, num_envs, normalize_reward=normalize, gamma=hp.get("gamma", 0.99))
+
+    # ---- what the host loop asks of an algorithm (defaults: nothing beyond the compiled program) ----
+    def host_evaluate(self, state: Any, batched: bool, update: int) -> dict[str, Any]:
+        """Evaluations made on the host after the chunk that ends at ``update`` (envs that are not
+        JAX programs): ``{metric: [runs]}``.  Default: none (``evaluate`` runs inside the program)."""
+        return {}
+
+    def scale_errors(self, process_count: int) -> list[str]:
+        """Problems with running this algorithm across ``process_count`` processes (one line each)."""
+        return []
+
+    def summary_fields(self, updates: int, evaluations: int, num_runs: int, run_seconds: float) -> dict[str, Any]:
+        """Keys the summary adds or replaces for this algorithm: an offline one (``unit == "update"``)
+        counts gradient steps, not env steps."""
+        if self.unit != "update":
+            return {}
+        return {"env_steps": 0, "total_env_steps": 0, "env_steps_per_second": None, "gradient_steps": updates,
+                "gradient_steps_per_second": updates * num_runs / run_seconds if run_seconds > 0 else None,
+                "evaluation_episodes_per_run": evaluations * self.episodes_per_evaluation}
 
     @property
     def episodes_per_evaluation(self) -> int:

@@ -82,7 +82,7 @@ class PPO(RolloutAlgorithm):
             if not cfg.get("objective_path"):
                 errs.append("algo.objective=learned needs algo.objective_path=DIR (e.g. outputs/<meta run>/best)")
             else:
-                from purejaxrl.config import ConfigError
+                from purejaxrl.errors import ConfigError
 
                 try:
                     objectives.load_objective(cfg["objective_path"])
@@ -194,4 +194,5 @@ class PPO(RolloutAlgorithm):
         if self.normalize_obs:  # merge this rollout's observations for the next rollout
             flat = traj.obs.reshape((-1,) + self.env.observation_shape)
             norm = ObsNorm(*running_moments(norm.mean, norm.var, norm.count, flat))
-        return state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng, obs_norm=norm), {**m, **episode_metrics(traj.episode)}
+        new = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng, obs_norm=norm)
+        return new, {**m, **episode_metrics(traj.episode)}

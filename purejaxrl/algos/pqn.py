@@ -55,7 +55,7 @@ class PQN(RolloutAlgorithm):
         super().__init__(algo_cfg, env_cfg, network_cfg)
         errs = self.env_errors(self.env)
         if errs:
-            from purejaxrl.config import ConfigError
+            from purejaxrl.errors import ConfigError
 
             raise ConfigError(errs[0])
         self.num_actions = self.env.action_space.n

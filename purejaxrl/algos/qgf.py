@@ -22,7 +22,8 @@ on ``R_H + γ^H·m·mean_i Q̄_i(s', μ(s', z'))``; it acts with ``μ``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -410,8 +411,23 @@ class QGF(Algorithm):
         self.eval_env_steps += evaluator.steps - steps0
         return ret, succ
 
+    def scale_errors(self, process_count: int) -> list[str]:
+        if self.host_eval and process_count > 1:
+            return [f"env={self.env.name} is evaluated on the host (MuJoCo outside the compiled program), which runs in "
+                    "one process; drop distributed.* (a single process may still use mesh.devices)"]
+        return []
+
+    def summary_fields(self, updates, evaluations, num_runs, run_seconds):
+        out = super().summary_fields(updates, evaluations, num_runs, run_seconds)
+        if self.host_eval and self.eval_seconds > 0:
+            # MuJoCo steps and policy calls of the host evaluations of this process (env builds and compiles excluded)
+            out["evaluation_env_steps_per_second"] = self.eval_env_steps / self.eval_seconds
+        return out
+
     def host_evaluate(self, state, batched: bool, update: int) -> dict[str, np.ndarray]:
         """The evaluation ``evaluate`` makes inside the compiled loop, for host envs: ``[runs]`` each."""
+        if not self.host_eval:
+            return {}
         index = evalkeys.FINAL if int(update) >= self.num_updates else int(update) - 1  # as progress_key(i = update − 1)
         ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, "progress", index)
         return self.eval_metrics(ret, succ)

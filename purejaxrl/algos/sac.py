@@ -19,7 +19,8 @@ correction computed as ``2·(log 2 − u − softplus(−2u))`` (exact, stable f
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -101,11 +102,11 @@ class Buffer:
     size: jax.Array
 
     @staticmethod
-    def empty(capacity: int, obs_shape, act_dim: int) -> "Buffer":
+    def empty(capacity: int, obs_shape, act_dim: int) -> Buffer:
         z = lambda *s: jnp.zeros((capacity, *s), jnp.float32)  # noqa: E731
         return Buffer(z(*obs_shape), z(act_dim), z(), z(*obs_shape), z(), jnp.int32(0), jnp.int32(0))
 
-    def add(self, batch: dict) -> "Buffer":
+    def add(self, batch: dict) -> Buffer:
         """Write ``n`` transitions at the pointer (wrapping around, oldest overwritten)."""
         cap = self.reward.shape[0]
         n = batch["reward"].shape[0]

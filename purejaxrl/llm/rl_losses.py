@@ -21,8 +21,8 @@ Adding a loss is one decorated function and one ``conf/llm/loss/<name>.yaml``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,7 @@ import optax
 
 from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors
+from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors, resume_errors
 from purejaxrl.llm import losses as L
 from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
@@ -45,7 +45,7 @@ def validate_llm(cfg: dict) -> None:
     for k in sorted(set(cfg) - set(defaults) - set(GROUPS) - {"hydra", "mesh", "distributed"}, key=str):
         errs.append(f"{k} is not an llm setting; valid: {', '.join(sorted([*defaults, *GROUPS, 'mesh', 'distributed']))}")
     for k, v in cfg.items():
-        if k not in defaults or defaults[k] is None:
+        if k not in defaults or defaults[k] is None or k == "resume":  # resume: false, true or auto
             continue
         e = _type_error(k, v, defaults[k]) or (f"{k}=null must be set (default {defaults[k]!r})" if v is None else None)
         if e:
@@ -127,8 +127,7 @@ def validate_llm(cfg: dict) -> None:
                         "(the task with graded true rewards)")
     if cfg.get("init_from") and not Checkpointer.exists(Path(cfg["init_from"]) / "checkpoints"):
         errs.append(f"init_from={cfg['init_from']}: no checkpoint there; give the run_dir of an earlier llm run")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the llm run to continue")
+    errs += resume_errors(cfg, "llm run")
     raise_errors(errs)
 
 
@@ -292,6 +291,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     if resuming:  # into the replicated layout, whatever the device count that wrote it
         state, meta = ckpt.restore(place.abstract(jax.eval_shape(lambda: state), place.replicated), identity)
         start = int(meta["update"])
+        if start >= cfg["iterations"] and (run_dir / "summary.json").exists():
+            ckpt.close()
+            print(f"{run_dir} already completed all {cfg['iterations']} iterations; nothing to do")
+            return json.loads((run_dir / "summary.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     one_run = [{"run": 0, "seed": cfg["seed"]}]
     if main:  # under jax.distributed only process 0 writes files (checkpoints: every process)
@@ -328,7 +331,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             logger.log_chunk(i, row, 1, iters)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k.replace("eval_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]} | {"loss": f"{float(m['loss']):.3f}"})
+                shown = {k.replace("eval_", ""): f"{v:.3f}" for k, v in list(last_eval.items())[:3]}
+                bar.set_postfix(shown | {"loss": f"{float(m['loss']):.3f}"})
             state = _next_round(state, cfg, i + 1)
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
                 ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})

@@ -5,8 +5,8 @@ never change between iterations (varying completion lengths are masks), so nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,14 @@ import optax
 
 from purejaxrl.llm import losses as L
 from purejaxrl.llm import rl_losses as R
-from purejaxrl.llm.model import ModelConfig, forward, grouped_completion_logits, grouped_completion_logprobs, token_logp, token_logprobs
+from purejaxrl.llm.model import (
+    ModelConfig,
+    forward,
+    grouped_completion_logits,
+    grouped_completion_logprobs,
+    token_logp,
+    token_logprobs,
+)
 from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, Task
 

@@ -104,7 +104,7 @@ class PopulationFitness:
     def baselines(self, key: jax.Array) -> None:
         """PPO-clip's and the untrained policy's (lr = 0) mean final returns per env over
         ``seeds_per_member`` seeds: the 0 and 1 of the normalised fitness."""
-        from purejaxrl.config import ConfigError
+        from purejaxrl.errors import ConfigError
 
         seeds = max(self.seeds, 4)
         for i, env in enumerate(self.envs):

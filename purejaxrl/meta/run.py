@@ -18,7 +18,7 @@ import numpy as np
 
 from purejaxrl import objectives
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import ConfigError, dump_yaml, raise_errors, validate
+from purejaxrl.config import ConfigError, dump_yaml, raise_errors, resume_errors, validate
 from purejaxrl.logging import MetricsLogger, NullLogger
 from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh, scale_summary
@@ -80,12 +80,14 @@ def validate_meta(cfg: dict) -> None:
         if not isinstance(envs, list) or not envs:
             errs.append(f"es.envs={envs!r} must be null or a non-empty list of env names")
         else:
+            from envs.registry import missing_extra
+
             errs += [f"es.envs: {e!r} is not an environment; valid: {', '.join(_envs.list_envs())}" for e in envs
                      if e not in _envs.list_envs()]
+            errs += [f"es.envs: {e}: {missing_extra(e)}" for e in envs if missing_extra(e)]
             if len(envs) > 1 and not es.get("normalize_fitness"):
                 errs.append("es.envs mixes several envs: set es.normalize_fitness=true (returns on different scales)")
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        errs.append("resume=true needs run_dir=PATH, the directory of the meta run to continue")
+    errs += resume_errors(cfg, "meta run")
     sag = cfg.get("stop_after_generations")
     if sag is not None and (not isinstance(sag, int) or sag < 1):
         errs.append(f"stop_after_generations={sag!r} must be null or an integer >= 1")
