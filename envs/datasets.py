@@ -89,7 +89,8 @@ def check(raw: dict[str, np.ndarray], path, obs_shape: tuple[int, ...], act_dim:
 
 
 def load(path: str | Path, env, chunk: int = 1) -> Dataset:
-    """Check and load ``path`` for ``env`` (rewards relabelled for the env's task when the file has none)."""
+    """Check and load ``path`` for ``env`` (rewards relabelled for the env's task when the file has none);
+    ``chunk``: the steps one sample spans (the action chunk or the n-step horizon, whichever is longer)."""
     raw = read_npz(path)
     space = env.action_space
     act_dim = int(np.prod(space.shape)) if hasattr(space, "shape") else 0
@@ -119,24 +120,26 @@ def load(path: str | Path, env, chunk: int = 1) -> Dataset:
     idx = np.arange(len(obs) - chunk)
     starts = idx[ends[idx + chunk] - ends[idx] == 0]
     if len(starts) == 0:
-        _fail(path, f"no episode is longer than the action chunk ({chunk} steps); lower algo.chunk")
+        _fail(path, f"no episode is longer than {chunk} steps (the action chunk / n-step horizon); lower algo.chunk or algo.horizon")
     acts = np.clip(2.0 * (raw["actions"].astype(np.float32) - low) / (high - low) - 1.0, -1 + 1e-5, 1 - 1e-5)
     return Dataset(jnp.asarray(obs), jnp.asarray(acts), jnp.asarray(rewards), jnp.asarray(masks),
                    jnp.asarray(starts.astype(np.int32)))
 
 
-def sample_batch(data: Dataset, key, batch_size: int, chunk: int, gamma):
-    """A minibatch of chunked transitions: ``obs``, ``actions [B, H·act_dim]``, the discounted chunk
-    reward ``R_H`` (stopped at a terminal state), ``next_obs`` (``H`` steps on), and the continuation
-    ``γ^H·Π masks`` to bootstrap with."""
+def sample_batch(data: Dataset, key, batch_size: int, horizon: int, gamma, act_steps: int | None = None):
+    """A minibatch of ``horizon``-step transitions: ``obs``, ``actions [B, act_steps·act_dim]`` (the
+    first ``act_steps`` actions; default all ``horizon``: an action chunk, ``1``: an n-step return
+    for one action), the discounted reward ``R_H`` (stopped at a terminal state), ``next_obs``
+    (``horizon`` steps on), and the continuation ``γ^H·Π masks`` to bootstrap with."""
+    act_steps = horizon if act_steps is None else act_steps
     i = data.starts[jax.random.randint(key, (batch_size,), 0, data.starts.shape[0])]
-    steps = i[:, None] + jnp.arange(chunk)[None]
+    steps = i[:, None] + jnp.arange(horizon)[None]
     alive = jnp.cumprod(data.masks[steps], axis=1)  # alive[k]: no terminal state among steps 0..k
     before = jnp.concatenate([jnp.ones((batch_size, 1)), alive[:, :-1]], 1)
-    disc = gamma ** jnp.arange(chunk)
+    disc = gamma ** jnp.arange(horizon)
     ret = jnp.sum(before * disc[None] * data.rewards[steps], axis=1)
-    return {"obs": data.observations[i], "actions": data.actions[steps].reshape(batch_size, -1), "rewards": ret,
-            "next_obs": data.observations[i + chunk], "discount": (gamma ** chunk) * alive[:, -1]}
+    return {"obs": data.observations[i], "actions": data.actions[steps[:, :act_steps]].reshape(batch_size, -1),
+            "rewards": ret, "next_obs": data.observations[i + horizon], "discount": (gamma ** horizon) * alive[:, -1]}
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,10 @@ def train_main(argv: list[str]) -> None:
         fr = summary["final_return"]
         print(f"final greedy return {fr['mean']} ± {fr['std']} over {len(fr['per_seed'])} run(s); "
               + (f"{summary['gradient_steps_per_second'] or 0:,.0f} gradient steps/s" if "gradient_steps" in summary
-                 else f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s") + f"; results in {run_dir}")
+                 else f"{summary['env_steps_per_second'] or 0:,.0f} env steps/s")
+              + (f"; training {summary['run_seconds']:,.0f} s, evaluation {summary['evaluation_seconds']:,.0f} s "
+                 f"(+{summary['evaluation_compile_seconds']:,.0f} s compile; {summary['evaluation_episodes_per_run']} "
+                 "episodes per run)" if "evaluation_seconds" in summary else "") + f"; results in {run_dir}")
         return fr["mean"]  # the Optuna sweeper maximises this
 
     _hydra_entry(CONF_DIR, argv, run, report)

@@ -119,7 +119,7 @@ def _for_runs(fn, algo, state, hparams, num_runs: int, split: str, index: int):
 
 
 def _evaluate_weights(algo, state, runs, num_episodes: int, split: str, index: int) -> dict:
-    if algo.host_eval:  # MuJoCo envs stepped on the host, the policy one compile for every run and weight
+    if algo.host_eval:  # [runs, W, episodes], one compile for every run and weight (MuJoCo envs stepped on the host)
         ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, split, index)
     else:  # [runs, W, episodes]; every weight of a run on the same episodes
         ret, succ = _for_runs(lambda s, hp, k: algo.evaluate_weights(s, k, num_episodes), algo, state,

@@ -176,7 +176,7 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
             prog.diverged = _first_divergence(metrics, finite, n, prog.start, runs)
             if prog.diverged:
                 break  # nothing of this chunk is kept: the last good checkpoint and its rows stay the latest
-            _add_host_evaluation(algo, state, trainer, metrics, n, prog.start + n)
+            _add_host_evaluation(algo, state, trainer, metrics, n, prog.start + n, bar)
             _remember_evaluations(prog.last_evals, metrics, n)
             logger.log_chunk(prog.start, metrics, spu, trainer.num_updates)
             prog.start += n
@@ -196,10 +196,20 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
     return prog
 
 
-def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int) -> None:
-    """Envs stepped on the host (``Algorithm.host_evaluate``): evaluated at the chunk's last update."""
+def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int, bar=None) -> None:
+    """Evaluations made between chunks (``Algorithm.host_evaluate``): at the chunk's last update,
+    the progress bar saying so while they run."""
+    if not algo.host_eval:
+        return
     width = next(iter(metrics.values())).shape[1]
-    for k, v in algo.host_evaluate(state, trainer.batched, update).items():
+    if bar is not None:
+        bar.set_description_str(algo.evaluation_label(), refresh=True)
+    try:
+        evaluations = algo.host_evaluate(state, trainer.batched, update)
+    finally:
+        if bar is not None:
+            bar.set_description_str("", refresh=True)
+    for k, v in evaluations.items():
         metrics[k] = np.full((trainer.num_runs, width), np.nan, np.float32)
         metrics[k][:, n - 1] = v
 

@@ -227,3 +227,207 @@ def test_datasets_from_a_trained_policy_are_in_the_env_units_and_learned_in_unit
     d = load(tmp_path / "d.npz", envs.make("pendulum"))
     np.testing.assert_allclose(np.asarray(d.actions), np.clip(raw["actions"] / 2.0, -1 + 1e-5, 1 - 1e-5), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(d.rewards), raw["rewards"])
+
+
+# ---- FQL as its reference, and QGF's reference options ----
+
+SMALL = ["env=pointmaze_medium", "algo.actor_hidden=[16,16]", "algo.critic_hidden=[16,16]", "algo.batch_size=8",
+         "algo.flow_steps=3", "num_seeds=1"]
+
+
+@pytest.fixture(scope="module")
+def maze_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "pm.npz"
+    generate("pointmaze_medium_navigate", 2, path, episode_length=50)
+    return str(path)
+
+
+def _offline(maze_data, *overrides):
+    from purejaxrl.config import compose
+    from purejaxrl.trainer import build_algorithm, default_hparams
+
+    cfg = compose(["algo=fql" if any(o == "algo=fql" for o in overrides) else "algo=qgf", *SMALL,
+                   f"dataset.path={maze_data}", *[o for o in overrides if o != "algo=fql"]])
+    algo = build_algorithm(cfg)
+    hp = default_hparams(cfg, algo)
+    data = algo.load_data()
+    return algo, hp, data, algo.init(jax.random.PRNGKey(0), hp, data)
+
+
+def _onestep_params(value):
+    """The one-step policy's parameters: the ``value`` slot itself (``critic=fql``) or its ``"mu"``."""
+    return value["mu"] if "mu" in value else value
+
+
+def _set_constant_output(params, c):
+    """The one-step MLP made to output ``c`` everywhere: last layer's kernel 0, bias ``c``."""
+    inner = params["params"]
+    last = max((n for n in inner if n.startswith("Dense")), key=lambda n: int(n.split("_")[-1]))
+    layer = {"kernel": jnp.zeros_like(inner[last]["kernel"]), "bias": jnp.full_like(inner[last]["bias"], c)}
+    return {"params": {**inner, last: layer}}, last
+
+
+def test_fql_distillation_pulls_back_an_output_beyond_the_box(maze_data):
+    """The defect: the distillation term went through the clip, so a one-step output past ±1 had a
+    distillation gradient of exactly 0 and nothing pulled it back.  As the reference: the distillation
+    uses the unclipped output, so from a constant output of 1.3 one update lowers it."""
+    algo, hp, data, state = _offline(maze_data, "algo=fql")
+    mu, last = _set_constant_output(_onestep_params(state.value), 1.3)
+    value = {**state.value, "mu": mu} if "mu" in state.value else mu
+    state = state.replace(value=value, value_opt=optax.adam(hp["lr"]).init(value))
+    new, metrics = algo.update(state, hp, 0, data)
+    bias = np.asarray(_onestep_params(new.value)["params"][last]["bias"])
+    assert np.all(bias < 1.3 - 1e-5), bias  # Adam's first step: lr against the gradient's sign
+    np.testing.assert_allclose(bias, 1.3 - float(hp["lr"]), rtol=1e-3)
+
+
+def test_fql_policy_loss_by_hand(maze_data):
+    """``α·E‖μ_raw − flow_a‖² − λ·E[mean_i Q_i(s, clip(μ_raw))]``: beyond the box only the distillation
+    acts (gradient ``2α·mean(μ_raw − flow_a)`` on the output bias); with ``normalize_q_loss`` the Q
+    term is divided by ``E|Q|``."""
+    algo, hp, data, state = _offline(maze_data, "algo=fql")
+    obs = data.observations[:5]
+    z = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+    flow_a = jax.random.uniform(jax.random.PRNGKey(2), (5, 2), minval=-1, maxval=1)
+    mu, last = _set_constant_output(_onestep_params(state.value), 1.3)
+    g = jax.grad(lambda p: algo.policy_loss(p, state.critic, obs, z, flow_a, 10.0)[0])(mu)
+    np.testing.assert_allclose(g["params"][last]["bias"], 2 * 10.0 * np.mean(1.3 - np.asarray(flow_a), 0) / 2, rtol=1e-5)
+    # inside the box, α = 0: the Q term alone, and normalised it is that divided by E|Q|
+    mu_in, _ = _set_constant_output(_onestep_params(state.value), 0.2)
+    q = algo._q_all(state.critic, obs, jnp.full((5, 2), 0.2)).mean(0)
+    plain = jax.grad(lambda p: algo.policy_loss(p, state.critic, obs, z, flow_a, 0.0)[0])(mu_in)
+    algo.normalize_q_loss = True
+    scaled = jax.grad(lambda p: algo.policy_loss(p, state.critic, obs, z, flow_a, 0.0)[0])(mu_in)
+    np.testing.assert_allclose(scaled["params"][last]["bias"], plain["params"][last]["bias"] / np.mean(np.abs(q)), rtol=1e-4)
+    assert np.abs(plain["params"][last]["bias"]).max() > 0
+
+
+@pytest.mark.parametrize("critic, q_agg", [("fql", "mean"), ("fql", "min"), ("iql", "min"), ("iql", "mean")])
+def test_fql_critic_targets(maze_data, critic, q_agg):
+    """The critic loss an update reports equals ``mean_i E(Q_i − y)²`` with ``y`` computed here: FQL's
+    own target at the one-step policy's next action (``q_agg`` over the target Qs) or IQL's ``V(s')``;
+    with ``critic=iql`` V's expectile loss is on the *min* of the target Qs whatever ``q_agg`` says
+    (QGF's FQL script).  The target critic is moved away from the critic first, so that using the
+    wrong one shows."""
+    from envs.datasets import sample_batch
+    from purejaxrl.algos.qgf import aggregate
+
+    algo, hp, data, state = _offline(maze_data, "algo=fql", f"algo.critic={critic}", f"algo.q_agg={q_agg}")
+    assert ("v" in state.value) == (critic == "iql")
+    noise = jax.tree.map(lambda x: 0.3 * jax.random.normal(jax.random.PRNGKey(7), x.shape), state.critic)
+    state = state.replace(target=jax.tree.map(jnp.add, state.critic, noise))
+    _, kb, _, _, kz2 = jax.random.split(state.rng, 5)
+    b = sample_batch(data, kb, algo.batch_size, 1, hp["gamma"])
+    if critic == "fql":
+        a_next = algo.mu(state.value, b["next_obs"], jax.random.normal(kz2, b["actions"].shape))
+        qn = algo._q_all(state.target, b["next_obs"], a_next)
+        boot = qn.min(0) if q_agg == "min" else qn.mean(0)
+    else:
+        boot = algo.v.apply(state.value["v"], b["next_obs"])
+    y = b["rewards"] + b["discount"] * boot
+    expected = np.mean((np.asarray(algo._q_all(state.critic, b["obs"], b["actions"])) - np.asarray(y)[None]) ** 2)
+    _, m = algo.update(state, hp, 0, data)
+    np.testing.assert_allclose(m["critic_loss"], expected, rtol=1e-5)
+    if critic == "iql":
+        q_min = algo._q_all(state.target, b["obs"], b["actions"]).min(0)
+        np.testing.assert_allclose(m["value_loss"], expectile_loss(q_min - algo.v.apply(state.value["v"], b["obs"]), 0.9),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(aggregate(jnp.array([[1.0, 4.0], [3.0, 2.0]]), q_agg), [1.0, 2.0] if q_agg == "min" else [2.0, 3.0])
+
+
+def test_qgf_per_network_learning_rates(maze_data):
+    """Adam's first step moves every parameter with a gradient by its learning rate: the flow by
+    ``actor_lr``, the Q-networks by ``critic_lr``, V by ``value_lr``."""
+    algo, hp, data, state = _offline(maze_data, "algo.actor_lr=0.01", "algo.critic_lr=0.001", "algo.value_lr=0.0001")
+    new, _ = algo.update(state, hp, 0, data)
+    for name, lr in (("actor", 0.01), ("critic", 0.001), ("value", 0.0001)):
+        step = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
+                               for a, b in zip(jax.tree.leaves(getattr(new, name)), jax.tree.leaves(getattr(state, name)))])
+        moved = step[step > lr * 1e-3]
+        assert moved.size > 0.5 * step.size
+        np.testing.assert_allclose(np.median(moved), lr, rtol=0.02)
+
+
+def test_n_step_horizon_apart_from_the_chunk():
+    """``horizon=3`` with one action per sample: the first action, the 3-step return (stopped at a
+    terminal state), the state 3 steps on, ``γ³·Π masks``."""
+    from envs.datasets import Dataset
+
+    toy = Dataset(jnp.arange(8.0)[:, None], jnp.arange(8.0)[:, None] / 10,
+                  jnp.array([-1.0, -1.0, -1.0, -2.0, -1.0, -0.5, -1.0, -1.0]),
+                  jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]), jnp.array([1, 3, 4], jnp.int32))
+    b = sample_batch(toy, jax.random.PRNGKey(0), 64, 3, 0.5, act_steps=1)
+    first = np.asarray(b["obs"][:, 0]).astype(int)
+    assert set(first) == {1, 3, 4} and b["actions"].shape == (64, 1)
+    np.testing.assert_allclose(b["actions"][:, 0], first / 10)
+    np.testing.assert_allclose(b["next_obs"][:, 0], first + 3)
+    # the terminal state's own reward counts, nothing after it does, and nothing is bootstrapped past it
+    want = {1: (-1 - 0.5 * 1 - 0.25 * 2, 0.125), 3: (-2 - 0.5 * 1 - 0.25 * 0.5, 0.0), 4: (-1 - 0.5 * 0.5, 0.0)}
+    np.testing.assert_allclose(b["rewards"], [want[i][0] for i in first])
+    np.testing.assert_allclose(b["discount"], [want[i][1] for i in first])
+
+
+def test_best_of_n_with_guidance_keeps_the_best_guided_sample(maze_data):
+    """``best_of=4`` at ``w > 0``: of the 4 guided samples (keys split from the decision's key), the
+    one with the highest ``q_agg``; ``q_agg=mean`` ranks by the mean of the two target Qs."""
+    algo, hp, data, state = _offline(maze_data, "algo.best_of=4", "algo.q_agg=mean", "algo.guidance_weights=[0.5]",
+                                     "algo.guidance_weight=0.5")
+    obs = data.observations[:6]
+    key = jax.random.PRNGKey(3)
+    got = algo.act(state, obs, key, 0.5)
+    cands = jnp.stack([algo.flow_sample(state, obs, k, 0.5, "denoised") for k in jax.random.split(key, 4)])
+    q = np.stack([np.asarray(algo._q_all(state.target, obs, c).mean(0)) for c in cands])
+    np.testing.assert_allclose(got, np.asarray(cands)[q.argmax(0), np.arange(6)], atol=1e-6)
+
+
+def test_evaluation_between_chunks_timed_apart_on_the_training_programs_keys(maze_data, tmp_path):
+    """Evaluations run between compiled chunks: ``num_evals: null`` gives one for a short run, the
+    summary reports evaluation time apart from training, and the final evaluation of each run is the
+    one the training program's last greedy test would make (its ``progress_key``)."""
+    from purejaxrl.config import compose
+    from purejaxrl.evaluate import load_run
+    from purejaxrl.experiment import run
+
+    cfg = compose(["algo=qgf", *SMALL[:-1], f"dataset.path={maze_data}", "algo.num_updates=30", "algo.num_eval_envs=2",
+                   "algo.guidance_weights=[0,0.1]", "algo.guidance_weight=0.1", "num_seeds=2", "logger.progress=false",
+                   "+env.kwargs.max_episode_steps=60"])
+    s = run(cfg, tmp_path / "r", progress=False)
+    assert s["evaluation_episodes_per_run"] == 1 * 2 * 2  # one evaluation, 2 weights x 2 episodes
+    assert s["evaluation_seconds"] > 0 and s["evaluation_compile_seconds"] > 0 and s["run_seconds"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in rows if r.get("eval_return") is not None]
+    assert len(evaluated) == 2 and all(r["update"] == 30 for r in evaluated)  # one row per run
+    algo, state, _, runs, _ = load_run(tmp_path / "r")
+    for r in range(2):
+        st = jax.tree.map(lambda x: x[r], state)
+        ret, succ = algo.evaluate_weights(st, algo.progress_key(st, algo.num_updates - 1), 2)
+        np.testing.assert_allclose(s["final_eval"]["eval_return_w0.1"]["per_seed"][r], float(ret[1].mean()), rtol=1e-5)
+        np.testing.assert_allclose(s["final_eval"]["eval_return_w0"]["per_seed"][r], float(ret[0].mean()), rtol=1e-5)
+
+
+def test_progress_bar_says_when_it_is_evaluating():
+    from purejaxrl.experiment import _add_host_evaluation
+
+    seen = []
+
+    class Bar:
+        def set_description_str(self, text, refresh=True):
+            seen.append(text)
+
+    class Algo:
+        host_eval = True
+
+        def evaluation_label(self):
+            return "evaluating 2 weights x 4 episodes (<= 9 steps)"
+
+        def host_evaluate(self, state, batched, update):
+            seen.append("running")
+            return {"eval_return": np.ones(1)}
+
+    class Trainer:
+        batched, num_runs = False, 1
+
+    metrics = {"loss": np.zeros((1, 3))}
+    _add_host_evaluation(Algo(), None, Trainer(), metrics, 3, 3, Bar())
+    assert seen == ["evaluating 2 weights x 4 episodes (<= 9 steps)", "running", ""]
+    np.testing.assert_array_equal(metrics["eval_return"], [[np.nan, np.nan, 1.0]])

@@ -131,6 +131,10 @@ class Algorithm(abc.ABC):
         JAX programs): ``{metric: [runs]}``.  Default: none (``evaluate`` runs inside the program)."""
         return {}
 
+    def evaluation_label(self) -> str:
+        """What the progress bar says while :meth:`host_evaluate` runs."""
+        return "evaluating"
+
     def scale_errors(self, process_count: int) -> list[str]:
         """Problems with running this algorithm across ``process_count`` processes (one line each)."""
         return []

@@ -4,8 +4,12 @@ Training (``QGF.update``, one gradient step on a minibatch of the dataset, three
 
 1. flow actor by flow matching: ``a_t = (1 − t)·a₀ + t·a₁``, ``a₀ ~ N(0, I)``, ``a₁`` the dataset
    action chunk, ``t`` on the grid ``{0, 1/T, …, 1}``; loss ``‖v_θ(s, a_t, t) − (a₁ − a₀)‖²``;
-2. IQL critic: ``L_V = E[|τ_e − 1(u < 0)|·u²]``, ``u = min_i Q̄_i(s, a) − V(s)``;
-   ``L_Q = Σ_i E[(Q_i(s, a) − (R_H + γ^H·m·V(s')))²]``; Polyak target ``Q̄ ← (1 − τ)Q̄ + τQ``.
+2. IQL critic: ``L_V = E[|τ_e − 1(u < 0)|·u²]``, ``u = agg_i Q̄_i(s, a) − V(s)`` (``q_agg``: min, or
+   mean); ``L_Q = mean_i E[(Q_i(s, a) − (R_H + γ^H·m·V(s')))²]``; Polyak target
+   ``Q̄ ← (1 − τ)Q̄ + τQ`` with the critic before this step's update (as the references).
+
+Per-network learning rates (``actor_lr``, ``critic_lr``, ``value_lr``), an n-step ``horizon`` apart
+from the chunk, and ``best_of`` guided samples ranked by Q are the reference's options.
 
 The actor never sees the critic during training.  At test time (:func:`guided_sample`) each of the
 ``T`` Euler steps adds ``w·∇Q`` to the flow's velocity, with the gradient taken at the one-step
@@ -14,9 +18,10 @@ noisy ``a_k`` (``noisy``: the QFQL baseline), or through the one-step map (``jac
 is plain flow BC; ``best_of_n`` samples ``num_candidates`` unguided actions and keeps the best by Q.
 A list of weights is evaluated in one compile (vmapped over ``w``).
 
-FQL (``algo=fql``, the train-time baseline): the same flow BC, plus a one-step policy
-``μ(s, z)`` trained on ``α·‖μ(s, z) − flow(s, z)‖² − mean_i Q_i(s, μ(s, z))`` and a critic regressed
-on ``R_H + γ^H·m·mean_i Q̄_i(s', μ(s', z'))``; it acts with ``μ``.
+FQL (``algo=fql``, the train-time baseline, see :class:`FQL`): the same flow BC, plus a one-step
+policy ``μ(s, z)`` trained on ``α·‖μ_raw(s, z) − flow(s, z)‖² − mean_i Q_i(s, clip(μ_raw(s, z)))``
+(the distillation on the unclipped output) and FQL's own critic (``critic=fql``) or QGF's IQL
+critic (``critic=iql``); it acts with ``clip(μ)``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ from purejaxrl.algos.base import Algorithm
 
 sg = jax.lax.stop_gradient
 GUIDANCE = ("denoised", "noisy", "jacobian", "best_of_n")
+Q_AGG = ("min", "mean")
+CRITICS = ("iql", "fql")
+NETWORK_LRS = ("actor_lr", "critic_lr", "value_lr")
+
+
+def aggregate(qs, how: str):
+    """The ensemble's ``min`` or ``mean`` over its leading axis."""
+    return qs.min(0) if how == "min" else qs.mean(0)
 
 
 def expectile_loss(u, expectile):
@@ -157,6 +170,9 @@ class QGF(Algorithm):
         self.batch_size = int(c["batch_size"])
         self.flow_steps = int(c["flow_steps"])
         self.chunk = int(c["chunk"])
+        self.horizon = int(c.get("horizon") or self.chunk)  # n-step horizon of the critic (null: the chunk)
+        self.q_agg = str(c.get("q_agg", "min"))
+        self.best_of = int(c.get("best_of", 1))
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.low, self.high = float(self.env.action_space.low), float(self.env.action_space.high)
         self.chunk_dim = self.chunk * self.act_dim
@@ -167,23 +183,51 @@ class QGF(Algorithm):
         self.velocity = Velocity(tuple(c["actor_hidden"]), self.chunk_dim)
         self.q = Scalar(tuple(c["critic_hidden"]))
         self.v = Scalar(tuple(c["critic_hidden"]))
-        self.host_eval = bool(getattr(self.env, "host", False))
+        self.on_host = bool(getattr(self.env, "host", False))  # MuJoCo envs stepped outside JAX (OGBench)
+        # every env is evaluated between compiled chunks, in its own compiled call: its time is apart
+        # from training's, and the progress bar says when it is evaluating
+        self.host_eval = True
+        if c.get("num_evals") is None:  # one per 10,000 gradient steps, between 1 (the final one) and 10
+            self.cfg["num_evals"] = max(1, min(10, self.num_updates // 10_000))
         self._host = None  # the host evaluator (envs and compiled policy), built on first use
-        self.eval_env_steps, self.eval_seconds = 0, 0.0  # host evaluation, for the summary's throughput
+        self._eval_fns: dict = {}  # compiled in-JAX evaluations, by (batched, episodes, stream)
+        self.eval_env_steps, self.eval_seconds, self.eval_compile_seconds = 0, 0.0, 0.0  # for the summary
 
     # ---- config checks ----
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
         errs = []
         for k in ("num_updates", "batch_size", "flow_steps", "chunk", "num_evals", "num_eval_envs", "num_candidates"):
-            if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1):
-                errs.append(f"algo.{k}={cfg[k]!r} must be an integer >= 1")
+            if k == "num_evals" and cfg.get(k, 0) is None:
+                continue  # null: one per 10,000 gradient steps, between 1 and 10
+            if k in cfg and (isinstance(cfg[k], bool) or not isinstance(cfg[k], int) or cfg[k] < 1):
+                errs.append(f"algo.{k}={cfg[k]!r} must be an integer >= 1" + (" (or null: one per 10,000 gradient steps, "
+                                                                              "at most 10)" if k == "num_evals" else ""))
         for k in ("actor_hidden", "critic_hidden"):
             v = cfg.get(k)
             if not isinstance(v, (list, tuple)) or not v or not all(isinstance(h, int) and h >= 1 for h in v):
                 errs.append(f"algo.{k}={v!r} must be a non-empty list of layer widths, e.g. [256, 256, 256]")
         if cfg.get("guidance", "denoised") not in GUIDANCE:
             errs.append(f"algo.guidance={cfg.get('guidance')!r}; valid: {', '.join(GUIDANCE)}")
+        if cfg.get("q_agg", "min") not in Q_AGG:
+            errs.append(f"algo.q_agg={cfg.get('q_agg')!r}; valid: {', '.join(Q_AGG)}")
+        for k in NETWORK_LRS:
+            v = cfg.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+                errs.append(f"algo.{k}={v!r} must be null (use algo.lr) or a learning rate > 0, e.g. 0.0003")
+        h = cfg.get("horizon")
+        if h is not None:
+            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+                errs.append(f"algo.horizon={h!r} must be null (the chunk length) or an integer >= 1")
+            elif isinstance(cfg.get("chunk"), int) and cfg["chunk"] not in (1, h):
+                errs.append(f"algo.horizon={h} with algo.chunk={cfg['chunk']}: the critic either scores a whole chunk "
+                            f"(algo.chunk={h}) or one action with an n-step return (algo.chunk=1)")
+        b = cfg.get("best_of", 1)
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            errs.append(f"algo.best_of={b!r} must be an integer >= 1 (1: one sample per decision)")
+        elif b > 1 and cfg.get("guidance") == "best_of_n":
+            errs.append(f"algo.best_of={b} with algo.guidance=best_of_n: best_of_n already ranks algo.num_candidates "
+                        "unguided samples; use algo.best_of with denoised/noisy/jacobian guidance")
         ws = cfg.get("guidance_weights")
         if not isinstance(ws, (list, tuple)) or not ws or not all(isinstance(w, (int, float)) and w >= 0 for w in ws):
             errs.append(f"algo.guidance_weights={ws!r} must be a non-empty list of numbers >= 0, e.g. [0, 0.01, 0.02]")
@@ -207,7 +251,8 @@ class QGF(Algorithm):
             return [f"algo={cls.name} trains from a dataset: set dataset.path=FILE.npz "
                     "(make one with `purejaxrl dataset pointmaze_medium_navigate --out FILE.npz`)"]
         try:
-            load(path, env, int(cfg["algo"].get("chunk", 1)))
+            a = cfg["algo"]
+            load(path, env, max(int(a.get("chunk", 1)), int(a.get("horizon") or a.get("chunk", 1))))
         except DatasetError as e:
             return [str(e)]
         return []
@@ -215,7 +260,7 @@ class QGF(Algorithm):
     def load_data(self):
         from envs.datasets import load
 
-        return load(self.dataset_path, self.env, self.chunk)
+        return load(self.dataset_path, self.env, max(self.chunk, self.horizon))
 
     # ---- networks ----
     def _q_all(self, critic, obs, a):
@@ -229,17 +274,18 @@ class QGF(Algorithm):
         actor = self.velocity.init(k_a, obs, act, 0.0)
         critic = jax.vmap(lambda k: self.q.init(k, obs, act))(jax.random.split(k_q, 2))
         value = self._init_value(k_v, obs, act)
-        tx = self.optimizer(hp)
-        return OfflineState(actor, critic, critic, value, tx.init(actor), tx.init(critic), tx.init(value), key,
+        return OfflineState(actor, critic, critic, value, self.optimizer(hp, "actor").init(actor),
+                            self.optimizer(hp, "critic").init(critic), self.optimizer(hp, "value").init(value), key,
                             evalkeys.run_key(seed_key))
 
     def _init_value(self, key, obs, act):
         return self.v.init(key, obs)
 
-    @staticmethod
-    def optimizer(hp):
-        """Adam at the traced ``lr``; the three networks each keep their own state of it."""
-        return optax.adam(hp["lr"])
+    def optimizer(self, hp, network: str = "actor"):
+        """Adam for ``network`` (actor, critic, value): at ``algo.<network>_lr`` when set, else at the
+        traced ``lr``; each network keeps its own Adam state (as the reference's three optimisers)."""
+        lr = self.cfg.get(f"{network}_lr")
+        return optax.adam(hp["lr"] if lr is None else lr)
 
     def to_env(self, a):
         """Actions learned in [−1, 1] → the env's action box."""
@@ -255,11 +301,10 @@ class QGF(Algorithm):
     def update(self, state, hp, i, data):
         from envs.datasets import sample_batch
 
-        tx = self.optimizer(hp)
         rng, kb, kf = jax.random.split(state.rng, 3)
-        b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
+        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf)
-        q_target = self._q_all(state.target, b["obs"], b["actions"]).min(0)
+        q_target = aggregate(self._q_all(state.target, b["obs"], b["actions"]), self.q_agg)
 
         def v_loss(vp):
             return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), hp["expectile"])
@@ -267,18 +312,19 @@ class QGF(Algorithm):
         l_v, g_v = jax.value_and_grad(v_loss)(state.value)
         y = b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"])
         (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
-        actor, actor_opt = self._step(tx, state.actor, state.actor_opt, g_a)
-        critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
-        value, value_opt = self._step(tx, state.value, state.value_opt, g_v)
-        target = optax.incremental_update(critic, state.target, hp["tau"])
+        actor, actor_opt = self._step(self.optimizer(hp, "actor"), state.actor, state.actor_opt, g_a)
+        critic, critic_opt = self._step(self.optimizer(hp, "critic"), state.critic, state.critic_opt, g_q)
+        value, value_opt = self._step(self.optimizer(hp, "value"), state.value, state.value_opt, g_v)
+        target = optax.incremental_update(state.critic, state.target, hp["tau"])  # the critic before this step, as the references
         new = state.replace(actor=actor, critic=critic, target=target, value=value, actor_opt=actor_opt,
                             critic_opt=critic_opt, value_opt=value_opt, rng=rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
 
     def critic_loss(self, critic, b, y):
-        """``Σ_i E[(Q_i(s, a) − y)²]`` over the two Q-networks (``y`` held fixed); also the mean Q."""
+        """``E_i E[(Q_i(s, a) − y)²]``, the mean over the two Q-networks and the batch (``y`` held
+        fixed), as both references; also the mean Q."""
         q = self._q_all(critic, b["obs"], b["actions"])
-        return jnp.sum(jnp.mean((q - sg(y)[None]) ** 2, axis=1)), q.mean()
+        return jnp.mean((q - sg(y)[None]) ** 2), q.mean()
 
     @staticmethod
     def _step(tx, params, opt_state, grads):
@@ -286,23 +332,31 @@ class QGF(Algorithm):
         return optax.apply_updates(params, upd), opt_state
 
     # ---- acting ----
-    def min_q(self, state, obs, a):
-        return self._q_all(state.target, obs, a).min(0)
+    def agg_q(self, state, obs, a):
+        """The target critics' ``q_agg`` (min or mean): what guidance follows and best-of-N ranks by."""
+        return aggregate(self._q_all(state.target, obs, a), self.q_agg)
 
     def flow_sample(self, state, obs, key, w=0.0, guidance: str = "denoised"):
         """``T`` Euler steps of the flow from ``a₀ ~ N(0, I)`` with ``w·∇Q`` guidance (:func:`guided_sample`)."""
         a0 = jax.random.normal(key, obs.shape[:-1] + (self.chunk_dim,))
         return guided_sample(lambda a, t: self.velocity.apply(state.actor, obs, a, t),
-                             lambda a: self.min_q(state, obs, a), a0, self.flow_steps, w, guidance)
+                             lambda a: self.agg_q(state, obs, a), a0, self.flow_steps, w, guidance)
 
     def act(self, state, obs, key, w):
-        """An action chunk ``[..., H·act_dim]`` for observations ``[..., obs_dim]``."""
+        """An action chunk ``[..., H·act_dim]`` for observations ``[..., obs_dim]``: one guided sample,
+        or the best by Q of ``best_of`` guided samples (the reference's rejection sampling), or of
+        ``num_candidates`` unguided ones (``guidance=best_of_n``)."""
         if self.guidance == "best_of_n":
-            N = self.num_candidates
-            cands = jax.vmap(lambda k: self.flow_sample(state, obs, k, 0.0, "none"))(jax.random.split(key, N))  # [N, B, A]
-            q = jax.vmap(lambda a_: self.min_q(state, obs, a_))(cands)  # [N, B]
-            return jnp.take_along_axis(cands, jnp.argmax(q, 0)[None, :, None], 0)[0]
+            return self.best_by_q(state, obs, key, self.num_candidates, lambda k: self.flow_sample(state, obs, k, 0.0, "none"))
+        if self.best_of > 1:
+            return self.best_by_q(state, obs, key, self.best_of, lambda k: self.flow_sample(state, obs, k, w, self.guidance))
         return self.flow_sample(state, obs, key, w, self.guidance)
+
+    def best_by_q(self, state, obs, key, n: int, sample):
+        """Of ``n`` samples ``sample(key_j)`` (``[B, A]`` each), the one with the highest ``agg_q``."""
+        cands = jax.vmap(sample)(jax.random.split(key, n))  # [N, B, A]
+        q = jax.vmap(lambda a_: self.agg_q(state, obs, a_))(cands)  # [N, B]
+        return jnp.take_along_axis(cands, jnp.argmax(q, 0)[None, :, None], 0)[0]
 
     def greedy_action(self, state, obs):
         return self.to_env(self.act(state, obs[None], jax.random.PRNGKey(0), self.guidance_weight)[0][: self.act_dim])
@@ -353,10 +407,14 @@ class QGF(Algorithm):
         return ret, succ  # [W, num_envs]
 
     def evaluate(self, state, hp, i):
-        if self.host_eval:  # MuJoCo envs: evaluated between compiled chunks (host_evaluate)
-            return {}
-        key = self.progress_key(state, i)
-        return self.eval_metrics(*self.evaluate_weights(state, key, self.num_eval_envs))
+        """Nothing inside the training program: evaluations run between chunks (:meth:`host_evaluate`),
+        on the key :meth:`progress_key` would give, so that their time is reported apart."""
+        return {}
+
+    def evaluation_label(self) -> str:
+        ws = self.eval_weights()
+        return (f"evaluating {len(ws)} weight{'s' if len(ws) > 1 else ''} x {self.num_eval_envs} episodes "
+                f"(<= {self.env.max_episode_steps} steps)")
 
     def eval_metrics(self, ret, succ):
         """``eval_return``/``eval_success`` at the deployed weight and per weight, from ``[..., W, E]``."""
@@ -377,6 +435,8 @@ class QGF(Algorithm):
         :mod:`purejaxrl.evalkeys`): independent across runs, shared by the weights."""
         import time
 
+        if not self.on_host:
+            return self._jax_evaluate_weights(state, batched, num_episodes, stream, index)
         from envs.ogbench import HostEvaluator
 
         ws = tuple(self.eval_weights())
@@ -404,30 +464,58 @@ class QGF(Algorithm):
         bases = jnp.asarray(self.eval_key(state)).reshape(runs, -1)
         keys = jnp.stack([evalkeys.stream(b, stream, index) for b in bases])
         seeds = np.stack([evalkeys.host_seeds(b, stream, index, num_episodes) for b in bases])
+        t0 = time.perf_counter()
         jax.block_until_ready(act(state, obs0, jnp.broadcast_to(keys[:, None], (runs, ew) + keys.shape[1:])))
+        self.eval_compile_seconds += time.perf_counter() - t0  # the policy's compile (once per shape)
         t0, steps0 = time.perf_counter(), evaluator.steps
         ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes), self.chunk, seeds, keys)
         self.eval_seconds += time.perf_counter() - t0
         self.eval_env_steps += evaluator.steps - steps0
         return ret, succ
 
+    def _jax_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str, index: int):
+        """:meth:`evaluate_weights` of every run (JAX envs), one compiled call, each run on its key of
+        ``stream``/``index``; compile and run times kept apart."""
+        import time
+
+        def one(s, idx):
+            return self.evaluate_weights(s, evalkeys.stream(self.eval_key(s), stream, idx), num_episodes)
+
+        key = (batched, num_episodes, stream, tuple(self.eval_weights()))
+        idx = jnp.int32(index)
+        if key not in self._eval_fns:
+            fn = jax.vmap(one, in_axes=(0, None)) if batched else (lambda s, i: jax.tree.map(lambda x: x[None], one(s, i)))
+            t0 = time.perf_counter()
+            self._eval_fns[key] = jax.jit(fn).lower(state, idx).compile()
+            self.eval_compile_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ret, succ = jax.block_until_ready(self._eval_fns[key](state, idx))
+        if jax.process_count() > 1:  # runs split over processes: every process gets all of them
+            from jax.experimental import multihost_utils
+
+            ret, succ = multihost_utils.process_allgather((ret, succ), tiled=True)
+        self.eval_seconds += time.perf_counter() - t0
+        return np.asarray(ret), np.asarray(succ)
+
     def scale_errors(self, process_count: int) -> list[str]:
-        if self.host_eval and process_count > 1:
+        if self.on_host and process_count > 1:
             return [f"env={self.env.name} is evaluated on the host (MuJoCo outside the compiled program), which runs in "
                     "one process; drop distributed.* (a single process may still use mesh.devices)"]
         return []
 
     def summary_fields(self, updates, evaluations, num_runs, run_seconds):
         out = super().summary_fields(updates, evaluations, num_runs, run_seconds)
-        if self.host_eval and self.eval_seconds > 0:
+        # evaluations made by this process, apart from training (run_seconds): running and compiling
+        out["evaluation_seconds"] = self.eval_seconds
+        out["evaluation_compile_seconds"] = self.eval_compile_seconds
+        if self.on_host and self.eval_seconds > 0:
             # MuJoCo steps and policy calls of the host evaluations of this process (env builds and compiles excluded)
             out["evaluation_env_steps_per_second"] = self.eval_env_steps / self.eval_seconds
         return out
 
     def host_evaluate(self, state, batched: bool, update: int) -> dict[str, np.ndarray]:
-        """The evaluation ``evaluate`` makes inside the compiled loop, for host envs: ``[runs]`` each."""
-        if not self.host_eval:
-            return {}
+        """The evaluation after the chunk that ends at ``update``: ``[runs]`` each, on the key the
+        training program's greedy test after update ``update − 1`` would use (:meth:`progress_key`)."""
         index = evalkeys.FINAL if int(update) >= self.num_updates else int(update) - 1  # as progress_key(i = update − 1)
         ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, "progress", index)
         return self.eval_metrics(ret, succ)
@@ -437,7 +525,15 @@ class QGF(Algorithm):
 
 
 class FQL(QGF):
-    """Flow Q-learning: the flow BC of QGF plus a one-step policy trained on Q (train-time baseline)."""
+    """Flow Q-learning as its reference implements it: the flow BC of QGF plus a one-step policy
+    ``μ(s, z)`` trained on ``α·E‖μ(s, z) − flow(s, z)‖² − λ·E[mean_i Q_i(s, clip(μ(s, z)))]`` — the
+    distillation on μ's *unclipped* output, the clip only before Q (and when acting), ``λ = 1`` or,
+    with ``normalize_q_loss``, ``1/E|Q|`` (held fixed).  ``critic=fql``: FQL's own critic, regressed
+    on ``R_H + γ^H·m·agg_i Q̄_i(s', clip(μ(s', z')))`` (``q_agg`` min or mean); ``critic=iql``: QGF's
+    IQL critic (``V`` by expectile regression on ``min_i Q̄_i(s, a)`` — the min whatever ``q_agg``
+    says, as QGF's FQL script — and ``Q`` on ``R_H + γ^H·m·V(s')``), the QGF paper's FQL comparison.
+    The state's ``value`` slot holds the one-step policy's parameters (``critic=fql``, the layout of
+    earlier versions) or ``{"mu": …, "v": …}`` (``critic=iql``); ``expectile`` is static here."""
 
     name = "fql"
     HPARAMS = ("lr", "gamma", "tau", "alpha")
@@ -447,43 +543,92 @@ class FQL(QGF):
     def __init__(self, algo_cfg, env_cfg, network_cfg, dataset=None):
         super().__init__(algo_cfg, env_cfg, network_cfg, dataset)
         self.onestep = MLP(tuple(self.cfg["actor_hidden"]), self.chunk_dim, last_norm=False)
+        self.critic_kind = str(self.cfg.get("critic", "fql"))
+        self.normalize_q_loss = bool(self.cfg.get("normalize_q_loss", False))
+        self.expectile = float(self.cfg.get("expectile", 0.9))
+
+    @classmethod
+    def config_errors(cls, cfg: dict) -> list[str]:
+        errs = []
+        if cfg.get("critic", "fql") not in CRITICS:
+            errs.append(f"algo.critic={cfg.get('critic')!r}; valid: iql (QGF's IQL critic, the QGF paper's comparison), "
+                        "fql (FQL's own: the target at the one-step policy's next action)")
+        if not isinstance(cfg.get("normalize_q_loss", False), bool):
+            errs.append(f"algo.normalize_q_loss={cfg.get('normalize_q_loss')!r} must be true or false")
+        e = cfg.get("expectile", 0.9)
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
+            errs.append(f"algo.expectile={e!r} must be a number in (0, 1), e.g. 0.9")
+        return errs + super().config_errors(cfg)
 
     def _init_value(self, key, obs, act):
-        return self.onestep.init(key, jnp.concatenate([obs, act], -1))
+        k_mu, k_v = jax.random.split(key)
+        mu = self.onestep.init(k_mu, jnp.concatenate([obs, act], -1))
+        if self.cfg.get("critic", "fql") == "iql":
+            return {"mu": mu, "v": self.v.init(k_v, obs)}
+        return mu
+
+    @staticmethod
+    def mu_params(value):
+        """The one-step policy's parameters in the state's ``value`` slot (either layout)."""
+        return value["mu"] if "mu" in value else value
+
+    def mu_raw(self, params, obs, z):
+        """The one-step policy's output before the clip (what the distillation term sees); ``params``
+        the ``value`` slot or the one-step policy's own parameters."""
+        return self.onestep.apply(self.mu_params(params), jnp.concatenate([obs, z], -1))
 
     def mu(self, params, obs, z):
-        return jnp.clip(self.onestep.apply(params, jnp.concatenate([obs, z], -1)), -1.0, 1.0)
+        return jnp.clip(self.mu_raw(params, obs, z), -1.0, 1.0)
+
+    def policy_loss(self, params, critic, obs, z, flow_a, alpha):
+        """``α·E‖μ_raw − flow_a‖² − λ·E[mean_i Q_i(s, clip(μ_raw))]`` (the distillation mean over every
+        action dimension, as FQL); also the distillation term."""
+        raw = self.mu_raw(params, obs, z)
+        distill = jnp.mean((raw - flow_a) ** 2)
+        q = self._q_all(critic, obs, jnp.clip(raw, -1.0, 1.0)).mean(0)
+        q_loss = -q.mean()
+        if self.normalize_q_loss:
+            q_loss = q_loss * sg(1.0 / (jnp.abs(q).mean() + 1e-12))
+        return alpha * distill + q_loss, distill
 
     def update(self, state, hp, i, data):
         from envs.datasets import sample_batch
 
-        tx = self.optimizer(hp)
         rng, kb, kf, kz, kz2 = jax.random.split(state.rng, 5)
-        b = sample_batch(data, kb, self.batch_size, self.chunk, hp["gamma"])
+        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
-        z_next = jax.random.normal(kz2, b["actions"].shape)
-        a_next = self.mu(state.value, b["next_obs"], z_next)
-        y = b["rewards"] + b["discount"] * self._q_all(state.target, b["next_obs"], a_next).mean(0)
+        grads, metrics = {}, {}
+        if self.critic_kind == "iql":
+            q_target = self._q_all(state.target, b["obs"], b["actions"]).min(0)  # QGF's FQL script: the min
+
+            def v_loss(vp):
+                return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), self.expectile)
+
+            metrics["value_loss"], grads["v"] = jax.value_and_grad(v_loss)(state.value["v"])
+            y = b["rewards"] + b["discount"] * self.v.apply(state.value["v"], b["next_obs"])
+        else:
+            a_next = self.mu(state.value, b["next_obs"], jax.random.normal(kz2, b["actions"].shape))
+            y = b["rewards"] + b["discount"] * aggregate(self._q_all(state.target, b["next_obs"], a_next), self.q_agg)
         (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
         z = jax.random.normal(kz, b["actions"].shape)
         flow_a = sg(self._euler(state.actor, b["obs"], z))
-
-        def mu_loss(mp):
-            a = self.mu(mp, b["obs"], z)
-            distill = jnp.mean((a - flow_a) ** 2)  # a mean over every action dimension, as FQL
-            return hp["alpha"] * distill - self._q_all(state.critic, b["obs"], a).mean(), distill
-
-        (l_mu, distill), g_mu = jax.value_and_grad(mu_loss, has_aux=True)(state.value)
+        (l_mu, distill), grads["mu"] = jax.value_and_grad(
+            lambda mp: self.policy_loss(mp, state.critic, b["obs"], z, flow_a, hp["alpha"]), has_aux=True)(
+            self.mu_params(state.value))
+        if self.critic_kind != "iql":
+            grads = grads["mu"]  # the value slot is the one-step policy itself
+        tx = self.optimizer(hp, "actor")
         actor, actor_opt = self._step(tx, state.actor, state.actor_opt, g_a)
-        critic, critic_opt = self._step(tx, state.critic, state.critic_opt, g_q)
-        onestep, onestep_opt = self._step(tx, state.value, state.value_opt, g_mu)
-        target = optax.incremental_update(critic, state.target, hp["tau"])
-        new = state.replace(actor=actor, critic=critic, target=target, value=onestep, actor_opt=actor_opt,
-                            critic_opt=critic_opt, value_opt=onestep_opt, rng=rng)
+        critic, critic_opt = self._step(self.optimizer(hp, "critic"), state.critic, state.critic_opt, g_q)
+        value, value_opt = self._step(self.optimizer(hp, "value"), state.value, state.value_opt, grads)
+        target = optax.incremental_update(state.critic, state.target, hp["tau"])  # the critic before this step, as the references
+        new = state.replace(actor=actor, critic=critic, target=target, value=value, actor_opt=actor_opt,
+                            critic_opt=critic_opt, value_opt=value_opt, rng=rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "onestep_loss": l_mu, "distill_loss": distill,
-                     "q_mean": q_mean}
+                     "q_mean": q_mean, **metrics}
 
     def _euler(self, actor, obs, z):
+        """The BC flow's action from noise ``z`` (``T`` plain Euler steps, clipped): the distillation target."""
         dt = 1.0 / self.flow_steps
         return jnp.clip(jax.lax.fori_loop(0, self.flow_steps,
                                           lambda k, a: a + dt * self.velocity.apply(actor, obs, a, k * dt), z), -1.0, 1.0)
