@@ -33,7 +33,10 @@ def test_clip_objective_by_hand():
     np.testing.assert_allclose(objectives.BUILTIN["clip"].fn(ratio, jnp.log(ratio), adv, hp, 0.0), [-0.5, -1.2, 1.5, 0.8], rtol=1e-6)
 
 
-ENV_CONFIGS = [pytest.param(name, marks=pytest.mark.slow) if name.startswith(("brax", "dmc")) else name  # MJX compiles
+# MJX compiles, and the envs whose compiles take longest, run with the slow tests; one of each kind stays quick
+ENV_CONFIGS = [pytest.param(name, marks=pytest.mark.slow)
+               if name.startswith(("brax", "dmc", "minatar_asterix", "minatar_freeway", "minatar_space", "acrobot",
+                                   "pointmaze_large", "pointmaze_giant")) else name
                for name in sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))]
 
 
@@ -73,6 +76,7 @@ def test_every_shipped_env_config_runs_one_update(env_cfg, algo_name):
     assert any(changed)  # the update learned something
 
 
+@pytest.mark.slow
 def test_brax_adapter_truncates_and_resets():
     env = envs.make("brax/hopper", episode_length=3)
     obs, st = env.reset(jax.random.PRNGKey(0))
@@ -100,6 +104,7 @@ def test_multi_seed_programs_have_no_lapack_custom_calls(algo, tiny_cfg):
         assert "custom_call" not in hlo and "lapack" not in hlo.lower()
 
 
+@pytest.mark.slow
 def test_orthogonal_init_matches_flax_without_qr():
     import flax.linen as nn
 

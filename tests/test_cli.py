@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 TINY = ["algo.total_timesteps=8192", "algo.num_evals=2", "algo.num_eval_envs=4", "logger.progress=false"]
 
 
@@ -13,6 +15,7 @@ def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "purejaxrl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_plot_eval(tmp_path):
     d = tmp_path / "run"
     p = _cli("train", *TINY, "num_seeds=2", "chunks=2", "vmap.algo.lr=[1e-4,1e-3]", f"run_dir={d}")
@@ -40,6 +43,7 @@ def test_config_error_is_one_clear_line_before_compiling(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_hydra_multirun(tmp_path):
     p = _cli("train", "-m", "algo=pqn,ppo", *TINY, "num_seeds=1", "chunks=1", f"run_dir={tmp_path}", "hydra.launcher.n_jobs=1")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -54,6 +58,7 @@ def _console(*args, cwd=None, timeout=600):
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.slow
 def test_readme_quickstart_in_an_empty_folder(tmp_path):
     """The README's commands without run_dir (Hydra picks outputs/<date>/<time>_<algo>)."""
     p = _console("train", *TINY, "num_seeds=2", cwd=tmp_path)
@@ -74,6 +79,7 @@ def test_readme_quickstart_in_an_empty_folder(tmp_path):
     assert "test_pass_at_1" in json.loads((llm_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     """PPO with observation and reward normalisation (their running statistics are in the state):
     killed with SIGKILL between chunks, ``resume=true`` completes it with the metrics of a run that

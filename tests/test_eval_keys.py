@@ -137,6 +137,7 @@ def test_llm_held_out_prompts_per_seed_shared_by_losses(monkeypatch, tmp_path):
     assert not np.array_equal(p0, p1)
 
 
+@pytest.mark.slow
 def test_qgf_host_evaluation_seeds_per_run_shared_by_weights(monkeypatch):
     from envs import ogbench
 

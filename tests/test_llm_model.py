@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxrl.llm.model import ModelConfig, forward, grouped_completion_logprobs, init_params, num_params, token_logprobs
 from purejaxrl.llm.sampler import sample, sample_no_cache
@@ -11,6 +12,7 @@ CFG = ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, d_mlp=128)
 PROMPTS = jnp.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 9, 9, 9]])  # left-padded with 0
 
 
+@pytest.mark.slow
 def test_kv_cache_sampler_logprobs_equal_full_forward():
     params = init_params(jax.random.PRNGKey(0), CFG)
     toks, mask, logps = sample(params, CFG, PROMPTS, jax.random.PRNGKey(1), max_new=8, stop_id=2, pad_id=0)
@@ -23,6 +25,7 @@ def test_kv_cache_sampler_logprobs_equal_full_forward():
     np.testing.assert_allclose(np.where(mask, lp, 0.0), logps, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_grouped_prompts_give_the_full_forward_logprobs_and_gradients():
     params = init_params(jax.random.PRNGKey(0), CFG)
     G = 4

@@ -129,6 +129,7 @@ def test_preference_candidates_have_graded_true_rewards():
         T.parse_noise("flips")
 
 
+@pytest.mark.slow
 def test_llm_sft_learns_and_writes_the_run_contract(tmp_path):
     cfg = {
         "mode": "sft", "seed": 0, "iterations": 150, "lr": 3e-3, "weight_decay": 0.0, "max_grad_norm": 1.0,
@@ -216,6 +217,7 @@ def test_nash_mp_step_and_round_boundaries(tmp_path):
                  "task": {"name": "sort_letters"}, "noise": "none", "batch_size": 8, "dataset_size": 64}, tmp_path)
 
 
+@pytest.mark.slow
 def test_llm_resume_continues_exactly(tmp_path):
     cfg = {
         "mode": "pref", "seed": 0, "iterations": 8, "lr": 1e-3, "weight_decay": 0.0, "max_grad_norm": 1.0,
@@ -268,6 +270,7 @@ def test_same_seed_gives_the_same_trajectory_whatever_the_run_length(tmp_path):
     assert rows(tmp_path / "long")[:2] == rows(tmp_path / "short")
 
 
+@pytest.mark.slow
 def test_loss_and_gradient_do_not_depend_on_prompt_sharing():
     """``share_prompts=False`` (what the throughput benchmark compares against) computes the same loss."""
     from purejaxrl.llm.sampler import sample
@@ -288,6 +291,7 @@ def test_loss_and_gradient_do_not_depend_on_prompt_sharing():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_rover_q_values_are_zero_before_the_update_at_any_temperature():
     """ROVER's Q_t = log π_θ − log π_old must vanish at θ = θ_old, also at T ≠ 1 (both at logits / T)."""
     from purejaxrl.llm import losses as L

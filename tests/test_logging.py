@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import pytest
 
 from purejaxrl.logging import MetricsLogger, read_metrics
 from purejaxrl.plotting import bootstrap_ci, curves
@@ -56,6 +57,7 @@ def _tb_steps(run_dir, run, tag):
     return steps
 
 
+@pytest.mark.slow
 def test_resume_rewrites_tensorboard_and_keeps_wandb_ids(tmp_path, tiny_cfg, monkeypatch):
     """After a crash between logging a chunk and checkpointing it, the resumed TensorBoard stream has
     every step once, and each W&B run is resumed under its id instead of opened anew."""

@@ -68,6 +68,7 @@ def test_puzzle_noisy_dataset_carries_button_states_and_relabels_from_them(tmp_p
         load(tmp_path / "nobuttons.npz", make("ogbench_puzzle_3x3"))
 
 
+@pytest.mark.slow
 def test_host_evaluator_slices_episodes_and_keeps_their_order():
     """With fewer envs allowed than episodes, slices of episodes run one after another: every
     (run, weight, episode) is played once, from its run's own reset seed for that episode, the same

@@ -41,6 +41,7 @@ def _roll(env, actions, key=1):
     return go(actions)
 
 
+@pytest.mark.slow
 def test_force_adversary_changes_the_trajectory_exactly_when_it_pushes(cartpole):
     base, env = cartpole
     assert env.mode == "force" and env.bodies == ("pole_1",) and env.action_space.shape == (3,)
@@ -108,6 +109,7 @@ def test_gamma_kl_matches_numerical_integration():
     assert float(gamma_kl_same_rate(a1, a2)) == pytest.approx(num, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_self_paced_curriculum_moves_only_while_the_performance_bound_holds():
     key = jax.random.PRNGKey(0)
     c = 50.0
@@ -256,6 +258,7 @@ def test_action_repeat_sums_rewards_and_counts_the_time_limit_in_control_steps(c
         make("dmc_cartpole_balance", episode_length=5, action_repeat=2)
 
 
+@pytest.mark.slow
 def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_constants():
     import copy
 
@@ -287,6 +290,7 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
         make("dmc_cartpole_balance").absolute_physics()
 
 
+@pytest.mark.slow
 def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary(cartpole):
     """The budgeted push (force mode on cartpole's pole); the schedule, the context input and the
     stored actions through QARL updates on Pendulum (action perturbation: cheap to compile)."""

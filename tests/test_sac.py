@@ -68,6 +68,7 @@ def test_time_limits_store_the_final_observation_and_are_not_terminal():
     assert np.asarray(episode["episode_done"])[2].all() and not np.asarray(episode["episode_done"])[:2].any()
 
 
+@pytest.mark.slow
 def test_sac_learns_pendulum(tmp_path):
     """From −1,200 (random) to better than −400 greedy in 12,000 env steps (UTD 1, two seeds vmapped)."""
     from purejaxrl.experiment import run

@@ -55,6 +55,7 @@ def one_device(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_train_is_the_same_on_1_2_and_4_devices_and_resumes_on_another_count(one_device, tmp_path):
     """4 virtual devices (XLA_FLAGS) for 2 of 3 chunks, then resumed on 2 devices: episodes and
     evaluations are those of the single-device run; losses agree to float32 rounding (a batch of
@@ -121,6 +122,7 @@ def test_two_processes_over_loopback_run_stop_and_resume(one_device, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])  # one row per run and update: nothing written twice
 
 
+@pytest.mark.slow
 def test_meta_population_is_the_same_on_1_and_4_devices(tmp_path):
     _ok(_run("meta", *META, f"run_dir={tmp_path / 'one'}"))
     _ok(_run("meta", *META, "mesh.devices=all", "distributed.cpu_devices=4", f"run_dir={tmp_path / 'four'}"))
@@ -130,6 +132,7 @@ def test_meta_population_is_the_same_on_1_and_4_devices(tmp_path):
     assert json.loads((tmp_path / "four" / "summary.json").read_text())["devices"] == 4
 
 
+@pytest.mark.slow
 def test_llm_data_parallel_matches_one_device(tmp_path):
     """The prompt batch split over 4 devices: the same samples and rewards; gradients are summed
     across devices in another order, so losses agree to float32 rounding, not bit for bit."""
@@ -144,9 +147,9 @@ def test_llm_data_parallel_matches_one_device(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["num_seeds=3", "mesh.devices=all"], "3 runs do not divide over 4 devices; pad to a multiple of 4 (num_seeds=4)"),
-    (["num_seeds=4", "mesh.devices=8"], "mesh.devices=8 but only 4 device(s) are visible"),
-    (["mesh.devices=two"], "mesh.devices='two' must be null"),
-    (["distributed.num_processes=2"], "needs distributed.coordinator=HOST:PORT"),
+    pytest.param(["num_seeds=4", "mesh.devices=8"], "mesh.devices=8 but only 4 device(s) are visible", marks=pytest.mark.slow),
+    pytest.param(["mesh.devices=two"], "mesh.devices='two' must be null", marks=pytest.mark.slow),
+    pytest.param(["distributed.num_processes=2"], "needs distributed.coordinator=HOST:PORT", marks=pytest.mark.slow),
 ])
 def test_bad_mesh_settings_are_one_line_before_anything_is_written(tmp_path, args, fragment):
     d = tmp_path / "run"
@@ -155,6 +158,7 @@ def test_bad_mesh_settings_are_one_line_before_anything_is_written(tmp_path, arg
     assert "Traceback" not in p.stderr and not d.exists()
 
 
+@pytest.mark.slow
 def test_parallel_local_jobs_get_a_device_each(tmp_path):
     """Two joblib jobs at once: disjoint CPU cores here; with GPUs, one CUDA_VISIBLE_DEVICES each."""
     p = _ok(_run("train", "-m", "algo.lr=1e-4,3e-4", *TRAIN[1:], "num_seeds=2", f"run_dir={tmp_path}",
@@ -171,15 +175,16 @@ def test_gpu_slots_are_claimed_once_each(tmp_path):
         import sys, time
         from purejaxrl.sharding import claim_local_device
         print(claim_local_device(2, "sweep"), flush=True)
-        time.sleep(float(sys.argv[1]))
+        if sys.argv[1] == "hold":
+            sys.stdin.read()  # hold the slot until the test closes stdin (however slow the machine is)
         import os; print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
     """)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "TMPDIR": str(tmp_path)}
-    holders = [subprocess.Popen([sys.executable, "-c", code, "3"], stdout=subprocess.PIPE, text=True, env=env)
-               for _ in range(2)]
+    holders = [subprocess.Popen([sys.executable, "-c", code, "hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, env=env) for _ in range(2)]
     first = [h.stdout.readline() for h in holders]  # both hold their lock now
-    late = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, env=env, timeout=60)
-    outs = [f + h.communicate(timeout=60)[0] for f, h in zip(first, holders)]
+    late = subprocess.run([sys.executable, "-c", code, "go"], capture_output=True, text=True, env=env, timeout=120)
+    outs = [f + h.communicate(input="", timeout=60)[0] for f, h in zip(first, holders)]
     gpus = sorted(o.split()[-1] for o in outs)
     assert gpus == ["3", "5"] and all("'shared': False" in o for o in outs)
     assert "'shared': True" in late.stdout and late.stdout.split()[-1] in ("3", "5")
