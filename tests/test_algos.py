@@ -35,7 +35,7 @@ def test_clip_objective_by_hand():
 
 # MJX compiles, and the envs whose compiles take longest, run with the slow tests; one of each kind stays quick
 ENV_CONFIGS = [pytest.param(name, marks=pytest.mark.slow)
-               if name.startswith(("brax", "dmc", "minatar_asterix", "minatar_freeway", "minatar_space", "acrobot",
+               if name.startswith(("brax", "dmc", "minatar", "acrobot",
                                    "pointmaze_large", "pointmaze_giant")) else name
                for name in sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))]
 

@@ -12,6 +12,7 @@ def _err(overrides):
     return str(e.value)
 
 
+@pytest.mark.slow
 def test_default_and_experiment_configs_validate():
     for exp in (None, "pqn_cartpole", "pqn_minatar", "ppo_cartpole", "ppo_brax_hopper"):
         validate(compose([f"experiment={exp}"] if exp else []))

@@ -80,6 +80,7 @@ def test_eval_command_validation_and_test_splits(monkeypatch, tmp_path):
     assert other["per_run"][0]["mean_return"] != res["test"]["per_run"][0]["mean_return"]
 
 
+@pytest.mark.slow
 def test_meta_eval_objectives_share_each_seeds_episodes(monkeypatch):
     from purejaxrl import objectives
     from purejaxrl.algos.ppo import PPO
@@ -169,6 +170,7 @@ def test_qgf_host_evaluation_seeds_per_run_shared_by_weights(monkeypatch):
     assert not np.array_equal(got["actions"][0, 0], got["actions"][1, 0])  # but not across runs
 
 
+@pytest.mark.slow
 def test_qgf_in_program_weights_share_the_episodes():
     """Every guidance weight of a run is evaluated on the same start states and flow noise: two equal
     weights give equal results; another key gives other episodes."""

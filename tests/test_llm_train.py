@@ -50,7 +50,7 @@ class ParityLock(CombinationLock):
         return (completions[:, 0] % 2).astype(jnp.float32)
 
 
-@pytest.mark.parametrize("loss", T.RL_LOSSES)
+@pytest.mark.parametrize("loss", [l if l == "grpo" else pytest.param(l, marks=pytest.mark.slow) for l in T.RL_LOSSES])
 def test_every_rl_loss_runs_a_compiled_iteration(loss):
     task = ParityLock()
     cfg = MICRO
@@ -108,7 +108,8 @@ def test_every_registered_loss_has_a_config_and_valid_defaults():
         assert all(isinstance(v, (int, float)) for v in hp.values()) and set(opts) == set(entry.options)
 
 
-@pytest.mark.parametrize("loss", [l for l in T.PREF_LOSSES if l not in ("sppo", "nash_mp")])
+@pytest.mark.parametrize("loss", [l if l == "dpo" else pytest.param(l, marks=pytest.mark.slow)
+                                  for l in T.PREF_LOSSES if l not in ("sppo", "nash_mp")])
 def test_every_preference_loss_steps(loss):
     task = make_task("sort_letters")
     opt = optax.adam(1e-3)
@@ -166,7 +167,8 @@ def test_reference_answer_is_placed_after_the_chain_of_thought():
     assert valid[0].tolist() == [True] * 9 + [False] * 4
 
 
-@pytest.mark.parametrize("reward", ["logprob", "prob", "mean_prob"])
+@pytest.mark.parametrize("reward", ["logprob", pytest.param("prob", marks=pytest.mark.slow),
+                                    pytest.param("mean_prob", marks=pytest.mark.slow)])
 def test_likelihood_rewards_iteration(reward):
     task = make_task("digit_sum")
     cfg = ModelConfig(vocab_size=len(VOCAB), d_model=32, n_layers=1, n_heads=2, d_mlp=64, max_len=32)
@@ -241,6 +243,7 @@ def test_llm_resume_continues_exactly(tmp_path):
     assert {f: f.read_bytes() for f in (tmp_path / "full").rglob("*") if f.is_file()} == files
 
 
+@pytest.mark.slow
 def test_fg_expo_curriculum_prefers_prompts_near_half_success():
     task = ParityLock()
     settings = T.RLSettings(num_prompts=4, num_generations=4, loss="fg_expo", curriculum_pool=16, curriculum_sigma=0.1)

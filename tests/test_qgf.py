@@ -206,6 +206,7 @@ def test_qgf_and_fql_end_to_end_through_the_console_script(tmp_path):
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["gradient_steps"] == 60
 
 
+@pytest.mark.slow
 def test_datasets_from_a_trained_policy_are_in_the_env_units_and_learned_in_unit_box(tmp_path):
     """``dataset from_policy``: sampled actions of a PPO run, one episode per env cut at its end,
     rewards and masks recorded; the loader rescales Pendulum's [−2, 2] torques to [−1, 1]."""
@@ -367,6 +368,7 @@ def test_n_step_horizon_apart_from_the_chunk():
     np.testing.assert_allclose(b["discount"], [want[i][1] for i in first])
 
 
+@pytest.mark.slow
 def test_best_of_n_with_guidance_keeps_the_best_guided_sample(maze_data):
     """``best_of=4`` at ``w > 0``: of the 4 guided samples (keys split from the decision's key), the
     one with the highest ``q_agg``; ``q_agg=mean`` ranks by the mean of the two target Qs."""

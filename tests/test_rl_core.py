@@ -76,6 +76,7 @@ def _chain(env):
     return out + [env]
 
 
+@pytest.mark.slow
 def test_vmapped_gamma_reaches_reward_normalisation():
     base = ["algo=ppo", "algo.normalize_reward=true", *SMALL, "num_seeds=1"]
     cfg = compose(base + ["vmap.algo.gamma=[0.5,0.99]"])

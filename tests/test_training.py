@@ -47,6 +47,7 @@ def test_checkpoint_protection_and_incompatible_restore(tmp_path, tiny_cfg):
     assert (tmp_path / "metrics.jsonl").read_text() == metrics_before
 
 
+@pytest.mark.slow
 def test_hyperparameter_vmap_matches_separate_runs(tiny_cfg):
     """A vmapped run computes what a separate run with its values and seed computes, up to float
     rounding: vmapped matmuls may round differently, so losses and parameters agree to a tolerance
@@ -84,6 +85,7 @@ def test_no_recompilation_after_first_chunk(tmp_path, tiny_cfg, caplog):
     assert len(eight) == len(two), f"chunks=8 compiled {len(eight)} programs vs {len(two)}: {eight}"
 
 
+@pytest.mark.slow
 def test_short_last_chunk_matches_one_jit(tiny_cfg):
     cfg = tiny_cfg("num_seeds=1", "algo.total_timesteps=14336")  # 7 updates: chunks of 4, then a short one of 3
     algo = build_algorithm(cfg)
@@ -159,6 +161,7 @@ def test_divergence_stops_at_the_chunk_and_keeps_the_last_good_checkpoint(tmp_pa
     assert summary["diverged"] == {"run": 1, "seed": 8, "update": 6, "metric": "loss"} and not summary["completed"]
 
 
+@pytest.mark.slow
 def test_divergence_from_the_command_line(tmp_path):
     import subprocess
     import sys
@@ -174,6 +177,7 @@ def test_divergence_from_the_command_line(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_resume_with_other_chunks_stops_at_the_last_update(tmp_path, tiny_cfg):
     """Chunk sizes may change on resume; updates past the end are still skipped (8 updates: 3 + 3,
     then chunks of 4 from update 6 would overrun by 2)."""
