@@ -7,8 +7,8 @@ same network sizes, batch and dataset; compile and steady state apart.
 from that path as it is (its ``agents.fql.FQLAgent`` and ``utils.datasets.Dataset``; it needs
 ``ml_collections`` and ``distrax`` installed) and nothing of it is copied here.  The reference is
 timed the way its ``main.py`` trains: a host-side ``Dataset.sample(batch_size)`` and one jitted
-``agent.update(batch)`` per gradient step.  Ours run their compiled loop (``lax.scan`` over the
-updates, the dataset on the device).  Every configuration uses the point-maze medium navigate data
+``agent.update(batch)`` per gradient step.  Ours run the training loop of ``purejaxrl train``
+(:class:`purejaxrl.trainer.Trainer` chunks, the dataset on the device).  Every configuration uses the point-maze medium navigate data
 (generated here, ``--episodes`` episodes of 1,001 steps), batch ``--batch``, ``--layers`` ×
 ``--hidden`` MLPs for every network, 10 flow steps, chunks of 1.  Without ``--fql-reference`` only
 ours are timed.  Writes ``benchmarks/results/qgf/offline_throughput_cpu.json``.
@@ -31,33 +31,37 @@ import numpy as np
 import purejaxrl
 from envs.datasets import generate
 from purejaxrl.config import compose
-from purejaxrl.trainer import build_algorithm, default_hparams
+from purejaxrl.trainer import build_algorithm
 
 purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 OUT = Path(__file__).resolve().parent / "results" / "qgf" / "offline_throughput_cpu.json"
 
 
 def ours(algo_name: str, data_path: Path, hidden: list[int], batch: int, updates: int, extra=()) -> dict:
+    """Our training loop as ``purejaxrl train`` runs it (:class:`purejaxrl.trainer.Trainer` chunks,
+    no evaluation inside them): compile, one warm-up chunk, then one chunk of ``updates`` timed."""
+    from purejaxrl.config import run_grid
+    from purejaxrl.trainer import Trainer, batch_hparams
+
     cfg = compose([f"algo={algo_name}", "env=pointmaze_medium", f"dataset.path={data_path}", f"algo.batch_size={batch}",
                    f"algo.actor_hidden={hidden}".replace(" ", ""), f"algo.critic_hidden={hidden}".replace(" ", ""),
-                   "num_seeds=1", *extra])
+                   "num_seeds=1", f"algo.num_updates={3 * updates}", "algo.num_evals=3", *extra])
     algo = build_algorithm(cfg)
-    hp = default_hparams(cfg, algo)
-    data = algo.load_data()
-    state = jax.jit(algo.init)(jax.random.PRNGKey(0), hp, data)
-
-    def steps(state, start):
-        return jax.lax.scan(lambda s, i: algo.update(s, hp, i, data), state, start + jnp.arange(updates))
-
+    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
+    tr = Trainer(algo, len(runs), 3)
+    assert tr.updates_per_chunk == updates  # evaluated between chunks: one chunk per evaluation, none inside
+    hp = batch_hparams(algo, hparams, len(runs))
+    state = tr.init(jnp.stack([jax.random.PRNGKey(int(x)) for x in seeds]), hp)
     t0 = time.perf_counter()
-    fn = jax.jit(steps).lower(state, jnp.int32(0)).compile()
+    tr.compile_chunk(state, hp, 0)
     compile_s = time.perf_counter() - t0
-    state, m = jax.block_until_ready(fn(state, jnp.int32(0)))  # a first call (warm-up), not timed
+    state, _ = tr.chunk(state, hp, 0)  # warm-up, not timed
     t0 = time.perf_counter()
-    state, m = jax.block_until_ready(fn(state, jnp.int32(updates)))
+    state, m = tr.chunk(state, hp, updates)
+    jax.block_until_ready(state)
     dt = time.perf_counter() - t0
     return {"gradient_steps_per_second": updates / dt, "compile_seconds": compile_s, "timed_updates": updates,
-            "final_critic_loss": float(np.asarray(m["critic_loss"])[-1])}
+            "final_critic_loss": float(np.asarray(m["critic_loss"]).reshape(-1)[-1])}
 
 
 def reference_fql(ref: Path, data_path: Path, hidden: list[int], batch: int, updates: int, alpha: float) -> dict:

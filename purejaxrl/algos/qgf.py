@@ -251,8 +251,7 @@ class QGF(Algorithm):
             return [f"algo={cls.name} trains from a dataset: set dataset.path=FILE.npz "
                     "(make one with `purejaxrl dataset pointmaze_medium_navigate --out FILE.npz`)"]
         try:
-            a = cfg["algo"]
-            load(path, env, max(int(a.get("chunk", 1)), int(a.get("horizon") or a.get("chunk", 1))))
+            load(path, env, cls.sample_span(cfg["algo"]))
         except DatasetError as e:
             return [str(e)]
         return []
@@ -260,7 +259,13 @@ class QGF(Algorithm):
     def load_data(self):
         from envs.datasets import load
 
-        return load(self.dataset_path, self.env, max(self.chunk, self.horizon))
+        return load(self.dataset_path, self.env, self.sample_span(self.cfg))
+
+    @staticmethod
+    def sample_span(algo_cfg: dict) -> int:
+        """Steps one training sample spans inside its episode: the chunk or the n-step horizon."""
+        chunk = int(algo_cfg.get("chunk", 1))
+        return max(chunk, int(algo_cfg.get("horizon") or chunk))
 
     # ---- networks ----
     def _q_all(self, critic, obs, a):
@@ -304,13 +309,7 @@ class QGF(Algorithm):
         rng, kb, kf = jax.random.split(state.rng, 3)
         b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf)
-        q_target = aggregate(self._q_all(state.target, b["obs"], b["actions"]), self.q_agg)
-
-        def v_loss(vp):
-            return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), hp["expectile"])
-
-        l_v, g_v = jax.value_and_grad(v_loss)(state.value)
-        y = b["rewards"] + b["discount"] * self.v.apply(state.value, b["next_obs"])
+        l_v, g_v, y = self.iql_value(state.value, state.target, b, self.q_agg, hp["expectile"])
         (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
         actor, actor_opt = self._step(self.optimizer(hp, "actor"), state.actor, state.actor_opt, g_a)
         critic, critic_opt = self._step(self.optimizer(hp, "critic"), state.critic, state.critic_opt, g_q)
@@ -319,6 +318,13 @@ class QGF(Algorithm):
         new = state.replace(actor=actor, critic=critic, target=target, value=value, actor_opt=actor_opt,
                             critic_opt=critic_opt, value_opt=value_opt, rng=rng)
         return new, {"actor_loss": a_loss, "critic_loss": l_q, "value_loss": l_v, "q_mean": q_mean}
+
+    def iql_value(self, vparams, target, b, how: str, expectile):
+        """IQL's value step: ``L_V`` (expectile ``expectile``) of ``V(s)`` against ``how`` (min or mean)
+        of the target Qs at the dataset actions, its gradient, and the Q target ``R_H + γ^H·m·V(s')``."""
+        q_t = sg(aggregate(self._q_all(target, b["obs"], b["actions"]), how))
+        l_v, g_v = jax.value_and_grad(lambda vp: expectile_loss(q_t - self.v.apply(vp, b["obs"]), expectile))(vparams)
+        return l_v, g_v, b["rewards"] + b["discount"] * self.v.apply(vparams, b["next_obs"])
 
     def critic_loss(self, critic, b, y):
         """``E_i E[(Q_i(s, a) − y)²]``, the mean over the two Q-networks and the batch (``y`` held
@@ -598,14 +604,8 @@ class FQL(QGF):
         b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
         grads, metrics = {}, {}
-        if self.critic_kind == "iql":
-            q_target = self._q_all(state.target, b["obs"], b["actions"]).min(0)  # QGF's FQL script: the min
-
-            def v_loss(vp):
-                return expectile_loss(sg(q_target) - self.v.apply(vp, b["obs"]), self.expectile)
-
-            metrics["value_loss"], grads["v"] = jax.value_and_grad(v_loss)(state.value["v"])
-            y = b["rewards"] + b["discount"] * self.v.apply(state.value["v"], b["next_obs"])
+        if self.critic_kind == "iql":  # V on the min of the target Qs, as QGF's FQL script
+            metrics["value_loss"], grads["v"], y = self.iql_value(state.value["v"], state.target, b, "min", self.expectile)
         else:
             a_next = self.mu(state.value, b["next_obs"], jax.random.normal(kz2, b["actions"].shape))
             y = b["rewards"] + b["discount"] * aggregate(self._q_all(state.target, b["next_obs"], a_next), self.q_agg)
