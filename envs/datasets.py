@@ -29,8 +29,8 @@ REQUIRED = ("observations", "actions", "terminals")
 class Dataset:
     observations: jax.Array  # [N, obs_dim]
     actions: jax.Array       # [N, act_dim], rescaled from the env's action box to (−1, 1)
-    rewards: jax.Array       # [N]
-    masks: jax.Array         # [N] 0 where the state is terminal (no bootstrapping)
+    rewards: jax.Array       # [N], or [T, N]: one row per task (env task=all)
+    masks: jax.Array         # [N] (or [T, N]) 0 where the state is terminal (no bootstrapping)
     starts: jax.Array        # [M] indices i whose chunk i .. i+H (next state included) lies in one episode
 
     @property
@@ -104,17 +104,18 @@ def load(path: str | Path, env, chunk: int = 1) -> Dataset:
                     f"action box is [{low:g}, {high:g}]; store actions in the env's units")
     obs = raw["observations"].astype(np.float32)
     terminals = raw["terminals"].astype(bool)
-    if "rewards" in raw:
+    tasks = getattr(env.unwrapped, "tasks", None) or ()
+    if len(tasks) > 1:  # task=all: the rewards of every task, one row each (runs pick theirs)
+        if "rewards" in raw:
+            _fail(path, f"has rewards of one task, but env.kwargs.task=all relabels them for each of {env.name}'s "
+                        "tasks; use a file without rewards/masks (as OGBench's and `purejaxrl dataset` files), or one task")
+        rows = [_relabel(env.unwrapped.with_task(t), raw, obs, path) for t in tasks]
+        rewards, masks = np.stack([r for r, _ in rows]), np.stack([m for _, m in rows])
+    elif "rewards" in raw:
         rewards = raw["rewards"].astype(np.float32)
         masks = raw["masks"].astype(np.float32) if "masks" in raw else np.ones_like(rewards)
-    elif hasattr(env, "relabel"):  # OGBench's manipulation tasks: from qpos / button_states, OGBench's rule
-        rewards, masks = env.relabel(raw, path)
-    elif hasattr(env.unwrapped, "goal_xy"):
-        from envs.pointmaze import relabel
-
-        rewards, masks = relabel(env.unwrapped, obs)
     else:
-        _fail(path, f"has no rewards and {env.name} has no task to relabel them from; add a 'rewards' key")
+        rewards, masks = _relabel(env, raw, obs, path)
     # a chunk starting at i needs i .. i+H in one episode: no terminal among i .. i+H-1
     ends = np.concatenate([[0], np.cumsum(terminals.astype(np.int64))])
     idx = np.arange(len(obs) - chunk)
@@ -126,18 +127,35 @@ def load(path: str | Path, env, chunk: int = 1) -> Dataset:
                    jnp.asarray(starts.astype(np.int32)))
 
 
-def sample_batch(data: Dataset, key, batch_size: int, horizon: int, gamma, act_steps: int | None = None):
+def _relabel(env, raw, obs, path):
+    """Single-task rewards and masks of ``env``'s task, by OGBench's rule for that env."""
+    if hasattr(env, "relabel"):  # OGBench's manipulation tasks: from qpos / button_states, OGBench's rule
+        return env.relabel(raw, path)
+    if hasattr(env.unwrapped, "goal_xy"):
+        from envs.pointmaze import relabel
+
+        return relabel(env.unwrapped, obs)
+    _fail(path, f"has no rewards and {env.name} has no task to relabel them from; add a 'rewards' key")
+
+
+def sample_batch(data: Dataset, key, batch_size: int, horizon: int, gamma, act_steps: int | None = None,
+                 task=None):
     """A minibatch of ``horizon``-step transitions: ``obs``, ``actions [B, act_steps·act_dim]`` (the
     first ``act_steps`` actions; default all ``horizon``: an action chunk, ``1``: an n-step return
     for one action), the discounted reward ``R_H`` (stopped at a terminal state), ``next_obs``
-    (``horizon`` steps on), and the continuation ``γ^H·Π masks`` to bootstrap with."""
+    (``horizon`` steps on), and the continuation ``γ^H·Π masks`` to bootstrap with.  ``task``: the
+    row of a multi-task dataset's rewards and masks (0-based, may be traced)."""
     act_steps = horizon if act_steps is None else act_steps
+    rewards, masks = data.rewards, data.masks
+    if rewards.ndim == 2:
+        row = jnp.asarray(0 if task is None else task, jnp.int32)
+        rewards, masks = rewards[row], masks[row]
     i = data.starts[jax.random.randint(key, (batch_size,), 0, data.starts.shape[0])]
     steps = i[:, None] + jnp.arange(horizon)[None]
-    alive = jnp.cumprod(data.masks[steps], axis=1)  # alive[k]: no terminal state among steps 0..k
+    alive = jnp.cumprod(masks[steps], axis=1)  # alive[k]: no terminal state among steps 0..k
     before = jnp.concatenate([jnp.ones((batch_size, 1)), alive[:, :-1]], 1)
     disc = gamma ** jnp.arange(horizon)
-    ret = jnp.sum(before * disc[None] * data.rewards[steps], axis=1)
+    ret = jnp.sum(before * disc[None] * rewards[steps], axis=1)
     return {"obs": data.observations[i], "actions": data.actions[steps[:, :act_steps]].reshape(batch_size, -1),
             "rewards": ret, "next_obs": data.observations[i + horizon], "discount": (gamma ** horizon) * alive[:, -1]}
 
@@ -164,11 +182,19 @@ GENERATORS = {
 DEFAULT_NOISE = {"pointmaze": 0.5, "ogbench": 0.1}
 
 
+def val_path(path: str | Path) -> Path:
+    """The validation split written beside ``path``: ``name.npz`` -> ``name-val.npz`` (OGBench's naming)."""
+    path = Path(path)
+    return path.with_name((path.name[:-4] if path.name.endswith(".npz") else path.name) + "-val.npz")
+
+
 def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, noise: float | None = None,
-             episode_length: int | None = None) -> dict:
+             episode_length: int | None = None, val_episodes: int | None = None) -> dict:
     """Write an OGBench-format dataset ``name`` (e.g. ``pointmaze_medium_navigate``,
-    ``ogbench_cube_single_play``) to ``out``; ``noise``: the oracle's action noise (default 0.5 for
-    the point maze, OGBench's 0.1 for manipulation)."""
+    ``ogbench_cube_single_play``) to ``out`` and, as OGBench, a validation split of
+    ``val_episodes`` more episodes (default ``episodes // 10``; 0: none) collected in the same run
+    to ``out`` with ``-val.npz`` (:func:`val_path`); ``noise``: the oracle's action noise (default
+    0.5 for the point maze, OGBench's 0.1 for manipulation)."""
     if name not in GENERATORS:
         raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(GENERATORS)}")
     spec = GENERATORS[name]
@@ -178,6 +204,9 @@ def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, no
         raise DatasetError(f"--episodes={n} must be >= 1")
     if length < 2:
         raise DatasetError(f"--episode-length={length} must be >= 2")
+    n_val = n // 10 if val_episodes is None else int(val_episodes)
+    if n_val < 0:
+        raise DatasetError(f"--val-episodes={n_val} must be >= 0 (0: no validation split)")
     family = spec.env.split("_")[0]
     noise = DEFAULT_NOISE[family] if noise is None else float(noise)
     if noise < 0:
@@ -187,24 +216,34 @@ def generate(name: str, episodes: int | None, out: str | Path, seed: int = 0, no
         import envs.ogbench as ogbench
 
         try:
-            d = ogbench.generate(spec.env[len("ogbench_"):], spec.kind, n, length, seed,
-                                 ogbench.Collection(noise=noise), progress=_progress(n))
+            d = ogbench.generate(spec.env[len("ogbench_"):], spec.kind, n + n_val, length, seed,
+                                 ogbench.Collection(noise=noise), progress=_progress(n + n_val))
         except ImportError as e:
             raise DatasetError(str(e)) from e
     else:
         from envs.pointmaze import generate_navigate
 
-        d = generate_navigate(spec.env[len("pointmaze_"):], jax.random.PRNGKey(seed), n, length, noise, spec.kind)
+        d = generate_navigate(spec.env[len("pointmaze_"):], jax.random.PRNGKey(seed), n + n_val, length, noise, spec.kind)
         d = jax.device_get(d)
     seconds = time.perf_counter() - t0
+    # the first n episodes train, the last n_val validate (as OGBench's collection scripts split)
+    cut = int(np.flatnonzero(d["terminals"])[n - 1]) + 1
     out = Path(out)
+    _write(out, {k: v[:cut] for k, v in d.items()})
+    info = {"name": name, "path": str(out), "episodes": n, "transitions": cut,
+            "episode_length": length, "noise": noise, "seed": seed, "seconds": round(seconds, 2),
+            "transitions_per_second": round(len(d["observations"]) / seconds, 1)}
+    if n_val:
+        _write(val_path(out), {k: v[cut:] for k, v in d.items()})
+        info.update({"val_path": str(val_path(out)), "val_episodes": n_val, "val_transitions": len(d["observations"]) - cut})
+    return info
+
+
+def _write(out: Path, d: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez_compressed(tmp, **d)
     tmp.replace(out)
-    return {"name": name, "path": str(out), "episodes": n, "transitions": int(len(d["observations"])),
-            "episode_length": length, "noise": noise, "seed": seed, "seconds": round(seconds, 2),
-            "transitions_per_second": round(len(d["observations"]) / seconds, 1)}
 
 
 def _progress(total: int):

@@ -63,11 +63,13 @@ class OGBenchEnv(Environment):
 
     host = True
 
-    def __init__(self, task_name: str, task: int = 1):
+    def __init__(self, task_name: str, task: int | str = 1):
         if task_name not in TASKS:
             raise ValueError(f"unknown OGBench task {task_name!r}; valid: {', '.join('ogbench_' + t for t in TASKS)}")
-        if not isinstance(task, int) or not 1 <= task <= 5:
-            raise ValueError(f"task={task!r} must be an integer in 1..5 (OGBench's five evaluation goals)")
+        self.tasks = (1, 2, 3, 4, 5) if task == "all" else (task,)  # "all": one run per task, this object task 1's
+        task = 1 if task == "all" else task
+        if isinstance(task, bool) or not isinstance(task, int) or not 1 <= task <= 5:
+            raise ValueError(f"task={task!r} must be an integer in 1..5 (OGBench's five evaluation goals) or all")
         self.task_name, self.task = task_name, task
         self.name = f"ogbench_{task_name}"
         self.gym_id = f"{TASKS[task_name][0]}-singletask-task{task}-v0"
@@ -81,6 +83,10 @@ class OGBenchEnv(Environment):
         self._obs_shape = obs_shape
         self._action_space = Box(low, high, act_shape)
         self.max_episode_steps = steps
+
+    def with_task(self, task: int) -> OGBenchEnv:
+        """The same scene on evaluation task ``task`` (1-5)."""
+        return OGBenchEnv(self.task_name, int(task))
 
     def make_gym(self):
         gymnasium = _import()
@@ -221,22 +227,34 @@ class HostEvaluator:
     def __init__(self, env: OGBenchEnv, max_envs: int = 32):
         self.env = env
         self.max_envs = int(max_envs)
-        self._pool = _POOLS.setdefault(env.gym_id, [])  # building a MuJoCo env takes ~1 s: shared in a process
         self.steps = 0  # env steps taken, all evaluations together
 
     def wave(self, runs: int, weights: int, episodes: int) -> int:
         """Episodes per slice."""
         return max(1, min(episodes, self.max_envs // max(runs * weights, 1)))
 
-    def envs(self, n: int) -> list:
-        while len(self._pool) < n:
-            self._pool.append(self.env.make_gym())
-        return self._pool[:n]
+    def envs(self, n: int, tasks=None) -> list:
+        """``n`` MuJoCo envs, split evenly over the runs whose tasks are ``tasks`` (default: the
+        env's own task for every one); building one takes ~1 s, so they are kept for the process."""
+        tasks = [self.env.task] if tasks is None else [int(t) for t in tasks]
+        per_run = n // len(tasks)
+        out, taken = [], {}
+        for t in tasks:
+            gym_id = self.env.with_task(t).gym_id if t != self.env.task else self.env.gym_id
+            pool = _POOLS.setdefault(gym_id, [])
+            for _ in range(per_run):
+                k = taken.get(gym_id, 0)
+                while len(pool) <= k:
+                    pool.append((self.env if t == self.env.task else self.env.with_task(t)).make_gym())
+                out.append(pool[k])
+                taken[gym_id] = k + 1
+        return out
 
     def run(self, act, shape: tuple[int, int, int], chunk: int, reset_seeds: np.ndarray,
-            policy_keys) -> tuple[np.ndarray, np.ndarray]:
+            policy_keys, tasks=None) -> tuple[np.ndarray, np.ndarray]:
         """``act(obs [R, W, E_wave, D], keys [R, E_wave, 2]) -> [R, W, E_wave, H·A]``; ``reset_seeds``
-        ``[R, E]`` integers, ``policy_keys`` ``[R, 2]`` (one PRNG key per run)."""
+        ``[R, E]`` integers, ``policy_keys`` ``[R, 2]`` (one PRNG key per run); ``tasks`` ``[R]``:
+        each run's evaluation task (default: the env's)."""
         import jax
         import jax.numpy as jnp
 
@@ -247,7 +265,7 @@ class HostEvaluator:
         episode_keys = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None)))
         fold = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None)))
         ew = self.wave(R, W, E)
-        envs = self.envs(R * W * ew)
+        envs = self.envs(R * W * ew, None if tasks is None else list(np.asarray(tasks).reshape(R)))
         A = int(np.prod(self.env.action_space.shape))
         ret, succ = np.zeros((R, W, E), np.float32), np.zeros((R, W, E), np.float32)
         for e0 in range(0, E, ew):

@@ -11,6 +11,7 @@ steps.  Everything is jittable and vmappable; the MuJoCo contact dynamics are no
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from typing import Any
 
@@ -126,20 +127,38 @@ class PointMazeState:
 
 
 class PointMaze(Environment):
-    """Single-task point-maze: ``pointmaze_<maze>`` with ``task`` 1-5 (OGBench's start/goal cells)."""
+    """Single-task point-maze: ``pointmaze_<maze>`` with ``task`` 1-5 (OGBench's start/goal cells),
+    or ``task="all"``: the five tasks, one per run (offline algorithms vmap runs over them; the
+    env object stands for task 1 and :meth:`with_task` gives any one, its index may be traced)."""
 
-    def __init__(self, maze: str = "medium", task: int = 1, max_episode_steps: int = 1000):
+    def __init__(self, maze: str = "medium", task: int | str = 1, max_episode_steps: int = 1000):
         self.maze = Maze(maze)
-        if not 1 <= int(task) <= 5:
-            raise ValueError(f"task={task!r}; valid: 1-5 (OGBench's evaluation tasks)")
-        start, goal = TASKS[maze][int(task) - 1]
+        if task == "all":
+            self.tasks = (1, 2, 3, 4, 5)
+            task = 1
+        elif isinstance(task, bool) or not isinstance(task, int) or not 1 <= task <= 5:
+            raise ValueError(f"task={task!r}; valid: 1-5 (OGBench's evaluation tasks) or all")
+        else:
+            self.tasks = (int(task),)
+        self._starts = np.stack([self.maze.cell_xy(s) for s, _ in TASKS[maze]])
+        self._goals = np.stack([self.maze.cell_xy(g) for _, g in TASKS[maze]])
         self.task = int(task)
-        self.start_xy, self.goal_xy = self.maze.cell_xy(start), self.maze.cell_xy(goal)
+        self.start_xy, self.goal_xy = self._starts[self.task - 1], self._goals[self.task - 1]
         self.walls = jnp.asarray(self.maze.walls)
         self.name = f"pointmaze_{maze}"
         self.max_episode_steps = int(max_episode_steps)
         self._obs_shape = (2,)
         self._action_space = Box(-1.0, 1.0, (2,))
+
+    def with_task(self, task):
+        """This maze on task ``task`` (1-5; a Python int, or a traced integer inside a program)."""
+        env = copy.copy(self)
+        if isinstance(task, int):
+            env.task, env.tasks = task, (task,)
+            env.start_xy, env.goal_xy = self._starts[task - 1], self._goals[task - 1]
+        else:
+            env.start_xy, env.goal_xy = jnp.asarray(self._starts)[task - 1], jnp.asarray(self._goals)[task - 1]
+        return env
 
     def success(self, pos):
         return jnp.linalg.norm(pos - jnp.asarray(self.goal_xy), axis=-1) <= GOAL_TOL
@@ -163,41 +182,51 @@ class PointMaze(Environment):
 
 
 def generate_navigate(maze: str, key, num_episodes: int, episode_length: int = 1001, noise: float = 0.5,
-                      kind: str = "navigate") -> dict[str, np.ndarray]:
-    """An OGBench-format dataset (``observations``, ``actions``, ``terminals``, ``qpos``, ``qvel``):
-    ``navigate`` — start in a random free cell, follow the noisy oracle to a random vertex cell,
-    draw a new goal on arrival; ``stitch`` — a goal 4 BFS steps away, never redrawn (OGBench uses
-    201-step episodes there).  ``terminals`` marks each episode's last stored step."""
+                      kind: str = "navigate", goal_noise: bool = True) -> dict[str, np.ndarray]:
+    """An OGBench-format dataset (``observations``, ``actions``, ``terminals``, ``qpos``, ``qvel``),
+    collected as OGBench's ``generate_locomaze`` does: ``navigate`` — start in a random free cell,
+    follow the noisy oracle to a random vertex cell, draw a new goal on arrival; ``stitch`` — a goal
+    4 BFS steps away, never redrawn (OGBench uses 201-step episodes there).  With ``goal_noise``
+    (OGBench's data-collection env, ``add_noise_to_goal``) every goal is its cell's centre jittered
+    by ``U(−1, 1)`` per axis (a quarter cell); the oracle still steers to cell centres (in the goal
+    cell, to its centre) and arrival is within ``1.0`` of the jittered goal.  ``terminals`` marks
+    each episode's last stored step."""
     m = Maze(maze)
     arrays = (jnp.asarray(m.walls), jnp.asarray(m.id_grid), jnp.asarray(m.next_cell), jnp.asarray(m.centers))
     centers, vertices, dist = jnp.asarray(m.centers), jnp.asarray(m.vertices), jnp.asarray(m.dist)
     n_free = len(m.free)
+    jitter = UNIT / 4 if goal_noise else 0.0
 
     def draw_goal(k, cell):
+        """A goal cell and its (jittered) position."""
+        kc, kj = jax.random.split(k)
         if kind == "stitch":  # a cell exactly 4 BFS steps away (the start itself if none)
             ok = dist[:, cell] == 4
             logits = jnp.where(ok, 0.0, -jnp.inf)
-            return jnp.where(ok.any(), jax.random.categorical(k, jnp.where(ok.any(), logits, 0.0)), cell)
-        return vertices[jax.random.randint(k, (), 0, len(m.vertices))]
+            g = jnp.where(ok.any(), jax.random.categorical(kc, jnp.where(ok.any(), logits, 0.0)), cell)
+        else:
+            g = vertices[jax.random.randint(kc, (), 0, len(m.vertices))]
+        return g, centers[g] + jitter * jax.random.uniform(kj, (2,), minval=-1.0, maxval=1.0)
 
     def episode(k):
         k0, k1, k2, k3 = jax.random.split(k, 4)
         cell = jax.random.randint(k0, (), 0, n_free)
         pos = centers[cell] + jax.random.uniform(k1, (2,), minval=-1.0, maxval=1.0)
-        goal = draw_goal(k2, cell)
+        goal, goal_xy = draw_goal(k2, cell)
 
         def step(c, k):
-            pos, goal = c
+            pos, goal, goal_xy = c
             ka, kg = jax.random.split(k)
             a = oracle_action(arrays, pos, goal) + noise * jax.random.normal(ka, (2,))
             a = jnp.clip(a, -1.0, 1.0)
             new = move(arrays[0], pos, a)
-            reached = jnp.linalg.norm(new - centers[goal]) <= GOAL_TOL
+            reached = jnp.linalg.norm(new - goal_xy) <= GOAL_TOL
             if kind == "navigate":
-                goal = jnp.where(reached, draw_goal(kg, goal), goal)
-            return (new, goal), (pos, a)
+                g2, xy2 = draw_goal(kg, goal)
+                goal, goal_xy = jnp.where(reached, g2, goal), jnp.where(reached, xy2, goal_xy)
+            return (new, goal, goal_xy), (pos, a)
 
-        _, (obs, acts) = jax.lax.scan(step, (pos, goal), jax.random.split(k3, episode_length))
+        _, (obs, acts) = jax.lax.scan(step, (pos, goal, goal_xy), jax.random.split(k3, episode_length))
         return obs, acts
 
     obs, acts = jax.jit(jax.vmap(episode))(jax.random.split(key, num_episodes))
@@ -212,7 +241,7 @@ def generate_navigate(maze: str, key, num_episodes: int, episode_length: int = 1
 def relabel(env: PointMaze, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Single-task rewards and masks from positions, as OGBench: ``reward = success − 1``,
     ``mask = 1 − success`` (success of the state the transition starts from)."""
-    success = np.linalg.norm(observations[:, :2] - env.goal_xy[None], axis=1) <= GOAL_TOL
+    success = np.linalg.norm(observations[:, :2] - np.asarray(env.goal_xy)[None], axis=1) <= GOAL_TOL
     return success.astype(np.float32) - 1.0, 1.0 - success.astype(np.float32)
 
 

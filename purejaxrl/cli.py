@@ -297,6 +297,9 @@ def dataset_main(argv: list[str]) -> None:
     p.add_argument("--noise", type=float, default=None,
                    help="the oracle's action noise (default: 0.5 for the point maze, OGBench's 0.1 for manipulation)")
     p.add_argument("--episode-length", type=int, default=None, help="steps per episode (default: OGBench's)")
+    p.add_argument("--val-episodes", type=int, default=None,
+                   help="episodes of the validation split written to OUT with -val.npz (default: episodes // 10, "
+                        "as OGBench; 0: none)")
     p.add_argument("--policy", action="append", default=[], help="from_policy: a trained run's directory (repeat to mix)")
     a = p.parse_args(argv)
     if a.name == "from_policy":
@@ -313,7 +316,7 @@ def dataset_main(argv: list[str]) -> None:
     if missing:  # before the progress bar or any file
         raise ConfigError(f"purejaxrl dataset {a.name}: {missing}")
     try:
-        info = generate(a.name, a.episodes, a.out, a.seed, a.noise, a.episode_length)
+        info = generate(a.name, a.episodes, a.out, a.seed, a.noise, a.episode_length, a.val_episodes)
     except DatasetError as e:
         raise ConfigError(str(e)) from e
     print(json.dumps(info))

@@ -274,25 +274,36 @@ def _vmap_errors(vmap: dict, cls) -> list[str]:
     return errs
 
 
-def run_grid(cfg: dict, hparam_names: tuple[str, ...]) -> tuple[list[dict], dict[str, np.ndarray], np.ndarray]:
+def run_grid(cfg: dict, hparam_names: tuple[str, ...], axes: dict[str, list] | None = None
+             ) -> tuple[list[dict], dict[str, np.ndarray], np.ndarray]:
     """All runs of one call: the product of the vmapped value lists, times ``num_seeds`` seeds.
 
     Returns ``(runs, hparams, seeds)``: a description per run (its seed and the vmapped values),
     a float32 array ``[num_runs]`` per hyperparameter, and the seeds ``[num_runs]``.
     Run ``(combo c, seed index j)`` uses seed ``seed + j``, so it equals a separate run with that
-    seed and those values.
+    seed and those values.  ``axes``: further run axes set outside ``vmap`` (the algorithm's
+    :meth:`~purejaxrl.algos.base.Algorithm.grid_axes`, e.g. ``{"task": [1, 2, 3, 4, 5]}`` for
+    ``env.kwargs.task=all``), outermost; traced like hyperparameters, described as ``env.<name>``
+    when they have more than one value.
     """
+    axes = dict(axes or {})
     vm = (cfg.get("vmap") or {}).get("algo") or {}
     names = list(vm)
     combos = list(itertools.product(*[vm[n] for n in names])) or [()]
+    outer = list(itertools.product(*axes.values())) or [()]
     runs, hp_rows, seeds = [], [], []
-    for combo in combos:
-        for j in range(cfg["num_seeds"]):
-            values = dict(zip(names, combo))
-            runs.append({"run": len(runs), "seed": cfg["seed"] + j, **{f"algo.{k}": v for k, v in values.items()}})
-            hp_rows.append({k: float(values.get(k, cfg["algo"][k])) for k in hparam_names})
-            seeds.append(cfg["seed"] + j)
-    hparams = {k: np.asarray([r[k] for r in hp_rows], np.float32) for k in hparam_names}
+    for ax in outer:
+        ax_values = dict(zip(axes, ax))
+        shown = {f"env.{k}": v for k, v in ax_values.items() if len(axes[k]) > 1}
+        for combo in combos:
+            for j in range(cfg["num_seeds"]):
+                values = dict(zip(names, combo))
+                runs.append({"run": len(runs), "seed": cfg["seed"] + j, **shown,
+                             **{f"algo.{k}": v for k, v in values.items()}})
+                hp_rows.append({**{k: float(values.get(k, cfg["algo"][k])) for k in hparam_names},
+                                **{k: float(v) for k, v in ax_values.items()}})
+                seeds.append(cfg["seed"] + j)
+    hparams = {k: np.asarray([r[k] for r in hp_rows], np.float32) for k in (*hparam_names, *axes)}
     return runs, hparams, np.asarray(seeds, np.int64)
 
 

@@ -62,7 +62,7 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
             ev_cfg["algo"]["guidance_weight"] = float(ws[0])
         validate(ev_cfg, check_data=False)
     algo = build_algorithm(cfg)
-    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
+    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS, algo.grid_axes())
     hparams = batch_hparams(algo, hparams, len(runs))
     trainer = Trainer(algo, len(runs), 1, load_data=False)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
@@ -93,7 +93,7 @@ def evaluate_run(run_dir: str | Path, num_episodes: int = 32, split: str = "test
         raise ConfigError(f"--split={split!r}; valid: validation (for choosing), test (for reporting)")
     algo, state, hparams, runs, _ = load_run(run_dir, parse_eval_overrides(overrides or []))
     if hasattr(algo, "evaluate_weights"):
-        res = _evaluate_weights(algo, state, runs, num_episodes, split, index)
+        res = _evaluate_weights(algo, state, hparams, runs, num_episodes, split, index)
     else:
         rets = np.asarray(_for_runs(lambda s, hp, k: algo.greedy_returns(s, hp, k, num_episodes), algo, state, hparams,
                                     len(runs), split, index))
@@ -118,12 +118,11 @@ def _for_runs(fn, algo, state, hparams, num_runs: int, split: str, index: int):
     return jax.tree.map(lambda x: x[None], jax.jit(one)(state, jax.tree.map(lambda x: jnp.asarray(x)[0], hparams)))
 
 
-def _evaluate_weights(algo, state, runs, num_episodes: int, split: str, index: int) -> dict:
-    if algo.host_eval:  # [runs, W, episodes], one compile for every run and weight (MuJoCo envs stepped on the host)
-        ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, split, index)
-    else:  # [runs, W, episodes]; every weight of a run on the same episodes
-        ret, succ = _for_runs(lambda s, hp, k: algo.evaluate_weights(s, k, num_episodes), algo, state,
-                              {"_": np.zeros(len(runs), np.float32)}, len(runs), split, index)
+def _evaluate_weights(algo, state, hparams, runs, num_episodes: int, split: str, index: int) -> dict:
+    # [runs, W, episodes]: every weight of a run on the same episodes, each run on its own task
+    # (env.kwargs.task=all), one compile for every run and weight
+    tasks = np.asarray(hparams["task"]) if "task" in hparams else None
+    ret, succ = algo.host_evaluate_weights(state, len(runs) > 1, num_episodes, split, index, tasks)
     ret, succ = np.asarray(ret), np.asarray(succ)
     ws = algo.eval_weights()
     per_w = [{"w": w, "mean_return": float(ret[:, j].mean()), "success_rate": float(succ[:, j].mean()),

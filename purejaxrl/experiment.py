@@ -111,7 +111,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = No
 def setup(cfg: dict, run_dir: Path, ckpt_dir: Path, **algo_kwargs) -> RunSetup:
     algo = build_algorithm(cfg, **algo_kwargs)
     raise_errors(algo.scale_errors(jax.process_count()))
-    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
+    runs, hparams, seeds = run_grid(cfg, algo.HPARAMS, algo.grid_axes())
     hparams = batch_hparams(algo, hparams, len(runs))
     per_seed = len(runs) // cfg["num_seeds"]  # vmapped hyperparameter values per seed
     mesh = make_mesh(cfg, len(runs), "runs", ("num_seeds", cfg["num_seeds"], per_seed, 1))  # None: one device
@@ -176,7 +176,7 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
             prog.diverged = _first_divergence(metrics, finite, n, prog.start, runs)
             if prog.diverged:
                 break  # nothing of this chunk is kept: the last good checkpoint and its rows stay the latest
-            _add_host_evaluation(algo, state, trainer, metrics, n, prog.start + n, bar)
+            _add_host_evaluation(algo, state, trainer, metrics, n, prog.start + n, bar, s.hparams)
             _remember_evaluations(prog.last_evals, metrics, n)
             logger.log_chunk(prog.start, metrics, spu, trainer.num_updates)
             prog.start += n
@@ -196,7 +196,7 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
     return prog
 
 
-def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int, bar=None) -> None:
+def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int, bar=None, hparams=None) -> None:
     """Evaluations made between chunks (``Algorithm.host_evaluate``): at the chunk's last update,
     the progress bar saying so while they run."""
     if not algo.host_eval:
@@ -205,7 +205,7 @@ def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: in
     if bar is not None:
         bar.set_description_str(algo.evaluation_label(), refresh=True)
     try:
-        evaluations = algo.host_evaluate(state, trainer.batched, update)
+        evaluations = algo.host_evaluate(state, trainer.batched, update, hparams)
     finally:
         if bar is not None:
             bar.set_description_str("", refresh=True)

@@ -440,9 +440,19 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
             vals = w["per_run_success"]
         else:
             vals = [r["mean_return"] for r in ev["per_run"]]
-        res[split] = [float(v) for v in vals]
-        res["seeds"] = [int(r["seed"]) for r in ev["per_run"]]
+        seeds = [int(r["seed"]) for r in ev["per_run"]]
         res["episodes"] = int(ev["episodes_per_run"])
+        tasks = [r.get("env.task") for r in ev["per_run"]]
+        if tasks[0] is not None:  # env.kwargs.task=all: a seed's score is its mean over the tasks (OGBench's)
+            order = sorted(set(seeds))
+            by_seed = {s_: [float(v) for v, s2 in zip(vals, seeds) if s2 == s_] for s_ in order}
+            if len({len(v) for v in by_seed.values()}) != 1:
+                raise ConfigError(f"arm {arm}: seeds ran different numbers of tasks; rerun it")
+            vals, seeds = [float(np.mean(by_seed[s_])) for s_ in order], order
+            res["episodes"] *= len(set(tasks))  # episodes behind a seed's score: every task's
+            res["tasks"] = sorted(set(tasks))
+        res[split] = [float(v) for v in vals]
+        res["seeds"] = seeds
         if len(set(res["seeds"])) != len(res["seeds"]):
             raise ConfigError(f"arm {arm}'s run holds several runs per seed (a vmap grid); a study arm is one "
                               "configuration per seed: make each value its own arm")

@@ -173,6 +173,8 @@ def default_hparams(cfg: dict, algo: Algorithm | None = None) -> dict[str, Any]:
     algorithm's pytree-valued ones (:meth:`Algorithm.extra_hparams`, e.g. ``hp["objective"]``)."""
     cls = get_algorithm(cfg["algo"]["name"])
     hp = {k: jnp.float32(cfg["algo"][k]) for k in cls.HPARAMS}
+    if algo is not None:  # run axes set outside vmap (e.g. env.kwargs.task=all): their first value
+        hp.update({k: jnp.float32(v[0]) for k, v in algo.grid_axes().items()})
     return {**hp, **(algo.extra_hparams() if algo is not None else {})}
 
 

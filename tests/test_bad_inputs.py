@@ -156,6 +156,11 @@ CASES = [
     pytest.param(qgf("algo.guidance_weight=0.5"), "algo.guidance_weight=0.5", id="qgf-weight-not-in-list"),
     pytest.param(qgf("+dataset.kind=x"), "dataset.kind", id="qgf-unknown-dataset-key"),
     pytest.param(qgf("algo.q_agg=max"), "algo.q_agg='max'", id="qgf-unknown-q-agg"),
+    pytest.param(qgf("env.kwargs.task=six"), "task='six'", id="qgf-unknown-task"),
+    pytest.param(qgf("env.kwargs.task=all", data="{data_rewards}"), "has rewards of one task, but env.kwargs.task=all",
+                 id="qgf-task-all-with-one-tasks-rewards"),
+    pytest.param(["train", "algo=ppo", "env=pointmaze_medium", "env.kwargs.task=all", "run_dir={new}"],
+                 "env.kwargs.task=all (one run per task) is for the offline algorithms", id="ppo-task-all"),
     pytest.param(qgf("algo.critic_lr=-1"), "algo.critic_lr=-1", id="qgf-negative-network-lr"),
     pytest.param(qgf("algo.chunk=2", "algo.horizon=3"), "algo.horizon=3 with algo.chunk=2", id="qgf-horizon-not-chunk"),
     pytest.param(qgf("algo.guidance=best_of_n", "algo.best_of=4", "algo.guidance_weights=[0]", "algo.guidance_weight=0"),
@@ -206,6 +211,7 @@ def dirs(tmp_path_factory):
     np.savez(data / "nan.npz", **nan)
     np.savez(data / "action_dim.npz", **{**raw, "actions": np.zeros((len(raw["actions"]), 3), np.float32)})
     np.savez(data / "no_terminals.npz", **{k: v for k, v in raw.items() if k != "terminals"})
+    np.savez(data / "rewards.npz", **raw, rewards=np.zeros(len(raw["actions"]), np.float32))
     files = {f"data_{p.stem}": p for p in data.iterdir()}
     return {"run": run, "corrupt": corrupt, "corrupt_ckpt": latest, **files,
             "snapshots": {run: snapshot(run), corrupt: snapshot(corrupt), data: snapshot(data)}}

@@ -98,7 +98,9 @@ def test_host_evaluator_slices_episodes_and_keeps_their_order():
     assert not np.array_equal(firsts[0], firsts[1])  # another episode, another start
     assert keys[0].shape == (2, 1, 2) and not np.array_equal(keys[0][0], keys[0][1])  # each run its own key
     assert not np.array_equal(keys[0], keys[1])  # a fresh key per decision
-    assert len(ev._pool) == 4  # never more envs than allowed
+    from envs.ogbench import _POOLS
+
+    assert len(_POOLS[env.gym_id]) == 4  # never more envs than allowed
     seen.clear()
     ev.run(act, (2, 2, 1), 1, np.array([[11], [99]]), policy_keys)  # runs with their own reset seeds
     f = seen[0]
@@ -112,6 +114,35 @@ def test_host_evaluator_slices_episodes_and_keeps_their_order():
     big = HostEvaluator(env, max_envs=8)  # R·W = 1: 3 episodes in one slice
     big.run(act, (1, 1, 3), 1, np.array([[11, 12, 13]]), policy_keys[:1])
     np.testing.assert_array_equal(np.stack(wide), keys[0][0])
+
+
+@pytest.mark.slow
+def test_host_evaluator_plays_each_run_on_its_own_task():
+    """``env.kwargs.task=all``: run r's episodes are played in task ``tasks[r]``'s env (the cube
+    starts elsewhere in each task), whatever task the env object was built for."""
+    import jax
+
+    from envs.ogbench import HostEvaluator
+
+    env = make("ogbench_cube_single", task="all")
+    ev = HostEvaluator(env, max_envs=8)
+    starts = []
+
+    def act(obs, k):
+        if not starts:
+            starts.append(obs.copy())
+        return np.zeros(obs.shape[:3] + (5,), np.float32)
+
+    keys = np.stack([jax.random.PRNGKey(0)] * 3)
+    ev.run(act, (3, 1, 1), 1, np.array([[5], [5], [5]]), keys, tasks=[1, 3, 3])
+    first = starts[0][:, 0, 0]
+    np.testing.assert_array_equal(first[1], first[2])  # task 3 twice, the same reset seed: the same start
+    assert not np.array_equal(first[0], first[1])
+    single = []
+    HostEvaluator(make("ogbench_cube_single", task=3), max_envs=8).run(
+        lambda o, k: (single.append(o.copy()) if not single else None) or np.zeros(o.shape[:3] + (5,), np.float32),
+        (1, 1, 1), 1, np.array([[5]]), keys[:1])
+    np.testing.assert_array_equal(single[0][0, 0, 0], first[1])  # as the single-task env of task 3
 
 
 @pytest.mark.slow

@@ -422,7 +422,7 @@ def test_progress_bar_says_when_it_is_evaluating():
         def evaluation_label(self):
             return "evaluating 2 weights x 4 episodes (<= 9 steps)"
 
-        def host_evaluate(self, state, batched, update):
+        def host_evaluate(self, state, batched, update, hparams=None):
             seen.append("running")
             return {"eval_return": np.ones(1)}
 
@@ -433,3 +433,99 @@ def test_progress_bar_says_when_it_is_evaluating():
     _add_host_evaluation(Algo(), None, Trainer(), metrics, 3, 3, Bar())
     assert seen == ["evaluating 2 weights x 4 episodes (<= 9 steps)", "running", ""]
     np.testing.assert_array_equal(metrics["eval_return"], [[np.nan, np.nan, 1.0]])
+
+
+# ---- OGBench's protocol: the five tasks (env.kwargs.task=all), goal noise, the validation split ----
+def test_run_grid_puts_the_task_axis_outermost_and_describes_it():
+    from purejaxrl.config import run_grid
+
+    cfg = {"num_seeds": 2, "seed": 7, "algo": {"lr": 0.1}, "vmap": {"algo": {"lr": [0.1, 0.2]}}}
+    runs, hp, seeds = run_grid(cfg, ("lr",), {"task": [1, 2, 3]})
+    assert len(runs) == 12
+    assert [r["env.task"] for r in runs] == [1] * 4 + [2] * 4 + [3] * 4
+    assert [r["algo.lr"] for r in runs[:4]] == [0.1, 0.1, 0.2, 0.2]
+    np.testing.assert_array_equal(seeds, [7, 8] * 6)
+    np.testing.assert_array_equal(hp["task"], [1] * 4 + [2] * 4 + [3] * 4)
+    np.testing.assert_allclose(hp["lr"], [0.1, 0.1, 0.2, 0.2] * 3)
+    runs1, hp1, _ = run_grid(cfg, ("lr",), {"task": [4]})  # one task: traced, not described
+    assert "env.task" not in runs1[0] and set(hp1["task"]) == {4.0}
+
+
+def test_pointmaze_with_task_matches_the_single_task_env_also_when_traced():
+    from envs.pointmaze import PointMaze
+
+    allm = PointMaze("medium", "all")
+    assert allm.tasks == (1, 2, 3, 4, 5)
+    for t in (1, 3, 5):
+        one = PointMaze("medium", t)
+        np.testing.assert_array_equal(allm.with_task(t).goal_xy, one.goal_xy)
+        traced = jax.jit(lambda k, t_: allm.with_task(t_).reset(k)[0])(jax.random.PRNGKey(0), jnp.int32(t))
+        np.testing.assert_allclose(traced, one.reset(jax.random.PRNGKey(0))[0])
+        pos = jnp.asarray(one.goal_xy) + 0.5
+        assert bool(jax.jit(lambda t_: allm.with_task(t_).success(pos))(jnp.int32(t)))
+
+
+def test_task_all_dataset_holds_each_tasks_relabelled_rewards(tmp_path):
+    generate("pointmaze_medium_navigate", 3, tmp_path / "d.npz", episode_length=200)
+    multi = load(tmp_path / "d.npz", envs.make("pointmaze_medium", task="all"), 1)
+    assert multi.rewards.shape == (5, 600) and multi.masks.shape == (5, 600)
+    for t in (1, 2, 4):
+        one = load(tmp_path / "d.npz", envs.make("pointmaze_medium", task=t), 1)
+        np.testing.assert_array_equal(multi.rewards[t - 1], one.rewards)
+        np.testing.assert_array_equal(multi.masks[t - 1], one.masks)
+        b_multi = sample_batch(multi, jax.random.PRNGKey(3), 64, 3, 0.9, task=jnp.int32(t - 1))
+        b_one = sample_batch(one, jax.random.PRNGKey(3), 64, 3, 0.9)
+        for k in b_one:
+            np.testing.assert_array_equal(b_multi[k], b_one[k])
+
+
+def test_generated_dataset_has_an_ogbench_validation_split_of_a_tenth(tmp_path):
+    info = generate("pointmaze_medium_navigate", 20, tmp_path / "pm.npz", episode_length=50)
+    train, val = np.load(tmp_path / "pm.npz"), np.load(tmp_path / "pm-val.npz")
+    assert info["val_episodes"] == 2 and val["terminals"].sum() == 2 and train["terminals"].sum() == 20
+    assert len(val["observations"]) == 100 and len(train["observations"]) == 1000
+    assert not np.isin(val["observations"][:, 0], train["observations"][:, 0]).all()  # other episodes
+    generate("pointmaze_medium_navigate", 20, tmp_path / "none.npz", episode_length=50, val_episodes=0)
+    assert not (tmp_path / "none-val.npz").exists()
+
+
+def test_collection_goals_are_jittered_as_ogbench_unless_asked_not_to():
+    """Goal jitter changes only where goals sit (so when arrivals happen), not the starts or the
+    oracle's moves (at most 0.2 per axis a step)."""
+    from envs.pointmaze import generate_navigate
+
+    a = generate_navigate("medium", jax.random.PRNGKey(0), 4, 300, noise=0.0, goal_noise=False)
+    b = generate_navigate("medium", jax.random.PRNGKey(0), 4, 300, noise=0.0, goal_noise=True)
+    np.testing.assert_array_equal(a["observations"][0], b["observations"][0])  # same start
+    assert not np.array_equal(a["observations"], b["observations"])
+    for d in (a, b):
+        step = np.linalg.norm(np.diff(d["observations"].reshape(4, 300, 2), axis=1), axis=-1)
+        assert step.max() <= 0.2 * np.sqrt(2) + 1e-5
+
+
+def test_task_all_runs_equal_the_single_task_runs(tmp_path):
+    """``env.kwargs.task=all``: the run of (task t, seed s) in the five-task program learns and is
+    evaluated as the single-task run of task t with seed s (same keys, that task's rewards, that
+    task's start and goal) — the identity that makes the average over tasks OGBench's."""
+    from purejaxrl.config import compose
+    from purejaxrl.experiment import run
+
+    generate("pointmaze_medium_navigate", 4, tmp_path / "d.npz", episode_length=200)
+    base = ["algo=qgf", "env=pointmaze_medium", f"dataset.path={tmp_path / 'd.npz'}", "num_seeds=2",
+            "algo.num_updates=30", "algo.batch_size=16", "algo.actor_hidden=[16]", "algo.critic_hidden=[16]",
+            "algo.num_eval_envs=3", "algo.guidance_weights=[0,1]", "algo.guidance_weight=1", "logger.progress=false"]
+    env200 = ["+env.kwargs.max_episode_steps=40"]
+    multi = run(compose([*base, *env200, "env.kwargs.task=all"]), tmp_path / "all", progress=False)
+    one = run(compose([*base, *env200, "env.kwargs.task=3"]), tmp_path / "t3", progress=False)
+    assert [r["env.task"] for r in multi["runs"]] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    for key in ("eval_return_w0", "eval_return_w1"):
+        np.testing.assert_allclose(multi["final_eval"][key]["per_seed"][4:6], one["final_eval"][key]["per_seed"], rtol=1e-5)
+    rows = lambda d: [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    curve = lambda rs, pred: np.array([[r["critic_loss"], r["q_mean"], r["actor_loss"]] for r in rs if pred(r)])  # noqa: E731
+    for seed in (0, 1):
+        np.testing.assert_allclose(curve(rows("all"), lambda r: r["env.task"] == 3 and r["seed"] == seed),
+                                   curve(rows("t3"), lambda r: r["seed"] == seed), rtol=2e-4, atol=1e-6)
+    # the tasks' rewards differ, so do their critics (and the flow, trained on the same data, does not)
+    t1, t3 = (curve(rows("all"), lambda r, t=t: r["env.task"] == t and r["seed"] == 0) for t in (1, 3))
+    assert not np.allclose(t1[:, 1], t3[:, 1])
+    np.testing.assert_allclose(t1[:, 2], t3[:, 2], rtol=2e-4)

@@ -128,6 +128,23 @@ def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
     assert "1 run(s) have no score" in R.make_report(study, out, "smoke")["claims"][0]["note"]
 
 
+def test_a_five_task_run_scores_each_seed_by_its_mean_over_the_tasks(tmp_path):
+    """``env.kwargs.task=all``: runs (task, seed); a seed's score is its mean over the five tasks
+    (OGBench's number), the episodes behind it every task's."""
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    succ = {(t, s): 0.1 * t + 0.01 * s for t in range(1, 6) for s in range(3)}
+    for split in ("validation", "test"):
+        per_run = [{"run": i, "seed": s, "env.task": t, "mean_return": 0.0, "std_return": 0.0}
+                   for i, (t, s) in enumerate(succ)]
+        (out / "evals" / f"a_{split}.json").write_text(json.dumps({
+            "per_run": per_run, "guidance_weight": 1.0, "episodes_per_run": 50,
+            "per_weight": [{"w": 1.0, "per_run_success": list(succ.values())}]}))
+    sc = R._train_scores(out, "a", "success")
+    assert sc["seeds"] == [0, 1, 2] and sc["tasks"] == [1, 2, 3, 4, 5] and sc["episodes"] == 250
+    np.testing.assert_allclose(sc["test"], [0.3, 0.31, 0.32])
+
+
 def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     study = _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["a", "b"]}, "cpu": {"seeds": 8}})
     small = R.for_tier(study, "smoke")

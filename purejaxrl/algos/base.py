@@ -41,6 +41,7 @@ class Algorithm(abc.ABC):
     HPARAMS: tuple[str, ...] = ()
     HPARAM_BOUNDS: dict[str, tuple[float, float, bool]] = {}  # name -> (low, high, low is exclusive)
     NETWORK_DEFAULTS: dict[str, Any] = {}
+    MULTI_TASK = False  # whether env.kwargs.task=all (one run per task) is supported
     DISCRETE_ONLY = False
     HOST_ENVS = False  # can train with an env stepped on the host (OGBench's MuJoCo tasks): offline algorithms
     unit = "step"
@@ -77,6 +78,9 @@ class Algorithm(abc.ABC):
                     f"train from its dataset; algo={cls.name} needs a JAX env (e.g. env=pendulum, env=brax_hopper)"]
         if cls.DISCRETE_ONLY and not isinstance(env.action_space, _envs.Discrete):
             return [f"algo={cls.name} needs discrete actions; {env.name} has {env.action_space}. Use algo=ppo or a discrete env"]
+        if len(getattr(env.unwrapped, "tasks", None) or ()) > 1 and not cls.MULTI_TASK:
+            return [f"env.kwargs.task=all (one run per task) is for the offline algorithms (algo=qgf, algo=fql); "
+                    f"algo={cls.name} trains on one task: set env.kwargs.task to 1-5"]
         return []
 
     # ---- inputs besides the config ----
@@ -125,10 +129,16 @@ class Algorithm(abc.ABC):
         normalize = bool(self.cfg.get("normalize_reward", False)) and not evaluation
         return _envs.make_stack(self.env, num_envs, normalize_reward=normalize, gamma=hp.get("gamma", 0.99))
 
+    def grid_axes(self) -> dict[str, list]:
+        """Run axes this algorithm adds to the run grid from settings outside ``vmap`` (traced, in
+        ``hp`` like hyperparameters): default none."""
+        return {}
+
     # ---- what the host loop asks of an algorithm (defaults: nothing beyond the compiled program) ----
-    def host_evaluate(self, state: Any, batched: bool, update: int) -> dict[str, Any]:
+    def host_evaluate(self, state: Any, batched: bool, update: int, hparams: Params | None = None) -> dict[str, Any]:
         """Evaluations made on the host after the chunk that ends at ``update`` (envs that are not
-        JAX programs): ``{metric: [runs]}``.  Default: none (``evaluate`` runs inside the program)."""
+        JAX programs): ``{metric: [runs]}``; ``hparams``: the runs' traced values (``[runs]`` each).
+        Default: none (``evaluate`` runs inside the program)."""
         return {}
 
     def evaluation_label(self) -> str:

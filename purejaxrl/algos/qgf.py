@@ -159,6 +159,7 @@ class QGF(Algorithm):
                      "expectile": (0.0, 1.0, True)}
     NEEDS_DATASET = True
     HOST_ENVS = True  # OGBench's MuJoCo tasks: trained in the compiled loop, evaluated in a host loop
+    MULTI_TASK = True  # env.kwargs.task=all: runs × the five tasks in one program
     unit = "update"
 
     def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict, dataset: dict | None = None):
@@ -256,6 +257,19 @@ class QGF(Algorithm):
             return [str(e)]
         return []
 
+    # ---- tasks (env.kwargs.task=all: one run per task, in one program) ----
+    @property
+    def tasks(self) -> tuple[int, ...]:
+        return tuple(getattr(self.env.unwrapped, "tasks", None) or ())
+
+    def grid_axes(self) -> dict[str, list]:
+        """``{"task": [1, …, 5]}`` for ``env.kwargs.task=all`` (runs × tasks in one program); none otherwise."""
+        return {"task": list(self.tasks)} if len(self.tasks) > 1 else {}
+
+    def task_row(self, hp):
+        """The row of a multi-task dataset's rewards this run learns from (None: a single task)."""
+        return jnp.asarray(hp["task"], jnp.int32) - 1 if len(self.tasks) > 1 else None
+
     def load_data(self):
         from envs.datasets import load
 
@@ -307,7 +321,7 @@ class QGF(Algorithm):
         from envs.datasets import sample_batch
 
         rng, kb, kf = jax.random.split(state.rng, 3)
-        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
+        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk, self.task_row(hp))
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf)
         l_v, g_v, y = self.iql_value(state.value, state.target, b, self.q_agg, hp["expectile"])
         (l_q, q_mean), g_q = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, b, y)
@@ -375,9 +389,13 @@ class QGF(Algorithm):
     def episodes_per_evaluation(self) -> int:
         return self.num_eval_envs * len(self.eval_weights())
 
-    def chunk_episodes(self, state, key, w, num_envs: int):
-        """Return and success of the first episode in each of ``num_envs`` envs, chunks executed open-loop."""
-        env = self.make_venv(num_envs, {}, evaluation=True)
+    def chunk_episodes(self, state, key, w, num_envs: int, task=None):
+        """Return and success of the first episode in each of ``num_envs`` envs, chunks executed
+        open-loop; ``task``: the env's task (traced; None: the configured one)."""
+        from envs.wrappers import make_stack
+
+        env = (self.make_venv(num_envs, {}, evaluation=True) if task is None
+               else make_stack(self.env.unwrapped.with_task(task), num_envs))
         H, A = self.chunk, self.act_dim
         k_reset, key = jax.random.split(key)
         obs, st = env.reset(k_reset)
@@ -407,9 +425,9 @@ class QGF(Algorithm):
         *_, ret, succ = jax.lax.while_loop(cond, body, carry)
         return ret, succ
 
-    def evaluate_weights(self, state, key, num_envs: int, weights=None):
+    def evaluate_weights(self, state, key, num_envs: int, weights=None, task=None):
         ws = jnp.asarray(self.eval_weights() if weights is None else weights, jnp.float32)
-        ret, succ = jax.vmap(lambda w: self.chunk_episodes(state, key, w, num_envs))(ws)
+        ret, succ = jax.vmap(lambda w: self.chunk_episodes(state, key, w, num_envs, task))(ws)
         return ret, succ  # [W, num_envs]
 
     def evaluate(self, state, hp, i):
@@ -434,15 +452,18 @@ class QGF(Algorithm):
         return out
 
     # ---- evaluation in a host loop (envs that are not JAX programs) ----
-    def host_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str = "progress", index: int = 0):
+    def host_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str = "progress", index: int = 0,
+                              tasks=None):
         """Return and success ``[runs, W, episodes]`` of every guidance weight, the envs stepped on
         the host and the policy of every run, weight and episode one jitted call per decision.
         Episodes and policy noise come from each run's evaluation key (``stream``, ``index``:
-        :mod:`purejaxrl.evalkeys`): independent across runs, shared by the weights."""
+        :mod:`purejaxrl.evalkeys`): independent across runs, shared by the weights.  ``tasks``
+        ``[runs]``: each run's task (``env.kwargs.task=all``; the ``task`` entry of the runs' hparams)."""
         import time
 
+        tasks = None if tasks is None or len(self.tasks) < 2 else np.asarray(tasks).astype(np.int64).reshape(-1)
         if not self.on_host:
-            return self._jax_evaluate_weights(state, batched, num_episodes, stream, index)
+            return self._jax_evaluate_weights(state, batched, num_episodes, stream, index, tasks)
         from envs.ogbench import HostEvaluator
 
         ws = tuple(self.eval_weights())
@@ -465,7 +486,8 @@ class QGF(Algorithm):
         act = compiled[batched]
         runs = jax.tree.leaves(state)[0].shape[0] if batched else 1
         ew = evaluator.wave(runs, len(ws), num_episodes)
-        evaluator.envs(runs * len(ws) * ew)  # built (~1 s each) and the policy compiled outside the timing
+        # the envs built (~1 s each) and the policy compiled outside the timing
+        evaluator.envs(runs * len(ws) * ew, None if tasks is None else list(tasks))
         obs0 = np.zeros((runs, len(ws), ew) + tuple(self.env.observation_shape), np.float32)
         bases = jnp.asarray(self.eval_key(state)).reshape(runs, -1)
         keys = jnp.stack([evalkeys.stream(b, stream, index) for b in bases])
@@ -474,28 +496,35 @@ class QGF(Algorithm):
         jax.block_until_ready(act(state, obs0, jnp.broadcast_to(keys[:, None], (runs, ew) + keys.shape[1:])))
         self.eval_compile_seconds += time.perf_counter() - t0  # the policy's compile (once per shape)
         t0, steps0 = time.perf_counter(), evaluator.steps
-        ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes), self.chunk, seeds, keys)
+        ret, succ = evaluator.run(lambda obs, k: act(state, obs, k), (runs, len(ws), num_episodes), self.chunk, seeds, keys,
+                                  tasks)
         self.eval_seconds += time.perf_counter() - t0
         self.eval_env_steps += evaluator.steps - steps0
         return ret, succ
 
-    def _jax_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str, index: int):
+    def _jax_evaluate_weights(self, state, batched: bool, num_episodes: int, stream: str, index: int, tasks=None):
         """:meth:`evaluate_weights` of every run (JAX envs), one compiled call, each run on its key of
-        ``stream``/``index``; compile and run times kept apart."""
+        ``stream``/``index`` (and its task, ``tasks [runs]``); compile and run times kept apart."""
         import time
 
-        def one(s, idx):
-            return self.evaluate_weights(s, evalkeys.stream(self.eval_key(s), stream, idx), num_episodes)
+        def one(s, idx, task):
+            return self.evaluate_weights(s, evalkeys.stream(self.eval_key(s), stream, idx), num_episodes, task=task)
 
-        key = (batched, num_episodes, stream, tuple(self.eval_weights()))
+        key = (batched, num_episodes, stream, tuple(self.eval_weights()), tasks is not None)
         idx = jnp.int32(index)
+        runs = jax.tree.leaves(state)[0].shape[0] if batched else 1
+        task_arg = jnp.asarray(np.zeros(runs) if tasks is None else tasks, jnp.int32)
         if key not in self._eval_fns:
-            fn = jax.vmap(one, in_axes=(0, None)) if batched else (lambda s, i: jax.tree.map(lambda x: x[None], one(s, i)))
+            def fn(s, i, t):
+                if batched:
+                    return jax.vmap(one, in_axes=(0, None, 0 if tasks is not None else None))(s, i, t if tasks is not None else None)
+                return jax.tree.map(lambda x: x[None], one(s, i, t[0] if tasks is not None else None))
+
             t0 = time.perf_counter()
-            self._eval_fns[key] = jax.jit(fn).lower(state, idx).compile()
+            self._eval_fns[key] = jax.jit(fn).lower(state, idx, task_arg).compile()
             self.eval_compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
-        ret, succ = jax.block_until_ready(self._eval_fns[key](state, idx))
+        ret, succ = jax.block_until_ready(self._eval_fns[key](state, idx, task_arg))
         if jax.process_count() > 1:  # runs split over processes: every process gets all of them
             from jax.experimental import multihost_utils
 
@@ -519,15 +548,21 @@ class QGF(Algorithm):
             out["evaluation_env_steps_per_second"] = self.eval_env_steps / self.eval_seconds
         return out
 
-    def host_evaluate(self, state, batched: bool, update: int) -> dict[str, np.ndarray]:
+    def host_evaluate(self, state, batched: bool, update: int, hparams=None) -> dict[str, np.ndarray]:
         """The evaluation after the chunk that ends at ``update``: ``[runs]`` each, on the key the
-        training program's greedy test after update ``update − 1`` would use (:meth:`progress_key`)."""
+        training program's greedy test after update ``update − 1`` would use (:meth:`progress_key`),
+        each run on its own task (``hparams["task"]``, ``env.kwargs.task=all``)."""
         index = evalkeys.FINAL if int(update) >= self.num_updates else int(update) - 1  # as progress_key(i = update − 1)
-        ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, "progress", index)
+        tasks = np.asarray(hparams["task"]) if hparams is not None and "task" in hparams else None
+        ret, succ = self.host_evaluate_weights(state, batched, self.num_eval_envs, "progress", index, tasks)
         return self.eval_metrics(ret, succ)
 
     def greedy_returns(self, state, hp, key, num_envs):
-        return self.evaluate_weights(state, key, num_envs, [self.guidance_weight])[0][0]
+        return self.evaluate_weights(state, key, num_envs, [self.guidance_weight], self.task_of(hp))[0][0]
+
+    def task_of(self, hp):
+        """This run's evaluation task (traced) under ``env.kwargs.task=all``; None for a single task."""
+        return jnp.asarray(hp["task"], jnp.int32) if len(self.tasks) > 1 else None
 
 
 class FQL(QGF):
@@ -601,7 +636,7 @@ class FQL(QGF):
         from envs.datasets import sample_batch
 
         rng, kb, kf, kz, kz2 = jax.random.split(state.rng, 5)
-        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk)
+        b = sample_batch(data, kb, self.batch_size, self.horizon, hp["gamma"], self.chunk, self.task_row(hp))
         a_loss, g_a = jax.value_and_grad(self.flow_loss)(state.actor, b["obs"], b["actions"], kf, True)
         grads, metrics = {}, {}
         if self.critic_kind == "iql":  # V on the min of the target Qs, as QGF's FQL script
