@@ -146,16 +146,17 @@ def sample_batch(data: Dataset, key, batch_size: int, horizon: int, gamma, act_s
     (``horizon`` steps on), and the continuation ``γ^H·Π masks`` to bootstrap with.  ``task``: the
     row of a multi-task dataset's rewards and masks (0-based, may be traced)."""
     act_steps = horizon if act_steps is None else act_steps
-    rewards, masks = data.rewards, data.masks
-    if rewards.ndim == 2:
-        row = jnp.asarray(0 if task is None else task, jnp.int32)
-        rewards, masks = rewards[row], masks[row]
     i = data.starts[jax.random.randint(key, (batch_size,), 0, data.starts.shape[0])]
     steps = i[:, None] + jnp.arange(horizon)[None]
-    alive = jnp.cumprod(masks[steps], axis=1)  # alive[k]: no terminal state among steps 0..k
+    if data.rewards.ndim == 2:  # gather (row, step) pairs: never a copy of a whole row
+        row = jnp.asarray(0 if task is None else task, jnp.int32)
+        rewards, masks = data.rewards[row, steps], data.masks[row, steps]
+    else:
+        rewards, masks = data.rewards[steps], data.masks[steps]
+    alive = jnp.cumprod(masks, axis=1)  # alive[k]: no terminal state among steps 0..k
     before = jnp.concatenate([jnp.ones((batch_size, 1)), alive[:, :-1]], 1)
     disc = gamma ** jnp.arange(horizon)
-    ret = jnp.sum(before * disc[None] * rewards[steps], axis=1)
+    ret = jnp.sum(before * disc[None] * rewards, axis=1)
     return {"obs": data.observations[i], "actions": data.actions[steps[:, :act_steps]].reshape(batch_size, -1),
             "rewards": ret, "next_obs": data.observations[i + horizon], "discount": (gamma ** horizon) * alive[:, -1]}
 

@@ -151,9 +151,41 @@ def study_errors(s: dict, where: str) -> list[str]:
         for a in parsed["arms"]:
             if a not in arms:
                 errs.append(f"{where}: claims[{i}] names arm {a!r}, which the study does not define; arms: {', '.join(arms)}")
+    errs += _datasets_errors(s, where)
     setup = s.get("setup") or {}
     if setup and (s["kind"] != "llm" or not isinstance(setup, dict)):
         errs.append(f"{where}: setup (runs every arm starts from) is for kind=llm, a mapping name -> overrides")
+    return errs
+
+
+def _datasets_errors(s: dict, where: str) -> list[str]:
+    """``datasets``: name -> recipe (``name`` of a ``purejaxrl dataset`` generator with ``episodes``,
+    ``episode_length``, ``noise``, ``seed``; or ``from_policy`` with ``policies: {label: [train
+    overrides]}`` and ``episodes`` per policy), used in overrides as ``{data.<name>}``."""
+    from envs.datasets import GENERATORS
+
+    data = s.get("datasets") or {}
+    if not data:
+        return []
+    if s["kind"] != "train" or not isinstance(data, dict):
+        return [f"{where}: datasets (offline data the runs train from) is for kind=train, a mapping name -> recipe"]
+    errs = []
+    tiers = [t.get("datasets") or {} for t in (s.get("tiers") or {}).values() if isinstance(t, dict)]
+    for name, r in data.items():
+        if not isinstance(r, dict) or r.get("name") not in (*GENERATORS, "from_policy"):
+            errs.append(f"{where}: datasets.{name}.name must be a `purejaxrl dataset` name ({', '.join(GENERATORS)}) "
+                        "or from_policy")
+            continue
+        unknown = set(r) - ({"name", "episodes", "seed", "policies"} if r["name"] == "from_policy"
+                            else {"name", "episodes", "episode_length", "noise", "seed"})
+        if unknown:
+            errs.append(f"{where}: datasets.{name} has unknown keys {sorted(unknown)}")
+        if r["name"] == "from_policy" and not (isinstance(r.get("policies"), dict) and r["policies"]):
+            errs.append(f"{where}: datasets.{name} (from_policy) needs policies: {{label: [train overrides]}}")
+    for t in tiers:
+        for name in t:
+            if name not in data:
+                errs.append(f"{where}: a tier sets datasets.{name}, which the study does not define")
     return errs
 
 
@@ -227,6 +259,57 @@ def _subst(items: list[str], seed: int | None, setup_dirs: dict[str, Path]) -> l
     return out
 
 
+def dataset_recipes(study: dict, spec: dict) -> dict[str, dict]:
+    """The study's datasets as this tier makes them (a tier may change a recipe's keys, e.g. fewer episodes)."""
+    return {k: {**r, **(spec.get("datasets") or {}).get(k, {})} for k, r in (study.get("datasets") or {}).items()}
+
+
+def dataset_paths(study: dict, spec: dict, out: Path) -> dict[str, Path]:
+    """``OUT/data/<name>-<recipe hash>.npz``: a changed recipe is another file (and so another config)."""
+    return {k: Path(out) / "data" / f"{k}-{hashlib.sha1(json.dumps(r, sort_keys=True).encode()).hexdigest()[:8]}.npz"
+            for k, r in dataset_recipes(study, spec).items()}
+
+
+def _with_data(items: list[str], paths: dict[str, Path]) -> list[str]:
+    out = []
+    for x in items:
+        for k, p in paths.items():
+            x = x.replace("{data." + k + "}", str(p))
+        out.append(x)
+    return out
+
+
+def _make_datasets(study: dict, spec: dict, out: Path, log) -> None:
+    """Each dataset the study trains from, made once per recipe (kept across calls with --reuse)."""
+    from envs.datasets import generate
+
+    paths = dataset_paths(study, spec, out)
+    for name, r in dataset_recipes(study, spec).items():
+        p = paths[name]
+        if p.exists():
+            continue
+        log(f"[{study['study']}] making dataset {name}: {json.dumps(r)}")
+        if r["name"] == "from_policy":
+            from purejaxrl.collect import collect_many
+            from purejaxrl.config import compose
+            from purejaxrl.experiment import run as train
+
+            dirs = []
+            for label, over in r["policies"].items():  # the behaviour policies, trained here
+                d = out / "runs" / f"setup_{name}_{label}"
+                if not _done(d):
+                    from purejaxrl.checkpoint import Checkpointer
+
+                    train({**compose(list(over)), "resume": Checkpointer.exists(d / "checkpoints")}, d, progress=False,
+                          overrides=list(over))
+                dirs.append(str(d))
+            info = collect_many(dirs, int(r.get("episodes", 100)), p, seed=int(r.get("seed", 0)))
+        else:
+            info = generate(r["name"], r.get("episodes"), p, seed=int(r.get("seed", 0)), noise=r.get("noise"),
+                            episode_length=r.get("episode_length"))
+        p.with_suffix(".json").write_text(json.dumps({"recipe": r, **info}, indent=1))
+
+
 def check_out(out: Path, reuse: bool, study: str, tier: str) -> None:
     """An output folder with runs is only written with ``--reuse`` (nothing saved is lost); a folder
     of another study or tier is refused."""
@@ -248,11 +331,12 @@ def run_study(study: dict, tier: str, seeds: int | None = None, out: str | Path 
     study = for_tier(study, tier)
     out = Path(out or Path("reproduce") / study["study"] / tier)
     check_out(out, reuse, study["study"], tier)
-    _check_configs(study, spec)
+    _check_configs(study, spec, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps({"study": study["study"], "tier": tier, "seeds": spec["seeds"]}, indent=1))
     t0 = time.time()
     if study["kind"] == "train":
+        _make_datasets(study, spec, out, log)
         _run_train(study, spec, out, log)
     else:
         _run_llm(study, spec, out, log)
@@ -261,15 +345,19 @@ def run_study(study: dict, tier: str, seeds: int | None = None, out: str | Path 
     return report
 
 
-def _check_configs(study: dict, spec: dict) -> None:
-    """Compose and validate every run's config before anything runs (one line per problem)."""
+def _check_configs(study: dict, spec: dict, out: Path) -> None:
+    """Compose and validate every run's config before anything runs (one line per problem; the
+    datasets, made later, are checked when they exist)."""
     from purejaxrl.config import compose, validate
 
+    for r in dataset_recipes(study, spec).values():
+        for over in (r.get("policies") or {}).values():
+            validate(compose(list(over)))
     for run, arms in _runs(study).items():
         over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
         if study["kind"] == "train":
-            cfg = compose(_train_overrides(study, spec, run))
-            validate(cfg)
+            cfg = compose(_train_overrides(study, spec, run, out))
+            validate(cfg, check_data=all(p.exists() for p in dataset_paths(study, spec, out).values()))
             for a in arms:
                 ev = (study["arms"][a] or {}).get("eval")
                 if ev:
@@ -318,7 +406,7 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
     (out / "evals").mkdir(exist_ok=True)
     for run, arms in _runs(study).items():
         d = out / "runs" / run
-        over = _train_overrides(study, spec, run)
+        over = _train_overrides(study, spec, run, out)
         cfg = compose(over)
         if _done(d):
             from purejaxrl.config import identity
@@ -342,11 +430,13 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
         log(f"[{study['study']}] {run}: evaluated {', '.join(arms)} on {episodes} validation and test episodes per seed")
 
 
-def _train_overrides(study: dict, spec: dict, run: str) -> list[str]:
+def _train_overrides(study: dict, spec: dict, run: str, out: Path | None = None) -> list[str]:
     """A train run's overrides: the study's, the tier's, its seeds (``seed=0`` and up, vmapped in one
-    program), then the arm's own (which may move its seeds, e.g. ``seed=100`` for a fresh set)."""
-    return [*study.get("base", []), *spec["overrides"], f"num_seeds={spec['seeds']}", "seed=0",
-            *(study["arms"][run] or {}).get("overrides", [])]
+    program), then the arm's own (which may move its seeds, e.g. ``seed=100`` for a fresh set);
+    ``{data.<name>}`` is the path of the study's dataset ``name`` under ``out``."""
+    items = [*study.get("base", []), *spec["overrides"], f"num_seeds={spec['seeds']}", "seed=0",
+             *(study["arms"][run] or {}).get("overrides", [])]
+    return _with_data(items, dataset_paths(study, spec, out)) if out is not None else items
 
 
 def _run_llm(study: dict, spec: dict, out: Path, log) -> None:

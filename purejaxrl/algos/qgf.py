@@ -57,14 +57,15 @@ def expectile_loss(u, expectile):
     return jnp.mean(jnp.abs(expectile - (u < 0).astype(u.dtype)) * u**2)
 
 
-def guided_sample(velocity, q, a0, steps: int, w=0.0, guidance: str = "denoised"):
+def guided_sample(velocity, q, a0, steps: int, w=0.0, guidance: str = "denoised", clip: bool = True):
     """Euler integration of the flow with Q-gradient guidance, for ``k = 0 … T−1``, ``t_k = k/T``:
 
     ``v = v(a_k, t_k)``; ``g = ∇_â Q(â)`` at ``â = clip(a_k + (1 − t_k)·sg(v), −1, 1)`` (``denoised``),
     at ``a_k`` (``noisy``), or ``∇_{a_k} Q(clip(a_k + (1 − t_k)·v(a_k, t_k)))`` (``jacobian``);
     ``a_{k+1} = a_k + (v + w·g)/T``; the result is ``clip(a_T, −1, 1)``.  ``velocity(a, t)`` and
     ``q(a)`` act on a batch ``[..., A]`` (``q`` returns ``[...]``; gradients of its sum are per sample).
-    ``w = 0`` (or ``guidance="none"``) is exactly the unguided sampler."""
+    ``w = 0`` (or ``guidance="none"``) is exactly the unguided sampler; ``clip=False`` returns
+    ``a_T`` unclipped (what diagnostics look at)."""
     dt = 1.0 / steps
     q_sum = lambda a: jnp.sum(q(a))  # noqa: E731
 
@@ -81,7 +82,8 @@ def guided_sample(velocity, q, a0, steps: int, w=0.0, guidance: str = "denoised"
             return a + dt * v
         return a + dt * (v + w * g)
 
-    return jnp.clip(jax.lax.fori_loop(0, steps, body, a0), -1.0, 1.0)
+    a = jax.lax.fori_loop(0, steps, body, a0)
+    return jnp.clip(a, -1.0, 1.0) if clip else a
 
 
 def flow_matching_loss(velocity, a1, key, steps: int, continuous: bool = False):
@@ -356,11 +358,11 @@ class QGF(Algorithm):
         """The target critics' ``q_agg`` (min or mean): what guidance follows and best-of-N ranks by."""
         return aggregate(self._q_all(state.target, obs, a), self.q_agg)
 
-    def flow_sample(self, state, obs, key, w=0.0, guidance: str = "denoised"):
+    def flow_sample(self, state, obs, key, w=0.0, guidance: str = "denoised", clip: bool = True):
         """``T`` Euler steps of the flow from ``a₀ ~ N(0, I)`` with ``w·∇Q`` guidance (:func:`guided_sample`)."""
         a0 = jax.random.normal(key, obs.shape[:-1] + (self.chunk_dim,))
         return guided_sample(lambda a, t: self.velocity.apply(state.actor, obs, a, t),
-                             lambda a: self.agg_q(state, obs, a), a0, self.flow_steps, w, guidance)
+                             lambda a: self.agg_q(state, obs, a), a0, self.flow_steps, w, guidance, clip)
 
     def act(self, state, obs, key, w):
         """An action chunk ``[..., H·act_dim]`` for observations ``[..., obs_dim]``: one guided sample,
