@@ -104,6 +104,18 @@ def load(path: str | Path, env, chunk: int = 1) -> Dataset:
                     f"action box is [{low:g}, {high:g}]; store actions in the env's units")
     obs = raw["observations"].astype(np.float32)
     terminals = raw["terminals"].astype(bool)
+    maze = getattr(env.unwrapped, "maze", None)
+    if maze is not None:  # positions inside walls: data of another maze (whose goals would be relabelled wrongly)
+        from envs.pointmaze import OFFSET, UNIT
+
+        i = np.floor((obs[:, 1] + OFFSET + UNIT / 2) / UNIT).astype(np.int64)
+        j = np.floor((obs[:, 0] + OFFSET + UNIT / 2) / UNIT).astype(np.int64)
+        h, w = maze.walls.shape
+        bad = (i < 0) | (i >= h) | (j < 0) | (j >= w)
+        bad[~bad] = maze.walls[i[~bad], j[~bad]] == 1
+        if bad.any():
+            _fail(path, f"{int(bad.sum())} positions lie inside walls or outside {env.name} (first at row "
+                        f"{int(np.argmax(bad))}); the dataset was collected in another maze: use its env")
     tasks = getattr(env.unwrapped, "tasks", None) or ()
     if len(tasks) > 1:  # task=all: the rewards of every task, one row each (runs pick theirs)
         if "rewards" in raw:

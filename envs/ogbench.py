@@ -213,42 +213,70 @@ def generate(task_name: str, kind: str, episodes: int, episode_length: int, seed
 # ---- evaluation in the host loop ----
 
 class HostEvaluator:
-    """Runs ``R × W × E`` single-task episodes (runs × guidance weights × episodes): the envs of
-    all runs and weights for a slice of episodes step in lockstep, one jitted call of
+    """Runs ``R × W × E`` single-task episodes (runs × guidance weights × episodes) with at most
+    ``max_envs`` MuJoCo envs alive (~150 MB each): the envs of a group of (run, weight) pairs and a
+    slice of episodes step in lockstep, one jitted call of
     ``act(obs [R, W, E_wave, obs_dim], keys [R, E_wave, 2]) -> [R, W, E_wave, H·A]`` per decision
-    (action chunks executed open-loop), the slices one after another so that at most ``max_envs``
-    MuJoCo envs (~150 MB each) are alive (more only when ``R·W`` alone exceeds it).  Episode ``e``
-    of run ``r`` starts from ``reset_seeds[r, e]`` and its policy noise at decision ``t`` is
+    (action chunks executed open-loop; pairs outside the group get zero observations and their
+    actions are ignored), slices and groups one after another.  Episode ``e`` of run ``r`` starts
+    from ``reset_seeds[r, e]`` and its policy noise at decision ``t`` is
     ``fold_in(fold_in(policy_keys[r], e), t)``, the same for every weight and whatever the slicing
     (so however many runs and weights share the evaluation): runs (seeds) are independent, weights
-    and other arms on the same seed are compared on the same draws.  Returns each episode's return
-    and success."""
+    and other arms on the same seed are compared on the same draws.  Run ``r`` plays task
+    ``tasks[r]`` (``env.kwargs.task=all``).  Returns each episode's return and success."""
 
     def __init__(self, env: OGBenchEnv, max_envs: int = 32):
         self.env = env
-        self.max_envs = int(max_envs)
+        self.max_envs = max(int(max_envs), 1)
         self.steps = 0  # env steps taken, all evaluations together
 
     def wave(self, runs: int, weights: int, episodes: int) -> int:
         """Episodes per slice."""
         return max(1, min(episodes, self.max_envs // max(runs * weights, 1)))
 
-    def envs(self, n: int, tasks=None) -> list:
-        """``n`` MuJoCo envs, split evenly over the runs whose tasks are ``tasks`` (default: the
-        env's own task for every one); building one takes ~1 s, so they are kept for the process."""
-        tasks = [self.env.task] if tasks is None else [int(t) for t in tasks]
-        per_run = n // len(tasks)
+    def _gym_id(self, task: int) -> str:
+        return self.env.gym_id if task == self.env.task else self.env.with_task(task).gym_id
+
+    def envs(self, tasks: list[int]) -> list:
+        """One MuJoCo env per slot, of the slot's task; building one takes ~1 s, so they are kept for
+        the process, but never more than ``max_envs`` (or what one group needs): envs of tasks this
+        group does not use are closed first."""
+        ids = [self._gym_id(int(t)) for t in tasks]
+        need = {g: ids.count(g) for g in set(ids)}
+        alive = sum(len(p) for p in _POOLS.values())
+        missing = sum(max(0, n - len(_POOLS.get(g, []))) for g, n in need.items())
+        if alive + missing > max(self.max_envs, len(ids)):
+            for g, pool in _POOLS.items():
+                keep = need.get(g, 0)
+                for e in pool[keep:]:
+                    e.close()
+                del pool[keep:]
         out, taken = [], {}
-        for t in tasks:
-            gym_id = self.env.with_task(t).gym_id if t != self.env.task else self.env.gym_id
-            pool = _POOLS.setdefault(gym_id, [])
-            for _ in range(per_run):
-                k = taken.get(gym_id, 0)
-                while len(pool) <= k:
-                    pool.append((self.env if t == self.env.task else self.env.with_task(t)).make_gym())
-                out.append(pool[k])
-                taken[gym_id] = k + 1
+        for t, g in zip(tasks, ids):
+            pool = _POOLS.setdefault(g, [])
+            k = taken.get(g, 0)
+            while len(pool) <= k:
+                pool.append((self.env if int(t) == self.env.task else self.env.with_task(int(t))).make_gym())
+            out.append(pool[k])
+            taken[g] = k + 1
         return out
+
+    def groups(self, shape: tuple[int, int, int], tasks=None) -> tuple[int, list[list[tuple[int, int]]]]:
+        """Episodes per slice and the groups of (run, weight) pairs played together (a group's
+        pairs times the slice at most ``max_envs`` envs; pairs ordered by task, so that a group
+        uses few tasks)."""
+        R, W, E = shape
+        task_of = [self.env.task] * R if tasks is None else [int(t) for t in np.asarray(tasks).reshape(R)]
+        ew = self.wave(R, W, E)
+        pairs = sorted(((r, w) for r in range(R) for w in range(W)), key=lambda p: (task_of[p[0]], p))
+        per = max(1, self.max_envs // ew)
+        return ew, [pairs[i:i + per] for i in range(0, len(pairs), per)]
+
+    def prepare(self, shape: tuple[int, int, int], tasks=None) -> None:
+        """Build the envs of the first group (outside any timing)."""
+        ew, groups = self.groups(shape, tasks)
+        task_of = [self.env.task] * shape[0] if tasks is None else [int(t) for t in np.asarray(tasks).reshape(-1)]
+        self.envs([task_of[r] for r, _ in groups[0] for _ in range(ew)])
 
     def run(self, act, shape: tuple[int, int, int], chunk: int, reset_seeds: np.ndarray,
             policy_keys, tasks=None) -> tuple[np.ndarray, np.ndarray]:
@@ -261,37 +289,45 @@ class HostEvaluator:
         R, W, E = shape
         reset_seeds = np.asarray(reset_seeds).reshape(R, E)
         policy_keys = jnp.asarray(policy_keys).reshape(R, -1)
+        task_of = [self.env.task] * R if tasks is None else [int(t) for t in np.asarray(tasks).reshape(R)]
         # key of (run r, episode e, decision t) = fold_in(fold_in(policy_keys[r], e), t)
         episode_keys = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None)))
         fold = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None)))
-        ew = self.wave(R, W, E)
-        envs = self.envs(R * W * ew, None if tasks is None else list(np.asarray(tasks).reshape(R)))
+        ew, groups = self.groups(shape, tasks)
         A = int(np.prod(self.env.action_space.shape))
+        D = tuple(self.env.observation_shape)
         ret, succ = np.zeros((R, W, E), np.float32), np.zeros((R, W, E), np.float32)
-        for e0 in range(0, E, ew):
-            eps = list(range(e0, min(e0 + ew, E)))
-            slot_eps = np.array([eps[min(j, len(eps) - 1)] for j in range(ew)])  # empty slots repeat the last
-            slice_keys = episode_keys(policy_keys, jnp.asarray(slot_eps))  # [R, E_wave, 2]
-            # env j of the slice plays episode eps[j % ew] of run j // (W·ew), weight (j // ew) % W
-            live = np.array([(j % ew) < len(eps) for j in range(len(envs))])
-            obs = np.zeros((len(envs),) + tuple(self.env.observation_shape), np.float32)
-            for j in np.flatnonzero(live):
-                obs[j] = envs[j].reset(seed=int(reset_seeds[j // (W * ew), eps[j % ew]]))[0]
-            done = ~live
-            r_, s_ = np.zeros(len(envs), np.float32), np.zeros(len(envs), np.float32)
-            t = 0
-            while t < self.env.max_episode_steps and not done.all():
-                acts = np.asarray(act(obs.reshape(R, W, ew, -1), fold(slice_keys, t))).reshape(len(envs), chunk, A)
-                for h in range(chunk):
-                    for j in np.flatnonzero(~done):
-                        o, r, term, trunc, info = envs[j].step(acts[j, h])
-                        obs[j] = o
-                        r_[j] += r
-                        s_[j] = max(s_[j], float(info.get("success", 0.0)))
-                        done[j] = term or trunc
-                        self.steps += 1
-                    t += 1
-            n = len(eps)
-            ret[:, :, e0:e0 + n] = r_.reshape(R, W, ew)[:, :, :n]
-            succ[:, :, e0:e0 + n] = s_.reshape(R, W, ew)[:, :, :n]
+        for group in groups:
+            # slot k of the group: pair group[k // ew], the (k % ew)-th episode of the slice
+            rs = np.array([r for r, _ in group for _ in range(ew)])
+            ws = np.array([w for _, w in group for _ in range(ew)])
+            js = np.array([j for _ in group for j in range(ew)])
+            envs = self.envs([task_of[r] for r in rs])
+            for e0 in range(0, E, ew):
+                eps = list(range(e0, min(e0 + ew, E)))
+                slot_eps = np.array([eps[min(j, len(eps) - 1)] for j in range(ew)])  # empty slots repeat the last
+                slice_keys = episode_keys(policy_keys, jnp.asarray(slot_eps))  # [R, E_wave, 2]
+                live = js < len(eps)
+                obs = np.zeros((len(envs),) + D, np.float32)
+                for k in np.flatnonzero(live):
+                    obs[k] = envs[k].reset(seed=int(reset_seeds[rs[k], eps[js[k]]]))[0]
+                done = ~live
+                r_, s_ = np.zeros(len(envs), np.float32), np.zeros(len(envs), np.float32)
+                full = np.zeros((R, W, ew) + D, np.float32)
+                t = 0
+                while t < self.env.max_episode_steps and not done.all():
+                    full[rs, ws, js] = obs
+                    acts = np.asarray(act(full, fold(slice_keys, t)))[rs, ws, js].reshape(len(envs), chunk, A)
+                    for h in range(chunk):
+                        for k in np.flatnonzero(~done):
+                            o, r, term, trunc, info = envs[k].step(acts[k, h])
+                            obs[k] = o
+                            r_[k] += r
+                            s_[k] = max(s_[k], float(info.get("success", 0.0)))
+                            done[k] = term or trunc
+                            self.steps += 1
+                        t += 1
+                for k in np.flatnonzero(live):
+                    ret[rs[k], ws[k], eps[js[k]]] = r_[k]
+                    succ[rs[k], ws[k], eps[js[k]]] = s_[k]
         return ret, succ

@@ -16,7 +16,7 @@ from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, argument_parser, identity, read_yaml, run_grid, validate
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
-EVAL_SETTINGS = ("guidance_weights", "guidance_weight", "guidance", "num_candidates")  # what eval may change
+EVAL_SETTINGS = ("guidance_weights", "guidance_weight", "guidance", "num_candidates", "best_of")  # what eval may change
 
 
 def parse_eval_overrides(items: list[str]) -> dict:
@@ -149,7 +149,7 @@ def eval_main(argv: list[str]) -> None:
     for r in res.get("per_weight", []):
         print(f"w={r['w']:g}: success {r['success_rate']:.3f}, return {r['mean_return']:.1f}")
     for r in res["per_run"]:
-        extra = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("algo."))
+        extra = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith(("algo.", "env.")))
         print(f"run {r['run']} seed {r['seed']} {extra}: {r['mean_return']:.1f} ± {r['std_return']:.1f}")
     print(f"mean greedy return over runs ({a.split} episodes): {res['mean']:.1f}; "
           f"written to {Path(a.run_dir) / f'eval_{a.split}.json'}")

@@ -199,11 +199,11 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
 def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int, bar=None, hparams=None) -> None:
     """Evaluations made between chunks (``Algorithm.host_evaluate``): at the chunk's last update,
     the progress bar saying so while they run."""
-    if not algo.host_eval:
-        return
+    if not algo.host_eval or (update % trainer.eval_every and update < trainer.num_updates):
+        return  # no host evaluation, or a chunk that ends between evaluations (a checkpoint only)
     width = next(iter(metrics.values())).shape[1]
     if bar is not None:
-        bar.set_description_str(algo.evaluation_label(), refresh=True)
+        bar.set_description_str(algo.evaluation_label(trainer.num_runs), refresh=True)
     try:
         evaluations = algo.host_evaluate(state, trainer.batched, update, hparams)
     finally:

@@ -514,7 +514,9 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
                 raise ConfigError(f"arm {name} chooses on validation episodes, but {[c for c in cands if not np.isfinite(val[c])]} "
                                   "have no validation score; rerun them with --reuse to evaluate them")
             best = max(cands, key=lambda c: val[c])  # ties: the first listed
-            scores[name] = {**scores[best], "chosen": best, "validation_means": val}
+            # a choice at either end of its list: the best value may lie outside the grid tried
+            scores[name] = {**scores[best], "chosen": best, "validation_means": val,
+                            "chosen_at_edge": best in (cands[0], cands[-1])}
     return scores
 
 
@@ -680,6 +682,7 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
         if "chosen" in sc:
             arms[name]["chosen"] = sc["chosen"]
             arms[name]["validation_means"] = sc["validation_means"]
+            arms[name]["chosen_at_edge"] = sc["chosen_at_edge"]
     spec = study["tiers"][tier]
     seeds = json.loads((out / "study.json").read_text()).get("seeds") if (out / "study.json").exists() else spec["seeds"]
     report = {"study": study["study"], "title": study["title"], "paper": study["paper"], "kind": study["kind"], "tier": tier,
@@ -805,7 +808,8 @@ def arms_table(report: dict) -> str:
     unit = "prompts" if report.get("kind") == "llm" else "episodes"
     lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |", "|---|---|---|---|---|"]
     for name, a in report["arms"].items():
-        label = name + (f" → {a['chosen']} (on validation)" if a.get("chosen") else "")
+        label = name + (f" → {a['chosen']} (on validation{'; at the edge of its grid' if a.get('chosen_at_edge') else ''})"
+                        if a.get("chosen") else "")
         nd = _digits(*a["test"])
         per = ", ".join(_fmt(v, nd) for v in a["test"])
         lines.append(f"| {label} | {_est(a['mean'], a['mean_ci'])} | {_est(a['iqm'], a['iqm_ci'])} | {per} "

@@ -40,8 +40,11 @@ class Trainer:
         self.updates_per_chunk = math.ceil(self.num_updates / max(int(chunks), 1))
         evals = int(algo.cfg.get("num_evals", 10) if num_evals is None else num_evals)
         self.eval_every = max(self.num_updates // max(evals, 1), 1)
-        if algo.host_eval:  # evaluated on the host between chunks: a chunk per evaluation
-            self.updates_per_chunk = self.eval_every
+        if algo.host_eval:  # evaluated on the host between chunks: chunks end at every evaluation (and may
+            # be shorter, for more checkpoints: the longest that divides the evaluation period within `chunks`)
+            e, cap = self.eval_every, max(self.updates_per_chunk, 1)
+            divisors = {d for k in range(1, math.isqrt(e) + 1) if e % k == 0 for d in (k, e // k)}
+            self.updates_per_chunk = max(d for d in divisors if d <= cap)
         batched = self.num_runs > 1 or vmap_single or mesh is not None  # vmap_single: the reference codes' layout
         self.batched = batched
         init = algo.init

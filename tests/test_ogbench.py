@@ -117,6 +117,32 @@ def test_host_evaluator_slices_episodes_and_keeps_their_order():
 
 
 @pytest.mark.slow
+def test_host_evaluator_never_holds_more_envs_than_allowed_and_groups_change_nothing():
+    """More (run, weight) pairs than ``max_envs``: pairs are played in groups, at most ``max_envs``
+    envs alive (other tasks' envs closed first), and every episode's result is the one a single
+    wide evaluation gives."""
+    import jax
+
+    from envs.ogbench import _POOLS, HostEvaluator
+
+    env = make("ogbench_cube_single", task="all")
+
+    def act(obs, k):  # depends on the run, the weight and the observation only
+        r = np.arange(obs.shape[0])[:, None, None, None]
+        w = np.arange(obs.shape[1])[None, :, None, None]
+        return np.tanh(0.3 * (r - w) + obs[..., :5]).astype(np.float32)
+
+    keys = np.stack([jax.random.PRNGKey(i) for i in range(3)])
+    seeds = np.array([[1, 2], [3, 4], [5, 6]])
+    narrow = HostEvaluator(env, max_envs=2)
+    ret_n, succ_n = narrow.run(act, (3, 2, 2), 1, seeds, keys, tasks=[2, 1, 2])
+    assert sum(len(p) for p in _POOLS.values()) <= 2
+    ret_w, succ_w = HostEvaluator(env, max_envs=12).run(act, (3, 2, 2), 1, seeds, keys, tasks=[2, 1, 2])
+    np.testing.assert_array_equal(ret_n, ret_w)
+    np.testing.assert_array_equal(succ_n, succ_w)
+
+
+@pytest.mark.slow
 def test_host_evaluator_plays_each_run_on_its_own_task():
     """``env.kwargs.task=all``: run r's episodes are played in task ``tasks[r]``'s env (the cube
     starts elsewhere in each task), whatever task the env object was built for."""

@@ -155,7 +155,11 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     assert R.for_tier(study, "cpu") is study
 
 
-@pytest.mark.parametrize("name", R.list_studies())
+SLOW_SMOKE = ("qgf_cube", "qgf_pendulum")  # minutes each (MuJoCo envs per task; two PPO policies to collect from)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
+                                  for n in R.list_studies()])
 def test_smoke_tier_of_every_shipped_study(name, tmp_path):
     """Tiny budgets: the verdicts may be inconclusive; the mechanics may not fail."""
     rep = R.run_study(R.load_study(name), "smoke", out=tmp_path / name, log=lambda *_: None)

@@ -141,8 +141,8 @@ class Algorithm(abc.ABC):
         Default: none (``evaluate`` runs inside the program)."""
         return {}
 
-    def evaluation_label(self) -> str:
-        """What the progress bar says while :meth:`host_evaluate` runs."""
+    def evaluation_label(self, num_runs: int = 1) -> str:
+        """What the progress bar says while :meth:`host_evaluate` runs (for ``num_runs`` runs)."""
         return "evaluating"
 
     def scale_errors(self, process_count: int) -> list[str]:

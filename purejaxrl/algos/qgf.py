@@ -270,7 +270,12 @@ class QGF(Algorithm):
 
     def task_row(self, hp):
         """The row of a multi-task dataset's rewards this run learns from (None: a single task)."""
-        return jnp.asarray(hp["task"], jnp.int32) - 1 if len(self.tasks) > 1 else None
+        if len(self.tasks) < 2:
+            return None
+        if "task" not in hp:
+            raise ValueError("env.kwargs.task=all: hp needs each run's task (hp['task'] in 1..5); "
+                             "default_hparams(cfg, algo) gives task 1, run_grid(cfg, algo.HPARAMS, algo.grid_axes()) all five")
+        return jnp.asarray(hp["task"], jnp.int32) - 1
 
     def load_data(self):
         from envs.datasets import load
@@ -437,9 +442,10 @@ class QGF(Algorithm):
         on the key :meth:`progress_key` would give, so that their time is reported apart."""
         return {}
 
-    def evaluation_label(self) -> str:
+    def evaluation_label(self, num_runs: int = 1) -> str:
         ws = self.eval_weights()
-        return (f"evaluating {len(ws)} weight{'s' if len(ws) > 1 else ''} x {self.num_eval_envs} episodes "
+        runs = f"{num_runs} runs x " if num_runs > 1 else ""
+        return (f"evaluating {runs}{len(ws)} weight{'s' if len(ws) > 1 else ''} x {self.num_eval_envs} episodes "
                 f"(<= {self.env.max_episode_steps} steps)")
 
     def eval_metrics(self, ret, succ):
@@ -488,8 +494,7 @@ class QGF(Algorithm):
         act = compiled[batched]
         runs = jax.tree.leaves(state)[0].shape[0] if batched else 1
         ew = evaluator.wave(runs, len(ws), num_episodes)
-        # the envs built (~1 s each) and the policy compiled outside the timing
-        evaluator.envs(runs * len(ws) * ew, None if tasks is None else list(tasks))
+        evaluator.prepare((runs, len(ws), num_episodes), tasks)  # the envs built (~1 s each) outside the timing
         obs0 = np.zeros((runs, len(ws), ew) + tuple(self.env.observation_shape), np.float32)
         bases = jnp.asarray(self.eval_key(state)).reshape(runs, -1)
         keys = jnp.stack([evalkeys.stream(b, stream, index) for b in bases])
@@ -538,6 +543,9 @@ class QGF(Algorithm):
         if self.on_host and process_count > 1:
             return [f"env={self.env.name} is evaluated on the host (MuJoCo outside the compiled program), which runs in "
                     "one process; drop distributed.* (a single process may still use mesh.devices)"]
+        if len(self.tasks) > 1 and process_count > 1:
+            return ["env.kwargs.task=all runs in one process (its runs' tasks are read on the host); drop distributed.* "
+                    "(a single process may still use mesh.devices) or run one task per process"]
         return []
 
     def summary_fields(self, updates, evaluations, num_runs, run_seconds):
@@ -601,6 +609,9 @@ class FQL(QGF):
         e = cfg.get("expectile", 0.9)
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
             errs.append(f"algo.expectile={e!r} must be a number in (0, 1), e.g. 0.9")
+        if cfg.get("best_of", 1) != 1:
+            errs.append(f"algo.best_of={cfg.get('best_of')!r}: FQL acts with its one-step policy (no samples to rank); "
+                        "leave best_of at 1 (it is QGF's)")
         return errs + super().config_errors(cfg)
 
     def _init_value(self, key, obs, act):
