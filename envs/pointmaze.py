@@ -182,7 +182,7 @@ class PointMaze(Environment):
 
 
 def generate_navigate(maze: str, key, num_episodes: int, episode_length: int = 1001, noise: float = 0.5,
-                      kind: str = "navigate", goal_noise: bool = True) -> dict[str, np.ndarray]:
+                      kind: str = "navigate", goal_noise: bool = True, with_goals: bool = False) -> dict[str, np.ndarray]:
     """An OGBench-format dataset (``observations``, ``actions``, ``terminals``, ``qpos``, ``qvel``),
     collected as OGBench's ``generate_locomaze`` does: ``navigate`` — start in a random free cell,
     follow the noisy oracle to a random vertex cell, draw a new goal on arrival; ``stitch`` — a goal
@@ -190,7 +190,8 @@ def generate_navigate(maze: str, key, num_episodes: int, episode_length: int = 1
     (OGBench's data-collection env, ``add_noise_to_goal``) every goal is its cell's centre jittered
     by ``U(−1, 1)`` per axis (a quarter cell); the oracle still steers to cell centres (in the goal
     cell, to its centre) and arrival is within ``1.0`` of the jittered goal.  ``terminals`` marks
-    each episode's last stored step."""
+    each episode's last stored step; ``with_goals`` adds ``goals`` (the goal each step steers to,
+    and its cell's centre as ``goal_centers``: not OGBench keys, for inspection)."""
     m = Maze(maze)
     arrays = (jnp.asarray(m.walls), jnp.asarray(m.id_grid), jnp.asarray(m.next_cell), jnp.asarray(m.centers))
     centers, vertices, dist = jnp.asarray(m.centers), jnp.asarray(m.vertices), jnp.asarray(m.dist)
@@ -224,18 +225,22 @@ def generate_navigate(maze: str, key, num_episodes: int, episode_length: int = 1
             if kind == "navigate":
                 g2, xy2 = draw_goal(kg, goal)
                 goal, goal_xy = jnp.where(reached, g2, goal), jnp.where(reached, xy2, goal_xy)
-            return (new, goal, goal_xy), (pos, a)
+            return (new, goal, goal_xy), (pos, a, c[2], centers[c[1]])
 
-        _, (obs, acts) = jax.lax.scan(step, (pos, goal, goal_xy), jax.random.split(k3, episode_length))
-        return obs, acts
+        _, out = jax.lax.scan(step, (pos, goal, goal_xy), jax.random.split(k3, episode_length))
+        return out
 
-    obs, acts = jax.jit(jax.vmap(episode))(jax.random.split(key, num_episodes))
+    obs, acts, goals, goal_centers = jax.jit(jax.vmap(episode))(jax.random.split(key, num_episodes))
     obs = np.asarray(obs, np.float32).reshape(-1, 2)
     acts = np.asarray(acts, np.float32).reshape(-1, 2)
     terminals = np.zeros((num_episodes, episode_length), bool)
     terminals[:, -1] = True
-    return {"observations": obs, "actions": acts, "terminals": terminals.reshape(-1), "qpos": obs.copy(),
-            "qvel": np.zeros_like(obs)}
+    out = {"observations": obs, "actions": acts, "terminals": terminals.reshape(-1), "qpos": obs.copy(),
+           "qvel": np.zeros_like(obs)}
+    if with_goals:
+        out["goals"] = np.asarray(goals, np.float32).reshape(-1, 2)
+        out["goal_centers"] = np.asarray(goal_centers, np.float32).reshape(-1, 2)
+    return out
 
 
 def relabel(env: PointMaze, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -491,17 +491,25 @@ def test_generated_dataset_has_an_ogbench_validation_split_of_a_tenth(tmp_path):
 
 
 def test_collection_goals_are_jittered_as_ogbench_unless_asked_not_to():
-    """Goal jitter changes only where goals sit (so when arrivals happen), not the starts or the
-    oracle's moves (at most 0.2 per axis a step)."""
+    """OGBench's data-collection goals: the goal cell's centre moved by U(−1, 1) per axis (a quarter
+    cell); a goal is replaced only when the agent comes within 1.0 of the jittered position; without
+    jitter goals sit at centres.  Starts and the oracle's moves (at most 0.2 per axis) are the same."""
     from envs.pointmaze import generate_navigate
 
-    a = generate_navigate("medium", jax.random.PRNGKey(0), 4, 300, noise=0.0, goal_noise=False)
-    b = generate_navigate("medium", jax.random.PRNGKey(0), 4, 300, noise=0.0, goal_noise=True)
+    a = generate_navigate("medium", jax.random.PRNGKey(0), 8, 400, goal_noise=False, with_goals=True)
+    b = generate_navigate("medium", jax.random.PRNGKey(0), 8, 400, goal_noise=True, with_goals=True)
+    np.testing.assert_array_equal(a["goals"], a["goal_centers"])
+    off = b["goals"] - b["goal_centers"]
+    assert np.abs(off).max() <= 1.0 and np.abs(off).max() > 0.9 and np.abs(off.mean(0)).max() < 0.3
     np.testing.assert_array_equal(a["observations"][0], b["observations"][0])  # same start
-    assert not np.array_equal(a["observations"], b["observations"])
     for d in (a, b):
-        step = np.linalg.norm(np.diff(d["observations"].reshape(4, 300, 2), axis=1), axis=-1)
-        assert step.max() <= 0.2 * np.sqrt(2) + 1e-5
+        pos, goals = d["observations"].reshape(8, 400, 2), d["goals"].reshape(8, 400, 2)
+        changed = np.any(goals[:, 1:] != goals[:, :-1], axis=-1)  # a new goal drawn after step t
+        nxt = np.concatenate([pos[:, 1:], pos[:, -1:]], 1)[:, :-1]  # the position after step t
+        arrival = np.linalg.norm(nxt - goals[:, :-1], axis=-1)
+        assert changed.sum() > 0 and np.all(arrival[changed] <= 1.0 + 1e-5)
+        step = np.abs(np.diff(pos, axis=1))
+        assert step.max() <= 0.2 + 1e-5
 
 
 def test_task_all_runs_equal_the_single_task_runs(tmp_path):
