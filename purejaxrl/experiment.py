@@ -20,7 +20,7 @@ import numpy as np
 
 from purejaxrl.checkpoint import Checkpointer, open_run_dir
 from purejaxrl.config import dump_yaml, identity, raise_errors, run_grid, validate
-from purejaxrl.errors import TrainingDiverged  # re-exported: purejaxrl.experiment.TrainingDiverged
+from purejaxrl.errors import ConfigError, TrainingDiverged  # TrainingDiverged re-exported: purejaxrl.experiment.TrainingDiverged
 from purejaxrl.logging import MetricsLogger, NullLogger, check_backends
 from purejaxrl.sharding import barrier, check_mesh_config, initialize, is_main_process, make_mesh, scale_summary
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
@@ -133,6 +133,11 @@ def init_or_restore(s: RunSetup, resuming: bool):
     finally:
         ckpt.close()
     prog = Progress(int(meta["update"]), float(meta.get("run_seconds", 0.0)))
+    if (s.algo.host_eval and prog.start < s.trainer.num_updates
+            and (prog.start % s.trainer.eval_every) % s.trainer.updates_per_chunk):
+        raise ConfigError(f"cannot resume {s.run_dir} at update {prog.start}: with chunks={s.cfg['chunks']} its chunks of "
+                          f"{s.trainer.updates_per_chunk} updates would pass the evaluations at multiples of "
+                          f"{s.trainer.eval_every}; resume with the chunks value the run was started with")
     if prog.start >= s.trainer.num_updates and (s.run_dir / SUMMARY).exists():
         print(f"{s.run_dir} already completed all {s.trainer.num_updates} updates; nothing to do")
         return None, prog
@@ -199,9 +204,13 @@ def train_chunks(s: RunSetup, state, prog: Progress, progress: bool | None) -> P
 def _add_host_evaluation(algo, state, trainer, metrics: dict, n: int, update: int, bar=None, hparams=None) -> None:
     """Evaluations made between chunks (``Algorithm.host_evaluate``): at the chunk's last update,
     the progress bar saying so while they run."""
-    if not algo.host_eval or (update % trainer.eval_every and update < trainer.num_updates):
-        return  # no host evaluation, or a chunk that ends between evaluations (a checkpoint only)
+    if not algo.host_eval:
+        return
     width = next(iter(metrics.values())).shape[1]
+    if update % trainer.eval_every and update < trainer.num_updates:  # a chunk between evaluations: a
+        for k in algo.host_evaluation_keys():                          # checkpoint only, the columns kept
+            metrics[k] = np.full((trainer.num_runs, width), np.nan, np.float32)
+        return
     if bar is not None:
         bar.set_description_str(algo.evaluation_label(trainer.num_runs), refresh=True)
     try:

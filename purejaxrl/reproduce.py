@@ -286,7 +286,7 @@ def _make_datasets(study: dict, spec: dict, out: Path, log) -> None:
     paths = dataset_paths(study, spec, out)
     for name, r in dataset_recipes(study, spec).items():
         p = paths[name]
-        if p.exists():
+        if p.exists() and p.with_suffix(".json").exists():  # the recipe's record is written last
             continue
         log(f"[{study['study']}] making dataset {name}: {json.dumps(r)}")
         if r["name"] == "from_policy":
@@ -297,7 +297,11 @@ def _make_datasets(study: dict, spec: dict, out: Path, log) -> None:
             dirs = []
             for label, over in r["policies"].items():  # the behaviour policies, trained here
                 d = out / "runs" / f"setup_{name}_{label}"
-                if not _done(d):
+                if _done(d):  # reused only if trained with the overrides the recipe names now
+                    from purejaxrl.config import identity
+
+                    _check_reused(d, identity(yaml.safe_load((d / "config.yaml").read_text())), identity(compose(list(over))))
+                else:
                     from purejaxrl.checkpoint import Checkpointer
 
                     train({**compose(list(over)), "resume": Checkpointer.exists(d / "checkpoints")}, d, progress=False,

@@ -150,14 +150,14 @@ def test_qgf_host_evaluation_seeds_per_run_shared_by_weights(monkeypatch):
                                                    {k: jnp.float32(v[0]) for k, v in hp.items()})
     got = {}
 
-    def fake_run(self, act, shape, chunk, reset_seeds, policy_keys):
+    def fake_run(self, act, shape, chunk, reset_seeds, policy_keys, tasks=None):
         got["seeds"], got["keys"] = np.asarray(reset_seeds), np.asarray(policy_keys)
         obs = np.zeros(shape[:2] + (1, 28), np.float32)
         got["actions"] = np.asarray(act(obs, np.asarray(policy_keys)[:, None]))  # [R, W, 1, H·A]
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
     monkeypatch.setattr(ogbench.HostEvaluator, "run", fake_run)
-    monkeypatch.setattr(ogbench.HostEvaluator, "envs", lambda self, n: [])
+    monkeypatch.setattr(ogbench.HostEvaluator, "prepare", lambda self, shape, tasks=None: None)
     algo.host_evaluate_weights(state, True, 3, "test", 0)
     want = [evalkeys.host_seeds(evalkeys.for_seed(s), "test", 0, 3) for s in (0, 1)]
     np.testing.assert_array_equal(got["seeds"], np.stack(want))

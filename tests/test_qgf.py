@@ -15,6 +15,7 @@ import envs
 from envs.datasets import DatasetError, generate, load, sample_batch
 from envs.pointmaze import Maze, oracle_action
 from purejaxrl.algos.qgf import Velocity, expectile_loss, flow_matching_loss, guided_sample
+from purejaxrl.errors import ConfigError
 
 
 def test_flow_matching_and_euler_sampler_recover_a_known_distribution():
@@ -474,10 +475,12 @@ def test_task_all_dataset_holds_each_tasks_relabelled_rewards(tmp_path):
         assert (one.rewards == 0).any()
         np.testing.assert_array_equal(multi.rewards[t - 1], one.rewards)
         np.testing.assert_array_equal(multi.masks[t - 1], one.masks)
-        b_multi = sample_batch(multi, jax.random.PRNGKey(3), 64, 3, 0.9, task=jnp.int32(t - 1))
-        b_one = sample_batch(one, jax.random.PRNGKey(3), 64, 3, 0.9)
+        b_multi = sample_batch(multi, jax.random.PRNGKey(3), 512, 3, 0.9, task=jnp.int32(t - 1))
+        b_one = sample_batch(one, jax.random.PRNGKey(3), 512, 3, 0.9)
         for k in b_one:
             np.testing.assert_array_equal(b_multi[k], b_one[k])
+        b_other = sample_batch(multi, jax.random.PRNGKey(3), 512, 3, 0.9, task=jnp.int32(t % 5))  # the next task's row
+        assert not np.array_equal(b_other["rewards"], b_one["rewards"])
 
 
 def test_generated_dataset_has_an_ogbench_validation_split_of_a_tenth(tmp_path):
@@ -549,27 +552,35 @@ def test_offline_runs_checkpoint_between_evaluations_when_asked(tmp_path):
     from purejaxrl.experiment import run
 
     generate("pointmaze_medium_navigate", 2, tmp_path / "d.npz", episode_length=100)
-    over = ["algo=qgf", "env=pointmaze_medium", f"dataset.path={tmp_path / 'd.npz'}", "algo.num_updates=40",
+    # 45 updates, an evaluation every 45 // 2 = 22 (and the final one), chunks of at most ceil(45 / 4) = 12
+    # updates: 11, the longest that divides 22
+    over = ["algo=qgf", "env=pointmaze_medium", f"dataset.path={tmp_path / 'd.npz'}", "algo.num_updates=45",
             "algo.num_evals=2", "chunks=4", "algo.batch_size=8", "algo.actor_hidden=[8]", "algo.critic_hidden=[8]",
             "algo.num_eval_envs=2", "algo.guidance_weights=[0]", "algo.guidance_weight=0", "+env.kwargs.max_episode_steps=10"]
     run(compose(over), tmp_path / "full", progress=False)
     ck = Checkpointer(tmp_path / "full" / "checkpoints")
     steps = ck._mngr.all_steps()
     ck.close()
-    assert sorted(steps) == [30, 40]  # a checkpoint every 10 updates (the last two kept)
+    assert sorted(steps) == [44, 45]  # a checkpoint every 11 updates and at the end (the last two kept)
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     evaluated = sorted({r["update"] for r in rows if r.get("eval_return") is not None})
-    assert evaluated == [20, 40]
-    run({**compose([*over, "stop_after_chunks=3"])}, tmp_path / "part", progress=False)  # stops at update 30
+    assert evaluated == [22, 44, 45]
+    import csv
+
+    with open(tmp_path / "full" / "metrics.csv") as f:  # the evaluation columns exist from the first row
+        assert "eval_return" in next(csv.reader(f))
+    run({**compose([*over, "stop_after_chunks=3"])}, tmp_path / "part", progress=False)  # stops at update 33
+    with pytest.raises(ConfigError, match="resume with the chunks value"):  # chunks of 22 would skip the one at 44
+        run({**compose([*over, "chunks=1"]), "resume": True}, tmp_path / "part", progress=False)
     run({**compose(over), "resume": True}, tmp_path / "part", progress=False)
 
-    def last(d):  # every run's training metrics at update 40
+    def last(d):  # every run's training metrics at the last update
         rs = [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-        return [[r["critic_loss"], r["q_mean"], r["actor_loss"]] for r in rs if r["update"] == 40]
+        return [[r["critic_loss"], r["q_mean"], r["actor_loss"]] for r in rs if r["update"] == 45]
 
     np.testing.assert_allclose(last("part"), last("full"), rtol=1e-6)
     parts = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
-    assert sorted({r["update"] for r in parts if r.get("eval_return") is not None}) == [20, 40]
+    assert sorted({r["update"] for r in parts if r.get("eval_return") is not None}) == [22, 44, 45]
 
 
 def _oracle_to_task3(monkeypatch):

@@ -45,7 +45,7 @@ class Algorithm(abc.ABC):
     DISCRETE_ONLY = False
     HOST_ENVS = False  # can train with an env stepped on the host (OGBench's MuJoCo tasks): offline algorithms
     unit = "step"
-    host_eval = False  # True: evaluated between chunks on the host (host_evaluate), a chunk per evaluation
+    host_eval = False  # True: evaluated between chunks on the host (host_evaluate), chunks end at evaluations
 
     def __init__(self, algo_cfg: dict, env_cfg: dict, network_cfg: dict):
         self.cfg = dict(algo_cfg)
@@ -140,6 +140,11 @@ class Algorithm(abc.ABC):
         JAX programs): ``{metric: [runs]}``; ``hparams``: the runs' traced values (``[runs]`` each).
         Default: none (``evaluate`` runs inside the program)."""
         return {}
+
+    def host_evaluation_keys(self) -> list[str]:
+        """The metrics :meth:`host_evaluate` returns (logged as NaN after chunks that end between
+        evaluations, so that every log has their columns)."""
+        return []
 
     def evaluation_label(self, num_runs: int = 1) -> str:
         """What the progress bar says while :meth:`host_evaluate` runs (for ``num_runs`` runs)."""

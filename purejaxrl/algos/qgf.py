@@ -442,6 +442,11 @@ class QGF(Algorithm):
         on the key :meth:`progress_key` would give, so that their time is reported apart."""
         return {}
 
+    def host_evaluation_keys(self) -> list[str]:
+        ws = self.eval_weights()
+        z = np.zeros((1, len(ws), 1), np.float32)
+        return list(self.eval_metrics(z, z))
+
     def evaluation_label(self, num_runs: int = 1) -> str:
         ws = self.eval_weights()
         runs = f"{num_runs} runs x " if num_runs > 1 else ""
