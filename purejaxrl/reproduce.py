@@ -518,9 +518,10 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
                 raise ConfigError(f"arm {name} chooses on validation episodes, but {[c for c in cands if not np.isfinite(val[c])]} "
                                   "have no validation score; rerun them with --reuse to evaluate them")
             best = max(cands, key=lambda c: val[c])  # ties: the first listed
-            # a choice at either end of its list: the best value may lie outside the grid tried
+            # a choice at either end of a list of 3 or more (a grid, in order): the best value may lie
+            # outside the grid tried
             scores[name] = {**scores[best], "chosen": best, "validation_means": val,
-                            "chosen_at_edge": best in (cands[0], cands[-1])}
+                            "chosen_at_edge": len(cands) >= 3 and best in (cands[0], cands[-1])}
     return scores
 
 

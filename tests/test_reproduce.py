@@ -128,6 +128,22 @@ def test_verdicts_are_computed_from_the_files_by_one_rule(tmp_path):
     assert "1 run(s) have no score" in R.make_report(study, out, "smoke")["claims"][0]["note"]
 
 
+def test_a_choice_at_the_edge_of_its_grid_is_said(tmp_path):
+    arms = {"a": {"overrides": ["algo.lr=0.001"]}, "b": {"overrides": ["algo.lr=0.002"]},
+            "c": {"overrides": ["algo.lr=0.003"]}, "best": {"choose": ["a", "b", "c"]}}
+    study = _study(tmp_path, arms=arms, claims=[{"claim": "effect(best, a) > 0", "paper": "tuning helps"}])
+    out = tmp_path / "out"
+    test = [1.0, 2.0, 3.0, 4.0]
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": test}, "b": {"validation": [2.0] * 4, "test": test},
+                       "c": {"validation": [3.0] * 4, "test": test}})
+    rep = R.make_report(study, out, "smoke")
+    assert rep["arms"]["best"]["chosen"] == "c" and rep["arms"]["best"]["chosen_at_edge"]
+    assert "→ c (on validation; at the edge of its grid)" in (out / "report.md").read_text()
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": test}, "b": {"validation": [4.0] * 4, "test": test},
+                       "c": {"validation": [3.0] * 4, "test": test}})
+    assert not R.make_report(study, out, "smoke")["arms"]["best"]["chosen_at_edge"]
+
+
 def test_a_five_task_run_scores_each_seed_by_its_mean_over_the_tasks(tmp_path):
     """``env.kwargs.task=all``: runs (task, seed); a seed's score is its mean over the five tasks
     (OGBench's number), the episodes behind it every task's."""
