@@ -515,6 +515,7 @@ def test_collection_goals_are_jittered_as_ogbench_unless_asked_not_to():
         assert step.max() <= 0.2 + 1e-5
 
 
+@pytest.mark.slow
 def test_task_all_runs_equal_the_single_task_runs(tmp_path):
     """``env.kwargs.task=all``: the run of (task t, seed s) in the five-task program learns and is
     evaluated as the single-task run of task t with seed s (same keys, that task's rewards, that
@@ -543,6 +544,7 @@ def test_task_all_runs_equal_the_single_task_runs(tmp_path):
     np.testing.assert_allclose(t1[:, 2], t3[:, 2], rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_offline_runs_checkpoint_between_evaluations_when_asked(tmp_path):
     """``chunks``: an offline run (evaluated on the host between chunks) may checkpoint more often
     than it evaluates; evaluations stay at their updates, and a run stopped between evaluations
