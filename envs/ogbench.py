@@ -234,14 +234,15 @@ class HostEvaluator:
         """Episodes per slice."""
         return max(1, min(episodes, self.max_envs // max(runs * weights, 1)))
 
-    def _gym_id(self, task: int) -> str:
-        return self.env.gym_id if task == self.env.task else self.env.with_task(task).gym_id
+    def task_of(self, runs: int, tasks=None) -> list[int]:
+        """Each run's task: ``tasks`` ``[R]`` or, by default, the env's own."""
+        return [self.env.task] * runs if tasks is None else [int(t) for t in np.asarray(tasks).reshape(runs)]
 
     def envs(self, tasks: list[int]) -> list:
         """One MuJoCo env per slot, of the slot's task; building one takes ~1 s, so they are kept for
         the process, but never more than ``max_envs`` (or what one group needs): envs of tasks this
         group does not use are closed first."""
-        ids = [self._gym_id(int(t)) for t in tasks]
+        ids = [self.env.with_task(t).gym_id for t in tasks]
         need = {g: ids.count(g) for g in set(ids)}
         alive = sum(len(p) for p in _POOLS.values())
         missing = sum(max(0, n - len(_POOLS.get(g, []))) for g, n in need.items())
@@ -256,7 +257,7 @@ class HostEvaluator:
             pool = _POOLS.setdefault(g, [])
             k = taken.get(g, 0)
             while len(pool) <= k:
-                pool.append((self.env if int(t) == self.env.task else self.env.with_task(int(t))).make_gym())
+                pool.append(self.env.with_task(t).make_gym())
             out.append(pool[k])
             taken[g] = k + 1
         return out
@@ -266,7 +267,7 @@ class HostEvaluator:
         pairs times the slice at most ``max_envs`` envs; pairs ordered by task, so that a group
         uses few tasks)."""
         R, W, E = shape
-        task_of = [self.env.task] * R if tasks is None else [int(t) for t in np.asarray(tasks).reshape(R)]
+        task_of = self.task_of(R, tasks)
         ew = self.wave(R, W, E)
         pairs = sorted(((r, w) for r in range(R) for w in range(W)), key=lambda p: (task_of[p[0]], p))
         per = max(1, self.max_envs // ew)
@@ -275,7 +276,7 @@ class HostEvaluator:
     def prepare(self, shape: tuple[int, int, int], tasks=None) -> None:
         """Build the envs of the first group (outside any timing)."""
         ew, groups = self.groups(shape, tasks)
-        task_of = [self.env.task] * shape[0] if tasks is None else [int(t) for t in np.asarray(tasks).reshape(-1)]
+        task_of = self.task_of(shape[0], tasks)
         self.envs([task_of[r] for r, _ in groups[0] for _ in range(ew)])
 
     def run(self, act, shape: tuple[int, int, int], chunk: int, reset_seeds: np.ndarray,
@@ -289,7 +290,7 @@ class HostEvaluator:
         R, W, E = shape
         reset_seeds = np.asarray(reset_seeds).reshape(R, E)
         policy_keys = jnp.asarray(policy_keys).reshape(R, -1)
-        task_of = [self.env.task] * R if tasks is None else [int(t) for t in np.asarray(tasks).reshape(R)]
+        task_of = self.task_of(R, tasks)
         # key of (run r, episode e, decision t) = fold_in(fold_in(policy_keys[r], e), t)
         episode_keys = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None)))
         fold = jax.jit(jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None)))

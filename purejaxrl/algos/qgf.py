@@ -270,12 +270,17 @@ class QGF(Algorithm):
 
     def task_row(self, hp):
         """The row of a multi-task dataset's rewards this run learns from (None: a single task)."""
+        task = self.task_of(hp)
+        return None if task is None else task - 1
+
+    def task_of(self, hp):
+        """This run's task (traced) under ``env.kwargs.task=all``; None for a single task."""
         if len(self.tasks) < 2:
             return None
         if "task" not in hp:
             raise ValueError("env.kwargs.task=all: hp needs each run's task (hp['task'] in 1..5); "
                              "default_hparams(cfg, algo) gives task 1, run_grid(cfg, algo.HPARAMS, algo.grid_axes()) all five")
-        return jnp.asarray(hp["task"], jnp.int32) - 1
+        return jnp.asarray(hp["task"], jnp.int32)
 
     def load_data(self):
         from envs.datasets import load
@@ -574,10 +579,6 @@ class QGF(Algorithm):
 
     def greedy_returns(self, state, hp, key, num_envs):
         return self.evaluate_weights(state, key, num_envs, [self.guidance_weight], self.task_of(hp))[0][0]
-
-    def task_of(self, hp):
-        """This run's evaluation task (traced) under ``env.kwargs.task=all``; None for a single task."""
-        return jnp.asarray(hp["task"], jnp.int32) if len(self.tasks) > 1 else None
 
 
 class FQL(QGF):
