@@ -2,8 +2,8 @@
 
 :class:`ForceAdversary` takes the action ``[a_P | a_A]``.  On DeepMind Control tasks (MJX) the
 adversary's ``a_A ∈ [−1, 1]^{2k}`` is a planar force (x, z) on each of ``k`` named bodies, written
-to MuJoCo's ``xfrc_applied`` before the physics step and scaled so that each body's force has norm
-at most ``max_force``: ``F_b = max_force · a_b / max(1, ‖a_b‖)``.  Elsewhere (envs without
+to MuJoCo's ``xfrc_applied`` before the physics step, each component clipped separately as the
+reference does: ``F_b = max_force · clip(a_b, −1, 1)`` (so a push may reach ``√2 · max_force``).  Elsewhere (envs without
 ``xfrc_applied``) the adversary perturbs the action: the env receives ``a_P + max_force · a_A``.
 The reward is the protagonist's; the adversary's is its negative.
 """
@@ -54,18 +54,14 @@ class ForceAdversary(Wrapper):
         return self._space
 
     def forces(self, a_adv):
-        """``[k, 2]`` planar forces of the adversary's action (norm ≤ ``max_force`` per body)."""
-        f = jnp.clip(a_adv, -1.0, 1.0).reshape(a_adv.shape[:-1] + (-1, 2))
-        norm = jnp.linalg.norm(f, axis=-1, keepdims=True)
-        return self.max_force * f / jnp.maximum(1.0, norm)
+        """``[k, 2]`` planar forces of the adversary's action (each component within ±``max_force``)."""
+        return self.max_force * jnp.clip(a_adv, -1.0, 1.0).reshape(a_adv.shape[:-1] + (-1, 2))
 
     def within_budget(self, a_adv, fraction):
-        """An adversary action whose push is ``fraction`` × the push of ``a_adv`` (force mode: every
-        body's force scaled; action mode: the perturbation scaled) — a shrunken force budget."""
-        if self.mode == "action" or self.max_force == 0:
-            return fraction * jnp.clip(a_adv, -1.0, 1.0)
-        unit = self.forces(a_adv) / self.max_force  # each body's push as an action of norm <= 1
-        return fraction * unit.reshape(a_adv.shape)
+        """The adversary action clipped to a smaller budget, ``clip(a_A, −fraction, fraction)`` per
+        component (the force-budget curriculum, as the reference clips the push; not a rescaling):
+        the push the env applies is then at most ``fraction · max_force`` per component."""
+        return jnp.clip(a_adv, -fraction, fraction)
 
     def step(self, key, state, action):
         a_p, a_adv = action[..., : self.protagonist_dim], action[..., self.protagonist_dim:]

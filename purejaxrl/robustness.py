@@ -11,11 +11,14 @@ bodies unchanged) and the sliding friction coefficient of every geom — e.g. ho
 ``[runs, mass, friction]``, the grid, nominal values) and ``robustness.png`` (heat maps of the mean
 over runs) into the run directory.
 
-``--fresh-adversary UPDATES`` (QARL, RARL and ``curriculum=none`` runs): first train a new, fully
-rational adversary (α_A = 0) from scratch against each run's frozen protagonist, which acts
-greedily, for ``UPDATES`` updates of the run's own settings (envs, gradient steps, force budget);
-its grid is the ``fresh_adversary`` heat map — the worst-case attack, not the one the protagonist
-trained against.
+``--fresh-adversary UPDATES`` (QARL, RARL and ``curriculum=none|phased`` runs): first train a new
+adversary from scratch against each run's frozen protagonist, which acts greedily, for ``UPDATES``
+updates of the run's own settings (envs, gradient steps, force budget): an ordinary SAC agent with
+its own tuned temperature, as the reference's RARL adversary (``algo.adversary.alpha`` of the run
+fixes it instead).  ``auto`` trains it for as many updates as the co-trained adversary learned (the
+run's adversary phases), so it is not the weaker of the two by its budget; its grid is the
+``fresh_adversary`` heat map, and ``fresh_adversary_stronger`` says per run whether it lowers the
+mean return more than the trained adversary.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def _for_each_run(fn, n_runs: int, hparams, *args):
 
 
 def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
-    """``(attacker, attack_state, temperatures)``: a new adversary (α_A = 0) trained for ``updates``
+    """``(attacker, attack_state, temperatures)``: a new adversary (its own tuned α) trained for ``updates``
     updates against the frozen protagonist of every run (vmapped over runs), from the run's own
     settings.  The protagonist sees the temperature it is evaluated at everywhere else (its run's
     curriculum mean; 0 for RARL and ``curriculum=none``), so all three grids show it the same input."""
@@ -76,7 +79,7 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
         raise ConfigError(f"--fresh-adversary={updates} updates ({updates * algo.units_per_update} env steps) end before "
                           f"the run's algo.learning_starts={algo.learning_starts}: the adversary would never learn; "
                           f"use more than {need} updates")
-    # curriculum "fixed" at the run's evaluation temperature: the protagonist's input; α_A = 0 (attack_only)
+    # curriculum "fixed" at the run's evaluation temperature: the protagonist's input; the attacker's own α (attack_only)
     acfg = {**cfg["algo"], "curriculum": "fixed", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
     attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
 
@@ -94,6 +97,12 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     temps = jax.vmap(algo.eval_temperature)(state) if many else algo.eval_temperature(state)
     attack = _for_each_run(train, len(runs), hparams, state.protagonist, temps, keys if many else keys[0])
     return attacker, attack, np.asarray(temps).reshape(-1)
+
+
+def co_trained_updates(algo) -> int:
+    """The number of updates a run's adversary learned in (its phases of the alternation)."""
+    n, p = algo.num_updates, algo.phase_updates
+    return sum(min(p, n - start) for start in range(0, n, 2 * p))
 
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
@@ -124,9 +133,15 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     ms = jnp.asarray(np.repeat(mass, F))  # cell c = (m, f) = (c // F, c % F)
     fs = jnp.asarray(np.tile(friction, M))
     modes = {"no_adversary": (algo.greedy_action, state)}
-    if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) != "none":
+    if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in ("none", "phased"):
         modes["trained_adversary"] = (algo.adversarial_action, state)
     fresh_temps = None
+    if fresh_adversary == "auto":
+        fresh_adversary = co_trained_updates(algo)
+    elif 0 < fresh_adversary < co_trained_updates(algo):
+        print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in "
+              f"{co_trained_updates(algo)}: a weaker attack may only mean a shorter one (--fresh-adversary auto "
+              "matches them)", file=sys.stderr)
     if fresh_adversary:
         attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
@@ -154,6 +169,8 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
            "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
+    if "fresh_adversary" in out and "trained_adversary" in out:  # per run: the fresh attack the stronger one?
+        res["fresh_adversary_stronger"] = (out["fresh_adversary"].mean((1, 2)) < out["trained_adversary"].mean((1, 2))).tolist()
     Path(run_dir, "robustness.json").write_text(json.dumps(res, indent=1))
     _plot(Path(run_dir, "robustness.png"), res, out)
     return res
@@ -211,16 +228,21 @@ def robustness_main(argv: list[str]) -> None:
                    "with --absolute the friction coefficient (default 0.1 to 2 x nominal - 0.1, 11)")
     p.add_argument("--absolute", action="store_true",
                    help="the paper's axes: torso mass (kg) x friction coefficient instead of multipliers")
-    p.add_argument("--episodes", type=int, default=4, help="greedy episodes per cell and run")
+    p.add_argument("--episodes", type=int, default=8, help="greedy episodes per cell and run")
     p.add_argument("--seed", type=int, default=0, help="which draw of test episodes (each run's own key; every cell "
                    "and mode of a run plays the same episodes)")
-    p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
-                   help="also train a new worst-case adversary (α_A = 0) against the frozen protagonist for this many updates")
+    p.add_argument("--fresh-adversary", default="0", metavar="UPDATES",
+                   help="also train a new adversary (its own tuned α) against the frozen protagonist for this many updates "
+                   "(auto: as many as the co-trained adversary learned)")
     a = p.parse_args(argv)
     if a.episodes < 1:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
-    if a.fresh_adversary < 0:
-        raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be >= 0 (updates; 0: none)")
+    if a.fresh_adversary != "auto":
+        try:
+            a.fresh_adversary = int(a.fresh_adversary)
+            assert a.fresh_adversary >= 0
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be auto or an integer >= 0 (updates; 0: none)") from None
     mass, friction = a.mass and parse_range(a.mass, "mass"), a.friction and parse_range(a.friction, "friction")
     if not a.absolute and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
         print(f"note: --mass {a.mass} multiplies every body's mass (up to {mass.max():g} x nominal); for the paper's "
@@ -233,4 +255,8 @@ def robustness_main(argv: list[str]) -> None:
           f"({len(res[fk])}); nominal {torso}friction {', '.join(f'{f:g}' for f in nom['friction'])}")
     for mode, m in res["mean"].items():
         print(f"{mode}: mean return over the grid {m:.1f}")
+    if "fresh_adversary_stronger" in res:
+        k = sum(res["fresh_adversary_stronger"])
+        print(f"the fresh adversary lowers the mean return more than the trained one in {k} of "
+              f"{len(res['fresh_adversary_stronger'])} runs")
     print(f"wrote {Path(a.run_dir, 'robustness.json')} and robustness.png")

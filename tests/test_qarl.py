@@ -66,15 +66,20 @@ def test_mass_scaling_keeps_derived_mass_constants_consistent(cartpole):
     np.testing.assert_array_equal(m3.geom_friction[:, 1:], m1.geom_friction[:, 1:])  # torsional, rolling untouched
 
 
-def test_force_adversary_never_exceeds_its_budget(cartpole):
+def test_force_adversary_clips_each_force_component_separately(cartpole):
+    """As the reference: every component within ±max_force (a push may reach √2·max_force); the old
+    norm bound held every push to max_force."""
     _, env = cartpole
     rng = np.random.default_rng(0)
     adv = jnp.asarray(rng.normal(0, 50, (30, 2)), jnp.float32)  # far outside [-1, 1]
+    adv = adv.at[0].set(jnp.array([2.0, -3.0])).at[1].set(jnp.array([0.4, -0.2]))
     _, _, xfrc = _roll(env, jnp.concatenate([jnp.zeros((30, 1)), adv], 1))
     xfrc = np.asarray(xfrc)  # [T, nbody, 6]
     pole = int(env.body_ids[0])
-    norms = np.linalg.norm(xfrc[:, pole, [0, 2]], axis=-1)
-    assert norms.max() <= 0.5 + 1e-6 and norms.max() > 0.49  # at the bound, never past it
+    f = xfrc[:, pole, [0, 2]]
+    np.testing.assert_allclose(f, 0.5 * np.clip(np.asarray(adv), -1, 1), rtol=1e-6)
+    np.testing.assert_allclose(f[0], [0.5, -0.5])  # both components at the bound: norm 0.5·√2
+    np.testing.assert_allclose(f[1], [0.2, -0.1], rtol=1e-6)  # inside: the action times max_force
     assert np.all(xfrc[:, :, [1, 3, 4, 5]] == 0) and np.all(np.delete(xfrc, pole, axis=1) == 0)
 
 
@@ -200,7 +205,8 @@ def test_the_issue_command_line_spellings_reach_the_algorithm_config():
 @pytest.mark.slow
 def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     """attack_only: the protagonist's parameters never change and it acts with its mode; the new
-    adversary (α_A = 0) learns from the first update past learning_starts, every update."""
+    adversary learns from the first update past learning_starts, every update, with a temperature of
+    its own tuned from 0.005 (the reference's RARL adversary; the old attacker had α_A = 0)."""
     from purejaxrl.algos.qarl import QARL
 
     cfg = compose(["algo=qarl", "env=pendulum", "algo.num_envs=4", "algo.learning_starts=8", "algo.batch_size=8",
@@ -219,21 +225,109 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     assert phases == [(1.0, 0.0)] * 2 + [(1.0, 1.0)] * 4  # learning once (i + 1) · 4 > learning_starts = 8
     changed = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.adversary.actor, s.adversary.actor)
     assert not all(jax.tree.leaves(changed))
-    seen = []  # the adversary's batches: reward −r (Pendulum's r ≤ 0, so −r ≥ 0) and α_A = 0
+    assert float(jnp.exp(s0.adversary.log_alpha)) == pytest.approx(0.005)
+    assert float(s.adversary.log_alpha) != float(s0.adversary.log_alpha) and "adv_alpha" in m  # tuned, and logged
+    seen, learned = [], []  # the adversary's batches: reward −r (Pendulum's r ≤ 0, so −r ≥ 0), its own α
     orig = algo.adv_learner.step
 
     def spy(p, b, hp_, k, alpha):
-        jax.debug.callback(lambda r, a: seen.append((np.asarray(r), np.asarray(a))), b["reward"], alpha)
+        learned.append(alpha is None)
+        jax.debug.callback(lambda r: seen.append(np.asarray(r)), b["reward"])
         return orig(p, b, hp_, k, alpha=alpha)
 
     algo.adv_learner.step = spy
     algo.update(s, hp, 6)
-    assert seen and all((r >= 0).all() and (r > 0).any() and (a == 0).all() for r, a in seen)
+    assert seen and learned == [True] and all((r >= 0).all() and (r > 0).any() for r in seen)
     # every stored protagonist action is its mode, also in the adversary's random phase (the first 8 steps)
     n = int(s.buffer.size)
     assert n == 24
     np.testing.assert_allclose(s.buffer.action[:n, :algo.act_dim], algo.learner.mode(s0.protagonist.actor, s.buffer.obs[:n]),
                                rtol=1e-5, atol=1e-6)
+
+
+def _pendulum_qarl(*overrides):
+    cfg = compose(["algo=qarl", "env=pendulum", "+env.kwargs.max_steps_in_episode=5", "algo.num_envs=4",
+                   "algo.learning_starts=0", "algo.batch_size=8", "algo.actor_hidden=[8]", "algo.critic_hidden=[8]",
+                   "algo.total_timesteps=96", "algo.phase_updates=3", "algo.buffer_size=128", *overrides])
+    return QARL(cfg["algo"], cfg["env"], {})
+
+
+HP = {"lr": 1e-3, "actor_lr": 1e-3, "gamma": 0.99, "tau": 0.005}
+
+
+def _run(algo, n, state=None):
+    s = algo.init(jax.random.PRNGKey(0), HP) if state is None else state
+    update, rows = jax.jit(algo.update), []
+    for i in range(n):
+        s, m = update(s, HP, i)
+        rows.append(jax.device_get(m))
+    return s, rows
+
+
+def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ablation():
+    """The reference's RARL adversary is SAC with automatic tuning from α = 0.005 toward −dim(A_adv); the
+    old code trained it at α_A = 0, so its σ collapsed.  ``adversary.alpha=0`` keeps that as an ablation."""
+    algo = _pendulum_qarl("algo.curriculum=rarl")
+    s0 = algo.init(jax.random.PRNGKey(0), HP)
+    assert float(jnp.exp(s0.adversary.log_alpha)) == pytest.approx(0.005)
+    assert algo.adv_learner.target_entropy == -1.0  # −dim(A_adv) on Pendulum
+    s, rows = _run(algo, 3, s0)  # the first phase: the adversary learns
+    assert [r["adversary_phase"] for r in rows] == [1.0] * 3 and all(r["adv_learning"] == 1.0 for r in rows)
+    assert float(s.adversary.log_alpha) != float(s0.adversary.log_alpha)
+    assert rows[-1]["adv_alpha"] == pytest.approx(float(jnp.exp(s.adversary.log_alpha)), rel=1e-2)  # mean of the steps
+    ablation = _pendulum_qarl("algo.curriculum=rarl", "algo.adversary.alpha=0")
+    s0 = ablation.init(jax.random.PRNGKey(0), HP)
+    s, rows = _run(ablation, 3, s0)
+    assert float(s.adversary.log_alpha) == float(s0.adversary.log_alpha) and rows[-1]["adv_alpha"] == 0.0
+    # QARL's adversary keeps the curriculum's temperature (never its own)
+    q = _pendulum_qarl("algo.curriculum=fixed")
+    assert q.adversary_alpha(jnp.array([0.03, 0.05])) is not None and "adv_alpha" not in _run(q, 1)[1][0]
+
+
+def test_phased_sac_keeps_the_alternation_with_a_zero_adversary():
+    """The same-schedule baseline: the protagonist learns only in its phases (as every adversarial
+    protagonist), the adversary never pushes and never learns; ``none`` learns every update."""
+    algo = _pendulum_qarl("algo.curriculum=phased")
+    s0 = algo.init(jax.random.PRNGKey(0), HP)
+    s, rows = _run(algo, 12, s0)
+    assert [r["learning"] for r in rows] == [0.0] * 3 + [1.0] * 3 + [0.0] * 3 + [1.0] * 3
+    assert all(r["adv_learning"] == 0.0 for r in rows)
+    n = int(s.buffer.size)
+    assert n == 48 and np.all(np.asarray(s.buffer.action[:n, algo.act_dim:]) == 0)
+    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.adversary, s.adversary)
+    assert all(jax.tree.leaves(same))
+    _, rows = _run(_pendulum_qarl("algo.curriculum=none"), 6)
+    assert [r["learning"] for r in rows] == [1.0] * 6
+
+
+def test_the_performance_gate_holds_the_self_paced_curriculum_back():
+    """Through the update loop: Pendulum's returns are negative, below δ = 10, so every curriculum step
+    is held (the shape stays at c_start, ``curriculum_held`` = 1, the measure logged); with δ below
+    the returns the same run anneals."""
+    held = _pendulum_qarl("algo.context_samples=4")
+    _, rows = _run(held, 12)  # 4 envs x 5-step episodes: one curriculum step every 5 updates
+    assert [r["curriculum_shape"] for r in rows] == [50.0] * 12
+    steps = [r for r in rows if r["curriculum_steps"] > 0]  # measured from the first step on
+    assert rows[-1]["curriculum_steps"] == 2 and len(steps) >= 7
+    assert all(r["curriculum_held"] == 1.0 and r["curriculum_performance"] < 10 for r in steps)
+    free = _pendulum_qarl("algo.context_samples=4", "algo.performance_threshold=-1000000.0")
+    _, rows = _run(free, 12)
+    assert rows[-1]["curriculum_shape"] < 50.0 and rows[-1]["curriculum_held"] == 0.0
+
+
+def test_the_curriculum_measures_rewards_per_control_step_under_action_repeat():
+    """With action repeat k an agent step's reward sums k control steps; the curriculum's discounted
+    return divides it by k, so δ keeps the reference's scale (dm_control's repeat does not sum)."""
+    one = _pendulum_qarl()
+    two = _pendulum_qarl()
+    two.action_repeat = 2  # Pendulum has no repeat: the same rewards, counted as two control steps each
+    s = one.init(jax.random.PRNGKey(0), HP)
+    _, ep1 = one.collect(s, HP, jnp.int32(0))
+    _, ep2 = two.collect(s, HP, jnp.int32(0))
+    np.testing.assert_allclose(ep2["discounted"], ep1["discounted"] / 2, rtol=1e-6)
+    assert np.abs(np.asarray(ep1["discounted"])).max() > 0
+    cfg = compose(["algo=qarl", "env=dmc_cartpole_balance", "env.kwargs.action_repeat=2", "env.kwargs.episode_length=8"])
+    assert QARL(cfg["algo"], cfg["env"], {}).action_repeat == 2  # read from the DM Control env
 
 
 @pytest.mark.slow
@@ -298,9 +392,12 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
 
     _, env = cartpole
     rng = np.random.default_rng(1)
-    a = jnp.asarray(rng.normal(0, 2, (64, 2)), jnp.float32)  # inside and outside the unit ball
-    for frac in (0.0, 0.3, 1.0):  # the push of the budgeted action is exactly frac x the full push
-        np.testing.assert_allclose(env.forces(env.within_budget(a, frac)), frac * env.forces(a), rtol=1e-5, atol=1e-6)
+    a = jnp.asarray(rng.normal(0, 2, (64, 2)), jnp.float32)  # inside and outside the unit box
+    for frac in (0.0, 0.3, 1.0):  # the push is clipped to the budget per component, not rescaled
+        want = np.clip(0.5 * np.clip(np.asarray(a), -1, 1), -0.5 * frac, 0.5 * frac).reshape(64, 1, 2)
+        np.testing.assert_allclose(env.forces(env.within_budget(a, frac)), want, rtol=1e-5, atol=1e-6)
+    small = jnp.array([[0.1, -0.2]])  # a push inside the budget is the push the adversary chose
+    np.testing.assert_allclose(env.within_budget(small, 0.3), small)
     cfg = compose(["algo=qarl", "env=pendulum", "algo.curriculum=force_budget",
                    "algo.num_envs=2", "algo.total_timesteps=60", "algo.phase_updates=5", "algo.learning_starts=0",
                    "algo.actor_hidden=[8]", "algo.critic_hidden=[8]", "algo.batch_size=4", "algo.buffer_size=64",

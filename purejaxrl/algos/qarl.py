@@ -12,20 +12,33 @@ acting throughout; the protagonist tunes α_P toward entropy −dim(A_P) as SAC.
 Curricula (``algo.curriculum``) on the Gamma shape ``c``:
 
 * ``self_paced`` (QARL): after every ``context_samples`` finished episodes ``(α_k, R_k)`` (``R_k``
-  the discounted return, as the reference), the next shape is the ``c'`` between the target and
+  the discounted return, as the reference, of rewards per control step: with ``action_repeat`` k an
+  agent step's summed reward counts 1/k, so ``performance_threshold`` δ keeps the reference's scale,
+  where dm_control's action repeat does not sum rewards), the next shape is the ``c'`` between the target and
   the current one that minimises ``KL(Gamma(c') ‖ Gamma(c_target))`` subject to the
   importance-weighted return ``mean_k [p_{c'}(α_k) / p_{c_k}(α_k)] · R_k ≥ performance_threshold``
   (``c_k`` the shape ``α_k`` was drawn from) and ``KL(Gamma(c') ‖ Gamma(c)) ≤ kl_bound``; the
-  shape stays while the return at ``c`` itself is below the threshold or no ``c'`` qualifies;
+  shape stays while the return at ``c`` itself is below the threshold (the gate; logged every update
+  as ``curriculum_performance``, ``curriculum_held`` and ``curriculum_steps``) or no ``c'`` qualifies;
 * ``linear``: ``c`` from ``c_start`` to ``c_target`` over the first ``linear_fraction`` of training;
-* ``fixed``: ``c = c_start`` throughout;  ``rarl``: ``α_A = 0`` from the start;
-* ``none``: no adversary (its actions are zero): plain SAC with the same networks;
-* ``force_budget``: the force-budget baseline — a fully rational adversary (``α_A = 0``) whose force
-  budget grows linearly from 0 to ``adversary.max_force`` over the first ``linear_fraction`` of
-  training.  The budget fraction takes the temperature's place in both players' observations (1 in
-  evaluation: the full budget), and the buffer stores the push the env applied (the adversary's
-  action scaled into its budget), as the reference does.  The reference draws the budget per episode
-  from a self-paced teacher; this is its linear-schedule simplification.
+* ``fixed``: ``c = c_start`` throughout;
+* ``rarl``: RARL — no curriculum: the adversary is an ordinary SAC agent with a temperature of its own,
+  tuned toward entropy ``−dim(A_adv)`` from ``adversary.init_alpha`` = 0.005 (the reference's RARL);
+  ``adversary.alpha=0`` is the deterministic-attacker ablation (an α = 0 actor collapses to its
+  smallest σ and stops exploring);
+* ``none``: no adversary (its actions are zero): plain SAC with the same networks, learning every update;
+* ``phased``: no adversary, the alternation kept — the protagonist learns only in its phases, as every
+  adversarial protagonist does: the same-schedule baseline of RARL and QARL;
+* ``force_budget``: the force-budget baseline — an adversary with its own temperature (as ``rarl``)
+  whose budget grows linearly from 0 to ``adversary.max_force`` over the first ``linear_fraction`` of
+  training: its action is clipped per component to ``±budget`` (the reference clips, it does not
+  rescale) and the buffer stores the clipped action, the push the env applied.  The budget fraction
+  takes the temperature's place in both players' observations (1 in evaluation: the full budget).  The
+  reference draws the budget per episode from a self-paced teacher; this is its linear-schedule
+  simplification.
+
+A fresh attacker (``attack_only``, ``purejaxrl robustness --fresh-adversary``) is a new adversary with
+its own tuned temperature, as ``rarl``, trained against the frozen protagonist acting greedily.
 """
 
 from __future__ import annotations
@@ -43,8 +56,9 @@ from purejaxrl import evalkeys
 from purejaxrl.algos.sac import SAC, Buffer, Player, SACLearner, learn_phase, true_next_obs
 from purejaxrl.rollout import episode_metrics
 
-CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none", "force_budget")
-RATIONAL = ("rarl", "none", "force_budget")  # α_A = 0 throughout
+CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none", "phased", "force_budget")
+RATIONAL = ("rarl", "none", "phased", "force_budget")  # no curriculum temperature: the adversary's own α (or none)
+NO_ADVERSARY = ("none", "phased")
 
 
 def gamma_log_pdf(x, shape, rate):
@@ -56,19 +70,24 @@ def gamma_kl_same_rate(a1, a2):
     return (a1 - a2) * digamma(a1) - gammaln(a1) + gammaln(a2)
 
 
+def weighted_return(c_new, temps, returns, valid, drawn):
+    """Importance-weighted mean return of the collected episodes under Gamma(``c_new``): ``temps``
+    in units of 1/rate (the rate cancels), each drawn from Gamma(``drawn``)."""
+    t = jnp.maximum(temps, 1e-12)
+    logw = gamma_log_pdf(t, c_new, 1.0) - gamma_log_pdf(t, drawn, 1.0)
+    return jnp.sum(jnp.where(valid, jnp.exp(logw) * returns, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+
 def self_paced_shape(c, temps, returns, valid, c_target, threshold, kl_bound, drawn=None, grid: int = 256):
     """The next Gamma shape of the self-paced curriculum (see the module docstring): ``temps`` (in
     units of 1/rate) and ``returns`` of the collected episodes (``valid`` masks them), each drawn
     from Gamma(``drawn``) (default: ``c``).  Nothing moves unless the return at ``c`` itself meets
-    the threshold."""
+    the threshold (the gate)."""
     cands = jnp.linspace(c_target, c, grid)  # from the target up to the current shape
-    t = jnp.maximum(temps, 1e-12)
-    drawn = jnp.full_like(t, c) if drawn is None else drawn
-    n = jnp.maximum(valid.sum(), 1)
+    drawn = jnp.full_like(temps, c) if drawn is None else drawn
 
-    def perf(c_new):  # importance-weighted return of the episodes under Gamma(c_new); the rate cancels
-        logw = gamma_log_pdf(t, c_new, 1.0) - gamma_log_pdf(t, drawn, 1.0)
-        return jnp.sum(jnp.where(valid, jnp.exp(logw) * returns, 0.0)) / n
+    def perf(c_new):
+        return weighted_return(c_new, temps, returns, valid, drawn)
 
     ok = (jax.vmap(perf)(cands) >= threshold) & (gamma_kl_same_rate(cands, c) <= kl_bound) & (perf(c) >= threshold)
     to_target = jnp.where(ok, gamma_kl_same_rate(cands, c_target), jnp.inf)
@@ -82,6 +101,9 @@ class Curriculum:
     returns: jax.Array    #     their temperatures were drawn from, since the last step
     drawn: jax.Array
     count: jax.Array
+    performance: jax.Array  # the gate's measure at the last step: the weighted return at the shape then
+    held: jax.Array         # 1 where that step's gate held the shape back (performance < threshold)
+    steps: jax.Array        # curriculum steps taken (0: performance and held not yet measured)
 
 
 @struct.dataclass
@@ -122,9 +144,15 @@ class QARL(SAC):
         self.kl_bound = float(c.get("kl_bound", 0.5))
         self.linear_fraction = float(c.get("linear_fraction", 2 / 3))
         self.phase_updates = int(c.get("phase_updates", 1000))
+        self.action_repeat = int(getattr(self.env.unwrapped, "action_repeat", 1))
         self.learner = SACLearner(self.act_dim, c["actor_hidden"], c["critic_hidden"], c.get("target_entropy"),
                                   bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)))
-        self.adv_learner = SACLearner(self.adv_dim, c["actor_hidden"], c["critic_hidden"], autotune=False)
+        # the adversary's own temperature where no curriculum sets it (RARL, force_budget, a fresh attacker):
+        # SAC's automatic tuning toward entropy -dim(A_adv) from 0.005, as the reference; a number fixes it
+        # (alpha: 0 is the deterministic-attacker ablation)
+        self.adv_alpha = adv.get("alpha", "auto")
+        self.adv_learner = SACLearner(self.adv_dim, c["actor_hidden"], c["critic_hidden"], adv.get("target_entropy"),
+                                      self.adv_alpha == "auto", float(adv.get("init_alpha", 0.005)))
 
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
@@ -144,8 +172,15 @@ class QARL(SAC):
         if not isinstance(lf, (int, float)) or not 0 < lf <= 1:
             errs.append(f"algo.linear_fraction={lf!r} must be in (0, 1]")
         adv = cfg.get("adversary") or {}
-        for k in sorted(set(adv) - {"max_force", "bodies"}):
-            errs.append(f"algo.adversary.{k} is not an adversary setting; valid: max_force, bodies")
+        valid = ("max_force", "bodies", "alpha", "init_alpha", "target_entropy")
+        for k in sorted(set(adv) - set(valid)):
+            errs.append(f"algo.adversary.{k} is not an adversary setting; valid: {', '.join(valid)}")
+        a = adv.get("alpha", "auto")
+        if a != "auto" and (not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0):
+            errs.append(f"algo.adversary.alpha={a!r} must be auto (tuned toward entropy -dim(A_adv), the reference's "
+                        "RARL) or a number >= 0 (0: a deterministic attacker)")
+        if "init_alpha" in adv and not (isinstance(adv["init_alpha"], (int, float)) and adv["init_alpha"] > 0):
+            errs.append(f"algo.adversary.init_alpha={adv['init_alpha']!r} must be a number > 0")
         counts = super().config_errors(cfg)  # SAC's: counts are integers >= 1, one update fits
         if not errs and not counts:
             updates = cfg["total_timesteps"] // (cfg["num_envs"] * cfg.get("steps_per_update", 1))
@@ -170,6 +205,20 @@ class QARL(SAC):
             return jnp.zeros((n,))
         return jax.random.gamma(key, shape, (n,)) / self.rate
 
+    @property
+    def own_temperature(self) -> bool:
+        """Whether the adversary has a temperature of its own (RARL, force_budget, a fresh attacker)
+        rather than the curriculum's."""
+        return self.attack_only or self.curriculum in ("rarl", "force_budget")
+
+    def adversary_alpha(self, context):
+        """α_A of the adversary's gradient step, per sample: the curriculum temperature (the last
+        observation entry, ``context``); with a temperature of its own ``None`` (learned) or the fixed
+        ``adversary.alpha``."""
+        if not self.own_temperature:
+            return context
+        return None if self.adv_alpha == "auto" else jnp.full_like(context, float(self.adv_alpha))
+
     def augment(self, obs, temperature):
         return jnp.concatenate([obs.reshape(obs.shape[0], -1), temperature[:, None]], -1)
 
@@ -179,7 +228,8 @@ class QARL(SAC):
         k_p, k_a, k_env, k_t, key = jax.random.split(key, 5)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         K, n = self.context_samples, self.num_envs
-        cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.ones(K), jnp.int32(0))
+        cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.ones(K), jnp.int32(0),
+                         jnp.float32(0.0), jnp.float32(0.0), jnp.int32(0))
         return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
                          Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
                          self.draw_temperature(k_t, self.c_start, n), jnp.full((n,), self.c_start, jnp.float32),
@@ -228,7 +278,7 @@ class QARL(SAC):
         """Both players' modes, at the curriculum's current mean temperature."""
         o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)))
         adv = self.adv_learner.mode(state.adversary.actor, o)
-        if self.curriculum == "none":
+        if self.curriculum in NO_ADVERSARY:
             adv = jnp.zeros_like(adv)
         return self.joint(self.learner.mode(state.protagonist.actor, o), adv)
 
@@ -258,7 +308,7 @@ class QARL(SAC):
                 a_p = self.learner.mode(state.protagonist.actor, o)
                 rand = rand.at[:, :self.act_dim].set(a_p)
             a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
-            if self.curriculum == "none":
+            if self.curriculum in NO_ADVERSARY:
                 a = a.at[:, self.act_dim:].set(0.0)
             if self.curriculum == "force_budget":  # the push the env applies, stored as the adversary's action
                 a = a.at[:, self.act_dim:].set(self.env.within_budget(a[:, self.act_dim:], self.budget(i)))
@@ -267,7 +317,9 @@ class QARL(SAC):
             nxt = self.augment(true_next_obs(obs2, term, trunc, info), self.context(temp, i))
             buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
             done = info["episode_done"]
-            disc = disc + hp["gamma"] ** (info["episode_length"] - 1).astype(jnp.float32) * reward
+            # the curriculum's measure per control step: an agent step's summed rewards / action_repeat,
+            # so performance_threshold keeps the reference's scale whatever the action repeat
+            disc = disc + hp["gamma"] ** (info["episode_length"] - 1).astype(jnp.float32) * reward / self.action_repeat
             ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
             ep.update(temperature=temp, drawn=drawn, discounted=disc)
             temp = jnp.where(done, self.draw_temperature(k_t, shape, obs.shape[0]), temp)
@@ -296,9 +348,13 @@ class QARL(SAC):
         drawn = cur.drawn.at[idx].set(episode["drawn"].reshape(-1), mode="drop")
         count = jnp.minimum(cur.count + done.sum(), K)
         full = count >= K
-        new_shape = self_paced_shape(cur.shape, temps * self.rate, rets, jnp.ones(K, bool), self.c_target,
+        valid = jnp.ones(K, bool)
+        new_shape = self_paced_shape(cur.shape, temps * self.rate, rets, valid, self.c_target,
                                      self.threshold, self.kl_bound, drawn)
-        return Curriculum(jnp.where(full, new_shape, cur.shape), temps, rets, drawn, jnp.where(full, 0, count))
+        perf = weighted_return(cur.shape, temps * self.rate, rets, valid, drawn)
+        return Curriculum(jnp.where(full, new_shape, cur.shape), temps, rets, drawn, jnp.where(full, 0, count),
+                          jnp.where(full, perf, cur.performance),
+                          jnp.where(full, (perf < self.threshold).astype(jnp.float32), cur.held), cur.steps + full)
 
     def update(self, state, hp, i, data=None):
         state, episode = self.collect(state, hp, i)
@@ -307,7 +363,7 @@ class QARL(SAC):
         A = self.act_dim
         learning = (i + 1) * self.units_per_update > self.learning_starts
         adversary_phase = (i // self.phase_updates) % 2 == 0
-        if self.curriculum == "none":
+        if self.curriculum == "none":  # plain SAC: the protagonist learns every update
             adversary_phase = jnp.bool_(False)
         if self.attack_only:
             adversary_phase = jnp.bool_(True)
@@ -325,19 +381,20 @@ class QARL(SAC):
         def a_step(p, k):
             k_b, k_s = jax.random.split(k)
             b = batch(k_b, True)
-            # α_A: the episode's temperature; a fresh attacker is fully rational whatever the protagonist sees
-            rational = self.attack_only or self.curriculum in RATIONAL  # the obs slot is not α_A there
-            alpha = jnp.zeros_like(b["obs"][:, -1]) if rational else b["obs"][:, -1]
-            return self.adv_learner.step(p, b, hp, k_s, alpha=alpha)
+            return self.adv_learner.step(p, b, hp, k_s, alpha=self.adversary_alpha(b["obs"][:, -1]))
 
         prot, m_p = learn_phase(p_step, state.protagonist, key, self.gradient_steps,
                                 jnp.logical_and(learning, jnp.logical_not(adversary_phase)))
         adv, m_a = learn_phase(a_step, state.adversary, jax.random.fold_in(key, 1), self.gradient_steps,
-                               jnp.logical_and(learning, adversary_phase))
-        m_a.pop("alpha")  # the adversary's temperature is the curriculum's (temperature_mean)
+                               jnp.logical_and(learning, adversary_phase) if self.curriculum != "phased" else False)
+        if not self.own_temperature:
+            m_a.pop("alpha")  # the adversary's temperature is the curriculum's (temperature_mean)
         m = {**m_p, **{f"adv_{k}": v for k, v in m_a.items()}, **episode_metrics(episode),
              "temperature_mean": state.curriculum.shape / self.rate, "curriculum_shape": state.curriculum.shape,
              "adversary_phase": jnp.asarray(adversary_phase, jnp.float32)}
+        if self.curriculum == "self_paced":  # the gate's measure at the last step, and whether it held
+            m.update(curriculum_performance=state.curriculum.performance, curriculum_held=state.curriculum.held,
+                     curriculum_steps=state.curriculum.steps)
         if self.curriculum == "linear":
             m["temperature_mean"] = self.shape_at(state.curriculum, i) / self.rate
         elif self.curriculum in RATIONAL:
@@ -348,7 +405,7 @@ class QARL(SAC):
 
 
 class RARL(QARL):
-    """Robust adversarial RL: the adversary fully rational (α_A = 0) from the start."""
+    """Robust adversarial RL: no curriculum, the adversary an ordinary SAC agent (its own tuned α)."""
 
     name = "rarl"
     default_curriculum = "rarl"
