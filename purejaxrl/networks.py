@@ -9,8 +9,33 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
+
+from envs.wrappers import running_moments
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu, "silu": nn.silu}
+
+
+@struct.dataclass
+class ObsNorm:
+    """Running observation statistics (PPO's ``normalize_obs``, SAC's ``normalize_observations``):
+    ``(obs − mean) / sqrt(var + 1e-8)``, the moments merged batch by batch."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @staticmethod
+    def empty(shape) -> ObsNorm:
+        return ObsNorm(jnp.zeros(shape), jnp.ones(shape), jnp.float32(1e-4))
+
+    def __call__(self, obs):
+        return (obs - self.mean) / jnp.sqrt(self.var + 1e-8)
+
+    def update(self, obs) -> ObsNorm:
+        """Merge a batch of observations (any leading axes)."""
+        flat = obs.reshape((-1,) + self.mean.shape)
+        return ObsNorm(*running_moments(self.mean, self.var, self.count, flat))
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,10 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     acfg = {**cfg["algo"], "curriculum": "fixed", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
     attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
 
-    def train(hp, protagonist, temperature, key):
+    def train(hp, protagonist, obs_norm, temperature, key):
         st = attacker.init(key, hp)
         shape = temperature * attacker.rate
-        st = st.replace(protagonist=protagonist, curriculum=st.curriculum.replace(shape=shape),
+        st = st.replace(protagonist=protagonist, obs_norm=obs_norm, curriculum=st.curriculum.replace(shape=shape),
                         temperature=jnp.full_like(st.temperature, temperature), drawn=jnp.full_like(st.drawn, shape))
         return jax.lax.scan(lambda s, i: (attacker.update(s, hp, i)[0], None), st, jnp.arange(updates))[0]
 
@@ -95,7 +95,7 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     attack_key = lambda base: jax.random.fold_in(evalkeys.stream(base, "test", seed), 1)  # noqa: E731
     keys = jax.vmap(attack_key)(algo.eval_key(state)) if many else attack_key(algo.eval_key(state))[None]
     temps = jax.vmap(algo.eval_temperature)(state) if many else algo.eval_temperature(state)
-    attack = _for_each_run(train, len(runs), hparams, state.protagonist, temps, keys if many else keys[0])
+    attack = _for_each_run(train, len(runs), hparams, state.protagonist, state.obs_norm, temps, keys if many else keys[0])
     return attacker, attack, np.asarray(temps).reshape(-1)
 
 

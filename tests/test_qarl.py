@@ -451,3 +451,19 @@ def _robustness_cells_and_modes_share_the_runs_episodes(run_dir):
     for mode in ("no_adversary", "trained_adversary"):
         np.testing.assert_allclose(res["returns"][mode], np.full((1, 2, 2), want), rtol=1e-6)
     np.testing.assert_array_equal(state.eval_rng, evalkeys.for_seed(0))
+
+
+def test_qarl_normalises_the_env_observation_and_leaves_the_context_raw():
+    algo = _pendulum_qarl("algo.normalize_observations=true", "algo.critic_layer_norm=true", "algo.curriculum=fixed")
+    s, _ = _run(algo, 2)
+    assert float(s.obs_norm.count) == pytest.approx(8 + 1e-4) and s.obs_norm.mean.shape == (3,)
+    n = int(s.buffer.size)
+    t = np.asarray(s.buffer.obs[:n, -1])
+    assert np.all(t > 0) and np.asarray(s.buffer.obs[:n, :3]).std() > 0.3  # the buffer: raw obs and temperature
+    b = algo.observe_batch(s.obs_norm, {"obs": s.buffer.obs[:n], "next_obs": s.buffer.next_obs[:n]})
+    np.testing.assert_allclose(b["obs"][:, -1], t)  # the context is not normalised
+    np.testing.assert_allclose(b["obs"][:, :3], s.obs_norm(s.buffer.obs[:n, :3]), rtol=1e-6)
+    fresh = QARL(algo.cfg, compose(["env=pendulum", "+env.kwargs.max_steps_in_episode=5"])["env"], {}, attack_only=True)
+    st = fresh.init(jax.random.PRNGKey(1), HP).replace(obs_norm=s.obs_norm)
+    st, _ = fresh.collect(st, HP, jnp.int32(0))
+    assert float(st.obs_norm.count) == float(s.obs_norm.count)  # a fresh attacker keeps the protagonist's statistics

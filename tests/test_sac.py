@@ -52,6 +52,72 @@ def test_ring_buffer_wraps_and_samples_only_what_was_written():
     assert np.all(np.asarray(half.sample(jax.random.PRNGKey(0), 512)["reward"]) == 1.0)  # never an empty slot
 
 
+def test_layer_norm_critic_is_dense_relu_layernorm_by_hand():
+    """brax's q_network_layer_norm: LayerNorm after each hidden activation, none on the output."""
+    from purejaxrl.algos.sac import QNet
+
+    net = QNet((4, 3), layer_norm=True)
+    obs, act = jnp.array([[0.3, -1.2]]), jnp.array([[0.5]])
+    p = net.init(jax.random.PRNGKey(0), obs, act)
+    pp = p["params"]["MLP_0"]
+    assert set(pp) == {"Dense_0", "Dense_1", "Dense_2", "LayerNorm_0", "LayerNorm_1"}
+    x = np.concatenate([np.asarray(obs), np.asarray(act)], -1)
+    for i in range(2):
+        d, ln = pp[f"Dense_{i}"], pp[f"LayerNorm_{i}"]
+        x = np.maximum(x @ np.asarray(d["kernel"]) + np.asarray(d["bias"]), 0)
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6) * np.asarray(ln["scale"]) \
+            + np.asarray(ln["bias"])
+    q = x @ np.asarray(pp["Dense_2"]["kernel"]) + np.asarray(pp["Dense_2"]["bias"])
+    np.testing.assert_allclose(net.apply(p, obs, act), q[:, 0], rtol=1e-5, atol=1e-6)
+    assert "LayerNorm_0" not in QNet((4, 3)).init(jax.random.PRNGKey(0), obs, act)["params"]["MLP_0"]  # default off
+
+
+def _pendulum_sac(*overrides):
+    cfg = compose(["algo=sac", "env=pendulum", "algo.num_envs=4", "algo.steps_per_update=3", "algo.total_timesteps=48",
+                   "algo.buffer_size=64", "algo.learning_starts=0", "algo.batch_size=8", "algo.actor_hidden=[8]",
+                   "algo.critic_hidden=[8]", *overrides])
+    return SAC(cfg["algo"], cfg["env"], {})
+
+
+def test_normalize_observations_as_brax_raw_buffer_normalised_inputs():
+    """The statistics merge each update's observations after acting; actions, greedy actions and every
+    gradient step's batch see ``(obs − mean)/sqrt(var + 1e-8)``; the buffer keeps raw observations."""
+    hp = {"lr": 3e-4, "actor_lr": 3e-4, "gamma": 0.99, "tau": 0.005}
+    algo = _pendulum_sac("algo.normalize_observations=true", "algo.critic_layer_norm=true")
+    s0 = algo.init(jax.random.PRNGKey(0), hp)
+    s1, _ = algo.collect(s0, hp, jnp.int32(0))
+    raw = np.asarray(s1.buffer.obs[:12])
+    assert np.abs(raw).max() > 1.5  # Pendulum's angular velocity: raw, not normalised
+    # merged into (0, 1, 1e-4): with 12 observations the running moments are theirs to 1e-4
+    np.testing.assert_allclose(s1.obs_norm.mean, raw.mean(0), atol=1e-3)
+    np.testing.assert_allclose(s1.obs_norm.var, raw.var(0), rtol=1e-3, atol=1e-3)
+    assert float(s1.obs_norm.count) == pytest.approx(12 + 1e-4)
+    z = (raw - np.asarray(s1.obs_norm.mean)) / np.sqrt(np.asarray(s1.obs_norm.var) + 1e-8)
+    np.testing.assert_allclose(algo.greedy_action(s1, jnp.asarray(raw)),
+                               algo.to_env(algo.learner.mode(s1.agent.actor, jnp.asarray(z))), rtol=1e-5, atol=1e-6)
+    seen = []
+    orig = algo.learner.step
+
+    def spy(p, b, hp_, k, alpha=None):
+        jax.debug.callback(lambda o: seen.append(np.asarray(o)), b["obs"])
+        return orig(p, b, hp_, k, alpha)
+
+    algo.learner.step = spy
+    s2, _ = algo.update(s1, hp, jnp.int32(1))
+    assert len(seen) == algo.gradient_steps
+    o = seen[0]
+    assert np.abs(o).max() < 5  # normalised inputs (raw speeds reach 8 only after swinging)
+    norm = s2.obs_norm  # the statistics the batch was normalised with: after this update's acting
+    buf = np.asarray(s2.buffer.obs[:24])
+    # every row of the batch is a buffer row, normalised with the current statistics
+    zb = (buf - np.asarray(norm.mean)) / np.sqrt(np.asarray(norm.var) + 1e-8)
+    dist = np.abs(o[:, None, :] - zb[None]).max(-1).min(-1)
+    assert dist.max() < 1e-5
+    off = _pendulum_sac()
+    s, _ = off.collect(off.init(jax.random.PRNGKey(0), hp), hp, jnp.int32(0))
+    assert float(s.obs_norm.count) == pytest.approx(1e-4)  # off: never updated, never applied
+
+
 def test_time_limits_store_the_final_observation_and_are_not_terminal():
     cfg = compose(["algo=sac", "env=pendulum", "+env.kwargs.max_steps_in_episode=3", "algo.num_envs=2",
                    "algo.steps_per_update=4", "algo.total_timesteps=8", "algo.buffer_size=16", "algo.learning_starts=0",

@@ -25,11 +25,11 @@ import optax
 from flax import struct
 
 import envs as _envs
-from envs.wrappers import running_moments
 from purejaxrl import evalkeys, objectives, returns
 from purejaxrl.algos.base import INF, RolloutAlgorithm
 from purejaxrl.networks import (
     ActorCritic,
+    ObsNorm,
     categorical_entropy,
     categorical_log_prob,
     gaussian_entropy,
@@ -37,16 +37,6 @@ from purejaxrl.networks import (
     resolve_spec,
 )
 from purejaxrl.rollout import episode_metrics, flatten_time, minibatch_sgd, rollout
-
-
-@struct.dataclass
-class ObsNorm:
-    mean: jax.Array
-    var: jax.Array
-    count: jax.Array
-
-    def __call__(self, obs):
-        return (obs - self.mean) / jnp.sqrt(self.var + 1e-8)
 
 
 @struct.dataclass
@@ -116,7 +106,7 @@ class PPO(RolloutAlgorithm):
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         params = self.network.init(k_net, obs[:1])
         shape = self.env.observation_shape
-        norm = ObsNorm(jnp.zeros(shape), jnp.ones(shape), jnp.float32(1e-4))
+        norm = ObsNorm.empty(shape)
         return PPOState(params, self._tx(hp).init(params), env_state, obs, key, norm, evalkeys.run_key(seed_key))
 
     # ---- policy pieces ----
@@ -192,7 +182,6 @@ class PPO(RolloutAlgorithm):
         params, opt_state, rng, m = minibatch_sgd(loss_fn, self._tx(hp), state.params, state.opt_state, batch, rng,
                                                   self.num_epochs, self.num_minibatches)
         if self.normalize_obs:  # merge this rollout's observations for the next rollout
-            flat = traj.obs.reshape((-1,) + self.env.observation_shape)
-            norm = ObsNorm(*running_moments(norm.mean, norm.var, norm.count, flat))
+            norm = norm.update(traj.obs)
         new = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng, obs_norm=norm)
         return new, {**m, **episode_metrics(traj.episode)}

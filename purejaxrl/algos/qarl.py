@@ -54,6 +54,7 @@ from jax.scipy.special import digamma, gammaln
 from envs.adversarial import ForceAdversary
 from purejaxrl import evalkeys
 from purejaxrl.algos.sac import SAC, Buffer, Player, SACLearner, learn_phase, true_next_obs
+from purejaxrl.networks import ObsNorm
 from purejaxrl.rollout import episode_metrics
 
 CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none", "phased", "force_budget")
@@ -119,6 +120,7 @@ class QARLState:
     curriculum: Curriculum
     rng: jax.Array
     eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
+    obs_norm: ObsNorm    # the env observations' running statistics (normalize_observations; the context stays raw)
 
 
 class QARL(SAC):
@@ -146,13 +148,13 @@ class QARL(SAC):
         self.phase_updates = int(c.get("phase_updates", 1000))
         self.action_repeat = int(getattr(self.env.unwrapped, "action_repeat", 1))
         self.learner = SACLearner(self.act_dim, c["actor_hidden"], c["critic_hidden"], c.get("target_entropy"),
-                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)))
+                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)), self.critic_layer_norm)
         # the adversary's own temperature where no curriculum sets it (RARL, force_budget, a fresh attacker):
         # SAC's automatic tuning toward entropy -dim(A_adv) from 0.005, as the reference; a number fixes it
         # (alpha: 0 is the deterministic-attacker ablation)
         self.adv_alpha = adv.get("alpha", "auto")
         self.adv_learner = SACLearner(self.adv_dim, c["actor_hidden"], c["critic_hidden"], adv.get("target_entropy"),
-                                      self.adv_alpha == "auto", float(adv.get("init_alpha", 0.005)))
+                                      self.adv_alpha == "auto", float(adv.get("init_alpha", 0.005)), self.critic_layer_norm)
 
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
@@ -219,8 +221,12 @@ class QARL(SAC):
             return context
         return None if self.adv_alpha == "auto" else jnp.full_like(context, float(self.adv_alpha))
 
-    def augment(self, obs, temperature):
-        return jnp.concatenate([obs.reshape(obs.shape[0], -1), temperature[:, None]], -1)
+    def augment(self, obs, temperature, norm: ObsNorm | None = None):
+        """Both players' input: the env observation (normalised with ``norm`` when
+        ``normalize_observations``) and the context appended; the buffer stores it with ``norm=None``."""
+        obs = obs.reshape(obs.shape[0], -1)
+        obs = obs if norm is None else self.observe(norm, obs)
+        return jnp.concatenate([obs, temperature[:, None]], -1)
 
     # ---- state ----
     def init(self, key, hp, data=None):
@@ -233,7 +239,7 @@ class QARL(SAC):
         return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
                          Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
                          self.draw_temperature(k_t, self.c_start, n), jnp.full((n,), self.c_start, jnp.float32),
-                         jnp.zeros((n,)), cur, key, evalkeys.run_key(seed_key))
+                         jnp.zeros((n,)), cur, key, evalkeys.run_key(seed_key), ObsNorm.empty((self.obs_dim - 1,)))
 
     def params(self, state):
         return (state.protagonist.actor, state.protagonist.critic, state.protagonist.log_alpha,
@@ -271,12 +277,12 @@ class QARL(SAC):
 
     def greedy_action(self, state, obs):
         """The protagonist's mode, no adversary (nominal evaluation)."""
-        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)))
+        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)), state.obs_norm)
         return self.joint(self.learner.mode(state.protagonist.actor, o), jnp.zeros((obs.shape[0], self.adv_dim)))
 
     def adversarial_action(self, state, obs):
         """Both players' modes, at the curriculum's current mean temperature."""
-        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)))
+        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)), state.obs_norm)
         adv = self.adv_learner.mode(state.adversary.actor, o)
         if self.curriculum in NO_ADVERSARY:
             adv = jnp.zeros_like(adv)
@@ -300,12 +306,13 @@ class QARL(SAC):
         def step(carry, _):
             obs, env_state, temp, drawn, disc, buf, rng = carry
             rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
-            o = self.augment(obs, self.context(temp, i))
-            a_p, _ = self.learner.sample(state.protagonist.actor, o, k_p)
-            a_adv, _ = self.adv_learner.sample(state.adversary.actor, o, k_a)
+            o = self.augment(obs, self.context(temp, i))  # stored raw
+            o_n = self.augment(obs, self.context(temp, i), state.obs_norm)  # what the players see
+            a_p, _ = self.learner.sample(state.protagonist.actor, o_n, k_p)
+            a_adv, _ = self.adv_learner.sample(state.adversary.actor, o_n, k_a)
             rand = jax.random.uniform(k_rand, (obs.shape[0], self.act_dim + self.adv_dim), minval=-1.0, maxval=1.0)
             if self.attack_only:  # the protagonist under attack acts greedily, also while the adversary explores
-                a_p = self.learner.mode(state.protagonist.actor, o)
+                a_p = self.learner.mode(state.protagonist.actor, o_n)
                 rand = rand.at[:, :self.act_dim].set(a_p)
             a = jnp.where(random_phase, rand, jnp.concatenate([a_p, a_adv], -1))
             if self.curriculum in NO_ADVERSARY:
@@ -321,7 +328,7 @@ class QARL(SAC):
             # so performance_threshold keeps the reference's scale whatever the action repeat
             disc = disc + hp["gamma"] ** (info["episode_length"] - 1).astype(jnp.float32) * reward / self.action_repeat
             ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
-            ep.update(temperature=temp, drawn=drawn, discounted=disc)
+            ep.update(temperature=temp, drawn=drawn, discounted=disc, obs=obs)
             temp = jnp.where(done, self.draw_temperature(k_t, shape, obs.shape[0]), temp)
             drawn = jnp.where(done, shape, drawn)
             disc = jnp.where(done, 0.0, disc)
@@ -329,8 +336,10 @@ class QARL(SAC):
 
         carry = (state.obs, state.env_state, state.temperature, state.drawn, state.discounted, state.buffer, state.rng)
         (obs, env_state, temp, drawn, disc, buf, rng), episode = jax.lax.scan(step, carry, None, self.steps_per_update)
+        seen = episode.pop("obs")  # after acting, before learning (brax's order); a fresh attacker keeps the
+        norm = state.obs_norm if self.attack_only else self.observed(state.obs_norm, seen)  # protagonist's statistics
         return state.replace(obs=obs, env_state=env_state, temperature=temp, drawn=drawn, discounted=disc, buffer=buf,
-                             rng=rng), episode
+                             rng=rng, obs_norm=norm), episode
 
     def advance_curriculum(self, cur: Curriculum, episode, i) -> Curriculum:
         """Record finished episodes' (temperature, return); every ``context_samples`` of them, move
@@ -369,7 +378,7 @@ class QARL(SAC):
             adversary_phase = jnp.bool_(True)
 
         def batch(k, adversary: bool):
-            b = state.buffer.sample(k, self.batch_size)
+            b = self.observe_batch(state.obs_norm, state.buffer.sample(k, self.batch_size))
             if adversary:
                 return {**b, "action": b["action"][:, A:], "reward": -b["reward"]}
             return {**b, "action": b["action"][:, :A]}

@@ -12,6 +12,12 @@ transitions go into a ring buffer held in the state, then ``gradient_steps`` min
 * temperature: ``L_α = −E[log α · (log π(ã|s) + H̄)]`` with target entropy ``H̄ = −dim(A)`` by default;
 * targets: ``Q̄ ← (1 − τ)·Q̄ + τ·Q``.
 
+Options of brax's SAC (MuJoCo Playground's tuned configuration sets both): ``critic_layer_norm``
+puts a LayerNorm after each hidden activation of the critics; ``normalize_observations`` keeps
+running observation statistics, merged after each update's acting, and both networks see
+``(obs − mean)/sqrt(var + 1e-8)`` — in acting, evaluation and every gradient step (the buffer keeps
+raw observations, normalised with the current statistics when sampled).
+
 ``log π`` of the tanh-squashed Gaussian is ``log N(u; μ, σ) − Σ_j log(1 − tanh(u_j)²)``, the
 correction computed as ``2·(log 2 − u − softplus(−2u))`` (exact, stable for large ``|u|``).
 """
@@ -31,6 +37,7 @@ from flax import struct
 
 from purejaxrl import evalkeys
 from purejaxrl.algos.base import Algorithm
+from purejaxrl.networks import ObsNorm
 from purejaxrl.rollout import episode_metrics
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -62,11 +69,14 @@ def alpha_loss(log_alpha, log_prob, target_entropy):
 class MLP(nn.Module):
     hidden: Sequence[int]
     out: int
+    layer_norm: bool = False  # LayerNorm after each hidden activation (brax's MLP with layer_norm=True)
 
     @nn.compact
     def __call__(self, x):
         for h in self.hidden:
             x = nn.relu(nn.Dense(h)(x))
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
         return nn.Dense(self.out)(x)
 
 
@@ -85,10 +95,11 @@ class Actor(nn.Module):
 
 class QNet(nn.Module):
     hidden: Sequence[int]
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs, action):
-        return MLP(self.hidden, 1)(jnp.concatenate([obs, action], -1))[..., 0]
+        return MLP(self.hidden, 1, self.layer_norm)(jnp.concatenate([obs, action], -1))[..., 0]
 
 
 @struct.dataclass
@@ -137,10 +148,10 @@ class SACLearner:
     adversary).  ``alpha`` may be given per sample (the adversary's curriculum temperature)."""
 
     def __init__(self, act_dim: int, actor_hidden, critic_hidden, target_entropy: float | None = None,
-                 autotune: bool = True, init_alpha: float = 1.0):
+                 autotune: bool = True, init_alpha: float = 1.0, critic_layer_norm: bool = False):
         self.act_dim = act_dim
         self.actor_net = Actor(tuple(actor_hidden), act_dim)
-        self.q_net = QNet(tuple(critic_hidden))
+        self.q_net = QNet(tuple(critic_hidden), bool(critic_layer_norm))
         self.target_entropy = -float(act_dim) if target_entropy is None else float(target_entropy)
         self.autotune = autotune
         self.init_alpha = float(init_alpha)
@@ -216,6 +227,7 @@ class SACState:
     obs: jax.Array
     rng: jax.Array
     eval_rng: jax.Array  # evaluation base key: a function of the run's seed only (purejaxrl.evalkeys)
+    obs_norm: ObsNorm    # running observation statistics (used with normalize_observations)
 
 
 class SAC(Algorithm):
@@ -240,8 +252,30 @@ class SAC(Algorithm):
         self.low, self.high = float(self.env.action_space.low), float(self.env.action_space.high)
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.obs_dim = int(np.prod(self.env.observation_shape))
+        self.normalize_observations = bool(c.get("normalize_observations", False))
+        self.critic_layer_norm = bool(c.get("critic_layer_norm", False))
         self.learner = SACLearner(self.act_dim, c["actor_hidden"], c["critic_hidden"], c.get("target_entropy"),
-                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)))
+                                  bool(c.get("autotune", True)), float(c.get("init_alpha", 1.0)), self.critic_layer_norm)
+
+    # ---- observation normalisation (brax's SAC normalize_observations) ----
+    def observe(self, norm: ObsNorm, obs):
+        """What the networks see of env observations ``obs``: normalised by the running statistics
+        when ``normalize_observations``, else ``obs`` itself."""
+        return norm(obs) if self.normalize_observations else obs
+
+    def observe_batch(self, norm: ObsNorm, b: dict) -> dict:
+        """A replay batch as the networks see it: the buffer keeps raw observations and every gradient
+        step normalises them with the current statistics (as brax's SAC); only the env's part of
+        each row (its first ``norm.mean.size`` entries: QARL appends its context after them)."""
+        if not self.normalize_observations:
+            return b
+        d = norm.mean.shape[-1]
+        cut = lambda o: jnp.concatenate([norm(o[:, :d]), o[:, d:]], -1)  # noqa: E731
+        return {**b, "obs": cut(b["obs"]), "next_obs": cut(b["next_obs"])}
+
+    def observed(self, norm: ObsNorm, obs) -> ObsNorm:
+        """The statistics with a batch of env observations merged in (unchanged when off)."""
+        return norm.update(obs) if self.normalize_observations else norm
 
     @classmethod
     def config_errors(cls, cfg: dict) -> list[str]:
@@ -275,7 +309,7 @@ class SAC(Algorithm):
         return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
     def greedy_action(self, state, obs):
-        return self.to_env(self.learner.mode(state.agent.actor, obs))
+        return self.to_env(self.learner.mode(state.agent.actor, self.observe(state.obs_norm, obs)))
 
     def params(self, state):
         return (state.agent.actor, state.agent.critic, state.agent.log_alpha)
@@ -286,7 +320,7 @@ class SAC(Algorithm):
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         return SACState(self.learner.init(k_agent, self.obs_dim, hp),
                         Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim), env_state, obs, key,
-                        evalkeys.run_key(seed_key))
+                        evalkeys.run_key(seed_key), ObsNorm.empty((self.obs_dim,)))
 
     # ---- acting ----
     def collect(self, state, hp, i):
@@ -298,17 +332,18 @@ class SAC(Algorithm):
         def step(carry, _):
             obs, env_state, buf, rng = carry
             rng, k_act, k_rand, k_env = jax.random.split(rng, 4)
-            a_pol, _ = self.learner.sample(state.agent.actor, obs, k_act)
+            a_pol, _ = self.learner.sample(state.agent.actor, self.observe(state.obs_norm, obs), k_act)
             a = jnp.where(random_phase, jax.random.uniform(k_rand, a_pol.shape, minval=-1.0, maxval=1.0), a_pol)
             obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.to_env(a))
             buf = buf.add({"obs": obs, "action": a, "reward": reward, "next_obs": true_next_obs(obs2, term, trunc, info),
                            "terminated": term})
             ep = {k: info[k] for k in ("episode_return", "episode_length", "episode_done")}
-            return (obs2, env_state, buf, rng), ep
+            return (obs2, env_state, buf, rng), (ep, obs)
 
-        (obs, env_state, buf, rng), episode = jax.lax.scan(
+        (obs, env_state, buf, rng), (episode, seen) = jax.lax.scan(
             step, (state.obs, state.env_state, state.buffer, state.rng), None, self.steps_per_update)
-        return state.replace(obs=obs, env_state=env_state, buffer=buf, rng=rng), episode
+        norm = self.observed(state.obs_norm, seen)  # after acting, before learning (brax's order)
+        return state.replace(obs=obs, env_state=env_state, buffer=buf, rng=rng, obs_norm=norm), episode
 
     def update(self, state, hp, i, data=None):
         state, episode = self.collect(state, hp, i)
@@ -317,7 +352,8 @@ class SAC(Algorithm):
 
         def step(agent, k):
             k_b, k_s = jax.random.split(k)
-            return self.learner.step(agent, state.buffer.sample(k_b, self.batch_size), hp, k_s)
+            b = self.observe_batch(state.obs_norm, state.buffer.sample(k_b, self.batch_size))
+            return self.learner.step(agent, b, hp, k_s)
 
         agent, m = learn_phase(step, state.agent, key, self.gradient_steps,
                                (i + 1) * self.units_per_update > self.learning_starts)
