@@ -68,6 +68,11 @@ class Environment(abc.ABC):
     def unwrapped(self) -> Environment:
         return self
 
+    def for_evaluation(self) -> Environment:
+        """The env evaluations step: this one, less anything that only shapes training (e.g. a DM
+        Control task's domain randomisation)."""
+        return self
+
 
 def as_step_types(reward, terminated, truncated):
     """The dtypes every environment returns: float32 reward, boolean flags."""

@@ -10,6 +10,21 @@ one vmapped program (the robustness grids) — set them with :meth:`DMCEnv.with_
 ``action_repeat`` (k) applies each action for k control steps and returns the sum of their rewards,
 as common DM Control benchmark settings do; ``episode_length`` still counts control steps, so returns
 stay on the suite's 0–1,000 scale while an episode is ``episode_length / k`` agent steps.
+
+Per-body masses: the state's ``body_scale`` (one multiplier per body, default 1) scales single bodies'
+mass and inertia on top of ``mass_scale``, with subtree masses recomputed (inverse weights, which only
+soften constraints, kept: the reference sets only ``body_mass``) — the reference's cartpole grid, pole
+mass × cart mass (:meth:`DMCEnv.with_body_masses`).
+
+Domain randomisation, in training only (:meth:`DMCEnv.for_evaluation` drops it: evaluations and
+robustness grids run the physics they set): every episode, at reset and at each auto-reset,
+
+* ``mass_scale_range: [lo, hi]`` / ``friction_scale_range: [lo, hi]`` draw ``mass_scale`` /
+  ``friction_scale`` uniformly (the robustness grid's axes, so SAC + domain randomisation trains on
+  the physics it is evaluated on);
+* ``randomization_fn: "module:function"`` — MuJoCo Playground's interface, ``fn(model, rng) ->
+  (model_batch, in_axes)`` with ``rng`` a batch of keys (e.g. its locomotion tasks' ``domain_randomize``):
+  called with one key per episode; the fields whose ``in_axes`` is 0 replace the model's for that episode.
 """
 
 from __future__ import annotations
@@ -54,11 +69,52 @@ class DMCState:
     time: jax.Array
     mass_scale: jax.Array
     friction_scale: jax.Array
+    body_scale: jax.Array  # [nbody] per-body mass multipliers
+    fields: dict           # model fields drawn by randomization_fn for this episode ({} without one)
+
+
+def randomize_mass_friction(model, rng, mass=(0.8, 1.2), friction=(0.5, 1.5)):
+    """A domain randomisation in MuJoCo Playground's form (``randomization_fn="envs.dmc:randomize_mass_friction"``):
+    per key, every body's mass (and inertia) × U(``mass``) drawn per body and every geom's sliding
+    friction × one U(``friction``); returns ``(model_batch, in_axes)``."""
+    nbody = model.body_mass.shape[0]
+
+    @jax.vmap
+    def draw(key):
+        k_m, k_f = jax.random.split(key)
+        m = jax.random.uniform(k_m, (nbody,), minval=mass[0], maxval=mass[1])
+        f = jax.random.uniform(k_f, (), minval=friction[0], maxval=friction[1])
+        return model.body_mass * m, model.body_inertia * m[:, None], model.geom_friction.at[:, 0].multiply(f)
+
+    body_mass, body_inertia, geom_friction = draw(rng)
+    in_axes = jax.tree_util.tree_map(lambda x: None, model)
+    in_axes = in_axes.tree_replace({"body_mass": 0, "body_inertia": 0, "geom_friction": 0})
+    batch = model.tree_replace({"body_mass": body_mass, "body_inertia": body_inertia, "geom_friction": geom_friction})
+    return batch, in_axes
+
+
+def _is_zero(axis) -> bool:
+    return isinstance(axis, int) and not isinstance(axis, bool) and axis == 0
+
+
+def _load_randomization(spec: str):
+    """``"module:function"`` → the function (a Playground-style ``fn(model, rng) -> (model_batch, in_axes)``)."""
+    import importlib
+
+    mod, _, fn = str(spec).partition(":")
+    if not mod or not fn:
+        raise ValueError(f"randomization_fn={spec!r} must be 'module:function', e.g. "
+                         "'mujoco_playground._src.locomotion.go1.randomize:domain_randomize'")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"randomization_fn={spec!r}: {e}") from e
 
 
 class DMCEnv(Environment):
     def __init__(self, task: str, episode_length: int = 1000, mass_scale: float = 1.0, friction_scale: float = 1.0,
-                 action_repeat: int = 1, impl: str = "jax"):
+                 action_repeat: int = 1, impl: str = "jax", mass_scale_range=None, friction_scale_range=None,
+                 randomization_fn: str | None = None):
         if task not in TASKS:
             raise ValueError(f"unknown DM Control task {task!r}; valid: {', '.join('dmc_' + t for t in TASKS)}")
         if not isinstance(episode_length, int) or episode_length < 1:
@@ -70,6 +126,17 @@ class DMCEnv(Environment):
         for k, v in (("mass_scale", mass_scale), ("friction_scale", friction_scale)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{k}={v!r} must be a number > 0")
+        self.ranges = {}
+        for k, v in (("mass_scale", mass_scale_range), ("friction_scale", friction_scale_range)):
+            if v is None:
+                continue
+            if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v)
+                    or not 0 < v[0] <= v[1]):
+                raise ValueError(f"{k}_range={v!r} must be [low, high] with 0 < low <= high (multipliers of the "
+                                 f"nominal task drawn per episode), e.g. [0.5, 2.0]")
+            self.ranges[k] = (float(v[0]), float(v[1]))
+        self.randomization_fn = randomization_fn
+        self._randomize = _load_randomization(randomization_fn) if randomization_fn else None
         try:
             from mujoco_playground import registry
         except ImportError as e:  # the optional extra
@@ -88,16 +155,71 @@ class DMCEnv(Environment):
         self._base = (m.body_mass, m.body_inertia, m.body_subtreemass, m.body_invweight0, m.dof_invweight0,
                       m.geom_friction)
         self._table: TorsoTable | None = None  # built on the first absolute_physics()
+        mj = self._env.mj_model
+        self.body_names = tuple(mj.body(i).name for i in range(mj.nbody))
+        in_subtree = np.zeros((mj.nbody, mj.nbody), np.float32)  # [b, c] = 1 where body c is in b's subtree
+        for c in range(mj.nbody):
+            b = c
+            while True:
+                in_subtree[b, c] = 1.0
+                if b == 0:
+                    break
+                b = int(mj.body_parentid[b])
+        self._in_subtree = in_subtree
+        self._field_names = ()  # the model fields randomization_fn draws (set on its first call)
+        if self._randomize is not None:
+            self._field_names = tuple(self._draw_fields(jax.random.PRNGKey(0)))
+
+    def for_evaluation(self):
+        """This env without its domain randomisation (evaluations run the physics they set)."""
+        if not self.ranges and self._randomize is None:
+            return self
+        env = copy.copy(self)
+        env.ranges, env._randomize, env._field_names = {}, None, ()
+        return env
+
+    def _draw_fields(self, key) -> dict:
+        """The model fields ``randomization_fn`` draws for one episode (those with ``in_axes`` 0)."""
+        import dataclasses
+
+        model, in_axes = self._randomize(self._env.mjx_model, key[None])
+        base = self._env.mjx_model  # array fields only (a static int field of in_axes may also read 0)
+        names = [f.name for f in dataclasses.fields(in_axes)
+                 if _is_zero(getattr(in_axes, f.name)) and isinstance(getattr(base, f.name), jax.Array)]
+        if not names:
+            raise ValueError(f"randomization_fn={self.randomization_fn!r} randomised no model field (in_axes has no 0)")
+        return {n: getattr(model, n)[0] for n in names}
+
+    def _draw_physics(self, key):
+        """``(mass_scale, friction_scale, fields)`` of a new episode: drawn where randomised."""
+        k_m, k_f, k_fn = jax.random.split(jax.random.fold_in(key, 0x5EED), 3)
+        mass, friction = (jnp.asarray(x, jnp.float32) for x in self.initial_physics())
+        if "mass_scale" in self.ranges:
+            mass = jax.random.uniform(k_m, (), minval=self.ranges["mass_scale"][0], maxval=self.ranges["mass_scale"][1])
+        if "friction_scale" in self.ranges:
+            lo, hi = self.ranges["friction_scale"]
+            friction = jax.random.uniform(k_f, (), minval=lo, maxval=hi)
+        fields = self._draw_fields(k_fn) if self._randomize is not None else {}
+        return mass, friction, fields
 
     @property
     def playground(self):
         """The wrapped Playground env (its ``mj_model`` names bodies, e.g. for external forces)."""
         return self._env
 
-    def _model(self, mass_scale, friction_scale):
+    def _model(self, mass_scale, friction_scale, body_scale=None, fields=None):
         """Every mass × ``mass_scale`` with the constants MuJoCo derives from masses kept consistent
         (subtree masses, which velocity sensors divide by; inverse weights, which soften constraints).
-        Under :meth:`absolute_physics` the two numbers are the torso's mass and the friction coefficient."""
+        Under :meth:`absolute_physics` the two numbers are the torso's mass and the friction coefficient.
+        ``body_scale`` ([nbody]) scales single bodies further; ``fields`` replace model fields."""
+        model = self._scaled_model(mass_scale, friction_scale)
+        if body_scale is not None:
+            mass = model.body_mass * body_scale
+            model = model.replace(body_mass=mass, body_inertia=model.body_inertia * body_scale[:, None],
+                                  body_subtreemass=jnp.asarray(self._in_subtree) @ mass)
+        return model.replace(**fields) if fields else model
+
+    def _scaled_model(self, mass_scale, friction_scale):
         if self._absolute is not None:
             return self._absolute_model(mass_scale, friction_scale)
         mass, inertia, subtree, body_iw, dof_iw, friction = self._base
@@ -193,7 +315,7 @@ class DMCEnv(Environment):
     def _with_model(self, fn, state: DMCState, *args):
         """Run a Playground function with this instance's physics (the model is read at trace time)."""
         env, base = self._env, self._env._mjx_model
-        env._mjx_model = self._model(state.mass_scale, state.friction_scale)
+        env._mjx_model = self._model(state.mass_scale, state.friction_scale, state.body_scale, state.fields)
         try:
             return fn(*args)
         finally:
@@ -208,10 +330,23 @@ class DMCEnv(Environment):
         return self.mass_scale, self.friction_scale
 
     def reset(self, key):
-        s = self._env.reset(key)
-        mass, friction = self.initial_physics()
-        one = jnp.ones((), jnp.float32)
-        return s.obs, DMCState(s, jnp.zeros((), jnp.int32), one * mass, one * friction)
+        mass, friction, fields = self._draw_physics(key)
+        state = DMCState(None, jnp.zeros((), jnp.int32), jnp.asarray(mass, jnp.float32),
+                         jnp.asarray(friction, jnp.float32), jnp.ones((len(self.body_names),), jnp.float32), fields)
+        s = self._with_model(self._env.reset, state, key)
+        return s.obs, state.replace(inner=s)
+
+    def with_body_masses(self, state: DMCState, masses: dict) -> DMCState:
+        """The same state with bodies' masses set in kg (``{"pole_1": 2.0, "cart": 0.5}``; inertia scaled
+        with each, subtree masses recomputed), on top of the nominal model (traced values allowed)."""
+        nominal = self._env.mj_model.body_mass
+        scale = state.body_scale
+        for name, kg in masses.items():
+            if name not in self.body_names:
+                raise ValueError(f"{self.name} has no body {name!r}; valid: {', '.join(self.body_names[1:])}")
+            i = self.body_names.index(name)
+            scale = scale.at[..., i].set(jnp.asarray(kg, jnp.float32) / float(nominal[i]))
+        return state.replace(body_scale=scale)
 
     @staticmethod
     def with_physics(state: DMCState, mass_scale, friction_scale) -> DMCState:
@@ -242,6 +377,11 @@ class DMCEnv(Environment):
         reward, terminated, truncated = as_step_types(jnp.nan_to_num(ns.reward), ns.done > 0.5,
                                                       time >= self.max_episode_steps)
         done = jnp.logical_or(terminated, truncated)
+        if self.ranges or self._randomize is not None:  # the next episode's physics, drawn from the key
+            mass, friction, fields = self._draw_physics(key)
+            drawn = state.replace(mass_scale=mass, friction_scale=friction, fields=fields)
+            physics = jax.tree.map(lambda f, x: jnp.where(done, f, x), drawn, state.replace(inner=ns))
+            state = physics.replace(inner=state.inner)
         fresh = self._with_model(self._env.reset, state, key)  # auto-reset: a new initial state from the key
         inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, ns)
         new = state.replace(inner=inner, time=jnp.where(done, 0, time))

@@ -7,6 +7,7 @@ see the raw reward, and every consumer steps the env with the same (clipped) act
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -39,6 +40,14 @@ class Wrapper(Environment):
     @property
     def unwrapped(self):
         return self.env.unwrapped
+
+    def for_evaluation(self):
+        inner = self.env.for_evaluation()
+        if inner is self.env:
+            return self
+        new = copy.copy(self)
+        new.env = inner
+        return new
 
 
 class ClipAction(Wrapper):

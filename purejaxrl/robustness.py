@@ -48,11 +48,14 @@ def parse_range(text: str, name: str) -> np.ndarray:
     return np.linspace(lo, hi, n, dtype=np.float32)
 
 
-def _with_physics(state, mass, friction):
-    """Set per-env multipliers in a stack's state (down to the DM Control env's own state)."""
+def _with_physics(state, mass, friction, base=None, bodies=None):
+    """Set per-env physics in a stack's state (down to the DM Control env's own state): mass and
+    friction multipliers (or absolute values), or with ``bodies`` the two bodies' masses in kg."""
     if hasattr(state, "mass_scale"):
+        if bodies:
+            return base.with_body_masses(state, {bodies[0]: mass, bodies[1]: friction})
         return state.replace(mass_scale=mass, friction_scale=friction)
-    return state.replace(env_state=_with_physics(state.env_state, mass, friction))
+    return state.replace(env_state=_with_physics(state.env_state, mass, friction, base, bodies))
 
 
 def _for_each_run(fn, n_runs: int, hparams, *args):
@@ -106,7 +109,7 @@ def co_trained_updates(algo) -> int:
 
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
-               fresh_adversary: int = 0, absolute: bool = False) -> dict:
+               fresh_adversary: int = 0, absolute: bool = False, bodies: tuple[str, str] | None = None) -> dict:
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -115,6 +118,17 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
         raise ConfigError(f"{cfg['env']['name']} has no per-env physics; robustness grids need a DM Control env "
                           "(env=dmc_*)")
     nominal = base.nominal_physics
+    if bodies:  # the grid: the first body's mass (kg) x the second's, every other body nominal
+        if absolute:
+            raise ConfigError("--bodies and --absolute are two different grids; give one")
+        bad = [b for b in bodies if b not in base.body_names[1:]]
+        if bad or len(bodies) != 2 or bodies[0] == bodies[1]:
+            raise ConfigError(f"--bodies={','.join(bodies)} must name two different bodies of {cfg['env']['name']}; "
+                              f"valid: {', '.join(base.body_names[1:])}")
+        kg = {b: float(base.playground.mj_model.body_mass[base.body_names.index(b)]) for b in bodies}
+        nominal = {**nominal, "body_mass": kg}
+        mass = np.linspace(kg[bodies[0]] / 2, kg[bodies[0]] * 1.5, 11, dtype=np.float32) if mass is None else mass
+        friction = np.linspace(kg[bodies[1]] / 2, kg[bodies[1]] * 1.5, 11, dtype=np.float32) if friction is None else friction
     if absolute and nominal["torso_mass"] is None:
         raise ConfigError(f"--absolute: {cfg['env']['name']} has no torso (absolute grids are torso mass x friction, "
                           "for hopper, walker and cheetah); drop --absolute to scale every mass and friction")
@@ -154,7 +168,7 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
 
             def cell(m, f):
                 return greedy_episode_returns(venv, lambda o: act(s, o), key,
-                                              lambda st: _with_physics(st, jnp.full((E,), m), jnp.full((E,), f)))
+                                              lambda st: _with_physics(st, jnp.full((E,), m), jnp.full((E,), f), base, bodies))
 
             return jax.vmap(cell)(ms, fs)  # [M·F, E]
 
@@ -162,7 +176,8 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
             ret = _for_each_run(one, len(runs), hparams, st_all, bases)
         out[mode] = np.asarray(ret).reshape(len(runs), M, F, E).mean(-1)
     axes = ({"physics": "absolute", "torso_mass": mass.tolist(), "friction": friction.tolist()} if absolute else
-            {"physics": "scale", "mass_scale": mass.tolist(), "friction_scale": friction.tolist()})
+            {"physics": "bodies", "bodies": list(bodies), "mass_1": mass.tolist(), "mass_2": friction.tolist()} if bodies
+            else {"physics": "scale", "mass_scale": mass.tolist(), "friction_scale": friction.tolist()})
     res = {**axes, "nominal": nominal, "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
            "fresh_adversary_updates": int(fresh_adversary),
@@ -180,6 +195,9 @@ def grid_axes(res: dict) -> tuple[tuple[str, str], tuple[str, str]]:
     """``((mass key, label), (friction key, label))`` of a ``robustness.json``."""
     if res.get("physics") == "absolute":
         return ("torso_mass", "torso mass (kg)"), ("friction", "friction coefficient")
+    if res.get("physics") == "bodies":
+        b1, b2 = res["bodies"]
+        return ("mass_1", f"{b1} mass (kg)"), ("mass_2", f"{b2} mass (kg)")
     return ("mass_scale", "mass × nominal"), ("friction_scale", "friction × nominal")
 
 
@@ -188,6 +206,8 @@ def nominal_cell(res: dict) -> tuple[int, int]:
     (mk, _), (fk, _) = grid_axes(res)
     if res.get("physics") == "absolute":
         m0, f0 = res["nominal"]["torso_mass"], max(res["nominal"]["friction"])
+    elif res.get("physics") == "bodies":
+        m0, f0 = (res["nominal"]["body_mass"][b] for b in res["bodies"])
     else:
         m0 = f0 = 1.0
     return int(np.argmin(np.abs(np.asarray(res[mk]) - m0))), int(np.argmin(np.abs(np.asarray(res[fk]) - f0)))
@@ -226,6 +246,9 @@ def robustness_main(argv: list[str]) -> None:
                    "1:9, walker 5:15, cheetah 3:9)")
     p.add_argument("--friction", default=None, help="friction multipliers LOW:HIGH:N (default 0.5:1.5:11); "
                    "with --absolute the friction coefficient (default 0.1 to 2 x nominal - 0.1, 11)")
+    p.add_argument("--bodies", default=None, metavar="B1,B2",
+                   help="the grid is two bodies' masses in kg instead: --mass for B1, --friction for B2 (default half to "
+                   "1.5 x nominal, 11 each); the reference's cartpole grid: --bodies pole_1,cart")
     p.add_argument("--absolute", action="store_true",
                    help="the paper's axes: torso mass (kg) x friction coefficient instead of multipliers")
     p.add_argument("--episodes", type=int, default=8, help="greedy episodes per cell and run")
@@ -244,10 +267,11 @@ def robustness_main(argv: list[str]) -> None:
         except (ValueError, AssertionError):
             raise ConfigError(f"--fresh-adversary={a.fresh_adversary} must be auto or an integer >= 0 (updates; 0: none)") from None
     mass, friction = a.mass and parse_range(a.mass, "mass"), a.friction and parse_range(a.friction, "friction")
-    if not a.absolute and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
+    bodies = tuple(a.bodies.split(",")) if a.bodies else None
+    if not a.absolute and not bodies and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
         print(f"note: --mass {a.mass} multiplies every body's mass (up to {mass.max():g} x nominal); for the paper's "
               "torso mass in kg add --absolute", file=sys.stderr)
-    res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute)
+    res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute, bodies)
     (mk, ml), (fk, fl) = grid_axes(res)
     nom = res["nominal"]
     torso = "" if nom["torso_mass"] is None else f"torso mass {nom['torso_mass']:.3g} kg, "

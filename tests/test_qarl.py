@@ -191,6 +191,14 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     (t,) = g["fresh_adversary_temperature"]
     assert min(temps) * 0.5 <= t <= 0.05 + 1e-6 and t > 0
     _robustness_cells_and_modes_share_the_runs_episodes(tmp_path / "r")
+    # the reference's cartpole grid: pole mass x cart mass in kg
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--bodies", "pole_1,cart", "--mass", "0.05:0.5:2",
+                        "--friction", "0.5:1.5:3", "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    g = json.loads((tmp_path / "r" / "robustness.json").read_text())
+    assert g["physics"] == "bodies" and g["bodies"] == ["pole_1", "cart"] and g["mass_2"] == [0.5, 1.0, 1.5]
+    assert g["nominal"]["body_mass"] == {"pole_1": pytest.approx(0.1), "cart": pytest.approx(1.0)}
+    assert np.asarray(g["returns"]["no_adversary"]).shape == (1, 2, 3) and "pole_1 mass" in r.stdout
     # the paper's absolute axes are torso mass x friction: cartpole has no torso, one line says so
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--absolute"], cwd=tmp_path,
                        capture_output=True, text=True)
@@ -467,3 +475,56 @@ def test_qarl_normalises_the_env_observation_and_leaves_the_context_raw():
     st = fresh.init(jax.random.PRNGKey(1), HP).replace(obs_norm=s.obs_norm)
     st, _ = fresh.collect(st, HP, jnp.int32(0))
     assert float(st.obs_norm.count) == float(s.obs_norm.count)  # a fresh attacker keeps the protagonist's statistics
+
+
+def test_domain_randomisation_draws_physics_per_episode_in_training_only():
+    """``mass_scale_range`` / ``friction_scale_range`` and a Playground-style ``randomization_fn`` draw
+    a new physics at reset and at every auto-reset; the evaluation env (``for_evaluation``, what
+    ``make_venv(evaluation=True)`` steps) is the nominal task."""
+    from envs.wrappers import make_stack
+
+    env = make("dmc_cartpole_balance", episode_length=3, mass_scale_range=[0.5, 2.0], friction_scale_range=[0.2, 0.4],
+               randomization_fn="envs.dmc:randomize_mass_friction")
+    nominal = np.asarray(env.playground.mj_model.body_mass)
+    venv = make_stack(env, 4)
+    obs, s = venv.reset(jax.random.PRNGKey(0))
+    inner = s.env_state if hasattr(s, "env_state") else s
+    while not hasattr(inner, "mass_scale"):
+        inner = inner.env_state
+    m0 = np.asarray(inner.mass_scale)
+    assert np.all((m0 >= 0.5) & (m0 <= 2.0)) and len(set(m0.round(6))) == 4  # per env, within the range
+    f0 = np.asarray(inner.friction_scale)
+    assert np.all((f0 >= 0.2) & (f0 <= 0.4))
+    bm = np.asarray(inner.fields["body_mass"])  # the function's draw: every body x U(0.8, 1.2)
+    assert bm.shape == (4, 3) and np.all(bm[:, 1:] >= 0.8 * nominal[1:] - 1e-6) and np.all(bm[:, 1:] <= 1.2 * nominal[1:] + 1e-6)
+    step = jax.jit(env.step)
+    one = jax.tree.map(lambda x: x[0], inner)
+    masses = []
+    for t in range(6):  # two 3-step episodes: the physics changes exactly at the auto-reset
+        _, one, *_ = step(jax.random.PRNGKey(t), one, jnp.zeros(1))
+        masses.append(float(one.mass_scale))
+    assert masses[0] == masses[1] == float(m0[0]) != masses[2] and masses[2] == masses[3] == masses[4] != masses[5]
+    ev = env.for_evaluation()
+    assert ev is not env and env.for_evaluation().ranges == {} and env.ranges  # the training env keeps its ranges
+    _, e0 = ev.reset(jax.random.PRNGKey(0))
+    assert float(e0.mass_scale) == 1.0 and float(e0.friction_scale) == 1.0 and e0.fields == {}
+    adv = ForceAdversary(env, 1.0)
+    assert adv.for_evaluation().env.ranges == {} and adv.env is env  # wrappers pass it through, copies only
+    assert make("dmc_cartpole_balance").for_evaluation().ranges == {}
+    with pytest.raises(ValueError, match="module:function"):
+        make("dmc_cartpole_balance", randomization_fn="no_colon")
+    with pytest.raises(ValueError, match=r"\[low, high\]"):
+        make("dmc_cartpole_balance", mass_scale_range=[2.0, 1.0])
+
+
+def test_per_body_masses_set_kilograms_and_recompute_subtree_masses(cartpole):
+    base, _ = cartpole
+    _, s = base.reset(jax.random.PRNGKey(0))
+    s = base.with_body_masses(s, {"pole_1": 2.0, "cart": 0.5})  # nominal: cart 1.0, pole 0.1
+    m = base._model(s.mass_scale, s.friction_scale, s.body_scale)
+    np.testing.assert_allclose(m.body_mass, [0.0, 0.5, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(m.body_subtreemass, [2.5, 2.5, 2.0], rtol=1e-6)  # world ⊃ cart ⊃ pole
+    nom = base.playground.mj_model
+    np.testing.assert_allclose(m.body_inertia[2], nom.body_inertia[2] * 20, rtol=1e-5)
+    with pytest.raises(ValueError, match="valid: cart, pole_1"):
+        base.with_body_masses(s, {"pole": 1.0})

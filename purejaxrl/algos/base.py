@@ -127,7 +127,8 @@ class Algorithm(abc.ABC):
         wrappers, so both step the env with the same actions; reward normalisation, which only
         shapes the learning signal, is left out of evaluation (returns are raw either way)."""
         normalize = bool(self.cfg.get("normalize_reward", False)) and not evaluation
-        return _envs.make_stack(self.env, num_envs, normalize_reward=normalize, gamma=hp.get("gamma", 0.99))
+        env = self.env.for_evaluation() if evaluation else self.env  # no training-only domain randomisation
+        return _envs.make_stack(env, num_envs, normalize_reward=normalize, gamma=hp.get("gamma", 0.99))
 
     def grid_axes(self) -> dict[str, list]:
         """Run axes this algorithm adds to the run grid from settings outside ``vmap`` (traced, in
