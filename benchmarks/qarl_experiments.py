@@ -4,13 +4,17 @@ stepping, SAC learning, and the side-by-side robustness comparison.
     python benchmarks/qarl_experiments.py throughput --env dmc_cartpole_balance --num-envs 16
     python benchmarks/qarl_experiments.py learn --env dmc_cartpole_balance --steps 100000 --seeds 3
     python benchmarks/qarl_experiments.py compare --env dmc_cartpole_balance --steps 100000 --seeds 3
+    python benchmarks/qarl_experiments.py vs-brax --env dmc_cartpole_balance --num-envs 16
 
 ``throughput`` times, in one process and on the same env count: a jitted scan of raw env steps
 (zero actions), one SAC update chunk and one QARL update chunk (compile time reported apart).
 ``learn`` trains SAC (seeds vmapped) and records its evaluation curve.  ``compare`` trains SAC
 (``curriculum=none``: the same networks, no adversary), RARL and QARL with the same budget and
-evaluates each on a mass × friction grid (``purejaxrl robustness``).  Results go to
-``benchmarks/results/qarl/``.
+evaluates each on a mass × friction grid (``purejaxrl robustness``).  ``vs-brax`` times our SAC and
+brax's SAC trainer (``brax.training.agents.sac``, the one MuJoCo Playground's examples use) in one
+process on the same Playground task, env count, 2 × 256 networks, batch 256, gradient steps per
+env step, observation normalisation and LayerNorm critics (Playground's tuned SAC settings): compile
+apart from steady state, env steps/s and gradient steps/s.  Results go to ``benchmarks/results/qarl/``.
 """
 
 from __future__ import annotations
@@ -85,6 +89,68 @@ def throughput(env: str, num_envs: int, updates: int) -> dict:
         # gradient_steps=1 per update; QARL: one player learns at a time (the adversary in this phase)
         out[algo] = {"compile_seconds": comp, "env_steps_per_second": n * num_envs / dt,
                      "gradient_steps_per_second": n * a.gradient_steps / dt, "updates_timed": n}
+    return out
+
+
+def vs_brax(env: str, num_envs: int, updates: int, grad_updates: int, batch: int) -> dict:
+    """Our SAC and brax's SAC trainer, the same settings, timed in one process (see the module doc)."""
+    import functools
+
+    from brax.training.agents.sac import networks as brax_sac_networks
+    from brax.training.agents.sac import train as brax_sac
+    from mujoco_playground import wrapper
+
+    from envs import make
+    from purejaxrl.config import compose, run_grid
+    from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
+
+    out = {"env": env, "num_envs": num_envs, "batch_size": batch, "gradient_steps_per_env_step": grad_updates,
+           "hidden": [256, 256], "normalize_observations": True, "critic_layer_norm": True,
+           "device": jax.devices()[0].device_kind}
+    # ours: one update = one step of every env + grad_updates gradient steps (brax's training step)
+    cfg = compose(["algo=sac", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
+                   f"algo.gradient_steps={grad_updates}", f"algo.batch_size={batch}", "algo.num_evals=1",
+                   "algo.normalize_observations=true", "algo.critic_layer_norm=true"])
+    a = build_algorithm(cfg)
+    _, hparams, _ = run_grid(cfg, a.HPARAMS)
+    tr = Trainer(a, 1, 3, num_evals=1)
+    tr.eval_every = 10**9
+    hp = batch_hparams(a, hparams, 1)
+    state = tr.init(jnp.stack([jax.random.PRNGKey(0)]), hp)
+    t0 = time.perf_counter()
+    tr.compile_chunk(state, hp, 0)
+    comp = time.perf_counter() - t0
+    state, _ = tr.chunk(state, hp, 0)
+    t0 = time.perf_counter()
+    state, _ = tr.chunk(state, hp, tr.updates_per_chunk)
+    jax.block_until_ready(state)
+    dt = time.perf_counter() - t0
+    n = tr.updates_per_chunk
+    out["purejaxrl"] = {"compile_seconds": comp, "env_steps_per_second": n * num_envs / dt,
+                        "gradient_steps_per_second": n * grad_updates / dt, "updates_timed": n}
+    # brax: num_evals=3 -> two training epochs of `updates` training steps each; the first includes the
+    # compile, the second is steady state (brax's own 'training/sps', evaluation excluded)
+    base = make(env).playground
+    times, metrics = [time.perf_counter()], []
+
+    def progress(step, m):
+        times.append(time.perf_counter())
+        metrics.append({k: float(v) for k, v in m.items() if k.startswith("training/")})
+
+    brax_sac.train(environment=base, wrap_env_fn=wrapper.wrap_for_brax_training, num_timesteps=2 * updates * num_envs,
+                   episode_length=1000, num_envs=num_envs, num_eval_envs=num_envs, batch_size=batch, num_evals=3,
+                   normalize_observations=True, grad_updates_per_step=grad_updates, min_replay_size=batch,
+                   max_replay_size=100_000, seed=0, progress_fn=progress,
+                   network_factory=functools.partial(brax_sac_networks.make_sac_networks,
+                                                     hidden_layer_sizes=(256, 256), q_network_layer_norm=True))
+    sps = [m.get("training/sps") for m in metrics if "training/sps" in m]
+    steady = sps[-1] if sps else None
+    out["brax"] = {"env_steps_per_second": steady, "gradient_steps_per_second":
+                   None if steady is None else steady / num_envs * grad_updates,
+                   "first_epoch_env_steps_per_second_with_compile": sps[0] if len(sps) > 1 else None,
+                   "wall_seconds_total": times[-1] - times[0], "training_steps_per_epoch": updates}
+    if steady:
+        out["speedup_env_steps"] = out["purejaxrl"]["env_steps_per_second"] / steady
     return out
 
 
@@ -239,10 +305,12 @@ def plot_curves(env: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "learn", "compare"])
+    p.add_argument("what", choices=["throughput", "learn", "compare", "vs-brax"])
     p.add_argument("--env", default="dmc_cartpole_balance")
     p.add_argument("--num-envs", type=int, default=16)
-    p.add_argument("--updates", type=int, default=200, help="throughput: updates per timed chunk")
+    p.add_argument("--updates", type=int, default=200, help="throughput, vs-brax: updates per timed chunk")
+    p.add_argument("--grad-updates", type=int, default=4, help="vs-brax: gradient steps per env step of all envs")
+    p.add_argument("--batch", type=int, default=256, help="vs-brax: minibatch size")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--mass", default=None, help="compare: LOW:HIGH:N (default: robustness's, 0.5:1.5:11 multipliers)")
@@ -265,6 +333,9 @@ def main() -> None:
     if a.what == "throughput":
         res = throughput(a.env, a.num_envs, a.updates)
         path = OUT / f"throughput_{a.env}_{res['device'].replace(' ', '_')}.json"
+    elif a.what == "vs-brax":
+        res = vs_brax(a.env, a.num_envs, a.updates, a.grad_updates, a.batch)
+        path = OUT / f"vs_brax_{a.env}_{res['device'].replace(' ', '_')}.json"
     elif a.what == "learn":
         res = learn(a.env, a.steps, a.seeds, a.num_envs, a.overrides)
         path = OUT / f"learn_sac_{a.env}.json"

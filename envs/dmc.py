@@ -20,8 +20,8 @@ Domain randomisation, in training only (:meth:`DMCEnv.for_evaluation` drops it: 
 robustness grids run the physics they set): every episode, at reset and at each auto-reset,
 
 * ``mass_scale_range: [lo, hi]`` / ``friction_scale_range: [lo, hi]`` draw ``mass_scale`` /
-  ``friction_scale`` uniformly (the robustness grid's axes, so SAC + domain randomisation trains on
-  the physics it is evaluated on);
+  ``friction_scale`` uniformly, ``body_mass_ranges: {body: [lo, hi]}`` single bodies' masses in kg
+  (the robustness grids' axes, so SAC + domain randomisation trains on the physics it is evaluated on);
 * ``randomization_fn: "module:function"`` — MuJoCo Playground's interface, ``fn(model, rng) ->
   (model_batch, in_axes)`` with ``rng`` a batch of keys (e.g. its locomotion tasks' ``domain_randomize``):
   called with one key per episode; the fields whose ``in_axes`` is 0 replace the model's for that episode.
@@ -114,7 +114,7 @@ def _load_randomization(spec: str):
 class DMCEnv(Environment):
     def __init__(self, task: str, episode_length: int = 1000, mass_scale: float = 1.0, friction_scale: float = 1.0,
                  action_repeat: int = 1, impl: str = "jax", mass_scale_range=None, friction_scale_range=None,
-                 randomization_fn: str | None = None):
+                 randomization_fn: str | None = None, body_mass_ranges: dict | None = None):
         if task not in TASKS:
             raise ValueError(f"unknown DM Control task {task!r}; valid: {', '.join('dmc_' + t for t in TASKS)}")
         if not isinstance(episode_length, int) or episode_length < 1:
@@ -135,6 +135,12 @@ class DMCEnv(Environment):
                 raise ValueError(f"{k}_range={v!r} must be [low, high] with 0 < low <= high (multipliers of the "
                                  f"nominal task drawn per episode), e.g. [0.5, 2.0]")
             self.ranges[k] = (float(v[0]), float(v[1]))
+        self.body_ranges = {}  # body name -> (lo, hi) kg, drawn per episode into body_scale
+        for name, v in (body_mass_ranges or {}).items():
+            if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v)
+                    or not 0 < v[0] <= v[1]):
+                raise ValueError(f"body_mass_ranges.{name}={v!r} must be [low, high] kg with 0 < low <= high")
+            self.body_ranges[str(name)] = (float(v[0]), float(v[1]))
         self.randomization_fn = randomization_fn
         self._randomize = _load_randomization(randomization_fn) if randomization_fn else None
         try:
@@ -166,17 +172,24 @@ class DMCEnv(Environment):
                     break
                 b = int(mj.body_parentid[b])
         self._in_subtree = in_subtree
+        for name in self.body_ranges:
+            if name not in self.body_names[1:]:
+                raise ValueError(f"body_mass_ranges: {self.name} has no body {name!r}; valid: {', '.join(self.body_names[1:])}")
         self._field_names = ()  # the model fields randomization_fn draws (set on its first call)
         if self._randomize is not None:
             self._field_names = tuple(self._draw_fields(jax.random.PRNGKey(0)))
 
     def for_evaluation(self):
         """This env without its domain randomisation (evaluations run the physics they set)."""
-        if not self.ranges and self._randomize is None:
+        if not self.randomized:
             return self
         env = copy.copy(self)
-        env.ranges, env._randomize, env._field_names = {}, None, ()
+        env.ranges, env.body_ranges, env._randomize, env._field_names = {}, {}, None, ()
         return env
+
+    @property
+    def randomized(self) -> bool:
+        return bool(self.ranges or self.body_ranges or self._randomize is not None)
 
     def _draw_fields(self, key) -> dict:
         """The model fields ``randomization_fn`` draws for one episode (those with ``in_axes`` 0)."""
@@ -191,8 +204,8 @@ class DMCEnv(Environment):
         return {n: getattr(model, n)[0] for n in names}
 
     def _draw_physics(self, key):
-        """``(mass_scale, friction_scale, fields)`` of a new episode: drawn where randomised."""
-        k_m, k_f, k_fn = jax.random.split(jax.random.fold_in(key, 0x5EED), 3)
+        """``(mass_scale, friction_scale, body_scale, fields)`` of a new episode: drawn where randomised."""
+        k_m, k_f, k_fn, k_b = jax.random.split(jax.random.fold_in(key, 0x5EED), 4)
         mass, friction = (jnp.asarray(x, jnp.float32) for x in self.initial_physics())
         if "mass_scale" in self.ranges:
             mass = jax.random.uniform(k_m, (), minval=self.ranges["mass_scale"][0], maxval=self.ranges["mass_scale"][1])
@@ -200,7 +213,13 @@ class DMCEnv(Environment):
             lo, hi = self.ranges["friction_scale"]
             friction = jax.random.uniform(k_f, (), minval=lo, maxval=hi)
         fields = self._draw_fields(k_fn) if self._randomize is not None else {}
-        return mass, friction, fields
+        body = jnp.ones((len(self.body_names),), jnp.float32)
+        nominal = self._env.mj_model.body_mass
+        for j, (name, (lo, hi)) in enumerate(sorted(self.body_ranges.items())):
+            i = self.body_names.index(name)
+            kg = jax.random.uniform(jax.random.fold_in(k_b, j), (), minval=lo, maxval=hi)
+            body = body.at[i].set(kg / float(nominal[i]))
+        return mass, friction, body, fields
 
     @property
     def playground(self):
@@ -330,9 +349,9 @@ class DMCEnv(Environment):
         return self.mass_scale, self.friction_scale
 
     def reset(self, key):
-        mass, friction, fields = self._draw_physics(key)
+        mass, friction, body, fields = self._draw_physics(key)
         state = DMCState(None, jnp.zeros((), jnp.int32), jnp.asarray(mass, jnp.float32),
-                         jnp.asarray(friction, jnp.float32), jnp.ones((len(self.body_names),), jnp.float32), fields)
+                         jnp.asarray(friction, jnp.float32), body, fields)
         s = self._with_model(self._env.reset, state, key)
         return s.obs, state.replace(inner=s)
 
@@ -377,9 +396,9 @@ class DMCEnv(Environment):
         reward, terminated, truncated = as_step_types(jnp.nan_to_num(ns.reward), ns.done > 0.5,
                                                       time >= self.max_episode_steps)
         done = jnp.logical_or(terminated, truncated)
-        if self.ranges or self._randomize is not None:  # the next episode's physics, drawn from the key
-            mass, friction, fields = self._draw_physics(key)
-            drawn = state.replace(mass_scale=mass, friction_scale=friction, fields=fields)
+        if self.randomized:  # the next episode's physics, drawn from the key
+            mass, friction, body, fields = self._draw_physics(key)
+            drawn = state.replace(mass_scale=mass, friction_scale=friction, body_scale=body, fields=fields)
             physics = jax.tree.map(lambda f, x: jnp.where(done, f, x), drawn, state.replace(inner=ns))
             state = physics.replace(inner=state.inner)
         fresh = self._with_model(self._env.reset, state, key)  # auto-reset: a new initial state from the key

@@ -46,6 +46,7 @@ STUDY_DIR = CONF_DIR / "reproduce"
 TIERS = ("smoke", "cpu", "gpu")
 KINDS = ("train", "llm")
 SPLITS = ("validation", "test")
+TRAIN_METRICS = ("return", "success", "grid_return")  # grid_return: mean greedy return over a physics grid
 ARM = r"([A-Za-z0-9_.:@*+-]+)"
 NUM = r"(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 CLAIM_FORMS = {
@@ -115,8 +116,8 @@ def study_errors(s: dict, where: str) -> list[str]:
     m = s["metric"]
     if not isinstance(m, dict) or "name" not in m:
         errs.append(f"{where}: metric needs name (train: return or success; llm: a summary key such as test_pass_at_1)")
-    elif s["kind"] == "train" and m["name"] not in ("return", "success"):
-        errs.append(f"{where}: metric.name={m['name']!r}; for kind=train use return or success")
+    elif s["kind"] == "train" and m["name"] not in TRAIN_METRICS:
+        errs.append(f"{where}: metric.name={m['name']!r}; for kind=train use {', '.join(TRAIN_METRICS)}")
     elif s["kind"] == "llm" and not str(m["name"]).startswith("test_"):
         errs.append(f"{where}: metric.name={m['name']!r}; for kind=llm use a held-out summary key test_*")
     if isinstance(m, dict) and "bounds" in m and not (isinstance(m["bounds"], list) and len(m["bounds"]) == 2
@@ -145,16 +146,46 @@ def study_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: claims[{i}]: {e}")
             continue
         cm = c.get("metric")
-        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in ("return", "success"))
+        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in TRAIN_METRICS)
         if cm is not None and not fits:
-            errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train return or success")
+            errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train "
+                        f"{', '.join(TRAIN_METRICS)}")
         for a in parsed["arms"]:
             if a not in arms:
                 errs.append(f"{where}: claims[{i}] names arm {a!r}, which the study does not define; arms: {', '.join(arms)}")
     errs += _datasets_errors(s, where)
+    errs += _grid_errors(s, where)
     setup = s.get("setup") or {}
     if setup and (s["kind"] != "llm" or not isinstance(setup, dict)):
         errs.append(f"{where}: setup (runs every arm starts from) is for kind=llm, a mapping name -> overrides")
+    return errs
+
+
+GRID_KEYS = ("mass", "friction", "episodes", "absolute", "bodies")
+
+
+def _uses_grid(s: dict) -> bool:
+    m = s.get("metric") or {}
+    return (isinstance(m, dict) and m.get("name") == "grid_return") or any(
+        isinstance(c, dict) and c.get("metric") == "grid_return" for c in s.get("claims") or [])
+
+
+def _grid_errors(s: dict, where: str) -> list[str]:
+    """``grid:`` (study or tier): the physics grid of ``grid_return`` — ``purejaxrl robustness``'s
+    ``mass`` / ``friction`` ranges (``LOW:HIGH:N``), ``episodes`` per cell, ``absolute`` or ``bodies``."""
+    specs = [("grid", s.get("grid"))] + [(f"tiers.{t}.grid", v.get("grid")) for t, v in (s.get("tiers") or {}).items()
+                                         if isinstance(v, dict) and v.get("grid") is not None]
+    errs = []
+    for key, g in specs:
+        if g is None:
+            continue
+        if s.get("kind") != "train" or not isinstance(g, dict) or set(g) - set(GRID_KEYS):
+            errs.append(f"{where}: {key} (the physics grid of grid_return) is for kind=train, a mapping of "
+                        f"{', '.join(GRID_KEYS)}")
+    if _uses_grid(s) and s.get("grid") is None:
+        errs.append(f"{where}: the metric grid_return needs a grid: section (mass, friction as LOW:HIGH:N, episodes per cell)")
+    if _uses_grid(s) and any("eval" in (a or {}) for a in (s.get("arms") or {}).values()):
+        errs.append(f"{where}: grid_return evaluates each arm's own run; arms with eval: overrides cannot use it")
     return errs
 
 
@@ -432,6 +463,41 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
                 ev = evaluate_run(d, episodes, split, 0, ev_over, write=False)
                 f.write_text(json.dumps({**ev, "source": source}, indent=1))
         log(f"[{study['study']}] {run}: evaluated {', '.join(arms)} on {episodes} validation and test episodes per seed")
+        if _uses_grid(study):
+            for arm in arms:
+                _grid_evaluations(study, spec, d, out, arm, log)
+
+
+def grid_spec(study: dict, spec: dict) -> dict:
+    """The physics grid of ``grid_return``: the study's ``grid``, updated by the tier's."""
+    return {"episodes": 8, **(study.get("grid") or {}), **(spec.get("grid") or {})}
+
+
+def _grid_evaluations(study: dict, spec: dict, d: Path, out: Path, arm: str, log) -> None:
+    """Every run's mean greedy return over the physics grid (no adversary), on validation and on test
+    episodes (each run's own key; every cell of a run plays the same episodes), written to
+    ``OUT/evals/<arm>_<split>_grid.json``."""
+    from purejaxrl.robustness import parse_range, robustness
+
+    g = grid_spec(study, spec)
+    source = {"run": arm, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(), "grid": g}
+    for split in SPLITS:
+        f = out / "evals" / f"{arm}_{split}_grid.json"
+        if f.exists() and json.loads(f.read_text()).get("source") == source:
+            continue
+        mass = parse_range(g["mass"], "mass") if g.get("mass") else None
+        friction = parse_range(g["friction"], "friction") if g.get("friction") else None
+        bodies = tuple(g["bodies"]) if g.get("bodies") else None
+        res = robustness(d, mass, friction, int(g["episodes"]), 0, 0, bool(g.get("absolute")), bodies, split=split,
+                         write=False)
+        grid = np.asarray(res["returns"]["no_adversary"])  # [runs, M, F]
+        per_run = [{**r, "grid_return": float(x.mean())} for r, x in zip(res["runs"], grid)]
+        cells = int(grid.shape[1] * grid.shape[2])
+        f.write_text(json.dumps({"per_run": per_run, "cells": cells, "episodes_per_cell": int(g["episodes"]),
+                                 "axes": {k: res[k] for k in res if k in ("physics", "bodies", "mass_scale", "friction_scale",
+                                                                         "torso_mass", "friction", "mass_1", "mass_2")},
+                                 "source": source}, indent=1))
+    log(f"[{study['study']}] {arm}: grid_return on validation and test episodes ({g})")
 
 
 def _train_overrides(study: dict, spec: dict, run: str, out: Path | None = None) -> list[str]:
@@ -526,6 +592,8 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
 
 
 def _train_scores(out: Path, arm: str, metric: str) -> dict:
+    if metric == "grid_return":
+        return _grid_scores(out, arm)
     res = {}
     for split in SPLITS:
         f = out / "evals" / f"{arm}_{split}.json"
@@ -553,6 +621,22 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
         if len(set(res["seeds"])) != len(res["seeds"]):
             raise ConfigError(f"arm {arm}'s run holds several runs per seed (a vmap grid); a study arm is one "
                               "configuration per seed: make each value its own arm")
+    return res
+
+
+def _grid_scores(out: Path, arm: str) -> dict:
+    res = {}
+    for split in SPLITS:
+        f = out / "evals" / f"{arm}_{split}_grid.json"
+        if not f.exists():
+            raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm}'s grid")
+        ev = json.loads(f.read_text())
+        res[split] = [float(r["grid_return"]) for r in ev["per_run"]]
+        res["seeds"] = [int(r["seed"]) for r in ev["per_run"]]
+        res["episodes"] = int(ev["cells"]) * int(ev["episodes_per_cell"])
+    if len(set(res["seeds"])) != len(res["seeds"]):
+        raise ConfigError(f"arm {arm}'s run holds several runs per seed (a vmap grid); a study arm is one "
+                          "configuration per seed: make each value its own arm")
     return res
 
 

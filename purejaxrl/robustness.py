@@ -102,6 +102,57 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     return attacker, attack, np.asarray(temps).reshape(-1)
 
 
+def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: int = 32, drop: float = 0.3,
+                     write: bool = True) -> dict:
+    """The smallest force budget that bites: for each budget F (ascending), a fresh adversary with
+    ``adversary.max_force = F`` trained against each run's frozen greedy protagonist, then the
+    protagonist's greedy return with no adversary and against it on the same ``episodes``
+    *validation* episodes per run (the budget is a choice; studies report on test episodes).  The
+    chosen budget is the smallest whose mean relative drop over runs, ``1 − attacked / nominal``,
+    reaches ``drop``; ``None`` when none does.  Writes ``calibration.json`` into the run directory."""
+    from purejaxrl.algos.qarl import QARL
+    from purejaxrl.evaluate import load_run
+
+    algo, state, hparams, runs, cfg = load_run(run_dir)
+    if not isinstance(algo, QARL) or algo.curriculum not in ("none", "phased"):
+        raise ConfigError("--calibrate needs a trained SAC protagonist from the QARL code: a run of algo=qarl "
+                          "algo.curriculum=none (or phased)")
+    budgets = sorted(float(b) for b in budgets)
+    if not budgets or budgets[0] <= 0:
+        raise ConfigError(f"--calibrate={budgets}: budgets must be numbers > 0")
+    n = co_trained_updates(algo) if updates == "auto" else int(updates)
+    n = max(n, algo.learning_starts // algo.units_per_update + 1)
+    bases = algo.eval_key(state)
+
+    def nominal_returns(hp, s, base):
+        venv = algo.make_venv(episodes, hp, evaluation=True)
+        return greedy_episode_returns(venv, lambda o: algo.greedy_action(s, o), evalkeys.stream(base, "validation", 0))
+
+    nominal = np.asarray(_for_each_run(nominal_returns, len(runs), hparams, state, bases)).reshape(len(runs), -1).mean(-1)
+    rows = []
+    for F in budgets:
+        cfg_f = {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": F}}}
+        attacker, attack_state, _ = train_fresh_adversary(algo, state, hparams, runs, cfg_f, n)
+
+        def attacked_returns(hp, s, base, attacker=attacker):
+            venv = attacker.make_venv(episodes, hp, evaluation=True)
+            return greedy_episode_returns(venv, lambda o: attacker.adversarial_action(s, o),
+                                          evalkeys.stream(base, "validation", 0))
+
+        att = np.asarray(_for_each_run(attacked_returns, len(runs), hparams, attack_state, bases)).reshape(len(runs), -1)
+        att = att.mean(-1)
+        rel = 1.0 - att / np.maximum(np.abs(nominal), 1e-8)
+        rows.append({"max_force": F, "attacked_return": att.tolist(), "relative_drop": rel.tolist(),
+                     "mean_relative_drop": float(rel.mean())})
+    chosen = next((r["max_force"] for r in rows if r["mean_relative_drop"] >= drop), None)
+    res = {"runs": runs, "env": cfg["env"]["name"], "episodes": int(episodes), "split": "validation",
+           "adversary_updates": int(n), "target_drop": float(drop), "nominal_return": nominal.tolist(),
+           "budgets": rows, "chosen_max_force": chosen}
+    if write:
+        Path(run_dir, "calibration.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def co_trained_updates(algo) -> int:
     """The number of updates a run's adversary learned in (its phases of the alternation)."""
     n, p = algo.num_updates, algo.phase_updates
@@ -109,7 +160,8 @@ def co_trained_updates(algo) -> int:
 
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
-               fresh_adversary: int = 0, absolute: bool = False, bodies: tuple[str, str] | None = None) -> dict:
+               fresh_adversary: int = 0, absolute: bool = False, bodies: tuple[str, str] | None = None,
+               split: str = "test", write: bool = True) -> dict:
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -164,7 +216,7 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     for mode, (act, st_all) in modes.items():
         def one(hp, s, eval_base):
             venv = algo.make_venv(E, hp, evaluation=True)
-            key = evalkeys.stream(eval_base, "test", seed)  # the same E episodes in every cell and mode of a run
+            key = evalkeys.stream(eval_base, split, seed)  # the same E episodes in every cell and mode of a run
 
             def cell(m, f):
                 return greedy_episode_returns(venv, lambda o: act(s, o), key,
@@ -186,8 +238,9 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
            "mean": {k: float(v.mean()) for k, v in out.items()}}
     if "fresh_adversary" in out and "trained_adversary" in out:  # per run: the fresh attack the stronger one?
         res["fresh_adversary_stronger"] = (out["fresh_adversary"].mean((1, 2)) < out["trained_adversary"].mean((1, 2))).tolist()
-    Path(run_dir, "robustness.json").write_text(json.dumps(res, indent=1))
-    _plot(Path(run_dir, "robustness.png"), res, out)
+    if write:
+        Path(run_dir, "robustness.json").write_text(json.dumps(res, indent=1))
+        _plot(Path(run_dir, "robustness.png"), res, out)
     return res
 
 
@@ -251,13 +304,37 @@ def robustness_main(argv: list[str]) -> None:
                    "1.5 x nominal, 11 each); the reference's cartpole grid: --bodies pole_1,cart")
     p.add_argument("--absolute", action="store_true",
                    help="the paper's axes: torso mass (kg) x friction coefficient instead of multipliers")
-    p.add_argument("--episodes", type=int, default=8, help="greedy episodes per cell and run")
+    p.add_argument("--episodes", type=int, default=None, help="greedy episodes per cell and run (default 8; with "
+                   "--calibrate per budget and run, default 32)")
     p.add_argument("--seed", type=int, default=0, help="which draw of test episodes (each run's own key; every cell "
                    "and mode of a run plays the same episodes)")
     p.add_argument("--fresh-adversary", default="0", metavar="UPDATES",
                    help="also train a new adversary (its own tuned α) against the frozen protagonist for this many updates "
                    "(auto: as many as the co-trained adversary learned)")
+    p.add_argument("--calibrate", default=None, metavar="F1,F2,...",
+                   help="instead of a grid: the smallest of these force budgets whose fresh adversary (trained "
+                   "--fresh-adversary updates, default auto) cuts the run's nominal return by --drop "
+                   "(a run of algo=qarl algo.curriculum=none; validation episodes; writes calibration.json)")
+    p.add_argument("--drop", type=float, default=0.3, help="with --calibrate: the relative drop a budget must reach")
     a = p.parse_args(argv)
+    if a.episodes is not None and a.episodes < 1:
+        raise ConfigError(f"--episodes={a.episodes} must be >= 1")
+    if a.calibrate is not None:
+        try:
+            budgets = [float(x) for x in a.calibrate.split(",")]
+        except ValueError:
+            raise ConfigError(f"--calibrate={a.calibrate!r} must be comma-separated numbers, e.g. 0.5,1,2,4") from None
+        if not 0 < a.drop < 1:
+            raise ConfigError(f"--drop={a.drop} must be in (0, 1)")
+        fresh = "auto" if a.fresh_adversary in ("0", 0) else a.fresh_adversary
+        res = calibrate_budget(a.run_dir, budgets, fresh, a.episodes or 32, a.drop)
+        for r in res["budgets"]:
+            print(f"max_force {r['max_force']:g}: mean relative drop {r['mean_relative_drop']:.2f} "
+                  f"(attacked {np.mean(r['attacked_return']):.1f} vs nominal {np.mean(res['nominal_return']):.1f})")
+        print(f"chosen: {res['chosen_max_force']} (the smallest reaching a drop of {a.drop:g}); "
+              f"wrote {Path(a.run_dir, 'calibration.json')}")
+        return
+    a.episodes = 8 if a.episodes is None else a.episodes
     if a.episodes < 1:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
     if a.fresh_adversary != "auto":

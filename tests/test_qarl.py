@@ -484,7 +484,7 @@ def test_domain_randomisation_draws_physics_per_episode_in_training_only():
     from envs.wrappers import make_stack
 
     env = make("dmc_cartpole_balance", episode_length=3, mass_scale_range=[0.5, 2.0], friction_scale_range=[0.2, 0.4],
-               randomization_fn="envs.dmc:randomize_mass_friction")
+               randomization_fn="envs.dmc:randomize_mass_friction", body_mass_ranges={"pole_1": [0.5, 2.0]})
     nominal = np.asarray(env.playground.mj_model.body_mass)
     venv = make_stack(env, 4)
     obs, s = venv.reset(jax.random.PRNGKey(0))
@@ -497,6 +497,8 @@ def test_domain_randomisation_draws_physics_per_episode_in_training_only():
     assert np.all((f0 >= 0.2) & (f0 <= 0.4))
     bm = np.asarray(inner.fields["body_mass"])  # the function's draw: every body x U(0.8, 1.2)
     assert bm.shape == (4, 3) and np.all(bm[:, 1:] >= 0.8 * nominal[1:] - 1e-6) and np.all(bm[:, 1:] <= 1.2 * nominal[1:] + 1e-6)
+    pole = np.asarray(inner.body_scale)[:, 2] * 0.1  # kg, per env within its range; the cart untouched
+    assert np.all((pole >= 0.5 - 1e-6) & (pole <= 2.0 + 1e-6)) and np.all(np.asarray(inner.body_scale)[:, 1] == 1)
     step = jax.jit(env.step)
     one = jax.tree.map(lambda x: x[0], inner)
     masses = []
@@ -508,6 +510,7 @@ def test_domain_randomisation_draws_physics_per_episode_in_training_only():
     assert ev is not env and env.for_evaluation().ranges == {} and env.ranges  # the training env keeps its ranges
     _, e0 = ev.reset(jax.random.PRNGKey(0))
     assert float(e0.mass_scale) == 1.0 and float(e0.friction_scale) == 1.0 and e0.fields == {}
+    assert np.all(np.asarray(e0.body_scale) == 1)
     adv = ForceAdversary(env, 1.0)
     assert adv.for_evaluation().env.ranges == {} and adv.env is env  # wrappers pass it through, copies only
     assert make("dmc_cartpole_balance").for_evaluation().ranges == {}
@@ -515,6 +518,8 @@ def test_domain_randomisation_draws_physics_per_episode_in_training_only():
         make("dmc_cartpole_balance", randomization_fn="no_colon")
     with pytest.raises(ValueError, match=r"\[low, high\]"):
         make("dmc_cartpole_balance", mass_scale_range=[2.0, 1.0])
+    with pytest.raises(ValueError, match="valid: cart, pole_1"):
+        make("dmc_cartpole_balance", body_mass_ranges={"pole": [1.0, 2.0]})
 
 
 def test_per_body_masses_set_kilograms_and_recompute_subtree_masses(cartpole):

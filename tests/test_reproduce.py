@@ -171,7 +171,8 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     assert R.for_tier(study, "cpu") is study
 
 
-SLOW_SMOKE = ("qgf_cube", "qgf_pendulum")  # minutes each (MuJoCo envs per task; two PPO policies to collect from)
+SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl")  # minutes each (MuJoCo envs per task; two PPO policies to collect
+# from; MJX compiles of three algorithms, their evaluations and grids)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
