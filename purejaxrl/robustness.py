@@ -108,7 +108,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     ``adversary.max_force = F`` trained against each run's frozen greedy protagonist, then the
     protagonist's greedy return with no adversary and against it on the same ``episodes``
     *validation* episodes per run (the budget is a choice; studies report on test episodes).  The
-    chosen budget is the smallest whose mean relative drop over runs, ``1 − attacked / nominal``,
+    chosen budget is the smallest whose mean relative drop over runs, ``(nominal − attacked) / |nominal|``,
     reaches ``drop``; ``None`` when none does.  Writes ``calibration.json`` into the run directory."""
     from purejaxrl.algos.qarl import QARL
     from purejaxrl.evaluate import load_run
@@ -141,7 +141,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
 
         att = np.asarray(_for_each_run(attacked_returns, len(runs), hparams, attack_state, bases)).reshape(len(runs), -1)
         att = att.mean(-1)
-        rel = 1.0 - att / np.maximum(np.abs(nominal), 1e-8)
+        rel = (nominal - att) / np.maximum(np.abs(nominal), 1e-8)  # 1 − attacked/nominal for positive returns
         rows.append({"max_force": F, "attacked_return": att.tolist(), "relative_drop": rel.tolist(),
                      "mean_relative_drop": float(rel.mean())})
     chosen = next((r["max_force"] for r in rows if r["mean_relative_drop"] >= drop), None)

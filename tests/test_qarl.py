@@ -533,3 +533,32 @@ def test_per_body_masses_set_kilograms_and_recompute_subtree_masses(cartpole):
     np.testing.assert_allclose(m.body_inertia[2], nom.body_inertia[2] * 20, rtol=1e-5)
     with pytest.raises(ValueError, match="valid: cart, pole_1"):
         base.with_body_masses(s, {"pole": 1.0})
+
+
+@pytest.mark.slow
+def test_calibrate_finds_the_smallest_budget_whose_fresh_adversary_bites(tmp_path):
+    """``robustness --calibrate``: per budget a fresh adversary against the frozen SAC protagonist, the
+    drop of the greedy return on validation episodes; the choice is the smallest budget reaching
+    --drop; a negligible budget leaves the return where it was; non-SAC runs are refused."""
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "train", "algo=qarl", "algo.curriculum=none", "env=pendulum",
+                        "+env.kwargs.max_steps_in_episode=40", "algo.total_timesteps=400", "algo.num_envs=4",
+                        "algo.learning_starts=40", "algo.phase_updates=10", "algo.actor_hidden=[16]",
+                        "algo.critic_hidden=[16]", "algo.batch_size=32", "algo.num_evals=1", "algo.num_eval_envs=2",
+                        "num_seeds=2", "logger.progress=false", "run_dir=r"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--calibrate", "2,0.000001",
+                        "--fresh-adversary", "30", "--episodes", "4", "--drop", "0.3"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    c = json.loads((tmp_path / "r" / "calibration.json").read_text())
+    assert [b["max_force"] for b in c["budgets"]] == [0.000001, 2.0] and c["split"] == "validation"
+    assert c["adversary_updates"] == 30 and len(c["nominal_return"]) == 2
+    tiny, big = c["budgets"]
+    assert abs(tiny["mean_relative_drop"]) < 1e-3  # a negligible push: the nominal return
+    nom = np.asarray(c["nominal_return"])
+    np.testing.assert_allclose(big["relative_drop"], (nom - np.asarray(big["attacked_return"])) / np.abs(nom), rtol=1e-5)
+    want = next((b["max_force"] for b in c["budgets"] if b["mean_relative_drop"] >= 0.3), None)
+    assert c["chosen_max_force"] == want and "chosen:" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--calibrate", "a,b"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr

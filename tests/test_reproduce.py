@@ -161,6 +161,40 @@ def test_a_five_task_run_scores_each_seed_by_its_mean_over_the_tasks(tmp_path):
     np.testing.assert_allclose(sc["test"], [0.3, 0.31, 0.32])
 
 
+def test_grid_return_is_a_claim_metric_read_from_the_grid_files(tmp_path):
+    """``metric: grid_return``: a study must say its grid; a claim on it reads
+    ``<arm>_<split>_grid.json`` (per seed, the episodes behind a score every cell's); arms with
+    evaluation-only overrides cannot use it."""
+    claims = [{"claim": "effect(a, b) > 0", "paper": "x", "metric": "grid_return"}]
+    with pytest.raises(ConfigError, match="needs a grid"):
+        _study(tmp_path, claims=claims)
+    with pytest.raises(ConfigError, match="mapping of mass"):
+        _study(tmp_path, claims=claims, grid={"mass": "1:2:3", "nope": 1})
+    with pytest.raises(ConfigError, match="eval: overrides"):
+        _study(tmp_path, claims=claims, grid={"mass": "1:2:3"}, arms={"a": {"eval": ["algo.x=1"]}, "b": {}})
+    study = _study(tmp_path, claims=claims, grid={"bodies": ["pole_1", "cart"], "mass": "0.1:2:3", "friction": "0.5:1.5:3"},
+                   arms={"a": {}, "b": {}})
+    assert R.grid_spec(study, {"grid": {"episodes": 2}}) == {"episodes": 2, "bodies": ["pole_1", "cart"],
+                                                             "mass": "0.1:2:3", "friction": "0.5:1.5:3"}
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    grid = {"a": [300.0, 310.0, 305.0], "b": [250.0, 270.0, 240.0]}
+    for arm, vals in grid.items():
+        for split, shift in (("validation", 1.0), ("test", 0.0)):
+            (out / "evals" / f"{arm}_{split}_grid.json").write_text(json.dumps({
+                "per_run": [{"run": i, "seed": i, "grid_return": v + shift} for i, v in enumerate(vals)],
+                "cells": 9, "episodes_per_cell": 8}))
+    sc = R._train_scores(out, "a", "grid_return")
+    assert sc["seeds"] == [0, 1, 2] and sc["episodes"] == 72 and sc["test"] == grid["a"]
+    assert sc["validation"] == [v + 1 for v in grid["a"]]
+    r = R.evaluate_claim({"claim": "effect(a, b) > 0", "paper": "x"},
+                         {k: R._train_scores(out, k, "grid_return") for k in grid}, "grid_return")
+    d = np.asarray(grid["a"]) - np.asarray(grid["b"])
+    assert r["estimate"] == pytest.approx(d.mean())
+    half = st.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert r["ci"] == pytest.approx([d.mean() - half, d.mean() + half])
+
+
 def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     study = _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["a", "b"]}, "cpu": {"seeds": 8}})
     small = R.for_tier(study, "smoke")
