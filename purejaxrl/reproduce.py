@@ -133,6 +133,10 @@ def study_errors(s: dict, where: str) -> list[str]:
                 errs.append(f"{where}: tiers.{t}.seeds must be an integer >= 1")
             elif "arms" in spec and (not isinstance(spec["arms"], list) or not set(spec["arms"]) <= set(arms or {})):
                 errs.append(f"{where}: tiers.{t}.arms must list arms of the study (the subset this tier runs)")
+            ao = spec.get("arm_overrides") if isinstance(spec, dict) else None
+            if ao is not None and (not isinstance(ao, dict) or not set(ao) <= set(arms or {}) or not all(
+                    isinstance(v, list) and all(isinstance(x, str) for x in v) for v in ao.values())):
+                errs.append(f"{where}: tiers.{t}.arm_overrides must map arms of the study to lists of overrides")
     claims = s["claims"]
     if not isinstance(claims, list) or not claims:
         return errs + [f"{where}: claims must be a list"]
@@ -489,7 +493,7 @@ def _grid_evaluations(study: dict, spec: dict, d: Path, out: Path, arm: str, log
         friction = parse_range(g["friction"], "friction") if g.get("friction") else None
         bodies = tuple(g["bodies"]) if g.get("bodies") else None
         res = robustness(d, mass, friction, int(g["episodes"]), 0, 0, bool(g.get("absolute")), bodies, split=split,
-                         write=False)
+                         write=False, adversary_grids=False)
         grid = np.asarray(res["returns"]["no_adversary"])  # [runs, M, F]
         per_run = [{**r, "grid_return": float(x.mean())} for r, x in zip(res["runs"], grid)]
         cells = int(grid.shape[1] * grid.shape[2])
@@ -502,10 +506,11 @@ def _grid_evaluations(study: dict, spec: dict, d: Path, out: Path, arm: str, log
 
 def _train_overrides(study: dict, spec: dict, run: str, out: Path | None = None) -> list[str]:
     """A train run's overrides: the study's, the tier's, its seeds (``seed=0`` and up, vmapped in one
-    program), then the arm's own (which may move its seeds, e.g. ``seed=100`` for a fresh set);
+    program), then the arm's own (which may move its seeds, e.g. ``seed=100`` for a fresh set), then the
+    tier's for that arm (``tiers.<tier>.arm_overrides.<arm>``, e.g. a budget that is a fraction of the tier's);
     ``{data.<name>}`` is the path of the study's dataset ``name`` under ``out``."""
     items = [*study.get("base", []), *spec["overrides"], f"num_seeds={spec['seeds']}", "seed=0",
-             *(study["arms"][run] or {}).get("overrides", [])]
+             *(study["arms"][run] or {}).get("overrides", []), *(spec.get("arm_overrides") or {}).get(run, [])]
     return _with_data(items, dataset_paths(study, spec, out)) if out is not None else items
 
 

@@ -70,8 +70,9 @@ def _for_each_run(fn, n_runs: int, hparams, *args):
 def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
     """``(attacker, attack_state, temperatures)``: a new adversary (its own tuned α) trained for ``updates``
     updates against the frozen protagonist of every run (vmapped over runs), from the run's own
-    settings.  The protagonist sees the temperature it is evaluated at everywhere else (its run's
-    curriculum mean; 0 for RARL and ``curriculum=none``), so all three grids show it the same input."""
+    settings, on the nominal task (a run's training-only domain randomisation is left out, as in
+    every evaluation).  The protagonist sees the context of the final evaluations (temperature 0, the
+    reference's; the full budget for ``force_budget``), so all three grids show it the same input."""
     from purejaxrl.algos.qarl import QARL
 
     if not isinstance(algo, QARL):
@@ -85,6 +86,7 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     # curriculum "fixed" at the run's evaluation temperature: the protagonist's input; the attacker's own α (attack_only)
     acfg = {**cfg["algo"], "curriculum": "fixed", "total_timesteps": updates * algo.units_per_update, "phase_updates": 1}
     attacker = QARL(acfg, cfg["env"], cfg.get("network") or {}, attack_only=True)
+    attacker.env = attacker.env.for_evaluation()  # the physics the grids and evaluations run
 
     def train(hp, protagonist, obs_norm, temperature, key):
         st = attacker.init(key, hp)
@@ -161,7 +163,7 @@ def co_trained_updates(algo) -> int:
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
                fresh_adversary: int = 0, absolute: bool = False, bodies: tuple[str, str] | None = None,
-               split: str = "test", write: bool = True) -> dict:
+               split: str = "test", write: bool = True, adversary_grids: bool = True) -> dict:
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -199,7 +201,7 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     ms = jnp.asarray(np.repeat(mass, F))  # cell c = (m, f) = (c // F, c % F)
     fs = jnp.asarray(np.tile(friction, M))
     modes = {"no_adversary": (algo.greedy_action, state)}
-    if hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in ("none", "phased"):
+    if adversary_grids and hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in ("none", "phased"):
         modes["trained_adversary"] = (algo.adversarial_action, state)
     fresh_temps = None
     if fresh_adversary == "auto":

@@ -101,7 +101,7 @@ def test_temperature_is_in_both_players_observations():
     t0 = np.asarray(state.temperature)
     assert t0.shape == (3,) and np.all(t0 > 0) and abs(t0.mean() - 0.05) < 0.03  # Gamma(50, 1000): mean 0.05
     state, _ = algo.collect(state, hp, jnp.int32(0))
-    b = jax.device_get(state.buffer)
+    b = jax.device_get(state.adv_buffer)  # update 0: the adversary's phase, its buffer
     np.testing.assert_allclose(b.obs[:6, -1], np.tile(t0, 2))       # the observation both actors see
     np.testing.assert_allclose(b.next_obs[:6, -1], np.tile(t0, 2))
     assert b.obs.shape[1] == 3 + 1 and b.action.shape[1] == 1 + 1   # [a_P | a_A]
@@ -187,9 +187,8 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     for mode in g["returns"]:
         assert np.asarray(g["returns"][mode]).shape == (1, 3, 2)
     assert (tmp_path / "r" / "robustness.png").exists()
-    # the protagonist sees the temperature of its other evaluations (the curriculum's current mean), not 0
-    (t,) = g["fresh_adversary_temperature"]
-    assert min(temps) * 0.5 <= t <= 0.05 + 1e-6 and t > 0
+    # the protagonist sees the context of the final evaluations: temperature 0 (the reference's)
+    assert g["fresh_adversary_temperature"] == [0.0]
     _robustness_cells_and_modes_share_the_runs_episodes(tmp_path / "r")
     # the reference's cartpole grid: pole mass x cart mass in kg
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--bodies", "pole_1,cart", "--mass", "0.05:0.5:2",
@@ -247,10 +246,10 @@ def test_a_fresh_adversary_learns_against_a_frozen_greedy_protagonist():
     algo.update(s, hp, 6)
     assert seen and learned == [True] and all((r >= 0).all() and (r > 0).any() for r in seen)
     # every stored protagonist action is its mode, also in the adversary's random phase (the first 8 steps)
-    n = int(s.buffer.size)
-    assert n == 24
-    np.testing.assert_allclose(s.buffer.action[:n, :algo.act_dim], algo.learner.mode(s0.protagonist.actor, s.buffer.obs[:n]),
-                               rtol=1e-5, atol=1e-6)
+    n = int(s.adv_buffer.size)
+    assert n == 24 and int(s.buffer.size) == 0  # every transition is the attacker's to learn from
+    np.testing.assert_allclose(s.adv_buffer.action[:n, :algo.act_dim],
+                               algo.learner.mode(s0.protagonist.actor, s.adv_buffer.obs[:n]), rtol=1e-5, atol=1e-6)
 
 
 def _pendulum_qarl(*overrides):
@@ -300,8 +299,9 @@ def test_phased_sac_keeps_the_alternation_with_a_zero_adversary():
     s, rows = _run(algo, 12, s0)
     assert [r["learning"] for r in rows] == [0.0] * 3 + [1.0] * 3 + [0.0] * 3 + [1.0] * 3
     assert all(r["adv_learning"] == 0.0 for r in rows)
-    n = int(s.buffer.size)
-    assert n == 48 and np.all(np.asarray(s.buffer.action[:n, algo.act_dim:]) == 0)
+    n = int(s.buffer.size)  # only its own phases' transitions: updates 3-5 and 9-11
+    assert n == 24 and np.all(np.asarray(s.buffer.action[:n, algo.act_dim:]) == 0)
+    assert s.adv_buffer.reward.shape == (1,)  # no one learns from the adversary's: one slot
     same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s0.adversary, s.adversary)
     assert all(jax.tree.leaves(same))
     _, rows = _run(_pendulum_qarl("algo.curriculum=none"), 6)
@@ -393,7 +393,7 @@ def test_absolute_physics_sets_the_torso_mass_and_friction_with_mujocos_derived_
 
 
 @pytest.mark.slow
-def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary(cartpole):
+def test_force_budget_baseline_clips_the_push_to_a_linearly_growing_budget(cartpole):
     """The budgeted push (force mode on cartpole's pole); the schedule, the context input and the
     stored actions through QARL updates on Pendulum (action perturbation: cheap to compile)."""
     from purejaxrl.algos.qarl import QARL
@@ -430,10 +430,12 @@ def test_force_budget_baseline_grows_the_push_linearly_with_a_rational_adversary
         assert float(m["force_budget"]) == pytest.approx(0.5 * float(algo.budget(i)))
         assert float(m["temperature_mean"]) == 0.0
     assert seen == pytest.approx([0.0, 0.2, 1.0])  # the env received the budgeted push ...
-    n = int(s.buffer.size)
-    assert n == 6
-    np.testing.assert_allclose(s.buffer.obs[:n, -1], [0, 0, 0.2, 0.2, 1, 1], atol=1e-6)  # ... both players see the budget
-    pushes = np.abs(np.asarray(s.buffer.action[:n, algo.act_dim:])).max(-1)
+    # updates 0 and 3 are the adversary's phase (its buffer), 15 the protagonist's
+    assert int(s.adv_buffer.size) == 4 and int(s.buffer.size) == 2
+    obs = np.concatenate([np.asarray(s.adv_buffer.obs[:4]), np.asarray(s.buffer.obs[:2])])
+    actions = np.concatenate([np.asarray(s.adv_buffer.action[:4]), np.asarray(s.buffer.action[:2])])
+    np.testing.assert_allclose(obs[:, -1], [0, 0, 0.2, 0.2, 1, 1], atol=1e-6)  # ... both players see the budget
+    pushes = np.abs(actions[:, algo.act_dim:]).max(-1)
     assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1]) + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
     assert float(algo.eval_temperature(s)) == 1.0  # evaluation: the full budget
 
@@ -465,12 +467,13 @@ def test_qarl_normalises_the_env_observation_and_leaves_the_context_raw():
     algo = _pendulum_qarl("algo.normalize_observations=true", "algo.critic_layer_norm=true", "algo.curriculum=fixed")
     s, _ = _run(algo, 2)
     assert float(s.obs_norm.count) == pytest.approx(8 + 1e-4) and s.obs_norm.mean.shape == (3,)
-    n = int(s.buffer.size)
-    t = np.asarray(s.buffer.obs[:n, -1])
-    assert np.all(t > 0) and np.asarray(s.buffer.obs[:n, :3]).std() > 0.3  # the buffer: raw obs and temperature
-    b = algo.observe_batch(s.obs_norm, {"obs": s.buffer.obs[:n], "next_obs": s.buffer.next_obs[:n]})
+    buf = s.adv_buffer  # updates 0 and 1: the adversary's phase
+    n = int(buf.size)
+    t = np.asarray(buf.obs[:n, -1])
+    assert n == 8 and np.all(t > 0) and np.asarray(buf.obs[:n, :3]).std() > 0.3  # the buffer: raw obs and temperature
+    b = algo.observe_batch(s.obs_norm, {"obs": buf.obs[:n], "next_obs": buf.next_obs[:n]})
     np.testing.assert_allclose(b["obs"][:, -1], t)  # the context is not normalised
-    np.testing.assert_allclose(b["obs"][:, :3], s.obs_norm(s.buffer.obs[:n, :3]), rtol=1e-6)
+    np.testing.assert_allclose(b["obs"][:, :3], s.obs_norm(buf.obs[:n, :3]), rtol=1e-6)
     fresh = QARL(algo.cfg, compose(["env=pendulum", "+env.kwargs.max_steps_in_episode=5"])["env"], {}, attack_only=True)
     st = fresh.init(jax.random.PRNGKey(1), HP).replace(obs_norm=s.obs_norm)
     st, _ = fresh.collect(st, HP, jnp.int32(0))
@@ -555,6 +558,7 @@ def test_calibrate_finds_the_smallest_budget_whose_fresh_adversary_bites(tmp_pat
     assert c["adversary_updates"] == 30 and len(c["nominal_return"]) == 2
     tiny, big = c["budgets"]
     assert abs(tiny["mean_relative_drop"]) < 1e-3  # a negligible push: the nominal return
+    assert big["mean_relative_drop"] > tiny["mean_relative_drop"] + 0.01  # a push as large as the action range hurts
     nom = np.asarray(c["nominal_return"])
     np.testing.assert_allclose(big["relative_drop"], (nom - np.asarray(big["attacked_return"])) / np.abs(nom), rtol=1e-5)
     want = next((b["max_force"] for b in c["budgets"] if b["mean_relative_drop"] >= 0.3), None)
@@ -562,3 +566,51 @@ def test_calibrate_finds_the_smallest_budget_whose_fresh_adversary_bites(tmp_pat
     bad = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--calibrate", "a,b"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_each_player_replays_only_its_own_phases():
+    """The reference's agents fit on their own phase's data: the protagonist's buffer holds the
+    transitions of its phases, the adversary's of its; plain SAC (``none``) keeps everything."""
+    algo = _pendulum_qarl("algo.curriculum=rarl")
+    s, rows = _run(algo, 12)  # phases of 3 updates x 4 envs: adversary, protagonist, adversary, protagonist
+    assert int(s.buffer.size) == 24 and int(s.adv_buffer.size) == 24
+    prot, adv = np.asarray(s.buffer.obs[:24]), np.asarray(s.adv_buffer.obs[:24])
+    assert not any(np.allclose(p, a) for p in prot for a in adv)  # disjoint transitions
+    s, _ = _run(_pendulum_qarl("algo.curriculum=none"), 6)
+    assert int(s.buffer.size) == 24 and s.adv_buffer.reward.shape == (1,)
+
+
+def test_final_evaluations_show_temperature_zero_and_training_evaluations_the_curriculum_mean():
+    """As the reference: evaluate (and attack) the protagonist at temperature 0, the fully rational
+    context the curriculum ends at; the evaluations during training at the curriculum's mean."""
+    algo = _pendulum_qarl("algo.curriculum=self_paced")
+    s = algo.init(jax.random.PRNGKey(0), HP)
+    assert float(algo.eval_temperature(s)) == 0.0 and float(algo.progress_temperature(s)) == pytest.approx(0.05)
+    seen = []
+    orig = algo.augment
+
+    def spy(obs, temperature, norm=None):
+        jax.debug.callback(lambda t: seen.append(float(np.asarray(t)[0])), temperature)
+        return orig(obs, temperature, norm)
+
+    algo.augment = spy
+    algo.evaluate(s, HP, 0)
+    assert seen and all(t == pytest.approx(0.05) for t in seen)
+    seen.clear()
+    algo.greedy_action(s, jnp.zeros((2, 3)))
+    assert seen == [0.0]
+    fb = _pendulum_qarl("algo.curriculum=force_budget")
+    assert float(fb.eval_temperature(fb.init(jax.random.PRNGKey(0), HP))) == 1.0  # the full budget
+
+
+def test_the_self_paced_window_counts_every_episode_of_the_update_that_fills_it():
+    """Six episodes end in the update that completes a window of four: all six are counted (the
+    reference reads its whole buffer), none is dropped."""
+    algo = _pendulum_qarl("algo.context_samples=4", "algo.num_envs=6", "algo.performance_threshold=-1000000.0")
+    cur = algo.init(jax.random.PRNGKey(0), HP).curriculum
+    assert cur.temps.shape == (4 + 6,)
+    ep = {"episode_done": jnp.ones((1, 6), bool), "temperature": jnp.full((1, 6), 0.05),
+          "discounted": jnp.arange(6.0).reshape(1, 6), "drawn": jnp.full((1, 6), 50.0)}
+    new = algo.advance_curriculum(cur, ep, 0)
+    assert int(new.steps) == 1 and int(new.count) == 0
+    assert float(new.performance) == pytest.approx(np.arange(6.0).mean())  # all six at their own shape: weight 1

@@ -195,6 +195,17 @@ def test_grid_return_is_a_claim_metric_read_from_the_grid_files(tmp_path):
     assert r["ci"] == pytest.approx([d.mean() - half, d.mean() + half])
 
 
+def test_a_tier_may_set_one_arms_budget(tmp_path):
+    study = _study(tmp_path, tiers={"smoke": {"seeds": 2, "overrides": ["algo.total_timesteps=100"],
+                                              "arm_overrides": {"a": ["algo.total_timesteps=50"]}}})
+    spec = R.tier_spec(study, "smoke", None)
+    over = R._train_overrides(study, spec, "a")
+    assert over[-1] == "algo.total_timesteps=50" and over.index("algo.total_timesteps=100") < len(over) - 1
+    assert "algo.total_timesteps=50" not in R._train_overrides(study, spec, "b")
+    with pytest.raises(ConfigError, match="arm_overrides must map arms"):
+        _study(tmp_path, tiers={"smoke": {"seeds": 2, "arm_overrides": {"zz": ["x=1"]}}})
+
+
 def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     study = _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["a", "b"]}, "cpu": {"seeds": 8}})
     small = R.for_tier(study, "smoke")

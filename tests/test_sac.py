@@ -50,6 +50,9 @@ def test_ring_buffer_wraps_and_samples_only_what_was_written():
     half = Buffer.empty(8, (1,), 1).add({"obs": jnp.ones((3, 1)), "action": jnp.ones((3, 1)), "reward": jnp.ones(3),
                                         "next_obs": jnp.ones((3, 1)), "terminated": jnp.zeros(3)})
     assert np.all(np.asarray(half.sample(jax.random.PRNGKey(0), 512)["reward"]) == 1.0)  # never an empty slot
+    skip = half.add({"obs": jnp.zeros((2, 1)), "action": jnp.zeros((2, 1)), "reward": jnp.full(2, 7.0),
+                     "next_obs": jnp.zeros((2, 1)), "terminated": jnp.zeros(2)}, keep=jnp.bool_(False))
+    assert int(skip.ptr) == 3 and int(skip.size) == 3 and not np.any(np.asarray(skip.reward) == 7.0)  # nothing written
 
 
 def test_layer_norm_critic_is_dense_relu_layernorm_by_hand():

@@ -111,7 +111,8 @@ class Curriculum:
 class QARLState:
     protagonist: Player
     adversary: Player
-    buffer: Buffer        # obs with the temperature appended; action = [a_P | a_A]
+    buffer: Buffer        # the protagonist's: transitions of its learning phases; obs with the temperature
+    adv_buffer: Buffer    # appended, action = [a_P | a_A]; the adversary's: transitions of its phases
     env_state: Any
     obs: jax.Array
     temperature: jax.Array  # [num_envs] the running episodes' α_A
@@ -234,10 +235,17 @@ class QARL(SAC):
         k_p, k_a, k_env, k_t, key = jax.random.split(key, 5)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
         K, n = self.context_samples, self.num_envs
+        K = K + self.units_per_update  # room for every episode of the update that completes a window
         cur = Curriculum(jnp.float32(self.c_start), jnp.zeros(K), jnp.zeros(K), jnp.ones(K), jnp.int32(0),
                          jnp.float32(0.0), jnp.float32(0.0), jnp.int32(0))
+        # each player replays only the transitions of its own phases (the reference's agents fit on their
+        # own phase's data); a buffer no one learns from is one slot
+        prot_size = 1 if self.attack_only else self.buffer_size
+        adv_size = 1 if self.curriculum in NO_ADVERSARY else self.buffer_size
+        width = self.act_dim + self.adv_dim
         return QARLState(self.learner.init(k_p, self.obs_dim, hp), self.adv_learner.init(k_a, self.obs_dim, hp),
-                         Buffer.empty(self.buffer_size, (self.obs_dim,), self.act_dim + self.adv_dim), env_state, obs,
+                         Buffer.empty(prot_size, (self.obs_dim,), width), Buffer.empty(adv_size, (self.obs_dim,), width),
+                         env_state, obs,
                          self.draw_temperature(k_t, self.c_start, n), jnp.full((n,), self.c_start, jnp.float32),
                          jnp.zeros((n,)), cur, key, evalkeys.run_key(seed_key), ObsNorm.empty((self.obs_dim - 1,)))
 
@@ -250,12 +258,18 @@ class QARL(SAC):
         return 2 * self.num_eval_envs  # without and against the adversary
 
     def eval_temperature(self, state):
-        """The context both players see in evaluation: the curriculum's current mean temperature (0 for
-        RARL; for ``force_budget`` the full budget, 1)."""
+        """The context both players see in a final evaluation (``purejaxrl eval``, robustness grids, a
+        fresh attacker): temperature 0, the fully rational adversary the curriculum ends at, as the
+        reference evaluates; for ``force_budget`` the full budget, 1."""
         if self.curriculum == "force_budget":
             return jnp.float32(1.0)
+        return jnp.float32(0.0)
+
+    def progress_temperature(self, state):
+        """The context of the evaluations during training: the curriculum's current mean temperature
+        (as the reference's per-iteration evaluations)."""
         if self.curriculum in RATIONAL:
-            return jnp.float32(0.0)
+            return self.eval_temperature(state)
         return state.curriculum.shape / self.rate
 
     def context(self, temperature, i):
@@ -275,14 +289,17 @@ class QARL(SAC):
     def joint(self, a_p, a_adv):
         return jnp.concatenate([self.to_env(a_p), a_adv], -1)
 
-    def greedy_action(self, state, obs):
-        """The protagonist's mode, no adversary (nominal evaluation)."""
-        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)), state.obs_norm)
+    def greedy_action(self, state, obs, temperature=None):
+        """The protagonist's mode, no adversary (nominal evaluation), at ``temperature`` (default the
+        final evaluation's, :meth:`eval_temperature`)."""
+        t = self.eval_temperature(state) if temperature is None else temperature
+        o = self.augment(obs, jnp.full(obs.shape[0], t), state.obs_norm)
         return self.joint(self.learner.mode(state.protagonist.actor, o), jnp.zeros((obs.shape[0], self.adv_dim)))
 
-    def adversarial_action(self, state, obs):
-        """Both players' modes, at the curriculum's current mean temperature."""
-        o = self.augment(obs, jnp.full(obs.shape[0], self.eval_temperature(state)), state.obs_norm)
+    def adversarial_action(self, state, obs, temperature=None):
+        """Both players' modes (the reference samples both; modes here, as every greedy evaluation)."""
+        t = self.eval_temperature(state) if temperature is None else temperature
+        o = self.augment(obs, jnp.full(obs.shape[0], t), state.obs_norm)
         adv = self.adv_learner.mode(state.adversary.actor, o)
         if self.curriculum in NO_ADVERSARY:
             adv = jnp.zeros_like(adv)
@@ -293,8 +310,9 @@ class QARL(SAC):
 
         key = self.progress_key(state, i)
         venv = self.make_venv(self.num_eval_envs, hp, evaluation=True)
-        nominal = greedy_episode_returns(venv, lambda o: self.greedy_action(state, o), key)
-        attacked = greedy_episode_returns(venv, lambda o: self.adversarial_action(state, o), key)
+        t = self.progress_temperature(state)
+        nominal = greedy_episode_returns(venv, lambda o: self.greedy_action(state, o, t), key)
+        attacked = greedy_episode_returns(venv, lambda o: self.adversarial_action(state, o, t), key)
         return {"eval_return": nominal.mean(), "eval_return_adversary": attacked.mean()}
 
     # ---- one update ----
@@ -304,7 +322,7 @@ class QARL(SAC):
         shape = self.shape_at(state.curriculum, i)
 
         def step(carry, _):
-            obs, env_state, temp, drawn, disc, buf, rng = carry
+            obs, env_state, temp, drawn, disc, (buf, adv_buf), rng = carry
             rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
             o = self.augment(obs, self.context(temp, i))  # stored raw
             o_n = self.augment(obs, self.context(temp, i), state.obs_norm)  # what the players see
@@ -322,7 +340,9 @@ class QARL(SAC):
             obs2, env_state, reward, term, trunc, info = venv.step(k_env, env_state, self.joint(a[:, :self.act_dim],
                                                                                                a[:, self.act_dim:]))
             nxt = self.augment(true_next_obs(obs2, term, trunc, info), self.context(temp, i))
-            buf = buf.add({"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term})
+            tr = {"obs": o, "action": a, "reward": reward, "next_obs": nxt, "terminated": term}
+            buf = buf.add(tr, keep=jnp.logical_not(adv_phase))  # each player's own phases
+            adv_buf = adv_buf.add(tr, keep=adv_keep)
             done = info["episode_done"]
             # the curriculum's measure per control step: an agent step's summed rewards / action_repeat,
             # so performance_threshold keeps the reference's scale whatever the action repeat
@@ -332,32 +352,48 @@ class QARL(SAC):
             temp = jnp.where(done, self.draw_temperature(k_t, shape, obs.shape[0]), temp)
             drawn = jnp.where(done, shape, drawn)
             disc = jnp.where(done, 0.0, disc)
-            return (obs2, env_state, temp, drawn, disc, buf, rng), ep
+            return (obs2, env_state, temp, drawn, disc, (buf, adv_buf), rng), ep
 
-        carry = (state.obs, state.env_state, state.temperature, state.drawn, state.discounted, state.buffer, state.rng)
-        (obs, env_state, temp, drawn, disc, buf, rng), episode = jax.lax.scan(step, carry, None, self.steps_per_update)
+        carry = (state.obs, state.env_state, state.temperature, state.drawn, state.discounted,
+                 (state.buffer, state.adv_buffer), state.rng)
+        adv_phase = self.adversary_phase(i)  # phased: the protagonist keeps only its phases' transitions too
+        adv_keep = jnp.logical_and(adv_phase, self.curriculum not in NO_ADVERSARY)  # nobody learns from it there
+        (obs, env_state, temp, drawn, disc, (buf, adv_buf), rng), episode = jax.lax.scan(step, carry, None,
+                                                                                         self.steps_per_update)
         seen = episode.pop("obs")  # after acting, before learning (brax's order); a fresh attacker keeps the
         norm = state.obs_norm if self.attack_only else self.observed(state.obs_norm, seen)  # protagonist's statistics
         return state.replace(obs=obs, env_state=env_state, temperature=temp, drawn=drawn, discounted=disc, buffer=buf,
-                             rng=rng, obs_norm=norm), episode
+                             adv_buffer=adv_buf, rng=rng, obs_norm=norm), episode
+
+    def adversary_phase(self, i):
+        """Whether update ``i`` is in an adversary phase (the adversary learns, the protagonist waits):
+        phases of ``phase_updates`` alternate, the adversary's first; never for ``none``, always for a
+        fresh attacker."""
+        if self.attack_only:
+            return jnp.bool_(True)
+        if self.curriculum == "none":  # plain SAC: the protagonist learns every update
+            return jnp.bool_(False)
+        return (i // self.phase_updates) % 2 == 0
 
     def advance_curriculum(self, cur: Curriculum, episode, i) -> Curriculum:
-        """Record finished episodes' (temperature, return); every ``context_samples`` of them, move
-        the shape (self-paced), else follow the schedule."""
+        """Record finished episodes' (temperature, return); once ``context_samples`` or more are
+        recorded, move the shape (self-paced) from all of them — the episodes of the update that
+        completes the window are all counted, as the reference reads its whole buffer — else follow
+        the schedule."""
         if self.curriculum != "self_paced":
             return cur.replace(shape=jnp.float32(self.shape_at(cur, i + 1)) if self.curriculum == "linear" else cur.shape)
         K = self.context_samples
+        C = cur.temps.shape[0]  # K + the episodes one update can finish
         done = episode["episode_done"].reshape(-1)
         t, r = episode["temperature"].reshape(-1), episode["discounted"].reshape(-1)
-        slot = cur.count + jnp.cumsum(done) - 1  # where each finished episode goes (beyond K: dropped)
-        keep = done & (slot < K)
-        idx = jnp.where(keep, slot, K)  # K: out of range, dropped by the scatter
+        slot = cur.count + jnp.cumsum(done) - 1  # where each finished episode goes
+        idx = jnp.where(done & (slot < C), slot, C)  # C: out of range, dropped by the scatter
         temps = cur.temps.at[idx].set(t, mode="drop")
         rets = cur.returns.at[idx].set(r, mode="drop")
         drawn = cur.drawn.at[idx].set(episode["drawn"].reshape(-1), mode="drop")
-        count = jnp.minimum(cur.count + done.sum(), K)
+        count = jnp.minimum(cur.count + done.sum(), C)
         full = count >= K
-        valid = jnp.ones(K, bool)
+        valid = jnp.arange(C) < count
         new_shape = self_paced_shape(cur.shape, temps * self.rate, rets, valid, self.c_target,
                                      self.threshold, self.kl_bound, drawn)
         perf = weighted_return(cur.shape, temps * self.rate, rets, valid, drawn)
@@ -371,14 +407,11 @@ class QARL(SAC):
         state = state.replace(rng=rng, curriculum=self.advance_curriculum(state.curriculum, episode, i))
         A = self.act_dim
         learning = (i + 1) * self.units_per_update > self.learning_starts
-        adversary_phase = (i // self.phase_updates) % 2 == 0
-        if self.curriculum == "none":  # plain SAC: the protagonist learns every update
-            adversary_phase = jnp.bool_(False)
-        if self.attack_only:
-            adversary_phase = jnp.bool_(True)
+        adversary_phase = self.adversary_phase(i)
 
         def batch(k, adversary: bool):
-            b = self.observe_batch(state.obs_norm, state.buffer.sample(k, self.batch_size))
+            buf = state.adv_buffer if adversary else state.buffer
+            b = self.observe_batch(state.obs_norm, buf.sample(k, self.batch_size))
             if adversary:
                 return {**b, "action": b["action"][:, A:], "reward": -b["reward"]}
             return {**b, "action": b["action"][:, :A]}
@@ -398,6 +431,8 @@ class QARL(SAC):
                                jnp.logical_and(learning, adversary_phase) if self.curriculum != "phased" else False)
         if not self.own_temperature:
             m_a.pop("alpha")  # the adversary's temperature is the curriculum's (temperature_mean)
+        elif self.adv_alpha != "auto":
+            m_a["alpha"] = jnp.float32(self.adv_alpha)  # fixed (also between its learning phases)
         m = {**m_p, **{f"adv_{k}": v for k, v in m_a.items()}, **episode_metrics(episode),
              "temperature_mean": state.curriculum.shape / self.rate, "curriculum_shape": state.curriculum.shape,
              "adversary_phase": jnp.asarray(adversary_phase, jnp.float32)}

@@ -117,13 +117,15 @@ class Buffer:
         z = lambda *s: jnp.zeros((capacity, *s), jnp.float32)  # noqa: E731
         return Buffer(z(*obs_shape), z(act_dim), z(), z(*obs_shape), z(), jnp.int32(0), jnp.int32(0))
 
-    def add(self, batch: dict) -> Buffer:
-        """Write ``n`` transitions at the pointer (wrapping around, oldest overwritten)."""
+    def add(self, batch: dict, keep=True) -> Buffer:
+        """Write ``n`` transitions at the pointer (wrapping around, oldest overwritten); where ``keep``
+        (a traced bool) is false, nothing is written (the scatter drops them) and the pointer stays."""
         cap = self.reward.shape[0]
         n = batch["reward"].shape[0]
-        idx = (self.ptr + jnp.arange(n)) % cap
-        new = {k: getattr(self, k).at[idx].set(batch[k].astype(jnp.float32)) for k in batch}
-        return self.replace(**new, ptr=(self.ptr + n) % cap, size=jnp.minimum(self.size + n, cap))
+        idx = jnp.where(keep, (self.ptr + jnp.arange(n)) % cap, cap)  # cap: out of range, dropped
+        new = {k: getattr(self, k).at[idx].set(batch[k].astype(jnp.float32), mode="drop") for k in batch}
+        m = jnp.where(keep, n, 0)
+        return self.replace(**new, ptr=(self.ptr + m) % cap, size=jnp.minimum(self.size + m, cap))
 
     def sample(self, key, batch_size: int) -> dict:
         i = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
