@@ -596,15 +596,19 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
     return scores
 
 
+def _read_eval(out: Path, name: str, arm: str) -> dict:
+    f = out / "evals" / name
+    if not f.exists():
+        raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm}")
+    return json.loads(f.read_text())
+
+
 def _train_scores(out: Path, arm: str, metric: str) -> dict:
     if metric == "grid_return":
         return _grid_scores(out, arm)
     res = {}
     for split in SPLITS:
-        f = out / "evals" / f"{arm}_{split}.json"
-        if not f.exists():
-            raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm}")
-        ev = json.loads(f.read_text())
+        ev = _read_eval(out, f"{arm}_{split}.json", arm)
         if metric == "success":
             w = next(p for p in ev["per_weight"] if p["w"] == ev["guidance_weight"])
             vals = w["per_run_success"]
@@ -632,10 +636,7 @@ def _train_scores(out: Path, arm: str, metric: str) -> dict:
 def _grid_scores(out: Path, arm: str) -> dict:
     res = {}
     for split in SPLITS:
-        f = out / "evals" / f"{arm}_{split}_grid.json"
-        if not f.exists():
-            raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm}'s grid")
-        ev = json.loads(f.read_text())
+        ev = _read_eval(out, f"{arm}_{split}_grid.json", arm)
         res[split] = [float(r["grid_return"]) for r in ev["per_run"]]
         res["seeds"] = [int(r["seed"]) for r in ev["per_run"]]
         res["episodes"] = int(ev["cells"]) * int(ev["episodes_per_cell"])
