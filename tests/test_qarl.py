@@ -480,6 +480,7 @@ def test_qarl_normalises_the_env_observation_and_leaves_the_context_raw():
     assert float(st.obs_norm.count) == float(s.obs_norm.count)  # a fresh attacker keeps the protagonist's statistics
 
 
+@pytest.mark.slow
 def test_domain_randomisation_draws_physics_per_episode_in_training_only():
     """``mass_scale_range`` / ``friction_scale_range`` and a Playground-style ``randomization_fn`` draw
     a new physics at reset and at every auto-reset; the evaluation env (``for_evaluation``, what
