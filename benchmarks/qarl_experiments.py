@@ -131,6 +131,13 @@ def vs_brax(env: str, num_envs: int, updates: int, grad_updates: int, batch: int
     # brax: num_evals=3 -> two training epochs of `updates` training steps each; the first includes the
     # compile, the second is steady state (brax's own 'training/sps', evaluation excluded)
     base = make(env).playground
+    if not hasattr(jax, "device_put_replicated"):  # brax's SAC trainer calls it; this JAX removed it
+        def device_put_replicated(x, devices):
+            stacked = jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x)
+            return jax.device_put(stacked, jax.sharding.PositionalSharding(devices).reshape(len(devices))
+                                  if len(devices) > 1 else devices[0])
+
+        jax.device_put_replicated = device_put_replicated
     times, metrics = [time.perf_counter()], []
 
     def progress(step, m):
