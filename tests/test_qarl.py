@@ -286,6 +286,8 @@ def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ab
     s0 = ablation.init(jax.random.PRNGKey(0), HP)
     s, rows = _run(ablation, 3, s0)
     assert float(s.adversary.log_alpha) == float(s0.adversary.log_alpha) and rows[-1]["adv_alpha"] == 0.0
+    cfg = compose(["algo=qarl", "env=pendulum", "algo.adversary.alpha=0"])  # curriculum self_paced: no effect, said
+    assert any("has no effect" in e for e in QARL.config_errors(cfg["algo"]))
     # QARL's adversary keeps the curriculum's temperature (never its own)
     q = _pendulum_qarl("algo.curriculum=fixed")
     assert q.adversary_alpha(jnp.array([0.03, 0.05])) is not None and "adv_alpha" not in _run(q, 1)[1][0]

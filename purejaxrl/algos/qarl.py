@@ -182,6 +182,10 @@ class QARL(SAC):
         if a != "auto" and (not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0):
             errs.append(f"algo.adversary.alpha={a!r} must be auto (tuned toward entropy -dim(A_adv), the reference's "
                         "RARL) or a number >= 0 (0: a deterministic attacker)")
+        cur = cfg.get("curriculum", cls.default_curriculum)
+        if a != "auto" and cur in ("self_paced", "linear", "fixed"):
+            errs.append(f"algo.adversary.alpha={a!r} has no effect with algo.curriculum={cur}: the adversary's temperature "
+                        "is the curriculum's; adversary.alpha sets it for rarl and force_budget (and a fresh attacker)")
         if "init_alpha" in adv and not (isinstance(adv["init_alpha"], (int, float)) and adv["init_alpha"] > 0):
             errs.append(f"algo.adversary.init_alpha={adv['init_alpha']!r} must be a number > 0")
         counts = super().config_errors(cfg)  # SAC's: counts are integers >= 1, one update fits
