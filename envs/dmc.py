@@ -93,6 +93,13 @@ def randomize_mass_friction(model, rng, mass=(0.8, 1.2), friction=(0.5, 1.5)):
     return batch, in_axes
 
 
+def _range(name: str, v, unit: str) -> tuple[float, float]:
+    if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v)
+            or not 0 < v[0] <= v[1]):
+        raise ValueError(f"{name}={v!r} must be [low, high] with 0 < low <= high ({unit})")
+    return float(v[0]), float(v[1])
+
+
 def _is_zero(axis) -> bool:
     return isinstance(axis, int) and not isinstance(axis, bool) and axis == 0
 
@@ -126,21 +133,11 @@ class DMCEnv(Environment):
         for k, v in (("mass_scale", mass_scale), ("friction_scale", friction_scale)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{k}={v!r} must be a number > 0")
-        self.ranges = {}
-        for k, v in (("mass_scale", mass_scale_range), ("friction_scale", friction_scale_range)):
-            if v is None:
-                continue
-            if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v)
-                    or not 0 < v[0] <= v[1]):
-                raise ValueError(f"{k}_range={v!r} must be [low, high] with 0 < low <= high (multipliers of the "
-                                 f"nominal task drawn per episode), e.g. [0.5, 2.0]")
-            self.ranges[k] = (float(v[0]), float(v[1]))
-        self.body_ranges = {}  # body name -> (lo, hi) kg, drawn per episode into body_scale
-        for name, v in (body_mass_ranges or {}).items():
-            if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v)
-                    or not 0 < v[0] <= v[1]):
-                raise ValueError(f"body_mass_ranges.{name}={v!r} must be [low, high] kg with 0 < low <= high")
-            self.body_ranges[str(name)] = (float(v[0]), float(v[1]))
+        self.ranges = {k: _range(f"{k}_range", v, "multipliers of the nominal task drawn per episode, e.g. [0.5, 2.0]")
+                       for k, v in (("mass_scale", mass_scale_range), ("friction_scale", friction_scale_range))
+                       if v is not None}
+        # body name -> (lo, hi) kg, drawn per episode into body_scale
+        self.body_ranges = {str(n): _range(f"body_mass_ranges.{n}", v, "kg") for n, v in (body_mass_ranges or {}).items()}
         self.randomization_fn = randomization_fn
         self._randomize = _load_randomization(randomization_fn) if randomization_fn else None
         try:
@@ -175,16 +172,15 @@ class DMCEnv(Environment):
         for name in self.body_ranges:
             if name not in self.body_names[1:]:
                 raise ValueError(f"body_mass_ranges: {self.name} has no body {name!r}; valid: {', '.join(self.body_names[1:])}")
-        self._field_names = ()  # the model fields randomization_fn draws (set on its first call)
         if self._randomize is not None:
-            self._field_names = tuple(self._draw_fields(jax.random.PRNGKey(0)))
+            self._draw_fields(jax.random.PRNGKey(0))  # a function that randomises nothing: one line now
 
     def for_evaluation(self):
         """This env without its domain randomisation (evaluations run the physics they set)."""
         if not self.randomized:
             return self
         env = copy.copy(self)
-        env.ranges, env.body_ranges, env._randomize, env._field_names = {}, {}, None, ()
+        env.ranges, env.body_ranges, env._randomize = {}, {}, None
         return env
 
     @property
@@ -397,10 +393,9 @@ class DMCEnv(Environment):
                                                       time >= self.max_episode_steps)
         done = jnp.logical_or(terminated, truncated)
         if self.randomized:  # the next episode's physics, drawn from the key
-            mass, friction, body, fields = self._draw_physics(key)
-            drawn = state.replace(mass_scale=mass, friction_scale=friction, body_scale=body, fields=fields)
-            physics = jax.tree.map(lambda f, x: jnp.where(done, f, x), drawn, state.replace(inner=ns))
-            state = physics.replace(inner=state.inner)
+            now = (state.mass_scale, state.friction_scale, state.body_scale, state.fields)
+            mass, friction, body, fields = jax.tree.map(lambda f, x: jnp.where(done, f, x), self._draw_physics(key), now)
+            state = state.replace(mass_scale=mass, friction_scale=friction, body_scale=body, fields=fields)
         fresh = self._with_model(self._env.reset, state, key)  # auto-reset: a new initial state from the key
         inner = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, ns)
         new = state.replace(inner=inner, time=jnp.where(done, 0, time))

@@ -112,11 +112,11 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     *validation* episodes per run (the budget is a choice; studies report on test episodes).  The
     chosen budget is the smallest whose mean relative drop over runs, ``(nominal − attacked) / |nominal|``,
     reaches ``drop``; ``None`` when none does.  Writes ``calibration.json`` into the run directory."""
-    from purejaxrl.algos.qarl import QARL
+    from purejaxrl.algos.qarl import NO_ADVERSARY, QARL
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
-    if not isinstance(algo, QARL) or algo.curriculum not in ("none", "phased"):
+    if not isinstance(algo, QARL) or algo.curriculum not in NO_ADVERSARY:
         raise ConfigError("--calibrate needs a trained SAC protagonist from the QARL code: a run of algo=qarl "
                           "algo.curriculum=none (or phased)")
     budgets = sorted(float(b) for b in budgets)
@@ -201,7 +201,9 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     ms = jnp.asarray(np.repeat(mass, F))  # cell c = (m, f) = (c // F, c % F)
     fs = jnp.asarray(np.tile(friction, M))
     modes = {"no_adversary": (algo.greedy_action, state)}
-    if adversary_grids and hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in ("none", "phased"):
+    from purejaxrl.algos.qarl import NO_ADVERSARY
+
+    if adversary_grids and hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in NO_ADVERSARY:
         modes["trained_adversary"] = (algo.adversarial_action, state)
     fresh_temps = None
     if fresh_adversary == "auto":

@@ -60,6 +60,8 @@ from purejaxrl.rollout import episode_metrics
 CURRICULA = ("self_paced", "linear", "fixed", "rarl", "none", "phased", "force_budget")
 RATIONAL = ("rarl", "none", "phased", "force_budget")  # no curriculum temperature: the adversary's own α (or none)
 NO_ADVERSARY = ("none", "phased")
+OWN_ALPHA = ("rarl", "force_budget")  # the adversary's temperature its own, not a curriculum's
+TEMPERATURE_CURRICULA = tuple(c for c in CURRICULA if c not in RATIONAL)
 
 
 def gamma_log_pdf(x, shape, rate):
@@ -183,7 +185,7 @@ class QARL(SAC):
             errs.append(f"algo.adversary.alpha={a!r} must be auto (tuned toward entropy -dim(A_adv), the reference's "
                         "RARL) or a number >= 0 (0: a deterministic attacker)")
         cur = cfg.get("curriculum", cls.default_curriculum)
-        if a != "auto" and cur in ("self_paced", "linear", "fixed"):
+        if a != "auto" and cur in TEMPERATURE_CURRICULA:
             errs.append(f"algo.adversary.alpha={a!r} has no effect with algo.curriculum={cur}: the adversary's temperature "
                         "is the curriculum's; adversary.alpha sets it for rarl and force_budget (and a fresh attacker)")
         if "init_alpha" in adv and not (isinstance(adv["init_alpha"], (int, float)) and adv["init_alpha"] > 0):
@@ -216,7 +218,7 @@ class QARL(SAC):
     def own_temperature(self) -> bool:
         """Whether the adversary has a temperature of its own (RARL, force_budget, a fresh attacker)
         rather than the curriculum's."""
-        return self.attack_only or self.curriculum in ("rarl", "force_budget")
+        return self.attack_only or self.curriculum in OWN_ALPHA
 
     def adversary_alpha(self, context):
         """α_A of the adversary's gradient step, per sample: the curriculum temperature (the last
@@ -329,7 +331,7 @@ class QARL(SAC):
             obs, env_state, temp, drawn, disc, (buf, adv_buf), rng = carry
             rng, k_p, k_a, k_rand, k_env, k_t = jax.random.split(rng, 6)
             o = self.augment(obs, self.context(temp, i))  # stored raw
-            o_n = self.augment(obs, self.context(temp, i), state.obs_norm)  # what the players see
+            o_n = self.augment(obs, self.context(temp, i), state.obs_norm) if self.normalize_observations else o
             a_p, _ = self.learner.sample(state.protagonist.actor, o_n, k_p)
             a_adv, _ = self.adv_learner.sample(state.adversary.actor, o_n, k_a)
             rand = jax.random.uniform(k_rand, (obs.shape[0], self.act_dim + self.adv_dim), minval=-1.0, maxval=1.0)
