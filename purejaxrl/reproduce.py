@@ -157,6 +157,11 @@ def study_errors(s: dict, where: str) -> list[str]:
         for a in parsed["arms"]:
             if a not in arms:
                 errs.append(f"{where}: claims[{i}] names arm {a!r}, which the study does not define; arms: {', '.join(arms)}")
+    if not errs:
+        for t, spec in tiers.items():
+            if spec.get("arms") and not for_tier(s, t)["claims"]:
+                errs.append(f"{where}: tiers.{t}.arms keeps no claim (each claim needs all its arms, and a chosen "
+                            f"arm all it chooses from); add the arms of at least one claim")
     errs += _datasets_errors(s, where)
     errs += _grid_errors(s, where)
     setup = s.get("setup") or {}

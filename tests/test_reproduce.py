@@ -214,6 +214,8 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
     assert len(small["claims_not_run"]) == 2
     assert R.for_tier(small, "smoke")["claims_not_run"] == small["claims_not_run"]  # cutting twice keeps the list
     assert R.for_tier(study, "cpu") is study
+    with pytest.raises(ConfigError, match="tiers.smoke.arms keeps no claim"):  # a smoke tier that would test nothing
+        _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["c"]}})
 
 
 SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl")  # minutes each (MuJoCo envs per task; two PPO policies to collect
