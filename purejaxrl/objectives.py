@@ -116,6 +116,7 @@ BUILTIN: dict[str, Objective] = {
     "none": Objective("none", no_clip_drift, spec={"kind": "none"}),
 }
 LEARNED_KINDS = ("lpo", "ta_lpo")
+NUM_LPO_FEATURES = 8  # x; TA-LPO appends p·x
 
 
 def build(spec: dict, params: Any = None, key: jax.Array | None = None) -> Objective:
@@ -130,9 +131,21 @@ def build(spec: dict, params: Any = None, key: jax.Array | None = None) -> Objec
     full = {"kind": kind, "hidden": int(spec.get("hidden", 128)), "ppo_init": bool(spec.get("ppo_init", True)),
             "offset": float(spec.get("offset", 1e-4)), "init_scale": float(spec.get("init_scale", 1.0))}
     if params is None:
-        params = init_learned_params(key if key is not None else jax.random.PRNGKey(0), 16 if temporal else 8,
+        params = init_learned_params(key if key is not None else jax.random.PRNGKey(0),
+                                     2 * NUM_LPO_FEATURES if temporal else NUM_LPO_FEATURES,
                                      full["hidden"], full["init_scale"])
     return Objective(kind, make_learned_drift(temporal, full["ppo_init"], full["offset"]), params, full)
+
+
+def without_progress(obj: Objective) -> Objective:
+    """The time-input ablation of a TA-LPO objective: its weights on the ``p·x`` features (the last 8
+    input rows of ``w1``) set to 0, every other weight kept.  Its drift at any progress equals the
+    original's at p = 0, so against TA-LPO it isolates what reading the training progress does."""
+    if obj.spec.get("kind") != "ta_lpo":
+        raise ValueError(f"the time-input ablation applies to ta_lpo objectives, not {obj.spec.get('kind')!r}")
+    w1 = jnp.asarray(obj.params["w1"])
+    params = {**obj.params, "w1": w1.at[NUM_LPO_FEATURES:].set(0.0)}
+    return Objective(f"{obj.name} (p·x = 0)", obj.drift, params, {**obj.spec, "ablation": "no_progress"})
 
 
 def builtin(name: str) -> Objective:

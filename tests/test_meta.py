@@ -49,6 +49,59 @@ def test_ta_lpo_reads_progress_and_lpo_does_not():
         assert (not np.allclose(d0, d1)) == changes
 
 
+def test_time_input_ablation_zeroes_exactly_the_progress_rows():
+    obj = objectives.build({"kind": "ta_lpo", "hidden": 8}, key=jax.random.PRNGKey(0))
+    obj = objectives.build(obj.spec, {**obj.params, "w2": jax.random.normal(jax.random.PRNGKey(1), (8, 1))})
+    abl = objectives.without_progress(obj)
+    np.testing.assert_array_equal(abl.params["w1"][:8], obj.params["w1"][:8])
+    np.testing.assert_array_equal(abl.params["w1"][8:], 0.0)
+    np.testing.assert_array_equal(abl.params["w2"], obj.params["w2"])
+    assert np.abs(np.asarray(obj.params["w1"][8:])).min() > 0  # there was something to zero
+    r = jnp.exp(jax.random.normal(jax.random.PRNGKey(2), (64,)) * 0.4)
+    adv = jax.random.normal(jax.random.PRNGKey(3), (64,))
+    drift = lambda o, p: o.drift(o.params, r, jnp.log(r), adv, HP, p)  # noqa: E731
+    at0 = drift(obj, 0.0)
+    for p in (0.3, 0.9):  # the ablation at any progress is the original at p = 0
+        np.testing.assert_allclose(drift(abl, p), at0, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(drift(obj, p), at0)
+    with pytest.raises(ValueError, match="ta_lpo"):
+        objectives.without_progress(objectives.build({"kind": "lpo", "hidden": 8}))
+
+
+def test_training_return_fitness_by_hand():
+    from purejaxrl.meta.es import training_return
+
+    nan = np.nan
+    m = {"episode_return": np.array([[1.0, nan, 10.0, 20.0] + [nan] * 6,   # window (last 1 of 10): nothing ended;
+                                     [0.0] * 9 + [30.0],                      # falls back to update 4 (20)
+                                     [nan] * 10]),
+         "episodes": np.array([[1, 0, 2, 1] + [0] * 6, [1] * 9 + [3], [0] * 10], float)}
+    np.testing.assert_array_equal(training_return(m, 0.1), [20.0, 30.0, nan])
+    # a window of 3 updates weights each update's mean by its episodes: (0·1 + 0·1 + 30·3) / 5
+    np.testing.assert_allclose(training_return(m, 0.3)[1], 18.0)
+
+
+def test_z_score_shaping_ranks_a_diverged_member_last():
+    from purejaxrl.meta.es import z_score_shaping
+
+    f = jnp.array([-3.0, -1.0, jnp.nan, -2.0])  # evosax minimises −fitness
+    z = np.asarray(z_score_shaping(None, f, None, None))
+    assert np.isfinite(z).all() and z[2] == z.max() == z[1]
+    np.testing.assert_allclose(z.mean(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(z.std(), 1.0, rtol=1e-5)
+
+
+def test_held_out_seeds_are_never_the_es_members_seeds():
+    from purejaxrl.meta.run import generation_keys, held_out_key
+
+    master = jax.random.PRNGKey(0)
+    held = {tuple(np.asarray(k)) for k in jax.random.split(jax.random.fold_in(held_out_key(master), 0), 16)}
+    for g in range(300):
+        k_fit = generation_keys(master, g)[1]
+        members = {tuple(np.asarray(k)) for k in jax.random.split(jax.random.fold_in(k_fit, 0), 4)}
+        assert not held & members
+
+
 def test_closed_form_drifts_by_hand():
     r = jnp.array([0.5, 1.5, 1.1, 0.9, 1.5, 0.5])
     a = jnp.array([1.0, 1.0, 2.0, -1.0, -1.0, -1.0])
@@ -162,6 +215,20 @@ def test_meta_run_resumes_bit_identically(meta_runs):
     for key in ("generations", "best_fitness", "mean_fitness_last", "seconds_per_generation", "inner_env_steps_per_second"):
         assert whole[key] is not None, key
     assert whole["inner_env_steps_per_generation"] == 4 * 2 * 1024  # members x seeds x steps
+    # the ES mean on held-out seeds before the first generation and after the last (es.eval_every=10)
+    held = lambda p: [json.loads(line) for line in (p / "heldout.jsonl").read_text().splitlines()]  # noqa: E731
+    strip_s = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert [r["generation"] for r in held(d / "whole")] == [0, 3]
+    assert strip_s(held(d / "part")) == strip_s(held(d / "whole"))  # the resumed run evaluates the same means
+    assert [r["heldout_fitness"] is None for r in full] == [True, True, False]
+    assert full[-1]["heldout_fitness"] == pytest.approx(held(d / "whole")[-1]["heldout_fitness"])
+    assert [len(v) for v in held(d / "whole")[0]["greedy_returns"].values()] == [16]
+    for g in (0, 3):
+        assert (d / "whole" / "mean" / f"gen_{g:04d}" / "params.npz").exists()
+    chosen = max(held(d / "whole"), key=lambda r: r["heldout_fitness"])
+    sel = json.loads((d / "whole" / "selected" / "objective.json").read_text())
+    assert sel["generation"] == chosen["generation"] == whole["selected_generation"]
+    assert whole["heldout"] == [[r["generation"], r["heldout_fitness"]] for r in held(d / "whole")]
 
 
 @pytest.mark.slow
@@ -176,12 +243,19 @@ def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs
                    "algo.num_eval_envs=2", "logger.progress=false"])
     summary = run(cfg, tmp_path / "train")
     assert summary["completed"]
-    res = meta_eval(d, ["cartpole"], horizons=(0.5,), seeds=2, progress=lambda *_: None)
-    assert {(r["objective"], r["horizon"]) for r in res["rows"]} == {(o, 0.5) for o in ("ta_lpo (mean)", "clip", "dpo")}
+    res = meta_eval(d, ["cartpole"], horizons=(0.5,), seeds=2, progress=lambda *_: None,
+                    setup={"acrobot": {"total_timesteps": 4096}})
+    assert {(r["objective"], r["horizon"]) for r in res["rows"]} == {
+        (o, 0.5) for o in ("ta_lpo (selected)", "ta_lpo (selected, p·x = 0)", "clip", "dpo")}
     assert {r["env_steps"] for r in res["rows"]} == {512}  # half the budget, in whole updates of 128 steps
     assert (d / "meta_eval.md").read_text().count("\n") == 3 and (d / "meta_eval.png").exists()
+    # an env setup: the env's own 1x budget and PPO settings
+    res = meta_eval(d, None, horizons=(0.25,), seeds=2, progress=lambda *_: None, ablation=False, baselines=("clip",),
+                    setup={"acrobot": {"total_timesteps": 4096, "num_envs": 8}})
+    assert [(r["env"], r["env_steps"], r["objective"]) for r in res["rows"]] == [
+        ("acrobot", 1024, "ta_lpo (selected)"), ("acrobot", 1024, "clip")]  # a quarter of 4096 in updates of 8 x 32
     plot_main([str(d)])
-    assert (d / "fitness.png").exists() and (d / "drift_mean.png").exists()
+    assert (d / "fitness.png").exists() and (d / "drift_selected.png").exists()
 
 
 def test_population_layout_member_major_with_shared_seeds(monkeypatch):
@@ -213,13 +287,30 @@ def test_population_layout_member_major_with_shared_seeds(monkeypatch):
     np.testing.assert_array_equal(r, np.arange(8.0).reshape(4, 2))
 
 
+def test_training_fitness_reads_the_training_episodes_and_skips_diverged_runs(monkeypatch):
+    from purejaxrl.meta.es import PopulationFitness
+    from purejaxrl.meta.run import inner_config
+    from purejaxrl.trainer import Trainer
+
+    cfg = _meta_cfg("es.seeds_per_member=1", "es.fitness=training", "es.population=2")
+    fit = PopulationFitness({**inner_config(cfg), "es": cfg["es"]}, objectives.build(cfg["objective"]))
+    monkeypatch.setattr(Trainer, "init", lambda self, keys, hp: None)
+    monkeypatch.setattr(Trainer, "chunk", lambda self, state, hp, start, with_finite=False: (None, {
+        "eval_return": np.array([[0.0, 500.0], [0.0, 500.0]]), "episode_return": np.array([[50.0, 70.0], [9.0, 9.0]]),
+        "episodes": np.array([[1.0, 1.0], [1.0, 1.0]])}, np.array([True, False])))
+    pop = jax.tree.map(lambda x: jnp.repeat(x[None], 2, 0), fit.objective.params)
+    np.testing.assert_array_equal(fit.returns(fit.envs[0], pop, jax.random.PRNGKey(0)), [[70.0], [np.nan]])
+
+
 def test_meta_config_errors():
     from purejaxrl.meta.run import validate_meta
 
     for extra, fragment in ((["es.population=5"], "must be even"), (["algo=pqn"], "use algo=ppo"),
                             (["es.envs=[cartpole,acrobot]"], "normalize_fitness=true"),
                             (["es.strategy=Nope"], "not a distribution-based evosax"), (["es.strategy=PSO"], "PSO"),
-                            (["es.sigma_limit=0.5"], "above es.sigma_init"), (["algo.lr=-1.0"], "algo.lr=-1.0")):
+                            (["es.sigma_limit=0.5"], "above es.sigma_init"), (["algo.lr=-1.0"], "algo.lr=-1.0"),
+                            (["es.fitness=final"], "es.fitness='final'"), (["es.fitness_shaping=rank"], "fitness_shaping"),
+                            (["es.eval_every=-1"], "es.eval_every=-1"), (["es.eval_seeds=0"], "es.eval_seeds=0")):
         with pytest.raises(ConfigError, match=fragment):
             validate_meta(_meta_cfg(*extra))
 

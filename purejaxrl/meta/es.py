@@ -20,24 +20,60 @@ from purejaxrl import objectives
 from purejaxrl.config import run_grid
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
+FITNESS_KINDS = ("greedy", "training")
+SHAPINGS = ("centered_rank", "z_score")
+
+
+def z_score_shaping(population, fitness, state, params):
+    """``(f − mean) / std`` over the population (evosax minimises, so a NaN — a diverged member —
+    is first set to the worst finite value: it ranks last, as under centred ranks)."""
+    del population, state, params
+    worst = jnp.nanmax(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf))
+    f = jnp.where(jnp.isfinite(fitness), fitness, worst)
+    return (f - f.mean()) / (f.std() + 1e-8)
+
 
 def make_strategy(es_cfg: dict, solution):
     """The evosax strategy ``es.strategy`` over pytrees shaped like ``solution`` (it minimises:
-    pass −fitness).  OpenAI-ES gets Adam with an exponentially decayed learning rate, a decayed σ
-    and antithetic sampling; centred-rank fitness shaping is evosax's default for it."""
+    pass −fitness).  OpenAI-ES gets Adam with an exponentially decayed learning rate, a decayed σ,
+    antithetic sampling and ``es.fitness_shaping`` (centred ranks, the references' choice, or z-scores)."""
     from evosax import algorithms
+    from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
 
     name = es_cfg["strategy"]
     cls = getattr(algorithms, name)
     lr = _decay(es_cfg["lr_init"], es_cfg["lr_decay"], es_cfg["lr_limit"])
     sigma = _decay(es_cfg["sigma_init"], es_cfg["sigma_decay"], es_cfg["sigma_limit"])
+    shaping = {"centered_rank": centered_rank_fitness_shaping_fn, "z_score": z_score_shaping}[
+        es_cfg.get("fitness_shaping", "centered_rank")]
     if name == "Open_ES":
         return cls(es_cfg["population"], solution, use_antithetic_sampling=bool(es_cfg["antithetic"]),
-                   optimizer=optax.adam(lr), std_schedule=sigma)
-    try:  # other distribution-based strategies: their defaults, our σ when they take one
-        return cls(es_cfg["population"], solution, std_schedule=sigma)
+                   optimizer=optax.adam(lr), std_schedule=sigma, fitness_shaping_fn=shaping)
+    try:  # other distribution-based strategies: their defaults, our σ and shaping when they take them
+        return cls(es_cfg["population"], solution, std_schedule=sigma, fitness_shaping_fn=shaping)
     except TypeError:
         return cls(es_cfg["population"], solution)
+
+
+def training_return(metrics: dict, fraction: float = 0.1) -> np.ndarray:
+    """Per run, the mean return of the training episodes (the stochastic policy's) that ended in the
+    last ``fraction`` of updates (at least the last update); where none ended there, the episodes of
+    the last update in which any did (NaN if none ever did).  LPO's fitness on gymnax is the final
+    training return; its wrapper holds each env's last finished return, which this reads the same way
+    whenever an episode ends near the end of training."""
+    ret = np.nan_to_num(np.asarray(metrics["episode_return"], float))
+    eps = np.asarray(metrics["episodes"], float)
+    n = ret.shape[1]
+    w = max(1, int(round(n * fraction)))
+    tot, cnt = (ret * eps)[:, -w:].sum(1), eps[:, -w:].sum(1)
+    out = np.full(ret.shape[0], np.nan)
+    for i in range(ret.shape[0]):
+        if cnt[i] > 0:
+            out[i] = tot[i] / cnt[i]
+        elif (eps[i] > 0).any():
+            j = np.nonzero(eps[i] > 0)[0][-1]
+            out[i] = ret[i, j]  # the mean return of that update's episodes
+    return out
 
 
 def _decay(init: float, rate: float, limit: float):
@@ -62,15 +98,17 @@ class EnvFitness:
 
 
 class PopulationFitness:
-    """``fitness(population, key) -> [P]``: the final greedy return of PPO trained with each member's
-    objective, averaged over ``seeds_per_member`` seeds (the same seeds for every member), and over
-    environments (each normalised to 0 = untrained, 1 = PPO-clip when ``normalize_fitness``)."""
+    """``fitness(population, key) -> [P]``: the final return of PPO trained with each member's
+    objective — greedy (``es.fitness=greedy``) or the stochastic policy's training return
+    (``training``, LPO's) — averaged over ``seeds_per_member`` seeds (the same seeds for every member),
+    and over environments (each normalised to 0 = untrained, 1 = PPO-clip when ``normalize_fitness``)."""
 
     def __init__(self, cfg: dict, objective: objectives.Objective, mesh=None):
         es = cfg["es"]
         self.population = int(es["population"])
         self.seeds = int(es["seeds_per_member"])
         self.normalize = bool(es["normalize_fitness"])
+        self.kind = es.get("fitness", "greedy")
         self.objective = objective
         names = es.get("envs") or [cfg["env"]["name"]]
         self.envs = []
@@ -83,6 +121,7 @@ class PopulationFitness:
             self.envs.append(EnvFitness(name, algo, Trainer(algo, runs, chunks=1, num_evals=1, mesh=mesh), hp, inner))
         self.inner_env_steps = sum(e.algo.num_updates * e.algo.steps_per_update for e in self.envs) * runs
         self.seconds = 0.0
+        self._eval_trainers: dict[str, Trainer] = {}
 
     def _hparams(self, env: EnvFitness, population) -> dict:
         runs = self.population * self.seeds
@@ -91,19 +130,45 @@ class PopulationFitness:
         hp["objective"] = jax.tree.map(lambda x: jnp.repeat(x, self.seeds, axis=0), population)
         return hp
 
+    def score(self, metrics: dict, finite: np.ndarray) -> np.ndarray:
+        """Per run: the final greedy return or the final training return (``es.fitness``); NaN for a
+        run whose parameters diverged (it ranks worst)."""
+        r = metrics["eval_return"][:, -1] if self.kind == "greedy" else training_return(metrics)
+        return np.where(finite, r, np.nan)
+
     def returns(self, env: EnvFitness, population, key: jax.Array) -> np.ndarray:
-        """Final greedy returns ``[P, S]`` of one env."""
+        """Final returns ``[P, S]`` of one env (``es.fitness``)."""
         hp = self._hparams(env, population)
         seed_keys = jax.random.split(key, self.seeds)
         keys = jnp.tile(seed_keys, (self.population, 1))  # run m·S + s: member m, seed s
         state = env.trainer.init(keys, hp)
         _, metrics, finite = env.trainer.chunk(state, hp, 0, with_finite=True)
-        r = np.where(finite, metrics["eval_return"][:, -1], np.nan)  # a diverged member ranks worst
-        return r.reshape(self.population, self.seeds)
+        return self.score(metrics, finite).reshape(self.population, self.seeds)
+
+    def held_out(self, params, key: jax.Array, seeds: int) -> tuple[float, dict, dict]:
+        """The ES mean ``params`` trained on ``seeds`` held-out seeds per env (keys from ``key``, a
+        stream the ES never draws from): ``(fitness, {env: fitness}, {env: per-seed greedy returns})``,
+        the fitness as the ES scores its members (normalised when ``normalize_fitness``)."""
+        total, per_env, greedy = 0.0, {}, {}
+        for i, env in enumerate(self.envs):
+            if env.name not in self._eval_trainers:
+                self._eval_trainers[env.name] = Trainer(env.algo, seeds, chunks=1, num_evals=1)
+            tr = self._eval_trainers[env.name]
+            hp = batch_hparams(env.algo, {k: np.repeat(v, seeds) for k, v in env.base_hp.items()}, seeds)
+            hp["objective"] = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], seeds, axis=0), params)
+            keys = jax.random.split(jax.random.fold_in(key, i), seeds)
+            _, metrics, finite = tr.chunk(tr.init(keys, hp), hp, 0, with_finite=True)
+            r = float(np.nanmean(self.score(metrics, finite))) if finite.any() else float("nan")
+            per_env[env.name] = r
+            greedy[env.name] = [float(x) for x in np.where(finite, metrics["eval_return"][:, -1], np.nan)]
+            if self.normalize:
+                r = (r - env.r_untrained) / (env.r_clip - env.r_untrained)
+            total += r / len(self.envs)
+        return total, per_env, greedy
 
     def baselines(self, key: jax.Array) -> None:
-        """PPO-clip's and the untrained policy's (lr = 0) mean final returns per env over
-        ``seeds_per_member`` seeds: the 0 and 1 of the normalised fitness."""
+        """PPO-clip's and the untrained policy's (lr = 0) mean final returns (``es.fitness``) per env
+        over ``seeds_per_member`` seeds (at least 4): the 0 and 1 of the normalised fitness."""
         from purejaxrl.errors import ConfigError
 
         seeds = max(self.seeds, 4)
@@ -114,8 +179,8 @@ class PopulationFitness:
             out = []
             for lr_scale in (1.0, 0.0):
                 hp = {k: np.repeat(v, seeds) * (lr_scale if k == "lr" else 1.0) for k, v in env.base_hp.items()}
-                _, m = tr.chunk(tr.init(keys, hp), hp, 0)
-                out.append(float(m["eval_return"][:, -1].mean()))
+                _, m, finite = tr.chunk(tr.init(keys, hp), hp, 0, with_finite=True)
+                out.append(float(np.nanmean(self.score(m, finite))))
             env.r_clip, env.r_untrained = out
             if not env.r_clip - env.r_untrained > 1e-3 * max(abs(env.r_clip), abs(env.r_untrained), 1.0):
                 raise ConfigError(

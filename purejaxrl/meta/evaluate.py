@@ -5,7 +5,10 @@ other training horizons (multiples of the meta-training budget), seeds vmapped.
 
 Writes ``meta_eval.json`` (every run's final greedy return), ``meta_eval.md`` (a table) and
 ``meta_eval.png`` (return against horizon, one panel per env) into the meta run directory
-(``meta_eval_best.*`` for ``objective=best``).
+(``meta_eval_best.*`` for ``objective=best``).  The learned objective is the one chosen on
+held-out seeds (``selected/``) where the run has it; every objective trains on the same test
+seeds (``PRNGKey(1234)``), which are neither the ES's seeds nor the held-out ones.  A ``setup``
+(``conf/meta_eval/NAME.yaml``) gives each env its own PPO settings and 1× budget.
 """
 
 from __future__ import annotations
@@ -18,12 +21,28 @@ import numpy as np
 import yaml
 
 from purejaxrl import objectives
-from purejaxrl.config import ConfigError, run_grid
+from purejaxrl.config import CONF_DIR, ConfigError, run_grid
 from purejaxrl.meta.run import inner_config
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
-USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [objective=mean|best] [seeds=4] "
-         "[baselines=clip,dpo]")
+USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [objective=selected|mean|best] [seeds=4] "
+         "[baselines=clip,dpo] [setup=NAME] [ablation=true|false]")
+SETUP_DIR = CONF_DIR / "meta_eval"
+TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's ES or held-out stream
+
+
+def load_setup(name: str) -> dict[str, dict]:
+    """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo setting: value}}``, the PPO settings each env
+    is trained with (its 1× budget in ``total_timesteps``); envs not listed use the meta run's."""
+    path = Path(name) if name.endswith(".yaml") else SETUP_DIR / f"{name}.yaml"
+    if not path.exists():
+        have = ", ".join(sorted(p.stem for p in SETUP_DIR.glob("*.yaml")))
+        raise ConfigError(f"setup={name!r}: no {path.name}; valid: {have}")
+    data = yaml.safe_load(path.read_text()) or {}
+    envs = data.get("envs")
+    if not isinstance(envs, dict) or not all(isinstance(v, dict) for v in envs.values()):
+        raise ConfigError(f"{path}: needs envs: {{env: {{algo setting: value}}}} (PPO settings per env)")
+    return {k: dict(v) for k, v in envs.items()}
 
 
 def load_meta_run(run_dir: str | Path) -> dict:
@@ -36,7 +55,7 @@ def load_meta_run(run_dir: str | Path) -> dict:
     return cfg
 
 
-def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: int = 1234) -> np.ndarray:
+def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: int = TEST_SEED) -> np.ndarray:
     """Final greedy return of PPO with ``objective`` under ``cfg`` for ``seeds`` vmapped seeds."""
     algo = build_algorithm(cfg, objective=objective)
     _, hp, _ = run_grid({**cfg, "num_seeds": 1, "vmap": {}}, algo.HPARAMS)
@@ -48,13 +67,20 @@ def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: 
 
 
 def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25, 0.5, 1.0, 2.0, 4.0),
-              which: str = "mean", seeds: int = 4, baselines=("clip", "dpo"), progress=print) -> dict:
+              which: str | None = None, seeds: int = 4, baselines=("clip", "dpo"), progress=print,
+              setup: dict[str, dict] | None = None, ablation: bool = True) -> dict:
+    """Every objective (the learned one — ``which``: ``selected`` by held-out evaluation where the run
+    has it, else the final ``mean``, or ``best`` —, its time-input ablation for TA-LPO, and the
+    baselines) trains PPO on each env at each horizon, on the same ``seeds`` test seeds."""
     run_dir = Path(run_dir)
     cfg = load_meta_run(run_dir)
+    if which is None:
+        which = "selected" if (run_dir / "selected").exists() else "mean"
     learned = objectives.load_objective(run_dir / which)
     import envs as _envs
 
-    envs = envs or [cfg["env"]["name"]]
+    setup = setup or {}
+    envs = envs or ([e for e in setup] if setup else [cfg["env"]["name"]])
     bad = [e for e in envs if e not in _envs.list_envs()]
     if bad:
         raise ConfigError(f"env={bad[0]!r} is not an environment; valid: {', '.join(_envs.list_envs())}")
@@ -62,24 +88,29 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
         raise ConfigError(f"horizons={list(horizons)} must all be positive multiples of the meta-training budget")
     if seeds < 1:
         raise ConfigError(f"seeds={seeds} must be >= 1")
-    objs = {f"{learned.name} ({which})": learned, **{b: objectives.builtin(b) for b in baselines}}
+    objs = {f"{learned.name} ({which})": learned}
+    if ablation and learned.spec.get("kind") == "ta_lpo":
+        objs[f"{learned.name} ({which}, p·x = 0)"] = objectives.without_progress(learned)
+    objs.update({b: objectives.builtin(b) for b in baselines})
     base = inner_config(cfg)
-    budget = int(cfg["algo"]["total_timesteps"])
-    per_update = int(cfg["algo"]["num_envs"]) * int(cfg["algo"]["num_steps"])
     rows = []
     for env in envs:
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
+        algo_cfg = {**cfg["algo"], **setup.get(env, {})}
+        budget = int(algo_cfg["total_timesteps"])
+        per_update = int(algo_cfg["num_envs"]) * int(algo_cfg["num_steps"])
         for h in horizons:
             steps = max(int(round((budget // per_update) * h)), 1) * per_update  # whole updates, as in training
-            inner = {**base, "env": env_cfg, "algo": {**cfg["algo"], "total_timesteps": steps}}
+            inner = {**base, "env": env_cfg, "algo": {**algo_cfg, "total_timesteps": steps}}
             for label, obj in objs.items():
                 r = final_returns(inner, obj, seeds)
                 rows.append({"env": env, "horizon": h, "env_steps": steps, "objective": label,
                              "mean": float(r.mean()), "std": float(r.std()), "per_seed": [float(x) for x in r]})
                 progress(f"{env} x{h:g} ({steps} steps) {label}: {r.mean():.1f} ± {r.std():.1f}")
-    result = {"meta_run": str(run_dir), "objective": which, "seeds": seeds, "meta_budget": budget,
-              "meta_env": cfg["env"]["name"], "rows": rows}
-    stem = "meta_eval" if which == "mean" else f"meta_eval_{which}"
+    result = {"meta_run": str(run_dir), "objective": which, "seeds": seeds, "seed_key": TEST_SEED,
+              "meta_budget": int(cfg["algo"]["total_timesteps"]), "meta_env": cfg["env"]["name"],
+              "setup": setup, "rows": rows}
+    stem = "meta_eval" if which in ("mean", "selected") else f"meta_eval_{which}"
     (run_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (run_dir / f"{stem}.md").write_text(table(result))
     plot_meta_eval(result, run_dir / f"{stem}.png")
@@ -135,7 +166,7 @@ def meta_eval_main(argv: list[str]) -> None:
     run_dir, opts = argv[0], {}
     for a in argv[1:]:
         k, eq, v = a.partition("=")
-        if not eq or k not in ("env", "horizons", "objective", "seeds", "baselines"):
+        if not eq or k not in ("env", "horizons", "objective", "seeds", "baselines", "setup", "ablation"):
             raise ConfigError(f"meta-eval: {a!r} is not an option; usage: {USAGE}")
         opts[k] = v
     try:
@@ -143,13 +174,21 @@ def meta_eval_main(argv: list[str]) -> None:
         seeds = int(opts.get("seeds", 4))
     except ValueError as e:
         raise ConfigError(f"meta-eval: horizons must be numbers and seeds an integer ({e})") from None
-    which = opts.get("objective", "mean")
-    if which not in ("mean", "best"):
-        raise ConfigError(f"meta-eval: objective={which!r}; valid: mean (the ES mean), best (the best member)")
+    which = opts.get("objective")
+    if which not in (None, "selected", "mean", "best"):
+        raise ConfigError(f"meta-eval: objective={which!r}; valid: selected (the ES mean chosen on held-out seeds, the "
+                          "default where the run has one), mean (the final ES mean), best (the best member)")
+    if which and not (Path(run_dir) / which).exists():
+        raise ConfigError(f"meta-eval: {Path(run_dir) / which} does not exist (runs without held-out evaluation, "
+                          "es.eval_every=0, have no selected/); use objective=mean")
+    if opts.get("ablation", "true") not in ("true", "false"):
+        raise ConfigError(f"meta-eval: ablation={opts['ablation']!r}; valid: true, false")
+    setup = load_setup(opts["setup"]) if "setup" in opts else None
     baselines = [b for b in opts.get("baselines", "clip,dpo").split(",") if b]
     for b in baselines:
         objectives.builtin(b)
     envs = opts["env"].split(",") if "env" in opts else None
-    res = meta_eval(run_dir, envs, horizons, which, seeds, baselines)
+    res = meta_eval(run_dir, envs, horizons, which, seeds, baselines, setup=setup,
+                    ablation=opts.get("ablation", "true") == "true")
     print(table(res))
-    print(Path(run_dir) / ("meta_eval.png" if which == "mean" else f"meta_eval_{which}.png"))
+    print(Path(run_dir) / ("meta_eval.png" if res["objective"] in ("mean", "selected") else f"meta_eval_{res['objective']}.png"))

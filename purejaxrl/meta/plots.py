@@ -11,7 +11,14 @@ import numpy as np
 from purejaxrl import objectives
 from purejaxrl.logging import read_metrics
 
-PROGRESS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PROGRESS = (0.0, 0.25, 0.5, 0.75)  # and the last update's p = (N − 1)/N: training never reaches p = 1
+
+
+def progress_points(num_updates: int) -> tuple[float, ...]:
+    """The progress values drawn: 0, ¼, ½, ¾ and the last update's ``(N − 1)/N`` (``p = n/N`` is
+    read before update n, so a run of N updates never sees p = 1)."""
+    last = (num_updates - 1) / num_updates
+    return tuple(p for p in PROGRESS if p < last) + (last,)
 
 
 def drift_grid(obj: objectives.Objective, clip_eps: float, progress: float, n: int = 101,
@@ -26,7 +33,9 @@ def drift_grid(obj: objectives.Objective, clip_eps: float, progress: float, n: i
     return r, a, np.asarray(d)
 
 
-def plot_meta(run_dir: str | Path, which: str = "mean") -> list[Path]:
+def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
+    """``fitness.png`` and ``drift_<which>.png``; ``which`` defaults to ``selected`` (the mean chosen
+    by held-out evaluation) where the run has one, else ``mean`` (the final ES mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +50,14 @@ def plot_meta(run_dir: str | Path, which: str = "mean") -> list[Path]:
     g = [r["update"] for r in rows]
     for key, label in (("mean_fitness", "population mean"), ("best_fitness", "best member"),
                        ("best_fitness_so_far", "best so far")):
-        ax.plot(g, [r[key] for r in rows], label=label)
+        ax.plot(g, [r[key] for r in rows], label=label, lw=1, alpha=0.8 if key == "mean_fitness" else 0.5)
+    if (run_dir / "heldout.jsonl").exists():
+        import json
+
+        held = [json.loads(line) for line in (run_dir / "heldout.jsonl").read_text().splitlines() if line]
+        seeds = held[0]["seeds"] if held else 0
+        ax.plot([h["generation"] for h in held], [h["heldout_fitness"] for h in held], "ko-", ms=3, lw=1.5,
+                label=f"ES mean, {seeds} held-out seeds")
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness" + (" (normalised: 0 untrained, 1 PPO-clip)" if cfg["es"].get("normalize_fitness") else
                                " (final greedy return)"))
@@ -53,21 +69,27 @@ def plot_meta(run_dir: str | Path, which: str = "mean") -> list[Path]:
     fig.savefig(out[-1], dpi=120)
     plt.close(fig)
 
+    if which is None:
+        which = "selected" if (run_dir / "selected").exists() else "mean"
     obj = objectives.load_objective(run_dir / which)
     clip = float(cfg["algo"]["clip_eps"])
-    grids = [drift_grid(obj, clip, p) for p in PROGRESS]
+    algo = cfg["algo"]
+    points = progress_points(max(int(algo["total_timesteps"]) // (int(algo["num_envs"]) * int(algo["num_steps"])), 1))
+    grids = [drift_grid(obj, clip, p) for p in points]
     vmax = max(float(np.percentile(d, 99)) for _, _, d in grids) or 1.0
-    fig, axes = plt.subplots(1, len(PROGRESS), figsize=(3.2 * len(PROGRESS), 3.2), sharey=True)
-    for ax, p, (r, a, d) in zip(axes, PROGRESS, grids):
+    fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points), 3.2), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, p, (r, a, d) in zip(axes, points, grids):
         im = ax.imshow(d, origin="lower", extent=(r[0], r[-1], a[0], a[-1]), aspect="auto", vmin=0, vmax=vmax,
                        cmap="viridis")
         ax.axvline(1.0, color="w", lw=0.6, alpha=0.7)
         ax.axhline(0.0, color="w", lw=0.6, alpha=0.7)
-        ax.set_title(f"p = {p:g}")
+        ax.set_title(f"p = {p:.3g}")
         ax.set_xlabel("r = π/π_old")
     axes[0].set_ylabel("Â")
     fig.colorbar(im, ax=axes, fraction=0.02, label="drift D")
-    fig.suptitle(f"{obj.name} drift ({which} of the ES) over training progress")
+    what = {"selected": "ES mean chosen on held-out seeds", "mean": "final ES mean", "best": "best member"}.get(which, which)
+    fig.suptitle(f"{obj.name} drift ({what}) over training progress")
     out.append(run_dir / f"drift_{which}.png")
     fig.savefig(out[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -5,6 +5,13 @@ one compiled program), tell it the fitness; then log a row, save the ES mean and
 (``mean/``, ``best/``: loadable with ``algo.objective=learned algo.objective_path=...``) and
 checkpoint the ES state.  Same run-directory contract as ``train``: ``config.yaml``,
 ``metrics.jsonl``/``.csv`` (one row per generation), ``checkpoints/``, ``summary.json``.
+
+Every ``es.eval_every`` generations (and before the first, and after the last) the ES *mean* is
+trained on ``es.eval_seeds`` held-out seeds — one fixed set, from a key stream the ES never draws
+its members' seeds from — and kept as ``mean/gen_NNNN``; ``heldout.jsonl`` records each evaluation
+and ``selected/`` holds the mean with the best held-out fitness: the objective a run hands over.
+``best/`` (the best single member, a maximum over every noisy member evaluation) is kept for
+inspection; its fitness is optimistic by construction.
 """
 
 from __future__ import annotations
@@ -20,14 +27,18 @@ from purejaxrl import objectives
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, resume_errors, validate
 from purejaxrl.logging import MetricsLogger, NullLogger
-from purejaxrl.meta.es import PopulationFitness, make_strategy
+from purejaxrl.meta.es import FITNESS_KINDS, SHAPINGS, PopulationFitness, make_strategy
 from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh, scale_summary
 
 SUMMARY = "summary.json"
 META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "resume", "stop_after_generations",
              "compilation_cache", "progress", "hydra", "mesh", "distributed"}
 ES_KEYS = {"strategy", "population", "generations", "antithetic", "sigma_init", "sigma_decay", "sigma_limit",
-           "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness"}
+           "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness", "fitness",
+           "fitness_shaping", "eval_every", "eval_seeds"}
+LATER_DEFAULTS = {"fitness": "greedy", "fitness_shaping": "centered_rank", "eval_seeds": 16}
+HELDOUT = "heldout.jsonl"
+HELDOUT_STREAM = 10**6 + 3  # fold_in(master, ·): the held-out seeds' stream (the ES draws from fold_in(master, g))
 IDENTITY = ("algo", "env", "network", "objective", "es", "seed")
 
 
@@ -60,9 +71,16 @@ def validate_meta(cfg: dict) -> None:
         errs.append(f"es.population={pop!r} must be an integer >= 2")
     elif (es.get("antithetic", True) or es.get("strategy") == "Open_ES") and pop % 2:
         errs.append(f"es.population={pop} must be even for antithetic sampling (pairs ±ε); use {pop + 1} or es.antithetic=false")
-    for k in ("generations", "seeds_per_member"):
-        if not isinstance(es.get(k), int) or es[k] < 1:
+    for k in ("generations", "seeds_per_member", "eval_seeds"):
+        if not isinstance(es.get(k, 1), int) or es.get(k, 1) < 1:
             errs.append(f"es.{k}={es.get(k)!r} must be an integer >= 1")
+    if not isinstance(es.get("eval_every", 0), int) or es.get("eval_every", 0) < 0:
+        errs.append(f"es.eval_every={es.get('eval_every')!r} must be an integer >= 0 (0: no held-out evaluation)")
+    if es.get("fitness", "greedy") not in FITNESS_KINDS:
+        errs.append(f"es.fitness={es.get('fitness')!r}; valid: {', '.join(FITNESS_KINDS)} (greedy: final greedy return; "
+                    "training: the stochastic policy's final training return, LPO's)")
+    if es.get("fitness_shaping", "centered_rank") not in SHAPINGS:
+        errs.append(f"es.fitness_shaping={es.get('fitness_shaping')!r}; valid: {', '.join(SHAPINGS)}")
     for k in ("sigma_init", "lr_init", "sigma_limit", "lr_limit"):
         if not isinstance(es.get(k), (int, float)) or not es[k] > 0:
             errs.append(f"es.{k}={es.get(k)!r} must be a positive number")
@@ -118,8 +136,14 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     fitness_fn = PopulationFitness(inner, objective, mesh=mesh)
     strategy = make_strategy(es_cfg, objective.params)
     es_params = strategy.default_params
-    # es.generations may grow on resume (continue a finished run for longer): not part of the identity
-    identity = {**{k: cfg.get(k) for k in IDENTITY}, "es": {k: v for k, v in es_cfg.items() if k != "generations"}}
+    # es.generations may grow on resume (continue a finished run for longer), and es.eval_every change (it
+    # only says when the mean is evaluated): not part of the identity
+    # settings added later are left out at their defaults, so runs saved before them still resume
+    identity = {**{k: cfg.get(k) for k in IDENTITY},
+                "es": {k: v for k, v in es_cfg.items() if k not in ("generations", "eval_every")
+                       and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}}
+    eval_every, eval_seeds = int(es_cfg.get("eval_every", 0)), int(es_cfg.get("eval_seeds", 16))
+    heldout_key = held_out_key(master)  # the same held-out seeds at every evaluation
 
     ckpt = Checkpointer(ckpt_dir)
     start, prior_seconds, baselines = 0, 0.0, None
@@ -150,6 +174,31 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         if overrides is not None:
             dump_yaml(overrides, run_dir / "overrides.yaml")
     logger = MetricsLogger(run_dir, one_run, {"log_every": 1}, resume_update=start) if main else NullLogger(one_run)
+    heldout_rows = _heldout_rows(run_dir, start) if main else []
+
+    def evaluate_mean(generation: int) -> float:
+        """Train with the ES mean on the held-out seeds; append a row to heldout.jsonl, keep the mean as
+        mean/gen_NNNN and, when it is the best so far, as selected/."""
+        t = time.perf_counter()
+        params = strategy.get_mean(es_state)
+        fit, per_env, greedy = fitness_fn.held_out(params, heldout_key, eval_seeds)
+        row = {"generation": generation, "heldout_fitness": fit, "per_env": per_env, "greedy_returns": greedy,
+               "seeds": eval_seeds, "seconds": time.perf_counter() - t}
+        if main:
+            obj = objectives.build(objective.spec, jax.device_get(params))
+            objectives.save_objective(obj, run_dir / "mean" / f"gen_{generation:04d}", {"generation": generation,
+                                                                                       "heldout_fitness": fit})
+            best = max((r["heldout_fitness"] for r in heldout_rows if r["heldout_fitness"] is not None), default=None)
+            if np.isfinite(fit) and (best is None or fit > best):
+                objectives.save_objective(obj, run_dir / "selected", {"generation": generation, "heldout_fitness": fit,
+                                                                      "chosen_by": f"held-out fitness, {eval_seeds} seeds"})
+            heldout_rows.append({**row, "heldout_fitness": fit if np.isfinite(fit) else None})
+            with (run_dir / HELDOUT).open("a") as f:
+                f.write(json.dumps(heldout_rows[-1]) + "\n")
+        return fit
+
+    if eval_every and start == 0 and not heldout_rows:
+        evaluate_mean(0)  # the starting point (PPO-clip with the PPO initialisation)
 
     bar = None
     if (cfg.get("progress", True) if progress is None else progress) and main:
@@ -161,7 +210,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     try:
         for g in range(start, gens):
             t0 = time.perf_counter()
-            k_ask, k_fit, k_tell = jax.random.split(jax.random.fold_in(master, g), 3)
+            k_ask, k_fit, k_tell = generation_keys(master, g)
             population, es_state = strategy.ask(k_ask, es_state, es_params)
             sigma = float(np.mean(es_state.std))  # the σ this population was drawn with
             fitness, per_env = fitness_fn(population, k_fit)
@@ -169,9 +218,13 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
             dt = time.perf_counter() - t0
             run_seconds += dt
             fitness_hist.append(fitness)
+            heldout = float("nan")
+            if eval_every and ((g + 1) % eval_every == 0 or g + 1 == gens):
+                heldout = evaluate_mean(g + 1)
             row = {"best_fitness": [[_nan(np.nanmax, fitness)]], "mean_fitness": [[_nan(np.nanmean, fitness)]],
                    "best_fitness_so_far": [[float(-es_state.best_fitness)]], "sigma": [[sigma]],
-                   "diverged_members": [[float(np.isnan(fitness).sum())]], "seconds": [[dt]]}
+                   "diverged_members": [[float(np.isnan(fitness).sum())]], "heldout_fitness": [[heldout]],
+                   "seconds": [[dt]]}
             if len(per_env) > 1:
                 row.update({f"return_{k}": [[_nan(np.nanmean, v)]] for k, v in per_env.items()})
             logger.log_chunk(g, {k: np.asarray(v) for k, v in row.items()}, 1, gens)
@@ -197,8 +250,14 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     generations = start + done  # one row per generation (rows 1..generations)
     secs = run_seconds / max(generations, 1)
+    chosen = max((r for r in heldout_rows if r["heldout_fitness"] is not None), key=lambda r: r["heldout_fitness"],
+                 default=None)  # the first of equal ones, as selected/ keeps it
     summary = {
         "generations": generations,
+        "heldout": [[r["generation"], r["heldout_fitness"]] for r in heldout_rows],
+        "selected_generation": chosen["generation"] if chosen else None,
+        "selected_heldout_fitness": chosen["heldout_fitness"] if chosen else None,
+        "heldout_seeds": eval_seeds if eval_every else None,
         "completed": generations >= gens,
         "best_fitness": max((r["best_fitness"] for r in rows if r["best_fitness"] is not None), default=None),
         "best_fitness_so_far": rows[-1]["best_fitness_so_far"] if rows else None,
@@ -218,6 +277,29 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     if main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def generation_keys(master: jax.Array, g: int):
+    """Generation g's keys: ``(ask, fitness, tell)``; the members' training seeds come from ``fitness``."""
+    return jax.random.split(jax.random.fold_in(master, g), 3)
+
+
+def held_out_key(master: jax.Array) -> jax.Array:
+    """The held-out evaluations' key, a stream no generation's keys are drawn from."""
+    return jax.random.fold_in(master, HELDOUT_STREAM)
+
+
+def _heldout_rows(run_dir: Path, start: int) -> list[dict]:
+    """The held-out rows of generations ``<= start`` (a resume drops rows written after the checkpoint
+    it continues from, and rewrites the file without them)."""
+    path = run_dir / HELDOUT
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    kept = [r for r in rows if r["generation"] <= start]
+    if len(kept) != len(rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 def _nan(fn, x) -> float:
