@@ -350,13 +350,14 @@ def rewrite_overrides(args) -> list[str]:
     return out
 
 
-def compose(overrides=(), config_dir: Path | None = None) -> dict:
+def compose(overrides=(), config_dir: Path | None = None, config_name: str = "config") -> dict:
     """The resolved training config for Hydra-style ``overrides`` (for notebooks, scripts, tests)::
 
         cfg = compose(["algo=ppo", "env=acrobot", "num_seeds=2"])
         summary = purejaxrl.experiment.run(cfg, "outputs/my_run")
 
-    ``config_dir=CONF_DIR / "llm"`` composes an ``llm`` config (with ``mode=sft|rl|pref``)."""
+    ``config_dir=CONF_DIR / "llm"`` composes an ``llm`` config (with ``mode=sft|rl|pref``);
+    ``config_name="meta"`` a ``purejaxrl meta`` config."""
     from hydra import compose as _compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -364,7 +365,7 @@ def compose(overrides=(), config_dir: Path | None = None) -> dict:
 
     GlobalHydra.instance().clear()  # an earlier in-process compose may have left it initialised
     with initialize_config_dir(str(config_dir or CONF_DIR), version_base="1.3"):
-        cfg = _compose("config", overrides=rewrite_overrides(overrides))
+        cfg = _compose(config_name, overrides=rewrite_overrides(overrides))
     out = OmegaConf.to_container(cfg, resolve=True)
     out.pop("hydra", None)
     return out

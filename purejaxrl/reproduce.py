@@ -44,7 +44,7 @@ from purejaxrl.config import CONF_DIR, ConfigError, argument_parser, read_yaml
 
 STUDY_DIR = CONF_DIR / "reproduce"
 TIERS = ("smoke", "cpu", "gpu")
-KINDS = ("train", "llm")
+KINDS = ("train", "llm", "meta")
 SPLITS = ("validation", "test")
 TRAIN_METRICS = ("return", "success", "grid_return")  # grid_return: mean greedy return over a physics grid
 ARM = r"([A-Za-z0-9_.:@*+-]+)"
@@ -94,7 +94,11 @@ def study_errors(s: dict, where: str) -> list[str]:
     arms = s["arms"]
     if not isinstance(arms, dict) or not arms:
         return errs + [f"{where}: arms must map names to their overrides"]
-    for name, arm in arms.items():
+    if s["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        errs += meta_study.study_errors(s, where)
+    for name, arm in (arms.items() if s["kind"] != "meta" else ()):
         if not re.fullmatch(ARM, str(name)):
             errs.append(f"{where}: arm name {name!r} may use letters, digits and _ . : @ * + -")
         arm = arm or {}
@@ -118,6 +122,8 @@ def study_errors(s: dict, where: str) -> list[str]:
         errs.append(f"{where}: metric needs name (train: return or success; llm: a summary key such as test_pass_at_1)")
     elif s["kind"] == "train" and m["name"] not in TRAIN_METRICS:
         errs.append(f"{where}: metric.name={m['name']!r}; for kind=train use {', '.join(TRAIN_METRICS)}")
+    elif s["kind"] == "meta" and m["name"] != "score":
+        errs.append(f"{where}: metric.name={m['name']!r}; for kind=meta use score (the normalised final return)")
     elif s["kind"] == "llm" and not str(m["name"]).startswith("test_"):
         errs.append(f"{where}: metric.name={m['name']!r}; for kind=llm use a held-out summary key test_*")
     if isinstance(m, dict) and "bounds" in m and not (isinstance(m["bounds"], list) and len(m["bounds"]) == 2
@@ -150,7 +156,8 @@ def study_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: claims[{i}]: {e}")
             continue
         cm = c.get("metric")
-        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in TRAIN_METRICS)
+        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in TRAIN_METRICS) or (
+            s["kind"] == "meta")  # a settings group, checked with the meta fields
         if cm is not None and not fits:
             errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train "
                         f"{', '.join(TRAIN_METRICS)}")
@@ -382,6 +389,10 @@ def run_study(study: dict, tier: str, seeds: int | None = None, out: str | Path 
     if study["kind"] == "train":
         _make_datasets(study, spec, out, log)
         _run_train(study, spec, out, log)
+    elif study["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        meta_study.run(study, spec, out, log)
     else:
         _run_llm(study, spec, out, log)
     report = make_report(study, out, tier)
@@ -394,6 +405,10 @@ def _check_configs(study: dict, spec: dict, out: Path) -> None:
     datasets, made later, are checked when they exist)."""
     from purejaxrl.config import compose, validate
 
+    if study["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        return meta_study.check_configs(study, spec)
     for r in dataset_recipes(study, spec).values():
         for over in (r.get("policies") or {}).values():
             validate(compose(list(over)))
@@ -582,6 +597,11 @@ def arm_scores(study: dict, out: Path, metric: str | None = None) -> dict:
     metric = metric or study["metric"]["name"]
     marker = out / "study.json"
     n = json.loads(marker.read_text())["seeds"] if marker.exists() else None
+    if study["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        tier = json.loads(marker.read_text())["tier"] if marker.exists() else "smoke"
+        return meta_study.scores(study, out, metric, {**study["tiers"].get(tier, {}), "seeds": n})
     scores = {}
     for run, arms in _runs(study).items():
         for arm in arms:
@@ -815,6 +835,10 @@ def compute_seconds(study: dict, out: Path) -> float:
 def learning_curves(study: dict, out: Path) -> dict:
     """``arm -> (x, [seeds, points])`` from the runs' ``evaluations.jsonl``: the greedy tests during
     training (``eval_return`` over env steps) or the held-out metric over iterations (llm)."""
+    if study["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        return meta_study.curves(study, out)
     metric = "eval_return" if study["kind"] == "train" else "eval_" + study["metric"]["name"][len("test_"):]
     curves = {}
     for run, arms in _runs(study).items():
@@ -859,9 +883,10 @@ def plot_curves(study: dict, out: Path) -> str | None:
         line, = ax.plot(x, mean, label=f"{arm} ({ys.shape[0]} seeds)")
         if ys.shape[0] > 1:
             ax.fill_between(x, band[0], band[1], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("env steps" if study["kind"] == "train" else "iteration")
-    ax.set_ylabel("greedy return during training" if study["kind"] == "train"
-                  else study["metric"]["name"].replace("test_", "") + " during training (other prompts than the test's)")
+    ax.set_xlabel({"train": "env steps", "meta": "ES generation"}.get(study["kind"], "iteration"))
+    ax.set_ylabel("greedy return during training" if study["kind"] == "train" else
+                  "held-out fitness of the ES mean" if study["kind"] == "meta" else
+                  study["metric"]["name"].replace("test_", "") + " during training (other prompts than the test's)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

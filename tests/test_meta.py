@@ -244,14 +244,14 @@ def test_evolved_objective_trains_ppo_and_is_evaluated_across_horizons(meta_runs
     summary = run(cfg, tmp_path / "train")
     assert summary["completed"]
     res = meta_eval(d, ["cartpole"], horizons=(0.5,), seeds=2, progress=lambda *_: None,
-                    setup={"acrobot": {"total_timesteps": 4096}})
+                    setup={"acrobot": {"algo": {"total_timesteps": 4096}}})
     assert {(r["objective"], r["horizon"]) for r in res["rows"]} == {
         (o, 0.5) for o in ("ta_lpo (selected)", "ta_lpo (selected, p·x = 0)", "clip", "dpo")}
     assert {r["env_steps"] for r in res["rows"]} == {512}  # half the budget, in whole updates of 128 steps
     assert (d / "meta_eval.md").read_text().count("\n") == 3 and (d / "meta_eval.png").exists()
     # an env setup: the env's own 1x budget and PPO settings
     res = meta_eval(d, None, horizons=(0.25,), seeds=2, progress=lambda *_: None, ablation=False, baselines=("clip",),
-                    setup={"acrobot": {"total_timesteps": 4096, "num_envs": 8}})
+                    setup={"acrobot": {"algo": {"total_timesteps": 4096, "num_envs": 8}}})
     assert [(r["env"], r["env_steps"], r["objective"]) for r in res["rows"]] == [
         ("acrobot", 1024, "ta_lpo (selected)"), ("acrobot", 1024, "clip")]  # a quarter of 4096 in updates of 8 x 32
     plot_main([str(d)])

@@ -218,7 +218,7 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
         _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["c"]}})
 
 
-SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl")  # minutes each (MuJoCo envs per task; two PPO policies to collect
+SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl", "ta_lpo")  # minutes each (MuJoCo envs per task; two PPO policies to collect
 # from; MJX compiles of three algorithms, their evaluations and grids)
 # qarl_walker runs qarl's code paths on another MJX task (tens of minutes of compiles on 2 cores): its tiers are
 # composed and validated below, its smoke tier is not run here
@@ -290,3 +290,54 @@ def test_readme_and_docs_tables_are_the_recorded_reports():
     assert shown - {"summary"} == {p.name for p in results.iterdir() if (p / "report.json").exists()}
     for f in files:
         assert R.sync_readme(f, results, check=True) == [], f
+
+
+def _meta_study(tmp_path, **changes) -> dict:
+    s = {"title": "toy meta", "paper": {"cite": "A. Author. A paper. 2026"}, "kind": "meta",
+         "meta": {"ta": ["experiment=meta_cartpole32", "objective=ta_lpo"]}, "eval_setup": "cartpole_transfer",
+         "settings": {"near": ["cartpole@1"], "far": ["cartpole@2", "catch@1"]},
+         "arms": {"ta": {"objective": "ta"}, "ta_no_time": {"objective": "ta", "ablation": True},
+                  "clip": {"objective": "clip"}},
+         "metric": {"name": "score", "bounds": [0, 1]}, "tiers": {"smoke": {"seeds": 2, "meta_seeds": 2}},
+         "claims": [{"claim": "effect(ta, clip) > 0", "paper": "ta beats clip", "metric": "far"},
+                    {"claim": "effect(ta, ta_no_time) > 0", "paper": "time helps"}]}
+    s.update(changes)
+    f = tmp_path / "toy_meta.yaml"
+    f.write_text(yaml.safe_dump(s, sort_keys=False))
+    return R.load_study(str(f))
+
+
+def test_meta_study_scores_are_normalised_returns_averaged_over_settings_and_es_seeds(tmp_path):
+    study = _meta_study(tmp_path)
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    (out / "study.json").write_text(json.dumps({"study": "toy_meta", "tier": "smoke", "seeds": 2}))
+    # cartpole bounds [0, 500], catch [-1, 1] (conf/meta_eval/cartpole_transfer.yaml)
+    res = {"ta": {"cartpole@1|es0": [500, 250], "cartpole@1|es1": [0, 250], "cartpole@2|es0": [100, 200],
+                  "cartpole@2|es1": [300, 400], "catch@1|es0": [1, -1], "catch@1|es1": [0, 0]},
+           "clip": {"cartpole@1|es0": [250, 250], "cartpole@2|es0": [0, 500], "catch@1|es0": [-1, 1]}}
+    res["ta_no_time"] = res["clip"]
+    for arm, r in res.items():
+        (out / "evals" / f"{arm}.json").write_text(json.dumps(
+            {"seeds": 2, "results": {k: {"returns": v} for k, v in r.items()}}))
+    far = R.arm_scores(study, out, "far")
+    # ta, seed 0: cartpole@2 mean over ES seeds (100+300)/2/500 = 0.4, catch@1 ((1+0)/2 + 1)/2 = 0.75 -> 0.575
+    np.testing.assert_allclose(far["ta"]["test"], [0.575, (0.6 + 0.25) / 2])
+    np.testing.assert_allclose(far["clip"]["test"], [(0.0 + 0.0) / 2, (1.0 + 1.0) / 2])
+    assert far["ta"]["episodes"] == 4 and far["clip"]["episodes"] == 2  # settings x ES seeds behind a score
+    every = R.arm_scores(study, out)  # the study's metric: every setting
+    np.testing.assert_allclose(every["ta"]["test"][0], np.mean([0.5, 0.4, 0.75]))
+
+
+def test_meta_study_file_errors(tmp_path):
+    for changes, fragment in (({"settings": {"g": ["cartpole-1"]}}, "ENV@HORIZON"),
+                              ({"settings": {"g": ["pendulum@1"]}}, "needs an entry with bounds"),
+                              ({"arms": {"c": {"objective": "clip", "ablation": True}}}, "ablation applies"),
+                              ({"arms": {"x": {"objective": "nope"}}}, "objective='nope'"),
+                              ({"eval_setup": "nope"}, "setup='nope'"),
+                              ({"metric": {"name": "return"}}, "use score")):
+        with pytest.raises(ConfigError, match=fragment):
+            _meta_study(tmp_path, **changes)
+    bad = [{"claim": "effect(ta, clip) > 0", "paper": "p", "metric": "elsewhere"}]
+    with pytest.raises(ConfigError, match="use a settings group"):
+        _meta_study(tmp_path, claims=bad)

@@ -32,17 +32,23 @@ TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's
 
 
 def load_setup(name: str) -> dict[str, dict]:
-    """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo setting: value}}``, the PPO settings each env
-    is trained with (its 1× budget in ``total_timesteps``); envs not listed use the meta run's."""
+    """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo: {setting: value}, bounds: [low, high]}}``,
+    the PPO settings each env is trained with (its 1× budget in ``algo.total_timesteps``; settings not
+    given are the meta run's) and the range of its return (a study's normalised score)."""
     path = Path(name) if name.endswith(".yaml") else SETUP_DIR / f"{name}.yaml"
     if not path.exists():
         have = ", ".join(sorted(p.stem for p in SETUP_DIR.glob("*.yaml")))
         raise ConfigError(f"setup={name!r}: no {path.name}; valid: {have}")
     data = yaml.safe_load(path.read_text()) or {}
     envs = data.get("envs")
-    if not isinstance(envs, dict) or not all(isinstance(v, dict) for v in envs.values()):
-        raise ConfigError(f"{path}: needs envs: {{env: {{algo setting: value}}}} (PPO settings per env)")
-    return {k: dict(v) for k, v in envs.items()}
+    ok = isinstance(envs, dict) and all(
+        isinstance(v, dict) and set(v) <= {"algo", "bounds"} and isinstance(v.get("algo", {}), dict)
+        and (v.get("bounds") is None or (isinstance(v["bounds"], list) and len(v["bounds"]) == 2
+                                        and v["bounds"][0] < v["bounds"][1])) for v in envs.values())
+    if not ok:
+        raise ConfigError(f"{path}: needs envs: {{env: {{algo: {{setting: value}}, bounds: [low, high]}}}} "
+                          "(PPO settings and the return's range per env)")
+    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds")} for k, v in envs.items()}
 
 
 def load_meta_run(run_dir: str | Path) -> dict:
@@ -96,7 +102,7 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     rows = []
     for env in envs:
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-        algo_cfg = {**cfg["algo"], **setup.get(env, {})}
+        algo_cfg = {**cfg["algo"], **(setup.get(env) or {}).get("algo", {})}
         budget = int(algo_cfg["total_timesteps"])
         per_update = int(algo_cfg["num_envs"]) * int(algo_cfg["num_steps"])
         for h in horizons:

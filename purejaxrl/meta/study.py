@@ -1,0 +1,270 @@
+"""``kind: meta`` studies for ``purejaxrl reproduce``: objectives meta-trained by ``purejaxrl meta``
+on several ES seeds, then every arm trains fresh PPO agents on the same test seeds in a set of
+*settings* (``env@horizon``: an env of the evaluation setup at a multiple of its 1× budget).
+
+A study file adds to the common fields (title, paper, arms, metric, tiers, claims)::
+
+    meta:          {name: [purejaxrl meta overrides]}      objectives to meta-train (one run per ES seed)
+    eval_setup:    NAME                                    conf/meta_eval/NAME.yaml: PPO settings, 1× budget
+                                                           and return range per env
+    settings:      {group: [env@horizon, ...]}             claims pick a group with ``metric: GROUP``
+    arms:          {arm: {objective: NAME|clip|dpo|none, ablation: true}}
+    tiers.<t>:     seeds (test seeds), meta_seeds, meta_overrides, settings (a smaller set for smoke)
+
+An arm's score on a test seed is its return normalised by the env's range, ``(R − low)/(high − low)``,
+averaged over the settings of the group and, for a learned objective, over its ES seeds (each the
+objective its run chose on held-out seeds, ``selected/``).  Every arm trains on the same test seeds
+(:data:`purejaxrl.meta.evaluate.TEST_SEED`), so claims pair arms per test seed.  What the verdicts
+cover: the test seeds' variation at these ES seeds — the ES seeds are few, and are named in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from purejaxrl.config import ConfigError
+
+ARM_KEYS = {"objective", "ablation", "label"}
+DEFAULT_GROUP = "all"
+
+
+def _setting(text: str) -> tuple[str, float]:
+    env, sep, h = str(text).partition("@")
+    try:
+        hv = float(h)
+    except ValueError:
+        hv = -1.0
+    if not sep or not env or not hv > 0:
+        raise ConfigError(f"setting {text!r} must be ENV@HORIZON, e.g. acrobot@0.5 (a positive multiple of the 1x budget)")
+    return env, hv
+
+
+def settings(study: dict, spec: dict | None = None) -> dict[str, list[str]]:
+    """Group -> settings (a tier's ``settings`` replace the study's), plus ``all``: every setting."""
+    groups = dict((spec or {}).get("settings") or study["settings"])
+    groups[DEFAULT_GROUP] = list(dict.fromkeys(x for v in groups.values() for x in v))
+    return groups
+
+
+def study_errors(s: dict, where: str) -> list[str]:
+    errs = []
+    meta = s.get("meta")
+    if not isinstance(meta, dict) or not meta or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in meta.values()):
+        errs.append(f"{where}: meta must map objective names to lists of purejaxrl meta overrides")
+        meta = {}
+    from purejaxrl import objectives
+
+    for name, arm in (s.get("arms") or {}).items():
+        arm = arm or {}
+        if not isinstance(arm, dict) or set(arm) - ARM_KEYS or "objective" not in arm:
+            errs.append(f"{where}: arms.{name} needs objective (a meta: name or {', '.join(objectives.BUILTIN)}); "
+                        f"valid keys: {', '.join(sorted(ARM_KEYS))}")
+            continue
+        if arm["objective"] not in meta and arm["objective"] not in objectives.BUILTIN:
+            errs.append(f"{where}: arms.{name}.objective={arm['objective']!r}; valid: {', '.join([*meta, *objectives.BUILTIN])}")
+        if arm.get("ablation") and arm["objective"] in objectives.BUILTIN:
+            errs.append(f"{where}: arms.{name}.ablation applies to a meta-trained ta_lpo objective")
+    if not isinstance(s.get("eval_setup"), str):
+        errs.append(f"{where}: eval_setup must name conf/meta_eval/NAME.yaml (PPO settings and return range per env)")
+    else:
+        from purejaxrl.meta.evaluate import load_setup
+
+        try:
+            setup = load_setup(s["eval_setup"])
+        except ConfigError as e:
+            errs.append(f"{where}: {e}")
+            setup = None
+    groups = [("settings", s.get("settings"))] + [(f"tiers.{t}.settings", v.get("settings"))
+                                                  for t, v in (s.get("tiers") or {}).items()
+                                                  if isinstance(v, dict) and v.get("settings") is not None]
+    for key, g in groups:
+        if not isinstance(g, dict) or not g or not all(isinstance(v, list) and v for v in g.values()):
+            errs.append(f"{where}: {key} must map group names to lists of ENV@HORIZON settings")
+            continue
+        for v in g.values():
+            for x in v:
+                try:
+                    env, _ = _setting(x)
+                except ConfigError as e:
+                    errs.append(f"{where}: {key}: {e}")
+                    continue
+                if setup is not None and (env not in setup or setup[env].get("bounds") is None):
+                    errs.append(f"{where}: {key}: {env} needs an entry with bounds in conf/meta_eval/{s['eval_setup']}.yaml")
+    for t, v in (s.get("tiers") or {}).items():
+        if not isinstance(v, dict):
+            continue
+        if not isinstance(v.get("meta_seeds", 1), int) or v.get("meta_seeds", 1) < 1:
+            errs.append(f"{where}: tiers.{t}.meta_seeds must be an integer >= 1 (ES runs per objective)")
+        mo = v.get("meta_overrides", [])
+        if not (isinstance(mo, list) and all(isinstance(x, str) for x in mo)):
+            errs.append(f"{where}: tiers.{t}.meta_overrides must be a list of purejaxrl meta overrides")
+    known = set(settings(s)) if isinstance(s.get("settings"), dict) else set()
+    for i, c in enumerate(s.get("claims") or []):
+        if isinstance(c, dict) and c.get("metric") is not None and known and c["metric"] not in known:
+            errs.append(f"{where}: claims[{i}].metric={c['metric']!r}; for kind=meta use a settings group: "
+                        f"{', '.join(sorted(known))}")
+    if any("choose" in (a or {}) for a in (s.get("arms") or {}).values()):
+        errs.append(f"{where}: kind=meta arms are objectives; the choice of an objective is made on held-out seeds "
+                    "inside each meta run (selected/), not by choose")
+    return errs
+
+
+def meta_overrides(study: dict, spec: dict, name: str, seed: int) -> list[str]:
+    return list(study["meta"][name]) + list(spec.get("meta_overrides", [])) + [f"seed={seed}", "progress=false"]
+
+
+def compose_meta(overrides: list[str]) -> dict:
+    from purejaxrl.config import compose
+
+    return compose(overrides, config_name="meta")
+
+
+def meta_dirs(study: dict, spec: dict, out: Path) -> dict[str, list[Path]]:
+    return {name: [out / "runs" / f"meta_{name}_seed{m}" for m in range(int(spec.get("meta_seeds", 1)))]
+            for name in study["meta"]}
+
+
+def check_configs(study: dict, spec: dict) -> None:
+    """Every meta run's config composes and validates; they share one inner PPO setup (the built-in
+    arms are trained with it)."""
+    from purejaxrl.meta.run import validate_meta
+
+    inner = None
+    for name in study["meta"]:
+        cfg = compose_meta(meta_overrides(study, spec, name, 0))
+        validate_meta(cfg)
+        mine = {k: cfg[k] for k in ("algo", "env", "network")}
+        if inner is not None and mine != inner:
+            raise ConfigError(f"meta.{name}: its inner PPO setup (algo, env, network) differs from the other "
+                              "objectives'; every objective is meta-trained on the same task")
+        inner = mine
+
+
+def run(study: dict, spec: dict, out: Path, log) -> None:
+    """Meta-train every objective on each ES seed (resumable), then evaluate every arm."""
+    from purejaxrl.checkpoint import Checkpointer
+    from purejaxrl.meta.run import run_meta
+
+    for name, dirs in meta_dirs(study, spec, out).items():
+        for m, d in enumerate(dirs):
+            over = meta_overrides(study, spec, name, m)
+            cfg = compose_meta(over)
+            done = (d / "summary.json").exists() and json.loads((d / "summary.json").read_text()).get("completed")
+            if done:
+                from purejaxrl.config import first_difference
+
+                saved = yaml.safe_load((d / "config.yaml").read_text())
+                keys = ("algo", "env", "network", "objective", "es", "seed")
+                diff = first_difference({k: saved.get(k) for k in keys}, {k: cfg.get(k) for k in keys})
+                if diff:
+                    raise ConfigError(f"{d} was run with other settings than the study now asks for ({diff}); "
+                                      "choose another --out, or delete that run to redo it")
+                continue
+            resuming = Checkpointer.exists(d / "checkpoints")
+            log(f"[{study['study']}] {'resuming' if resuming else 'meta-training'} {name} ES seed {m}: {' '.join(over)}")
+            run_meta({**cfg, "resume": resuming}, d, progress=False, overrides=over)
+    evaluate(study, spec, out, log)
+
+
+def _objective(study: dict, arm: dict, run_dir: Path | None):
+    from purejaxrl import objectives
+
+    if arm["objective"] in objectives.BUILTIN:
+        return objectives.BUILTIN[arm["objective"]]
+    sel = run_dir / "selected"
+    obj = objectives.load_objective(sel if sel.exists() else run_dir / "mean")
+    return objectives.without_progress(obj) if arm.get("ablation") else obj
+
+
+def evaluate(study: dict, spec: dict, out: Path, log) -> None:
+    """``evals/<arm>.json``: per setting and ES seed, the final greedy return on each test seed.
+    Each (setting, ES seed) is written when done, and kept while its source is unchanged."""
+    from purejaxrl.meta.evaluate import final_returns, load_meta_run, load_setup
+    from purejaxrl.meta.run import inner_config
+
+    setup = load_setup(study["eval_setup"])
+    n = int(spec["seeds"])
+    dirs = meta_dirs(study, spec, out)
+    first = next(iter(dirs.values()))[0]
+    base_cfg = load_meta_run(first)
+    (out / "evals").mkdir(parents=True, exist_ok=True)
+    for arm_name, arm in study["arms"].items():
+        f = out / "evals" / f"{arm_name}.json"
+        rec = json.loads(f.read_text()) if f.exists() else {}
+        if rec.get("seeds") != n:
+            rec = {"seeds": n, "results": {}}
+        sources = dirs[arm["objective"]] if arm["objective"] in study["meta"] else [first]
+        for m, d in enumerate(sources):
+            obj = _objective(study, arm, d)
+            cfg = load_meta_run(d) if arm["objective"] in study["meta"] else base_cfg
+            digest = hashlib.sha1(json.dumps({"spec": obj.spec, "params": None if obj.params is None else
+                                              {k: np.asarray(v).tolist() for k, v in obj.params.items()}},
+                                             sort_keys=True).encode()).hexdigest()
+            for x in settings(study, spec)[DEFAULT_GROUP]:
+                env, h = _setting(x)
+                key = f"{x}|es{m}"
+                source = {"objective": digest, "setup": setup[env]}
+                if rec["results"].get(key, {}).get("source") == source:
+                    continue
+                env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
+                algo = {**cfg["algo"], **setup[env]["algo"]}
+                per_update = int(algo["num_envs"]) * int(algo["num_steps"])
+                steps = max(int(round((int(algo["total_timesteps"]) // per_update) * h)), 1) * per_update
+                inner = {**inner_config(cfg), "env": env_cfg, "algo": {**algo, "total_timesteps": steps}}
+                r = final_returns(inner, obj, n)
+                rec["results"][key] = {"returns": [float(v) for v in r], "env_steps": steps, "source": source}
+                f.write_text(json.dumps(rec, indent=1))
+                log(f"[{study['study']}] {arm_name} (ES seed {m}) {x} ({steps} steps): {np.mean(r):.2f}")
+
+
+def scores(study: dict, out: Path, metric: str, spec: dict) -> dict:
+    """``arm -> {"seeds", "validation", "test", "episodes", "settings"}``: per test seed, the mean over the
+    group's settings (and the arm's ES seeds) of the normalised final return."""
+    from purejaxrl.meta.evaluate import load_setup
+
+    setup = load_setup(study["eval_setup"])
+    groups = settings(study, spec)
+    group = groups[DEFAULT_GROUP if metric == study["metric"]["name"] else metric]
+    res = {}
+    for arm_name in study["arms"]:
+        f = out / "evals" / f"{arm_name}.json"
+        if not f.exists():
+            raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm_name}")
+        rec = json.loads(f.read_text())
+        cols = []
+        for x in group:
+            lo, hi = setup[_setting(x)[0]]["bounds"]
+            runs = [v["returns"] for k, v in sorted(rec["results"].items()) if k.split("|")[0] == x]
+            if not runs:
+                raise ConfigError(f"{f} has no results for {x}: rerun the study with --reuse")
+            cols.append((np.asarray(runs, float).mean(0) - lo) / (hi - lo))
+        test = np.mean(cols, 0)
+        es_seeds = len({k.split("|")[1] for k in rec["results"]})
+        # "episodes" behind a seed's score: here PPO runs (settings x ES seeds), each scored by its final greedy return
+        res[arm_name] = {"seeds": list(range(len(test))), "validation": [], "test": [float(v) for v in test],
+                         "episodes": len(group) * es_seeds, "settings": group}
+    return res
+
+
+def curves(study: dict, out: Path) -> dict:
+    """``name (ES) -> (generations, [ES seeds, evaluations])``: each objective's held-out fitness of the
+    ES mean over meta-training."""
+    res = {}
+    for name in study["meta"]:
+        rows = []
+        for d in sorted((out / "runs").glob(f"meta_{name}_seed*")):
+            f = d / "heldout.jsonl"
+            if f.exists():
+                rows.append({r["generation"]: r["heldout_fitness"] for r in map(json.loads, f.read_text().splitlines())})
+        if rows:
+            xs = sorted(set.intersection(*[set(r) for r in rows]))
+            ys = np.array([[np.nan if r[x] is None else r[x] for x in xs] for r in rows], float)
+            res[f"{name} (ES mean, held-out seeds)"] = (np.asarray(xs), ys)
+    return res
+
