@@ -45,7 +45,8 @@ def main() -> None:
     from purejaxrl.config import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("meta", overrides=["experiment=meta_cartpole", *a.overrides]), resolve=True)
+        default = [] if any(x.startswith("experiment=") for x in a.overrides) else ["experiment=meta_cartpole"]
+        cfg = OmegaConf.to_container(compose("meta", overrides=[*default, *a.overrides]), resolve=True)
     cfg.pop("hydra", None)
     es_cfg = cfg["es"]
     runs = es_cfg["population"] * es_cfg["seeds_per_member"]

@@ -246,7 +246,8 @@ def test_smoke_tier_of_every_shipped_study(name, tmp_path):
         assert len(arm["test"]) == len(arm["seeds"]) == rep["seeds"]
     text = (tmp_path / name / "report.md").read_text()
     assert "| claim | the paper says |" in text and (tmp_path / name / "aggregate.png").exists()
-    kept = list((tmp_path / name / "runs").rglob("evaluations.jsonl"))
+    # what results keep of each run: its evaluation rows (a meta run's: the held-out evaluations of the ES mean)
+    kept = list((tmp_path / name / "runs").rglob("heldout.jsonl" if rep["kind"] == "meta" else "evaluations.jsonl"))
     assert kept and all(f.stat().st_size > 0 for f in kept)
 
 
