@@ -91,6 +91,31 @@ def test_z_score_shaping_ranks_a_diverged_member_last():
     np.testing.assert_allclose(z.std(), 1.0, rtol=1e-5)
 
 
+def test_z_score_shaping_with_no_finite_member_takes_no_step():
+    from purejaxrl.meta.es import z_score_shaping
+
+    np.testing.assert_array_equal(z_score_shaping(None, jnp.full(4, jnp.nan), None, None), 0.0)
+
+
+def test_a_resume_that_drops_held_out_rows_rebuilds_selected_from_the_kept_ones(tmp_path):
+    from purejaxrl.meta.run import _heldout_rows
+
+    obj = objectives.build({"kind": "lpo", "hidden": 4}, key=jax.random.PRNGKey(0))
+    rows = [{"generation": g, "heldout_fitness": f} for g, f in ((0, 1.0), (10, 5.0), (20, 3.0))]
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        objectives.save_objective(obj, tmp_path / "mean" / f"gen_{r['generation']:04d}", r)
+    objectives.save_objective(obj, tmp_path / "selected", rows[1])  # chosen before the stop
+    kept = _heldout_rows(tmp_path, 15)  # the checkpoint resumed from is generation 15
+    assert [r["generation"] for r in kept] == [0, 10]
+    assert sorted(p.name for p in (tmp_path / "mean").iterdir()) == ["gen_0000", "gen_0010"]
+    assert json.loads((tmp_path / "selected" / "objective.json").read_text())["generation"] == 10
+    kept = _heldout_rows(tmp_path, 5)
+    assert [r["generation"] for r in kept] == [0]
+    assert json.loads((tmp_path / "selected" / "objective.json").read_text())["generation"] == 0
+    assert len((tmp_path / "heldout.jsonl").read_text().splitlines()) == 1
+
+
 def test_held_out_seeds_are_never_the_es_members_seeds():
     from purejaxrl.meta.run import generation_keys, held_out_key
 
@@ -300,6 +325,23 @@ def test_training_fitness_reads_the_training_episodes_and_skips_diverged_runs(mo
         "episodes": np.array([[1.0, 1.0], [1.0, 1.0]])}, np.array([True, False])))
     pop = jax.tree.map(lambda x: jnp.repeat(x[None], 2, 0), fit.objective.params)
     np.testing.assert_array_equal(fit.returns(fit.envs[0], pop, jax.random.PRNGKey(0)), [[70.0], [np.nan]])
+
+
+def test_a_held_out_evaluation_with_a_diverged_seed_is_never_selected(monkeypatch):
+    from purejaxrl.meta.es import PopulationFitness
+    from purejaxrl.meta.run import inner_config
+    from purejaxrl.trainer import Trainer
+
+    cfg = _meta_cfg("es.seeds_per_member=1", "es.population=2")
+    fit = PopulationFitness({**inner_config(cfg), "es": cfg["es"]}, objectives.build(cfg["objective"]))
+    finite = {"v": np.array([True, True, True])}
+    monkeypatch.setattr(Trainer, "init", lambda self, keys, hp: None)
+    monkeypatch.setattr(Trainer, "chunk", lambda self, state, hp, start, with_finite=False: (
+        None, {"eval_return": np.array([[100.0], [200.0], [300.0]])}, finite["v"]))
+    assert fit.held_out(fit.objective.params, jax.random.PRNGKey(0), 3)[0] == pytest.approx(200.0)
+    finite["v"] = np.array([True, False, True])  # nanmean would score it 200 on the two that survived
+    fitness, _, greedy = fit.held_out(fit.objective.params, jax.random.PRNGKey(0), 3)
+    assert np.isnan(fitness) and np.isnan(list(greedy.values())[0][1])
 
 
 def test_meta_config_errors():

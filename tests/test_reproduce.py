@@ -315,7 +315,8 @@ def test_meta_study_scores_are_normalised_returns_averaged_over_settings_and_es_
     (out / "study.json").write_text(json.dumps({"study": "toy_meta", "tier": "smoke", "seeds": 2}))
     # cartpole bounds [0, 500], catch [-1, 1] (conf/meta_eval/cartpole_transfer.yaml)
     res = {"ta": {"cartpole@1|es0": [500, 250], "cartpole@1|es1": [0, 250], "cartpole@2|es0": [100, 200],
-                  "cartpole@2|es1": [300, 400], "catch@1|es0": [1, -1], "catch@1|es1": [0, 0]},
+                  "cartpole@2|es1": [300, 400], "catch@1|es0": [1, -1], "catch@1|es1": [0, 0],
+                  "catch@1|es2": [-1, -1]},  # an earlier run's third ES seed: not this tier's (meta_seeds 2)
            "clip": {"cartpole@1|es0": [250, 250], "cartpole@2|es0": [0, 500], "catch@1|es0": [-1, 1]}}
     res["ta_no_time"] = res["clip"]
     for arm, r in res.items():

@@ -28,9 +28,11 @@ def z_score_shaping(population, fitness, state, params):
     """``(f − mean) / std`` over the population (evosax minimises, so a NaN — a diverged member —
     is first set to the worst finite value: it ranks last, as under centred ranks)."""
     del population, state, params
-    worst = jnp.nanmax(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf))
-    f = jnp.where(jnp.isfinite(fitness), fitness, worst)
-    return (f - f.mean()) / (f.std() + 1e-8)
+    finite = jnp.isfinite(fitness)
+    worst = jnp.max(jnp.where(finite, fitness, -jnp.inf))
+    f = jnp.where(finite, fitness, worst)
+    z = (f - f.mean()) / (f.std() + 1e-8)
+    return jnp.where(jnp.any(finite), z, jnp.zeros_like(fitness))  # nothing finite: no step
 
 
 def make_strategy(es_cfg: dict, solution):
@@ -158,7 +160,10 @@ class PopulationFitness:
             hp["objective"] = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], seeds, axis=0), params)
             keys = jax.random.split(jax.random.fold_in(key, i), seeds)
             _, metrics, finite = tr.chunk(tr.init(keys, hp), hp, 0, with_finite=True)
-            r = float(np.nanmean(self.score(metrics, finite))) if finite.any() else float("nan")
+            per_seed = self.score(metrics, finite)
+            # a seed that diverged (or ended no episode to score) makes the evaluation NaN: such a mean is
+            # never selected, as a diverged member ranks last in the ES
+            r = float(np.mean(per_seed)) if np.isfinite(per_seed).all() else float("nan")
             per_env[env.name] = r
             greedy[env.name] = [float(x) for x in np.where(finite, metrics["eval_return"][:, -1], np.nan)]
             if self.normalize:

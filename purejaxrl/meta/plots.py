@@ -59,8 +59,9 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
         ax.plot([h["generation"] for h in held], [h["heldout_fitness"] for h in held], "ko-", ms=3, lw=1.5,
                 label=f"ES mean, {seeds} held-out seeds")
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness" + (" (normalised: 0 untrained, 1 PPO-clip)" if cfg["es"].get("normalize_fitness") else
-                               " (final greedy return)"))
+    measure = "final training return" if cfg["es"].get("fitness") == "training" else "final greedy return"
+    ax.set_ylabel("fitness" + (f" ({measure}, normalised: 0 untrained, 1 PPO-clip)" if cfg["es"].get("normalize_fitness")
+                               else f" ({measure})"))
     ax.set_title(f"{cfg['objective']['kind']} on {cfg['env']['name']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

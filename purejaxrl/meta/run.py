@@ -17,6 +17,7 @@ inspection; its fitness is optimistic by construction.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -299,6 +300,15 @@ def _heldout_rows(run_dir: Path, start: int) -> list[dict]:
     kept = [r for r in rows if r["generation"] <= start]
     if len(kept) != len(rows):
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for r in rows[len(kept):]:  # what those rows saved goes with them, and selected/ is the kept rows' best
+            shutil.rmtree(run_dir / "mean" / f"gen_{r['generation']:04d}", ignore_errors=True)
+        shutil.rmtree(run_dir / "selected", ignore_errors=True)
+        best = max((r for r in kept if r["heldout_fitness"] is not None), key=lambda r: r["heldout_fitness"], default=None)
+        if best is not None:
+            shutil.copytree(run_dir / "mean" / f"gen_{best['generation']:04d}", run_dir / "selected")
+            spec = json.loads((run_dir / "selected" / "objective.json").read_text())
+            (run_dir / "selected" / "objective.json").write_text(json.dumps(
+                {**spec, "chosen_by": "held-out fitness"}, indent=2))
     return kept
 
 

@@ -15,7 +15,8 @@ An arm's score on a test seed is its return normalised by the env's range, ``(R 
 averaged over the settings of the group and, for a learned objective, over its ES seeds (each the
 objective its run chose on held-out seeds, ``selected/``).  Every arm trains on the same test seeds
 (:data:`purejaxrl.meta.evaluate.TEST_SEED`), so claims pair arms per test seed.  What the verdicts
-cover: the test seeds' variation at these ES seeds — the ES seeds are few, and are named in the report.
+cover: the test seeds' variation at these ES seeds — a learned arm averages its few ES seeds before
+pairing, so the ES runs' own variation is not in the intervals (``evals/<arm>.json`` keeps each one).
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ def scores(study: dict, out: Path, metric: str, spec: dict) -> dict:
     setup = load_setup(study["eval_setup"])
     groups = settings(study, spec)
     group = groups[DEFAULT_GROUP if metric == study["metric"]["name"] else metric]
+    meta_seeds = int(spec.get("meta_seeds", 1))
     res = {}
     for arm_name in study["arms"]:
         f = out / "evals" / f"{arm_name}.json"
@@ -238,17 +240,18 @@ def scores(study: dict, out: Path, metric: str, spec: dict) -> dict:
             raise ConfigError(f"{f} is missing: run the study (purejaxrl reproduce ... --reuse) to evaluate arm {arm_name}")
         rec = json.loads(f.read_text())
         cols = []
+        es_runs = meta_seeds if study["arms"][arm_name]["objective"] in study["meta"] else 1
         for x in group:
             lo, hi = setup[_setting(x)[0]]["bounds"]
-            runs = [v["returns"] for k, v in sorted(rec["results"].items()) if k.split("|")[0] == x]
+            runs = [v["returns"] for k, v in sorted(rec["results"].items())
+                    if k.split("|")[0] == x and int(k.split("|es")[1]) < es_runs]  # not an earlier run's extra ES seeds
             if not runs:
                 raise ConfigError(f"{f} has no results for {x}: rerun the study with --reuse")
             cols.append((np.asarray(runs, float).mean(0) - lo) / (hi - lo))
         test = np.mean(cols, 0)
-        es_seeds = len({k.split("|")[1] for k in rec["results"]})
         # "episodes" behind a seed's score: here PPO runs (settings x ES seeds), each scored by its final greedy return
         res[arm_name] = {"seeds": list(range(len(test))), "validation": [], "test": [float(v) for v in test],
-                         "episodes": len(group) * es_seeds, "settings": group}
+                         "episodes": len(group) * es_runs, "settings": group}
     return res
 
 
