@@ -257,6 +257,9 @@ def meta_main(argv: list[str]) -> None:
     _hydra_entry(CONF_DIR, argv, run, report, config_name="meta")
 
 
+PREF_DEFAULT_LOSS = "dpo"
+
+
 def llm_main(argv: list[str]) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -266,6 +269,8 @@ def llm_main(argv: list[str]) -> None:
         raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref [overrides], "
                           "e.g. purejaxrl llm sft task=addition")
     mode, rest = argv[0], argv[1:]
+    if mode == "pref" and not any(a.split("=", 1)[0].lstrip("+~") == "loss" for a in rest):
+        rest = [f"loss={PREF_DEFAULT_LOSS}", *rest]  # each mode defaults to a loss of its kind (rl: grpo)
     check_overrides(CONF_DIR / "llm", [f"mode={mode}", *rest])
 
     def run(cfg, run_dir, overrides):

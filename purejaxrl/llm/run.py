@@ -26,7 +26,13 @@ from purejaxrl.sharding import Placement, is_main_process, make_mesh, scale_summ
 
 MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size",
-            "eval_seed", "eval_prompts")
+            "eval_seed", "eval_prompts",
+            # every other setting that changes the trajectory (a resume with another value is refused)
+            "lr", "weight_decay", "max_grad_norm", "num_iterations", "temperature", "top_k", "curriculum_pool",
+            "curriculum_sigma", "policy_gradient", "num_candidates", "dataset_size", "noise", "pref_temperature",
+            "round_length", "data_seed", "init_from")
+LENGTH_DEPENDENT = ("epo",)  # losses whose schedule reads i / iterations: their iterations are part of the identity
+MUST_BE_FINITE = ("loss",)  # a non-finite loss stops the run (the last checkpoint is kept)
 
 
 LLM_CONF = CONF_DIR / "llm"
@@ -47,6 +53,8 @@ def validate_llm(cfg: dict) -> None:
     for k, v in cfg.items():
         if k not in defaults or defaults[k] is None or k == "resume":  # resume: false, true or auto
             continue
+        if k == "max_grad_norm" and v is None:  # null (or 0): no clipping, as TRL reads it
+            continue
         e = _type_error(k, v, defaults[k]) or (f"{k}=null must be set (default {defaults[k]!r})" if v is None else None)
         if e:
             errs.append(e)
@@ -63,7 +71,7 @@ def validate_llm(cfg: dict) -> None:
         if k in cfg and not cfg[k] > 0:
             errs.append(f"{k}={cfg[k]!r} must be > 0")
     for k in ("lr", "weight_decay", "max_grad_norm"):
-        if k in cfg and cfg[k] < 0:
+        if cfg.get(k) is not None and cfg[k] < 0:
             errs.append(f"{k}={cfg[k]!r} must be >= 0")
     loss_cfg = cfg.get("loss") or {}
     loss = loss_cfg.get("name")
@@ -87,6 +95,9 @@ def validate_llm(cfg: dict) -> None:
             errs.append(f"loss.loss_type={loss_cfg['loss_type']!r}; valid: {', '.join(L.DPO_LOSS_TYPES)}")
         if not any(e.startswith("loss.") for e in errs):
             errs += _loss_value_errors(loss, loss_cfg)
+    if cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("num_iterations", 1) > 1:
+        errs.append(f"loss={loss} with num_iterations={cfg['num_iterations']}: its loss has no importance ratio, so every "
+                    "step after the first would be off-policy without correction; use num_iterations=1")
     if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
         errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
@@ -221,7 +232,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         params = _load_params(cfg["init_from"], params)
     ref_params = jax.tree.map(jnp.copy, params)  # a separate buffer: the state is donated
     lr = cfg["lr"]
-    opt = optax.chain(optax.clip_by_global_norm(cfg["max_grad_norm"]), optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
+    clip = optax.clip_by_global_norm(cfg["max_grad_norm"]) if cfg.get("max_grad_norm") else optax.identity()
+    opt = optax.chain(clip, optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
     opt_state = opt.init(params)
     if mode == "rl":
         hp, loss_opts = R.split_config(loss_cfg)
@@ -286,6 +298,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
              for name in ("progress", "test", "validation")}
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
+    if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT:
+        identity["iterations"] = cfg["iterations"]
     start = 0
     state = place.replicate(state)
     if resuming:  # into the replicated layout, whatever the device count that wrote it
@@ -311,6 +325,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     compile_s = time.perf_counter() - t0
     iters, total = cfg["iterations"], 0.0
     last_eval: dict = {}
+    diverged = None
     bar = None
     if (cfg.get("progress", True) if progress is None else progress) and main:
         from tqdm.auto import tqdm
@@ -321,6 +336,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             t = time.perf_counter()
             state, m = step_c(state, rep(jax.random.fold_in(key, i + 1)), rep(jnp.int32(i)))
             m = place.to_host(m)
+            bad = [k for k in MUST_BE_FINITE if k in m and not np.isfinite(float(m[k]))]
+            if bad:  # nothing of this iteration is logged or saved
+                diverged = (i + 1, bad[0])
+                break
             dt = time.perf_counter() - t
             total += dt
             row = {k: np.asarray([[float(v)]]) for k, v in m.items()}
@@ -341,6 +360,13 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             bar.close()
         logger.close()
         ckpt.close()
+    if diverged:
+        from purejaxrl.errors import TrainingDiverged
+
+        last = max(start, (diverged[0] - 1) // cfg["checkpoint_every"] * cfg["checkpoint_every"])
+        kept = f"the last checkpoint (iteration {last}) is kept" if last else "no checkpoint was saved"
+        raise TrainingDiverged(f"llm run (seed {cfg['seed']}) in {run_dir} diverged: {diverged[1]} is not finite at "
+                               f"iteration {diverged[0]}; {kept}. Lower lr (or set max_grad_norm) and start a new run_dir")
     # the final model on the test and validation prompts (evaluated once, at the end)
     final = {f"{prefix}_{k}": float(v) for name, prefix in (("test", "test"), ("validation", "val"))
              for k, v in place.to_host(evals[name](state["params"])).items()}
