@@ -109,7 +109,7 @@ CASES = [
     pytest.param(llm("rl", "+nosuch=1"), "nosuch is not an llm setting", id="llm-unknown-key-appended"),
     pytest.param(llm("rl", "+task.kwargs.nosuch=1"), "task.kwargs", id="llm-bad-task-kwargs"),
     pytest.param(llm("pref", "loss=dpo", "task=addition"), "task=sort_letters", id="llm-pref-wrong-task"),
-    pytest.param(llm("pref", "task=sort_letters"), "loss='grpo' is not a preference loss", id="llm-pref-rl-loss"),
+    pytest.param(llm("pref", "loss=grpo", "task=sort_letters"), "loss='grpo' is not a preference loss", id="llm-pref-rl-loss"),
     pytest.param(llm("pref", "loss=dpo", "task=sort_letters", "noise=bogus"), "noise='bogus'", id="llm-pref-bad-noise"),
     pytest.param(llm("rl", "model.n_heads=3"), "model.n_heads=3", id="llm-heads-not-dividing"),
     pytest.param(llm("rl", "lr=abc"), "lr='abc'", id="llm-lr-not-number"),
