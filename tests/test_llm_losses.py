@@ -376,7 +376,7 @@ def test_dpo_loss_types_by_hand():
     assert float(L.dpo_loss(c, r, rc, rr, beta, loss_type="hinge")) == pytest.approx(0.0)
     assert float(L.dpo_loss(r, c, rr, rc, beta, loss_type="hinge")) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="loss_type"):
-        L.dpo_loss(c, r, rc, rr, beta, loss_type="robust")
+        L.dpo_loss(c, r, rc, rr, beta, loss_type="bogus")
 
 
 def test_epo_phase_based_weight():

@@ -78,12 +78,30 @@ def k3_kl(logp, ref_logp):
     return jnp.exp(d) - d - 1.0
 
 
+IMPORTANCE_LEVELS = ("token", "sequence")
+
+
+def importance_ratio(logp, old_logp, mask, level: str = "token"):
+    """``ρ [B, T]``: per token ``π_θ / π_old`` (``token``), or GSPO's sequence ratio
+    ``exp(mean_t (log π_θ − log π_old))`` over the completion's tokens, the same for each of its
+    tokens (``sequence``; TRL's ``importance_sampling_level``)."""
+    log_ratio = logp - old_logp
+    if level == "token":
+        return jnp.exp(log_ratio)
+    if level == "sequence":
+        m = mask.astype(log_ratio.dtype)
+        seq = (jnp.where(mask.astype(bool), log_ratio, 0.0)).sum(1) / jnp.maximum(m.sum(1), 1.0)
+        return jnp.broadcast_to(jnp.exp(seq)[:, None], log_ratio.shape)
+    raise ValueError(f"unknown importance_sampling_level {level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}")
+
+
 def clipped_pg_loss(logp, old_logp, ref_logp, mask, advantages, *, beta=0.0, epsilon=0.2, epsilon_high=None,
-                    loss_type="grpo", max_completion_length=None):
+                    loss_type="grpo", max_completion_length=None, importance_sampling_level="token"):
     """The GRPO-family surrogate: per token
-    ``s = min(ρ A, clip(ρ, 1 − ε_low, 1 + ε_high) A) − β k3``, loss ``= −aggregate(s)``."""
+    ``s = min(ρ A, clip(ρ, 1 − ε_low, 1 + ε_high) A) − β k3``, loss ``= −aggregate(s)``; ``ρ`` per
+    token, or GSPO's per sequence (:func:`importance_ratio`)."""
     eps_hi = epsilon if epsilon_high is None else epsilon_high
-    ratio = jnp.exp(logp - old_logp)
+    ratio = importance_ratio(logp, old_logp, mask, importance_sampling_level)
     a = advantages[:, None]
     s = jnp.minimum(ratio * a, jnp.clip(ratio, 1.0 - epsilon, 1.0 + eps_hi) * a)
     if ref_logp is not None:  # masked first: an extreme log-prob on a pad position must not give inf·0 = NaN
@@ -92,14 +110,15 @@ def clipped_pg_loss(logp, old_logp, ref_logp, mask, advantages, *, beta=0.0, eps
     return -aggregate(s, mask, loss_type, max_completion_length)
 
 
-def pg_statistics(logp, old_logp, ref_logp, mask, advantages, *, epsilon=0.2, epsilon_high=None):
+def pg_statistics(logp, old_logp, ref_logp, mask, advantages, *, epsilon=0.2, epsilon_high=None,
+                  importance_sampling_level="token"):
     """What TRL logs for the clipped surrogate (no gradient): the fraction of completion tokens
     clipped at the low end (``ρ < 1 − ε`` with ``A < 0``) and at the high end (``ρ > 1 + ε_high``
     with ``A > 0``), and the mean k3 KL to the reference when there is one."""
     eps_hi = epsilon if epsilon_high is None else epsilon_high
     m = mask.astype(jnp.float32)
     n = jnp.maximum(m.sum(), 1.0)
-    ratio = sg(jnp.exp(logp - old_logp))
+    ratio = sg(importance_ratio(logp, old_logp, mask, importance_sampling_level))
     a = advantages[:, None]
     out = {"clip_ratio_low": (((ratio < 1.0 - epsilon) & (a < 0)) * m).sum() / n,
            "clip_ratio_high": (((ratio > 1.0 + eps_hi) & (a > 0)) * m).sum() / n}
@@ -213,7 +232,8 @@ def paft_loss(seq_logp, rewards, num_generations: int, q, idx):
 
 
 # ---------------------------------------------------------------- preference family
-DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
+DPO_PAIRS = ("best_worst", "all")  # which candidate pairs DPO trains on (make_pref_step's ``pairs``)
 
 
 def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta=0.1, *, loss_type="sigmoid",
@@ -225,16 +245,49 @@ def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, bet
       conservative DPO (cDPO: labels flipped with probability ε);
     * ``ipo``: ``(h − 1/(2β))²`` (IPO, β the regularisation τ; TRL feeds it length-normalised
       log-probs, and so does ``make_pref_step``);
-    * ``hinge``: ``max(0, 1 − β h)`` (SLiC)."""
+    * ``hinge``: ``max(0, 1 − β h)`` (SLiC);
+    * ``robust``: ``(−(1 − ε) log σ(β h) + ε log σ(−β h)) / (1 − 2ε)`` — robust DPO (rDPO, Chowdhury
+      et al. 2024) with ``label_smoothing = ε < ½`` the assumed flip rate: unbiased for the clean
+      loss, ``(1 − ε) ℓ(h) + ε ℓ(−h) = −log σ(β h)``, where cDPO is DPO's loss averaged over flips.
+      At ε = 0 it is DPO."""
     margin = (chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp)
+    return jnp.mean(dpo_pair_losses(margin, beta, loss_type=loss_type, label_smoothing=label_smoothing))
+
+
+def dpo_pair_losses(margin, beta=0.1, *, loss_type="sigmoid", label_smoothing=0.0):
+    """:func:`dpo_loss` of each pair (not averaged), from its log-ratio margins ``h`` (any shape)."""
+    ls = label_smoothing
     if loss_type == "sigmoid":
-        ls = label_smoothing
-        return -jnp.mean((1.0 - ls) * jax.nn.log_sigmoid(beta * margin) + ls * jax.nn.log_sigmoid(-beta * margin))
+        return -((1.0 - ls) * jax.nn.log_sigmoid(beta * margin) + ls * jax.nn.log_sigmoid(-beta * margin))
+    if loss_type == "robust":
+        return (-(1.0 - ls) * jax.nn.log_sigmoid(beta * margin) + ls * jax.nn.log_sigmoid(-beta * margin)) / (1.0 - 2.0 * ls)
     if loss_type == "ipo":
-        return jnp.mean((margin - 1.0 / (2.0 * beta)) ** 2)
+        return (margin - 1.0 / (2.0 * beta)) ** 2
     if loss_type == "hinge":
-        return jnp.mean(jax.nn.relu(1.0 - beta * margin))
+        return jax.nn.relu(1.0 - beta * margin)
     raise ValueError(f"unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
+
+
+def candidate_pairs(scores, flip=None):
+    """Every pair of a prompt's ``K`` candidates, each ordered by the recorded scores ``[B, K]``:
+    winner and loser indices ``[B, K(K−1)/2]`` (pairs ``(i, j)``, ``i < j``, in ``triu_indices``
+    order) and a mask that is False where the two scores tie (the pair records no preference).
+    ``flip [B]``: a flipped prompt has every one of its pairs reversed."""
+    i, j = jnp.triu_indices(scores.shape[-1], 1)
+    s = scores if flip is None else jnp.where(flip[:, None], -scores, scores)
+    first = s[:, i] > s[:, j]
+    return jnp.where(first, i, j), jnp.where(first, j, i), s[:, i] != s[:, j]
+
+
+def all_pairs_dpo_loss(seq_logp, ref_logp, scores, beta=0.1, *, flip=None, loss_type="sigmoid", label_smoothing=0.0):
+    """DPO on all ``K(K−1)/2`` candidate pairs of every prompt (:func:`candidate_pairs`; sequence
+    log-probs ``[B, K]``): the mean of :func:`dpo_pair_losses` over the pairs without a tie (divided
+    by their number, at least 1; tied pairs contribute nothing)."""
+    w, l, valid = candidate_pairs(scores, flip)
+    r = seq_logp - ref_logp
+    margin = jnp.take_along_axis(r, w, 1) - jnp.take_along_axis(r, l, 1)
+    per = dpo_pair_losses(margin, beta, loss_type=loss_type, label_smoothing=label_smoothing)
+    return jnp.sum(jnp.where(valid, per, 0.0)) / jnp.maximum(valid.sum(), 1)
 
 
 def adpo_logits(seq_logp, anchor_logp, tau):

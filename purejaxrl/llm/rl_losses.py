@@ -68,7 +68,7 @@ def get(name: str) -> RLLoss:
 
 
 # ---------------------------------------------------------------- the clipped policy-gradient family
-PG_OPTIONS = {"loss_type": LOSS_TYPES, "scale_rewards": L.SCALE_REWARDS}
+PG_OPTIONS = {"loss_type": LOSS_TYPES, "scale_rewards": L.SCALE_REWARDS, "importance_sampling_level": L.IMPORTANCE_LEVELS}
 PG_NEEDS = ("old_logp", "ref_logp")
 
 
@@ -83,9 +83,11 @@ def policy_gradient(x, hp, opts, adv, *, baseline_factor=1.0, keep=None, beta=No
     beta = hp.get("beta", 0.0) if beta is None else beta
     eps, eps_hi = hp.get("epsilon", 0.2), hp.get("epsilon_high", hp.get("epsilon", 0.2))
     ref = x.get("ref_logp")
+    level = opts.get("importance_sampling_level", "token")
     pg = L.clipped_pg_loss(x["logp"], x["old_logp"], ref, mask, adv, beta=beta, epsilon=eps, epsilon_high=eps_hi,
-                           loss_type=loss_type, max_completion_length=x["L_max"])
-    aux = L.pg_statistics(x["logp"], x["old_logp"], ref, mask, adv, epsilon=eps, epsilon_high=eps_hi)
+                           loss_type=loss_type, max_completion_length=x["L_max"], importance_sampling_level=level)
+    aux = L.pg_statistics(x["logp"], x["old_logp"], ref, mask, adv, epsilon=eps, epsilon_high=eps_hi,
+                          importance_sampling_level=level)
     rows = 1.0
     if keep is not None and loss_type in ("grpo", "dr_grpo"):  # normalise by the kept sequences, not all B
         rows = keep.shape[0] / jnp.maximum(keep.sum(), 1.0)
@@ -111,6 +113,11 @@ def grpo(x, hp, opts):
 
 register("dr_grpo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,
          defaults={"loss_type": "dr_grpo", "scale_rewards": "none"})(grpo)
+# GSPO (Zheng et al. 2025): GRPO with the sequence-level importance ratio exp(mean_t log π_θ/π_old),
+# clipped per sequence (TRL's importance_sampling_level="sequence"; conf/llm/loss/gspo.yaml sets the
+# paper's narrow clip range)
+register("gspo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,
+         defaults={"loss_type": "grpo", "scale_rewards": "group", "importance_sampling_level": "sequence"})(grpo)
 
 
 @register("dapo", needs=PG_NEEDS, options=PG_OPTIONS, likelihood=True,

@@ -28,7 +28,9 @@ MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size",
             "eval_seed", "eval_prompts",
             # every other setting that changes the trajectory (a resume with another value is refused)
-            "lr", "weight_decay", "max_grad_norm", "num_iterations", "temperature", "top_k", "curriculum_pool",
+            "sft_target", "lr", "weight_decay", "max_grad_norm", "num_iterations", "temperature", "top_k", "top_p", "min_p",
+            "mask_truncated_completions", "steps_per_generation", "gradient_accumulation_steps", "reward_funcs",
+            "reward_weights", "curriculum_pool",
             "curriculum_sigma", "policy_gradient", "num_candidates", "dataset_size", "noise", "pref_temperature",
             "round_length", "data_seed", "init_from")
 LENGTH_DEPENDENT = ("epo",)  # losses whose schedule reads i / iterations: their iterations are part of the identity
@@ -39,6 +41,7 @@ LLM_CONF = CONF_DIR / "llm"
 GROUPS = ("model", "task", "loss")
 MODEL_KEYS = ("d_model", "n_layers", "n_heads", "d_mlp", "rope_base")  # vocab_size and max_len come from the task
 POSITIVE = ("iterations", "batch_size", "num_prompts", "num_generations", "num_iterations", "num_candidates",
+            "steps_per_generation", "gradient_accumulation_steps",
             "dataset_size", "eval_prompts", "eval_every", "log_every", "checkpoint_every")
 
 
@@ -58,6 +61,8 @@ def validate_llm(cfg: dict) -> None:
         e = _type_error(k, v, defaults[k]) or (f"{k}=null must be set (default {defaults[k]!r})" if v is None else None)
         if e:
             errs.append(e)
+    if cfg.get("data_seed") is not None and (not isinstance(cfg["data_seed"], int) or isinstance(cfg["data_seed"], bool)):
+        errs.append(f"data_seed={cfg['data_seed']!r} must be an integer, or null (derived from seed: 12345 + seed)")
     if errs:  # the checks below compare values, which needs the right types
         raise_errors(errs)
     if cfg.get("mode") not in MODES:
@@ -67,6 +72,25 @@ def validate_llm(cfg: dict) -> None:
             errs.append(f"{k}={cfg[k]!r} must be an integer >= 1")
     if cfg.get("top_k", 0) < 0:
         errs.append(f"top_k={cfg['top_k']!r} must be >= 0 (0 = off)")
+    if not 0 < cfg.get("top_p", 1.0) <= 1:
+        errs.append(f"top_p={cfg['top_p']!r} must be in (0, 1] (1 = off)")
+    if not 0 <= cfg.get("min_p", 0.0) < 1:
+        errs.append(f"min_p={cfg['min_p']!r} must be in [0, 1) (0 = off)")
+    errs += _reward_func_errors(cfg)
+    if cfg.get("sft_target", "reference") not in ("reference", "format"):
+        errs.append(f"sft_target={cfg['sft_target']!r}; valid: reference, format")
+    elif cfg.get("sft_target") == "format" and isinstance(cfg.get("task"), dict) and \
+            not hasattr(TASKS.get(cfg["task"].get("name"), object), "format_answers"):
+        errs.append(f"sft_target=format: task {cfg['task'].get('name')} has no answer format to train on; "
+                    f"tasks with one: {', '.join(k for k, v in TASKS.items() if hasattr(v, 'format_answers'))}")
+    if cfg.get("mode") == "rl" and not any(e.startswith(("steps_per", "gradient_acc", "num_prompts")) for e in errs):
+        parts = cfg.get("steps_per_generation", 1) * cfg.get("gradient_accumulation_steps", 1)
+        if cfg.get("num_prompts", 32) % parts:
+            errs.append(f"num_prompts={cfg.get('num_prompts', 32)} must be divisible by steps_per_generation x "
+                        f"gradient_accumulation_steps = {parts}: minibatches hold whole prompt groups")
+        if parts > 1 and (cfg.get("loss") or {}).get("scale_rewards") == "batch":
+            errs.append("loss.scale_rewards=batch with steps_per_generation or gradient_accumulation_steps > 1: the std "
+                        "would be each minibatch's, not the generated batch's; use scale_rewards=group or none")
     for k in ("temperature", "curriculum_sigma", "pref_temperature"):
         if k in cfg and not cfg[k] > 0:
             errs.append(f"{k}={cfg[k]!r} must be > 0")
@@ -83,7 +107,7 @@ def validate_llm(cfg: dict) -> None:
     loss_file = LLM_CONF / "loss" / f"{loss}.yaml"
     if isinstance(loss, str) and loss_file.exists():
         loss_keys = _load_yaml(loss_file)
-        static = set(R.REGISTRY[loss].options) if loss in R.REGISTRY else {"loss_type"} if loss == "dpo" else set()
+        static = set(R.REGISTRY[loss].options) if loss in R.REGISTRY else {"loss_type", "pairs"} if loss == "dpo" else set()
         for k, v in loss_cfg.items():
             if k not in loss_keys:
                 errs.append(f"loss.{k} is not a {loss} setting; valid: {', '.join(sorted(loss_keys))}")
@@ -93,11 +117,18 @@ def validate_llm(cfg: dict) -> None:
             errs += R.option_errors(loss, loss_cfg)
         if loss == "dpo" and loss_cfg.get("loss_type", "sigmoid") not in L.DPO_LOSS_TYPES:
             errs.append(f"loss.loss_type={loss_cfg['loss_type']!r}; valid: {', '.join(L.DPO_LOSS_TYPES)}")
+        if loss == "dpo" and loss_cfg.get("pairs", "best_worst") not in L.DPO_PAIRS:
+            errs.append(f"loss.pairs={loss_cfg['pairs']!r}; valid: best_worst (the best against the worst candidate), "
+                        "all (every candidate pair, ties left out)")
         if not any(e.startswith("loss.") for e in errs):
             errs += _loss_value_errors(loss, loss_cfg)
     if cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("num_iterations", 1) > 1:
         errs.append(f"loss={loss} with num_iterations={cfg['num_iterations']}: its loss has no importance ratio, so every "
                     "step after the first would be off-policy without correction; use num_iterations=1")
+    elif cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("steps_per_generation", 1) > 1:
+        errs.append(f"loss={loss} with steps_per_generation={cfg['steps_per_generation']}: its loss has no importance "
+                    "ratio, so every minibatch after the first would be off-policy without correction; use "
+                    "steps_per_generation=1 (gradient_accumulation_steps splits a step without going off-policy)")
     if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
         errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
@@ -142,6 +173,34 @@ def validate_llm(cfg: dict) -> None:
     raise_errors(errs)
 
 
+def _reward_func_errors(cfg: dict) -> list[str]:
+    """``reward_funcs`` resolve (import) and ``reward_weights`` match them, before any compile."""
+    funcs, weights = cfg.get("reward_funcs", ["verifier"]), cfg.get("reward_weights")
+    if not isinstance(funcs, (list, tuple)) or not funcs or not all(isinstance(f, str) for f in funcs):
+        return [f"reward_funcs={funcs!r} must be a non-empty list of verifier or module:function names"]
+    errs = []
+    for f in funcs:
+        if f != "verifier":
+            try:
+                T.resolve_reward_func(f)
+            except (ImportError, ValueError) as e:
+                errs.append(f"reward_funcs: {e}" if isinstance(e, ValueError) else
+                            f"reward_funcs: {f!r} cannot be imported ({e}); give module:function of an installed module")
+    if len(set(funcs)) != len(funcs):
+        errs.append(f"reward_funcs={list(funcs)} names a function twice; give each once (use reward_weights to weight it)")
+    if weights is not None:
+        if not isinstance(weights, (list, tuple)) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                             for w in weights):
+            errs.append(f"reward_weights={weights!r} must be null or a list of numbers, one per reward function")
+        elif len(weights) != len(funcs):
+            errs.append(f"reward_weights has {len(weights)} values for {len(funcs)} reward_funcs ({', '.join(funcs)}); "
+                        "give one weight per function")
+    if list(funcs) != ["verifier"] and cfg.get("reward", "binary") != "binary":
+        errs.append(f"reward_funcs with reward={cfg['reward']}: a likelihood reward replaces the reward functions; "
+                    "use reward=binary with reward_funcs, or reward_funcs=[verifier]")
+    return errs
+
+
 def _loss_value_errors(loss: str, c: dict) -> list[str]:
     """Ranges of the loss settings (a wrong value must not reach the compiled code as a NaN)."""
     errs = []
@@ -162,10 +221,16 @@ def _loss_value_errors(loss: str, c: dict) -> list[str]:
             errs.append(f"loss.beta={c['beta']!r} must be > 0 for DPO")
         if not 0 <= c.get("label_smoothing", 0.0) < 0.5:
             errs.append(f"loss.label_smoothing={c['label_smoothing']!r} must be in [0, 0.5)")
-        elif c.get("label_smoothing", 0.0) > 0 and c.get("loss_type", "sigmoid") != "sigmoid":
-            errs.append(f"loss.label_smoothing={c['label_smoothing']} applies to loss.loss_type=sigmoid only "
-                        f"(conservative DPO), not {c['loss_type']}")
+        elif c.get("label_smoothing", 0.0) > 0 and c.get("loss_type", "sigmoid") not in ("sigmoid", "robust"):
+            errs.append(f"loss.label_smoothing={c['label_smoothing']} applies to loss.loss_type=sigmoid (conservative "
+                        f"DPO) or robust (rDPO's flip rate) only, not {c['loss_type']}")
     return errs
+
+
+def data_seed(cfg: dict) -> int:
+    """The seed of the offline preference set (and the rl curriculum's pool): ``data_seed``, or when
+    it is null (the default) ``12345 + seed``, so every seed has its own data and seed 0 keeps 12345."""
+    return 12345 + cfg.get("seed", 0) if cfg.get("data_seed") is None else cfg["data_seed"]
 
 
 def _task_errors(task_cfg) -> list[str]:
@@ -238,13 +303,13 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     if mode == "rl":
         hp, loss_opts = R.split_config(loss_cfg)
     else:
-        loss_opts = {k: v for k, v in loss_cfg.items() if k == "loss_type"}
+        loss_opts = {k: v for k, v in loss_cfg.items() if k in ("loss_type", "pairs")}
         hp = {k: v for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     hp = {k: jnp.float32(v) for k, v in hp.items()}
     state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(jnp.nan)}
 
     if mode == "sft":
-        step = T.make_sft_step(train_task, mcfg, cfg["batch_size"], opt)
+        step = T.make_sft_step(train_task, mcfg, cfg["batch_size"], opt, cfg.get("sft_target", "reference"))
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
     elif mode == "rl":
@@ -252,7 +317,13 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                                 cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
                                 cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2),
                                 loss_options=tuple(sorted(loss_opts.items())),
-                                policy_gradient=cfg.get("policy_gradient", True), data_seed=cfg.get("data_seed", 12345))
+                                policy_gradient=cfg.get("policy_gradient", True), data_seed=data_seed(cfg),
+                                top_p=float(cfg.get("top_p", 1.0)), min_p=float(cfg.get("min_p", 0.0)),
+                                mask_truncated_completions=bool(cfg.get("mask_truncated_completions", False)),
+                                steps_per_generation=cfg.get("steps_per_generation", 1),
+                                gradient_accumulation_steps=cfg.get("gradient_accumulation_steps", 1),
+                                reward_funcs=tuple(cfg.get("reward_funcs") or ("verifier",)),
+                                reward_weights=tuple(float(w) for w in (cfg.get("reward_weights") or ())))
         if settings.curriculum_pool:
             state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
         it = T.make_rl_iteration(train_task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
@@ -287,7 +358,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
     else:
         step = T.make_pref_step(train_task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
-                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, cfg.get("data_seed", 12345))
+                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, data_seed(cfg))
         fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
         tokens_per_it = 0
 
@@ -298,13 +369,16 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
              for name in ("progress", "test", "validation")}
     ckpt = Checkpointer(ckpt_dir)
     identity = {k: cfg.get(k) for k in IDENTITY}
+    identity["data_seed"] = data_seed(cfg)  # the seed it resolves to (null: from seed), so the same data compares equal
     if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT:
         identity["iterations"] = cfg["iterations"]
     start = 0
+    totals = RunTotals()
     state = place.replicate(state)
     if resuming:  # into the replicated layout, whatever the device count that wrote it
         state, meta = ckpt.restore(place.abstract(jax.eval_shape(lambda: state), place.replicated), identity)
         start = int(meta["update"])
+        totals = RunTotals(meta.get("totals"))
         if start >= cfg["iterations"] and (run_dir / "summary.json").exists():
             ckpt.close()
             print(f"{run_dir} already completed all {cfg['iterations']} iterations; nothing to do")
@@ -317,6 +391,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             dump_yaml(overrides, run_dir / "overrides.yaml")
     logger = (MetricsLogger(run_dir, one_run, {"log_every": cfg["log_every"]}, resume_update=start) if main
               else NullLogger(one_run))
+    trace = Trace(run_dir / "trace.csv", start) if main and mode == "rl" else None
 
     t0 = time.perf_counter()
     out = {"out_shardings": place.replicated} if mesh is not None else {}
@@ -342,6 +417,9 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                 break
             dt = time.perf_counter() - t
             total += dt
+            totals.add(i + 1, m)
+            if trace is not None:
+                trace.write(i + 1, m)
             row = {k: np.asarray([[float(v)]]) for k, v in m.items()}
             row["seconds"] = np.asarray([[dt]])
             if (i + 1) % cfg["eval_every"] == 0 or i + 1 == iters:
@@ -354,8 +432,10 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                 bar.set_postfix(shown | {"loss": f"{float(m['loss']):.3f}"})
             state = _next_round(state, cfg, i + 1)
             if (i + 1) % cfg["checkpoint_every"] == 0 or i + 1 == iters:
-                ckpt.save(i + 1, state, {"identity": identity, "update": i + 1})
+                ckpt.save(i + 1, state, {"identity": identity, "update": i + 1, "totals": totals.state})
     finally:
+        if trace is not None:
+            trace.close()
         if bar is not None:
             bar.close()
         logger.close()
@@ -379,6 +459,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         "sampled_tokens_per_second": tokens_per_it / spi if tokens_per_it else None,
         "compile_seconds": compile_s,
         "num_params": num_params(state["params"]),
+        **totals.summary(),
         "mode": mode,
         "task": task.name,
         "loss": loss_cfg.get("name"),
@@ -387,6 +468,65 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     if main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class RunTotals:
+    """Whole-run readouts summed from every iteration (not the logged rows): per level the sampled
+    completions, the successes among them and the first iteration with one; the entropy's minimum
+    and the first iteration below 0.5 nats.  Saved in each checkpoint's metadata, so a resumed run
+    continues them."""
+
+    def __init__(self, state: dict | None = None):
+        self.state = dict(state or {})
+
+    def add(self, it: int, m: dict) -> None:
+        st = self.state
+        for k, v in m.items():
+            if k.startswith("train_successes_level"):
+                lv = k.removeprefix("train_successes_level")
+                st[f"train_successes_level{lv}"] = st.get(f"train_successes_level{lv}", 0) + int(round(float(v)))
+                st[f"train_samples_level{lv}"] = st.get(f"train_samples_level{lv}", 0) + \
+                    int(round(float(m[f"train_samples_level{lv}"])))
+                if float(v) > 0 and st.get(f"first_success_iteration_level{lv}") is None:
+                    st[f"first_success_iteration_level{lv}"] = it
+                st.setdefault(f"first_success_iteration_level{lv}", None)
+        if "entropy" in m:
+            h = float(m["entropy"])
+            st["entropy_min"] = min(st.get("entropy_min", h), h)
+            if h < 0.5 and st.get("first_iteration_entropy_below_0.5") is None:
+                st["first_iteration_entropy_below_0.5"] = it
+            st.setdefault("first_iteration_entropy_below_0.5", None)
+
+    def summary(self) -> dict:
+        return dict(sorted(self.state.items()))
+
+
+class Trace:
+    """``trace.csv``: one row per iteration, whatever ``log_every`` (entropy, loss, reward, and per
+    level the successes and samples); a resume keeps the rows up to its checkpoint."""
+
+    KEYS = ("entropy", "loss", "reward", "verifier_reward")
+
+    def __init__(self, path: Path, start: int):
+        self.path, self.cols = path, None
+        kept = []
+        if start and path.exists():
+            lines = path.read_text().splitlines()
+            kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= start]
+            self.cols = lines[0].split(",")[1:] if lines else None
+        path.write_text("".join(ln + "\n" for ln in kept))
+        self.f = path.open("a")
+
+    def write(self, it: int, m: dict) -> None:
+        if self.cols is None:
+            self.cols = [k for k in self.KEYS if k in m] + sorted(k for k in m if k.startswith(("train_successes_level",
+                                                                                             "train_samples_level")))
+            self.f.write(",".join(["iteration", *self.cols]) + "\n")
+        self.f.write(",".join([str(it), *(f"{float(m[k]):.6g}" if k in m else "" for k in self.cols)]) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class ShardedTask:

@@ -1,4 +1,4 @@
-"""Jitted autoregressive sampling with a KV cache, temperature, top-k and stop tokens.
+"""Jitted autoregressive sampling with a KV cache, temperature, top-k / top-p / min-p and stop tokens.
 
 Prompts are left-padded to a common length with ``pad_id`` (masked out of attention); each
 completion ends at its first stop token (kept, then padding), so completion lengths vary per
@@ -15,11 +15,25 @@ import jax.numpy as jnp
 from purejaxrl.llm.model import ModelConfig, forward, init_cache
 
 
-def _filter_logits(logits, temperature, top_k: int):
+def _filter_logits(logits, temperature, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0):
+    """Temperature, then top-k, top-p (nucleus: the smallest set of most likely tokens whose
+    probability reaches ``top_p``; the token that crosses it is kept) and min-p (tokens with
+    probability below ``min_p`` times the most likely one's are dropped), in that order (as
+    Hugging Face's logits processors).  Dropped tokens get ``-1e30``."""
     logits = logits / jnp.maximum(temperature, 1e-6)
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, -1e30, logits)
+    if top_p < 1.0:
+        srt = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(srt, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the more likely tokens
+        keep = before < top_p  # the most likely token is always kept
+        cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -1e30, logits)
+    if min_p > 0.0:
+        probs = jax.nn.softmax(logits, axis=-1)
+        logits = jnp.where(probs < min_p * probs.max(-1, keepdims=True), -1e30, logits)
     return logits
 
 
@@ -33,15 +47,15 @@ def _draw(key, logits, done, stop_id: int, pad_id: int):
     return tok, jnp.where(active, logp, 0.0), active, jnp.logical_or(done, tok == stop_id)
 
 
-@partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "stop_id", "pad_id", "num_samples"))
-def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, stop_id: int = -1,
-           pad_id: int = 0, num_samples: int = 1):
+@partial(jax.jit, static_argnames=("cfg", "max_new", "top_k", "top_p", "min_p", "stop_id", "pad_id", "num_samples"))
+def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=1.0, top_k: int = 0, top_p: float = 1.0,
+           min_p: float = 0.0, stop_id: int = -1, pad_id: int = 0, num_samples: int = 1):
     """Sample ``max_new`` tokens after each prompt, ``num_samples`` times per prompt.
 
     Returns ``(completions [B, max_new], mask [B, max_new], logps [B, max_new])`` with
     ``B = len(prompts) * num_samples`` (the samples of prompt ``i`` are rows ``i·n .. i·n+n-1``):
     ``mask`` marks generated tokens up to and including the stop token; ``logps`` are the
-    log-probabilities of the sampled tokens under the (temperature / top-k filtered) sampling
+    log-probabilities of the sampled tokens under the (temperature / top-k / top-p / min-p filtered) sampling
     distribution.  With ``num_samples > 1`` each prompt is prefilled once and its KV cache copied.
     """
     N, P = prompts.shape
@@ -55,7 +69,7 @@ def sample(params, cfg: ModelConfig, prompts, key, *, max_new: int, temperature=
     def step(carry, t):
         last, cache, valid, done, key = carry
         key, k = jax.random.split(key)
-        tok, logp, active, done = _draw(k, _filter_logits(last, temperature, top_k), done, stop_id, pad_id)
+        tok, logp, active, done = _draw(k, _filter_logits(last, temperature, top_k, top_p, min_p), done, stop_id, pad_id)
         valid = valid.at[:, P + t].set(True)
         lg_next, cache = forward(params, cfg, tok[:, None], valid, cache, P + t)
         return (lg_next[:, 0], cache, valid, done, key), (tok, active, logp)

@@ -105,16 +105,35 @@ class Addition(Task):
 
 class CombinationLock(Task):
     """Cold start: ``k:dddd=`` → ``k`` digits, answer digit ``j`` = ``perm_j[d_j]`` for fixed random
-    permutations.  A random policy succeeds with probability ≈ (1/|V|)^k; levels k mix in a batch."""
+    permutations.  An untrained policy over the 32 symbols succeeds with probability ≈ 32^−(k+1) (the
+    k digits and EOS); levels k mix in a batch.  With ``independent_maps`` every level has its own
+    permutations (level 3's first digit is not level 2's), so a level is learned from its own
+    successes only; after a format warm-up (``purejaxrl llm sft sft_target=format``: random digits of
+    the right length, then EOS) the policy starts near 10^−k per level."""
 
     name = "combination_lock"
 
-    def __init__(self, levels=(1, 2, 3), width: int = 4, seed: int = 1234):
+    def __init__(self, levels=(1, 2, 3), width: int = 4, seed: int = 1234, independent_maps: bool = False):
         self.levels = tuple(levels)
+        if not self.levels or any(not isinstance(k, int) or k < 1 or k > width for k in self.levels):
+            raise ValueError(f"levels={list(self.levels)} must be integers in 1..width={width}")
         self.width = width
-        self.perms = jnp.asarray(np.stack([np.random.default_rng(seed + j).permutation(10) for j in range(width)]))
+        self.independent_maps = bool(independent_maps)
+        if independent_maps:  # [max level + 1, width, 10]: row k holds level k's permutations
+            rng = np.random.default_rng(seed)
+            self.perms = jnp.asarray(np.stack([np.stack([rng.permutation(10) for _ in range(width)])
+                                               for _ in range(max(self.levels) + 1)]))
+        else:
+            self.perms = jnp.asarray(np.stack([np.random.default_rng(seed + j).permutation(10) for j in range(width)]))
         self.prompt_len = 1 + 2 + width + 1
         self.max_new = max(self.levels) + 1
+
+    def format_answers(self, key, batch: Batch):
+        """The answers' format without their content: random digits where the answer has digits, EOS
+        and padding where it has them (the target of ``sft_target=format``)."""
+        rnd = jax.random.randint(key, batch.answers.shape, 0, 10) + D0
+        is_digit = (batch.answers >= D0) & (batch.answers < D0 + 10)
+        return jnp.where(is_digit, rnd, batch.answers)
 
     def sample(self, key, n, test=False):
         k0, k1, k2 = jax.random.split(key, 3)
@@ -122,7 +141,10 @@ class CombinationLock(Task):
         head = jax.random.randint(k1, (n, self.width - 1), 0, 10)
         last = _split_last(k2, head.sum(1) + level, 10, test)
         digs = jnp.concatenate([head, last[:, None]], 1)
-        ans = self.perms[jnp.arange(self.width)[None], digs]  # [n, width]
+        if self.independent_maps:
+            ans = self.perms[level[:, None], jnp.arange(self.width)[None], digs]  # [n, width]
+        else:
+            ans = self.perms[jnp.arange(self.width)[None], digs]  # [n, width]
         K = max(self.levels)
         pos = jnp.arange(K + 1)[None]
         answers = jnp.where(pos < level[:, None], jnp.pad(ans[:, :K], ((0, 0), (0, 1))) + D0, PAD)

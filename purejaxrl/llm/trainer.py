@@ -44,6 +44,13 @@ class RLSettings:
     policy_gradient: bool = True   # False with a likelihood reward: only its teacher-forced term (SFT-only control)
     data_seed: int = 12345         # the curriculum's fixed prompt pool
     share_prompts: bool = True     # run each prompt once per group (sampler prefill and training forward); False: per row
+    top_p: float = 1.0             # nucleus sampling (1 = off)
+    min_p: float = 0.0             # min-p sampling (0 = off)
+    mask_truncated_completions: bool = False  # completions without EOS are left out of the loss (TRL's option)
+    steps_per_generation: int = 1  # the generated batch split by prompt into this many minibatches, one step each
+    gradient_accumulation_steps: int = 1  # each step's minibatch split into microbatches, their gradients combined
+    reward_funcs: tuple = ("verifier",)  # "verifier" (the task's) or "module:function" on decoded strings
+    reward_weights: tuple = ()     # one weight per reward function (empty: all 1)
 
 
 def append_reference_answer(prompts, comps, mask, answers, sep_id: int):
@@ -131,6 +138,76 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0, o
     return fn
 
 
+def resolve_reward_func(name: str):
+    """``"module:function"`` -> the function (``"verifier"`` is the task's own, handled by the caller)."""
+    import importlib
+
+    mod, _, attr = name.partition(":")
+    if not mod or not attr:
+        raise ValueError(f"reward function {name!r} must be 'verifier' or 'module:function' (e.g. "
+                         "purejaxrl.llm.rewards:digits_only)")
+    fn = getattr(importlib.import_module(mod), attr, None)
+    if not callable(fn):
+        raise ValueError(f"reward function {name!r}: {mod} has no function {attr}")
+    return fn
+
+
+def string_reward(fn, prompts, comps, mask, answers):
+    """``fn(prompts=[str], completions=[str], answers=[str]) -> [float | None]`` (TRL's reward
+    function signature, with the reference answers as a column) called on the host from compiled
+    code; ``None`` is NaN (the function does not score that completion)."""
+    import numpy as np
+
+    from purejaxrl.llm.tasks import decode
+
+    B = comps.shape[0]
+
+    def host(prompts, comps, mask, answers):
+        n = comps.shape[0] // prompts.shape[0]
+        ps = [decode(p) for p in np.asarray(prompts)]
+        cs = [decode(np.where(m, c, PAD)) for c, m in zip(np.asarray(comps), np.asarray(mask))]
+        out = fn(prompts=[ps[i // n] for i in range(len(cs))], completions=cs,
+                 answers=[decode(a) for a in np.asarray(answers)])
+        if len(out) != len(cs):
+            raise ValueError(f"reward function {getattr(fn, '__name__', fn)} returned {len(out)} values for {len(cs)} completions")
+        return np.asarray([np.nan if v is None else float(v) for v in out], np.float32)
+
+    return jax.pure_callback(host, jax.ShapeDtypeStruct((B,), jnp.float32), prompts, comps, mask, answers)
+
+
+PER_PROMPT = ("prompts", "resample_idx")  # batch entries with one row per prompt; the others have one per completion
+
+
+def split_batch(d: dict, parts: int) -> tuple[dict, dict]:
+    """``(split, const)``: the batch's arrays with a leading ``[parts]`` axis, whole prompt groups
+    together (part ``j`` holds prompts ``j·n .. j·n+n−1`` and their completions), and the rest."""
+    split, const = {}, {}
+    for k, v in d.items():
+        if isinstance(v, jax.Array) and v.ndim >= 1:
+            split[k] = v.reshape(parts, v.shape[0] // parts, *v.shape[1:])
+        else:
+            const[k] = v
+    return split, const
+
+
+def microbatch_weights(d: dict, parts: int, loss: str, opts: dict, G: int):
+    """``[parts]`` weights (summing to 1) that combine microbatch gradients into the full minibatch's:
+    each microbatch's share of the loss's normaliser — its completions for the per-sequence
+    aggregations (``grpo``, ``dr_grpo``), its completion tokens for the token means (``dapo``,
+    ``bnpo``), counting only the groups DAPO keeps.  Exact for the clipped policy-gradient family;
+    equal weights for the losses without a ``loss_type`` (GARL, PAFT, ROVER: means over prompts)."""
+    keep = L.dapo_group_filter(d["rewards"], G) if loss == "dapo" else jnp.ones_like(d["rewards"])
+    lt = opts.get("loss_type")
+    if lt in ("dapo", "bnpo"):
+        n = (d["mask"].astype(jnp.float32) * keep[:, None]).sum(1)
+    elif lt in ("grpo", "dr_grpo"):
+        n = keep.astype(jnp.float32)
+    else:
+        return jnp.full((parts,), 1.0 / parts)
+    n = n.reshape(parts, -1).sum(1)
+    return jnp.where(n.sum() > 0, n / jnp.maximum(n.sum(), 1e-9), 1.0 / parts)
+
+
 def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_static: dict, optimizer):
     """``iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None, progress=0.0)
     -> (params, opt_state, metrics, p_hat)``: sample ``G`` completions for each of ``num_prompts``
@@ -143,6 +220,13 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
     if settings.reward != "binary" and not entry.likelihood:
         raise ValueError(f"loss={settings.loss} does not take likelihood rewards (reward={settings.reward}); "
                          f"use one of {', '.join(k for k, v in R.REGISTRY.items() if v.likelihood)}")
+    reward_fns = [None if f == "verifier" else resolve_reward_func(f) for f in settings.reward_funcs]
+    has_verifier = "verifier" in settings.reward_funcs
+    weights = tuple(settings.reward_weights) or (1.0,) * len(reward_fns)
+    unfiltered = settings.top_k == 0 and settings.top_p >= 1.0 and settings.min_p <= 0.0
+    if Np % (settings.steps_per_generation * settings.gradient_accumulation_steps):
+        raise ValueError(f"num_prompts={Np} must be divisible by steps_per_generation x gradient_accumulation_steps = "
+                         f"{settings.steps_per_generation} x {settings.gradient_accumulation_steps} (whole prompt groups)")
 
     def iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None, progress=0.0):
         """One RL iteration; ``p_hat [curriculum_pool]`` (running success estimates per pool prompt)
@@ -160,14 +244,21 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         rep = jax.tree.map(lambda x: jnp.repeat(x, G, axis=0), batch)
         shared = settings.share_prompts
         comps, mask, samp_logp = sample(params, cfg, batch.prompts if shared else rep.prompts, k_sample, max_new=T,
-                                        temperature=settings.temperature, top_k=settings.top_k, stop_id=EOS, pad_id=PAD,
-                                        num_samples=G if shared else 1)
+                                        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                                        min_p=settings.min_p, stop_id=EOS, pad_id=PAD, num_samples=G if shared else 1)
         binary = task.reward(comps, mask, rep)
+        ended = jnp.any((comps == EOS) & mask, axis=1)
+        parts = {}
+        for j, f in enumerate(reward_fns):
+            r = binary if f is None else string_reward(f, batch.prompts, comps, mask, rep.answers)
+            parts[settings.reward_funcs[j]] = r
         # completions are scored with their prompt run once per group (grouped_completion_logits)
         d = {"prompts": batch.prompts, "comps": comps, "comp_valid": mask, "mask": mask, "share_prompts": shared,
              "running_entropy": running_entropy, "progress": jnp.asarray(progress, jnp.float32)}
         if settings.reward == "binary":
-            rewards = binary
+            # several reward functions: their weighted sum, a NaN (an unscored completion) counting 0 (TRL's nansum)
+            rewards = binary if tuple(settings.reward_funcs) == ("verifier",) and not settings.reward_weights else \
+                sum(jnp.nan_to_num(w * r, nan=0.0) for w, r in zip(weights, parts.values()))
         else:  # reward = likelihood of the reference answer after the sampled chain of thought
             a_tok, a_valid, z_mask, a_mask = append_reference_answer(rep.prompts, comps, mask, rep.answers, task.separator)
             a_tok, a_valid = a_tok[:, P:], a_valid[:, P:]
@@ -176,12 +267,14 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             d.update(answer_tokens=a_tok, answer_valid=a_valid, answer_mask=a_mask, reward_kind=settings.reward)
             d["mask"] = z_mask[:, :T] & mask  # the policy gradient acts on the chain of thought
         d["rewards"], d["verifier_rewards"] = rewards, binary
+        if settings.mask_truncated_completions:  # a completion that never ended takes no part in the loss
+            d["mask"] = d["mask"] & ended[:, None]
         Tmp = settings.temperature
         needs = entry.needs
         if "old_logits" in needs:
             d["old_logits"] = jax.lax.stop_gradient(_group_logits(params, cfg, d))
         if "old_logp" in needs:
-            if settings.top_k == 0:  # the sampler's log-probs are then those of logits / T: no extra forward
+            if unfiltered:  # the sampler's log-probs are then those of logits / T: no extra forward
                 d["old_logp"] = samp_logp
             elif "old_logits" in d:
                 d["old_logp"] = policy_logp(d["old_logits"], comps, Tmp)
@@ -193,19 +286,43 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             d["resample_idx"] = L.paft_resample(k_paft, rewards, G, opts.get("num_resamples") or G)
         lf = rl_loss(settings.loss, hp, G, T, Tmp, opts, settings.policy_gradient)
 
-        def step(carry, _):
-            p, o = carry
-            (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, d), has_aux=True)(p)
-            upd, o = optimizer.update(g, o, p)
-            return (optax.apply_updates(p, upd), o), (loss, aux)
+        S, A = settings.steps_per_generation, settings.gradient_accumulation_steps
+        minibatches, const = split_batch(d, S)
 
-        (params, opt_state), (loss, aux) = jax.lax.scan(step, (params, opt_state), None, settings.num_iterations)
+        def grad_of(p, mb):
+            """The minibatch's loss, aux and gradient, over ``A`` microbatches combined exactly."""
+            if A == 1:
+                (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **mb}), has_aux=True)(p)
+                return loss, aux, g
+            micro, _ = split_batch(mb, A)
+            w = microbatch_weights(mb, A, settings.loss, opts, G)
+
+            def acc(carry, xs):
+                mu, wj = xs
+                (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **mu}), has_aux=True)(p)
+                return jax.tree.map(lambda c, x: c + wj * x, carry, (loss, aux, g)), None
+
+            zero = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
+                lambda: jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **jax.tree.map(lambda x: x[0], micro)}),
+                                           has_aux=True)(p)))
+            (loss, aux), g = zero
+            return jax.lax.scan(acc, (loss, aux, g), (micro, w))[0]
+
+        def step(carry, mb):
+            p, o = carry
+            loss, aux, g = grad_of(p, mb)
+            upd, o = optimizer.update(g, o, p)
+            return (optax.apply_updates(p, upd), o), (loss, {**aux, "grad_norm": optax.tree.norm(g)})
+
+        def epoch(carry, _):  # one pass over the S minibatches (TRL: num_iterations passes over the generated batch)
+            return jax.lax.scan(step, carry, minibatches)
+
+        (params, opt_state), (loss, aux) = jax.lax.scan(epoch, (params, opt_state), None, settings.num_iterations)
         levels = rep.level
         group_rate = binary.reshape(Np, G).mean(1)
         if settings.curriculum_pool:
             p_hat = p_hat.at[idx].set(0.5 * p_hat[idx] + 0.5 * group_rate)
         group_std = rewards.reshape(Np, G).std(axis=1, ddof=1)
-        ended = jnp.any((comps == EOS) & mask, axis=1)
         metrics = {
             "loss": loss.mean(),
             "reward": rewards.mean(),
@@ -214,8 +331,12 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             "verifier_reward": binary.mean(),
             "completion_length": mask.sum(1).mean(),  # sampled tokens, EOS included (TRL's)
             "truncated_fraction": 1.0 - ended.mean(),
+            **({f"rewards/{k}": jnp.nanmean(v) for k, v in parts.items()} if len(parts) > 1 or not has_verifier else {}),
             **{f"train_pass_level{lv}": jnp.sum(binary * (levels == lv)) / jnp.maximum(jnp.sum(levels == lv), 1)
                for lv in task.levels},
+            # counts (not rates): the run's totals and first successes are summed from these every iteration
+            **{f"train_successes_level{lv}": jnp.sum(binary * (levels == lv)) for lv in task.levels},
+            **{f"train_samples_level{lv}": jnp.sum(levels == lv).astype(jnp.float32) for lv in task.levels},
             **{k: v.mean() for k, v in aux.items()},
         }
         return params, opt_state, metrics, p_hat
@@ -223,15 +344,18 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
     return iteration
 
 
-def make_sft_step(task: Task, cfg: ModelConfig, batch_size: int, optimizer):
-    """Teacher-forced NLL on reference answers of freshly drawn training prompts."""
+def make_sft_step(task: Task, cfg: ModelConfig, batch_size: int, optimizer, target: str = "reference"):
+    """Teacher-forced NLL on reference answers of freshly drawn training prompts; ``target="format"``
+    trains on ``task.format_answers`` instead (the answer's format, random content: a warm-up that
+    teaches no answer)."""
     P = task.prompt_len
 
     def step(params, opt_state, key, hp):
         batch = task.sample(key, batch_size)
-        tokens = jnp.concatenate([batch.prompts, batch.answers], 1)
+        answers = batch.answers if target == "reference" else task.format_answers(jax.random.fold_in(key, 1), batch)
+        tokens = jnp.concatenate([batch.prompts, answers], 1)
         valid = tokens != PAD
-        mask = batch.answers != PAD
+        mask = answers != PAD
 
         def loss_fn(p):
             lp = _completion_logp(p, cfg, tokens, valid, P)
@@ -317,9 +441,15 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
                    opts: dict | None = None, data_seed: int = 12345):
     """One optimiser step on a minibatch of a fixed offline dataset (``dataset_size`` prompts;
     minibatch ``i`` is always generated from ``fold_in(PRNGKey(data_seed), i)``, so the data and
-    its noise are fixed).  ``opts``: DPO's ``loss_type`` (``sigmoid``, ``ipo``, ``hinge``)."""
+    its noise are fixed).  ``opts``: DPO's ``loss_type`` (``sigmoid``, ``ipo``, ``hinge``, ``robust``)
+    and ``pairs``: ``best_worst`` (the best against the worst candidate by recorded score) or ``all``
+    (every candidate pair, ordered by the recorded scores, tied pairs left out; ``losses.all_pairs_dpo_loss``).
+    A ``flip`` reverses the recorded preference of a prompt: its one pair, or all of its pairs."""
     kind, val = noise
     dpo_type = (opts or {}).get("loss_type", "sigmoid")
+    dpo_pairs = (opts or {}).get("pairs", "best_worst")
+    if dpo_pairs not in L.DPO_PAIRS:
+        raise ValueError(f"DPO pairs={dpo_pairs!r}; valid: {', '.join(L.DPO_PAIRS)}")
 
     def step(params, opt_state, ref_params, key, hp):
         idx = jax.random.randint(key, (), 0, dataset_size // batch_size)
@@ -343,6 +473,9 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
                 if dpo_type == "ipo":  # IPO on length-normalised log-probs, as TRL
                     lens = (comps != PAD).sum(1).reshape(batch_size, num_candidates)
                     lp_, ref_ = lp / lens, ref / lens
+                if dpo_pairs == "all":
+                    return L.all_pairs_dpo_loss(lp_, ref_, scores, hp["beta"], flip=flip, loss_type=dpo_type,
+                                                label_smoothing=hp.get("label_smoothing", 0.0))
                 return L.dpo_loss(pick(lp_, w), pick(lp_, l), pick(ref_, w), pick(ref_, l), hp["beta"], loss_type=dpo_type,
                                   label_smoothing=hp.get("label_smoothing", 0.0))
             u = L.adpo_logits(lp, ref, hp["tau"])
