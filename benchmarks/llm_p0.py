@@ -78,7 +78,12 @@ def main() -> None:
             "eval_every=100", "log_every=10", f"checkpoint_every={a.warmup_iterations}", "progress=false"]
     t0 = time.perf_counter()
     cfg = _compose_llm(over)
-    if not (warm_dir / "summary.json").exists():
+    if (warm_dir / "summary.json").exists():
+        done = json.loads((warm_dir / "summary.json").read_text())["iterations"]
+        if done != a.warmup_iterations:
+            raise SystemExit(f"{warm_dir} holds a {done}-iteration warm-up, not {a.warmup_iterations}: "
+                             "delete it or pass --warmup-iterations " + str(done))
+    else:
         run_llm({**cfg, "resume": "auto"}, warm_dir, overrides=over)
     warm_s = time.perf_counter() - t0
     task = make_task(cfg["task"]["name"], **(cfg["task"].get("kwargs") or {}))

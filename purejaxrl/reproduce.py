@@ -558,9 +558,9 @@ def _one_llm(run_llm, d: Path, over: list[str], log, what: str) -> None:
     if (d / "summary.json").exists():
         saved = yaml.safe_load((d / "config.yaml").read_text())
         drop = lambda c: {k: v for k, v in c.items() if k not in LLM_RUN_ONLY}  # noqa: E731
-        from purejaxrl.llm.run import with_defaults
+        from purejaxrl.llm.run import with_defaults, with_later_defaults
 
-        _check_reused(d, drop(saved), drop(with_defaults(cfg)))
+        _check_reused(d, drop(with_later_defaults(saved)), drop(with_later_defaults(with_defaults(cfg))))
     else:
         resuming = Checkpointer.exists(d / "checkpoints")
         log(f"{'resuming' if resuming else 'running'} llm {what}: {' '.join(over)}")

@@ -96,9 +96,13 @@ def test_gspo_is_registered_with_the_sequence_ratio():
     cfg = _compose_llm(["mode=rl", "loss=gspo"])
     validate_llm(cfg)
     assert cfg["loss"]["epsilon"] == pytest.approx(3e-4) and cfg["loss"]["epsilon_high"] == pytest.approx(4e-4)
-    *_, m = _iteration(T.RLSettings(num_prompts=4, num_generations=4, loss="gspo", steps_per_generation=2,
-                                    loss_options=(("importance_sampling_level", "sequence"),)))
-    assert np.isfinite(float(m["loss"]))
+    hp = {**HP, "epsilon": jnp.float32(3e-4), "epsilon_high": jnp.float32(4e-4)}
+    # on-policy (one step per generated batch) the ratio is 1: nothing is clipped, the step is GRPO's
+    *_, m1 = _iteration(T.RLSettings(num_prompts=4, num_generations=4, loss="gspo"), hp=hp)
+    assert float(m1["clip_ratio_low"]) + float(m1["clip_ratio_high"]) == 0.0
+    # the second of two steps is off-policy: whole sequences are clipped (the same fraction for all their tokens)
+    *_, m = _iteration(T.RLSettings(num_prompts=4, num_generations=4, loss="gspo", steps_per_generation=2), hp=hp)
+    assert float(m["clip_ratio_low"]) + float(m["clip_ratio_high"]) > 0
 
 
 def test_mask_truncated_completions_drop_completions_that_never_end(monkeypatch):
@@ -126,11 +130,13 @@ def test_grad_norm_is_the_norm_of_the_step_before_clipping():
 
 
 @pytest.mark.parametrize("loss,loss_type", [("dapo", "dapo")] + [pytest.param(*c, marks=pytest.mark.slow) for c in
-                                            (("grpo", "grpo"), ("dr_grpo", "dr_grpo"), ("grpo", "dapo"), ("dapo", "grpo"))])
+                                            (("grpo", "grpo"), ("dr_grpo", "dr_grpo"), ("grpo", "dapo"), ("dapo", "grpo"),
+                                             ("rover", None), ("garl", None))])
 def test_gradient_accumulation_gives_the_full_batch_step(loss, loss_type):
     """Microbatches weighted by their share of the loss's normaliser reproduce the one-batch gradient
     exactly, for per-sequence and per-token aggregations and with DAPO's dropped groups."""
-    opts = (("loss_type", loss_type), ("scale_rewards", "group"))
+    opts = (("loss_type", loss_type), ("scale_rewards", "group")) if loss_type else ()
+    hp = {**HP, "q": jnp.float32(0.75), "rho": jnp.float32(1.0)}
 
     class Sparse(CombinationLock):
         def reward(self, completions, mask, batch):
@@ -139,24 +145,30 @@ def test_gradient_accumulation_gives_the_full_batch_step(loss, loss_type):
     task = Sparse(levels=(1,))  # a third of the samples succeed: DAPO drops some groups and keeps others
     full = T.RLSettings(num_prompts=8, num_generations=4, loss=loss, loss_options=opts)
     acc = T.RLSettings(num_prompts=8, num_generations=4, loss=loss, loss_options=opts, gradient_accumulation_steps=4)
-    _, p_full, _, m_full = _iteration(full, task=task)
-    _, p_acc, _, m_acc = _iteration(acc, task=task)
+    _, p_full, _, m_full = _iteration(full, task=task, hp=hp)
+    _, p_acc, _, m_acc = _iteration(acc, task=task, hp=hp)
     if loss == "dapo":
         assert 0 < float(m_full["kept_fraction"]) < 1  # the case where the weights matter
+        assert float(m_acc["kept_fraction"]) == pytest.approx(float(m_full["kept_fraction"]))  # metrics: plain means
     for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_acc)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
     assert float(m_acc["loss"]) == pytest.approx(float(m_full["loss"]), rel=1e-4, abs=1e-6)
     assert float(m_acc["grad_norm"]) == pytest.approx(float(m_full["grad_norm"]), rel=1e-4)
 
 
-def test_steps_per_generation_takes_one_step_per_minibatch():
-    """Adam's step count after one iteration: steps_per_generation x num_iterations."""
+def test_steps_per_generation_counts_microbatches_as_trl():
+    """TRL's meaning: the generated batch is split into steps_per_generation microbatches, A of them
+    per optimiser step, so Adam counts (S / A) x num_iterations steps; S = A (or S unset) is one step
+    on the whole batch, the same step as without accumulation."""
     opt = optax.adam(1e-3)
-    for S, it in ((1, 1), (2, 1), (4, 2)):
-        _, _, o, m = _iteration(T.RLSettings(num_prompts=8, num_generations=4, steps_per_generation=S, num_iterations=it),
-                                opt=opt)
-        assert int(o[0].count) == S * it
+    for S, A, it, steps in ((0, 1, 1, 1), (2, 1, 1, 2), (4, 2, 2, 4), (0, 4, 1, 1), (8, 2, 1, 4)):
+        _, _, o, m = _iteration(T.RLSettings(num_prompts=8, num_generations=4, steps_per_generation=S,
+                                             gradient_accumulation_steps=A, num_iterations=it), opt=opt)
+        assert int(o[0].count) == steps, (S, A, it)
         assert np.isfinite(float(m["loss"]))
+    with pytest.raises(ValueError, match="multiple of gradient_accumulation_steps"):
+        T.make_rl_iteration(ParityLock(), MICRO, T.RLSettings(num_prompts=8, steps_per_generation=3,
+                                                              gradient_accumulation_steps=2), {}, opt)
 
 
 def test_minibatches_hold_whole_prompt_groups():
@@ -212,15 +224,21 @@ def test_bad_trl_options_are_refused_in_one_line_before_any_compile():
         ({"reward_funcs": ["purejaxrl.llm.rewards:nothing"]}, "has no function nothing"),
         ({"reward_funcs": ["verifier"], "reward_weights": [1.0, 2.0]}, "2 values for 1 reward_funcs"),
         ({"steps_per_generation": 3}, "divisible by steps_per_generation"),
+        ({"steps_per_generation": 4, "gradient_accumulation_steps": 3}, "multiple of gradient_accumulation_steps"),
         ({"gradient_accumulation_steps": 2, "loss": {**base["loss"], "scale_rewards": "batch"}}, "scale_rewards=batch"),
+        ({"gradient_accumulation_steps": 2, "reward": "logprob"}, "likelihood reward's mean length"),
         ({"reward_funcs": ["verifier", "purejaxrl.llm.rewards:digits_only"], "reward": "prob"}, "likelihood reward"),
     ]
     for change, msg in cases:
         with pytest.raises(ConfigError, match=msg):
             validate_llm({**base, **change})
     garl = _compose_llm(["mode=rl", "loss=garl", "steps_per_generation=2"])
-    with pytest.raises(ConfigError, match="steps_per_generation=2.*off-policy"):
+    with pytest.raises(ConfigError, match="steps_per_generation=2 > gradient_accumulation_steps=1.*off-policy"):
         validate_llm(garl)
     validate_llm(_compose_llm(["mode=rl", "loss=garl", "gradient_accumulation_steps=2"]))
+    validate_llm(_compose_llm(["mode=rl", "loss=garl", "gradient_accumulation_steps=2", "steps_per_generation=2"]))
+    for loss, what in (("epo", "EPO's entropy band"), ("fg_expo", "FG-ExPO's accuracy")):
+        with pytest.raises(ConfigError, match=f"gradient_accumulation_steps=2 with loss={loss}: {what}"):
+            validate_llm(_compose_llm(["mode=rl", f"loss={loss}", "gradient_accumulation_steps=2"]))
     validate_llm({**base, "top_p": 0.9, "min_p": 0.05, "steps_per_generation": 2, "gradient_accumulation_steps": 2,
                   "reward_funcs": ["verifier", "purejaxrl.llm.rewards:digits_only"], "reward_weights": [1, 0.1]})

@@ -33,6 +33,28 @@ IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_pr
             "reward_weights", "curriculum_pool",
             "curriculum_sigma", "policy_gradient", "num_candidates", "dataset_size", "noise", "pref_temperature",
             "round_length", "data_seed", "init_from")
+# settings added after runs were recorded, at the values those runs had: an older config or checkpoint
+# without them compares equal to one that sets them so (a resume or a study's reuse is not refused)
+LATER_DEFAULTS = {"top_p": 1.0, "min_p": 0.0, "mask_truncated_completions": False, "steps_per_generation": None,
+                  "gradient_accumulation_steps": 1, "reward_funcs": ["verifier"], "reward_weights": None,
+                  "sft_target": "reference"}
+LATER_LOSS_DEFAULTS = {"importance_sampling_level": "token", "pairs": "best_worst"}
+
+
+def with_later_defaults(cfg: dict) -> dict:
+    """``cfg`` (a saved or a new llm config) with the later settings filled in at their old values and
+    ``data_seed`` resolved, so that configs of the same run compare equal across versions."""
+    out = {**LATER_DEFAULTS, **cfg, "data_seed": data_seed(cfg) if "seed" in cfg else cfg.get("data_seed")}
+    if isinstance(out.get("loss"), dict):
+        name, fill = out["loss"].get("name"), {}
+        if name == "dpo":
+            fill["pairs"] = LATER_LOSS_DEFAULTS["pairs"]
+        if name in R.REGISTRY and "importance_sampling_level" in R.REGISTRY[name].options:
+            fill["importance_sampling_level"] = LATER_LOSS_DEFAULTS["importance_sampling_level"]
+        out["loss"] = {**fill, **out["loss"]}
+    return out
+
+
 LENGTH_DEPENDENT = ("epo",)  # losses whose schedule reads i / iterations: their iterations are part of the identity
 MUST_BE_FINITE = ("loss",)  # a non-finite loss stops the run (the last checkpoint is kept)
 
@@ -41,7 +63,7 @@ LLM_CONF = CONF_DIR / "llm"
 GROUPS = ("model", "task", "loss")
 MODEL_KEYS = ("d_model", "n_layers", "n_heads", "d_mlp", "rope_base")  # vocab_size and max_len come from the task
 POSITIVE = ("iterations", "batch_size", "num_prompts", "num_generations", "num_iterations", "num_candidates",
-            "steps_per_generation", "gradient_accumulation_steps",
+            "gradient_accumulation_steps",
             "dataset_size", "eval_prompts", "eval_every", "log_every", "checkpoint_every")
 
 
@@ -83,14 +105,29 @@ def validate_llm(cfg: dict) -> None:
             not hasattr(TASKS.get(cfg["task"].get("name"), object), "format_answers"):
         errs.append(f"sft_target=format: task {cfg['task'].get('name')} has no answer format to train on; "
                     f"tasks with one: {', '.join(k for k, v in TASKS.items() if hasattr(v, 'format_answers'))}")
-    if cfg.get("mode") == "rl" and not any(e.startswith(("steps_per", "gradient_acc", "num_prompts")) for e in errs):
-        parts = cfg.get("steps_per_generation", 1) * cfg.get("gradient_accumulation_steps", 1)
-        if cfg.get("num_prompts", 32) % parts:
-            errs.append(f"num_prompts={cfg.get('num_prompts', 32)} must be divisible by steps_per_generation x "
-                        f"gradient_accumulation_steps = {parts}: minibatches hold whole prompt groups")
-        if parts > 1 and (cfg.get("loss") or {}).get("scale_rewards") == "batch":
-            errs.append("loss.scale_rewards=batch with steps_per_generation or gradient_accumulation_steps > 1: the std "
-                        "would be each minibatch's, not the generated batch's; use scale_rewards=group or none")
+    spg = cfg.get("steps_per_generation")
+    if spg is not None and (not isinstance(spg, int) or isinstance(spg, bool) or spg < 1):
+        errs.append(f"steps_per_generation={spg!r} must be null (= gradient_accumulation_steps) or an integer >= 1")
+    elif cfg.get("mode") == "rl" and not any(e.startswith(("gradient_acc", "num_prompts")) for e in errs):
+        A = cfg.get("gradient_accumulation_steps", 1)
+        S = spg or A
+        lc = cfg.get("loss") or {}
+        if S % A:
+            errs.append(f"steps_per_generation={S} must be a multiple of gradient_accumulation_steps={A} "
+                        f"(as TRL: {A} microbatches per optimiser step)")
+        elif cfg.get("num_prompts", 32) % S:
+            errs.append(f"num_prompts={cfg.get('num_prompts', 32)} must be divisible by steps_per_generation={S}: "
+                        "microbatches hold whole prompt groups")
+        if S > 1 and lc.get("scale_rewards") == "batch":
+            errs.append("loss.scale_rewards=batch with steps_per_generation > 1: the std would be each microbatch's, "
+                        "not the generated batch's; use scale_rewards=group or none")
+        batchwide = {"epo": "EPO's entropy band", "fg_expo": "FG-ExPO's accuracy"}.get(lc.get("name"))
+        if cfg.get("reward", "binary") != "binary" and lc.get("loss_type") == "grpo":
+            batchwide = batchwide or "the likelihood reward's mean length (loss_type=grpo)"
+        if A > 1 and batchwide:
+            errs.append(f"gradient_accumulation_steps={A} with loss={lc.get('name')}: {batchwide} is a statistic of the "
+                        "whole step, which microbatches would each compute on their own (not the step's gradient); "
+                        "use gradient_accumulation_steps=1")
     for k in ("temperature", "curriculum_sigma", "pref_temperature"):
         if k in cfg and not cfg[k] > 0:
             errs.append(f"{k}={cfg[k]!r} must be > 0")
@@ -125,10 +162,12 @@ def validate_llm(cfg: dict) -> None:
     if cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("num_iterations", 1) > 1:
         errs.append(f"loss={loss} with num_iterations={cfg['num_iterations']}: its loss has no importance ratio, so every "
                     "step after the first would be off-policy without correction; use num_iterations=1")
-    elif cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("steps_per_generation", 1) > 1:
-        errs.append(f"loss={loss} with steps_per_generation={cfg['steps_per_generation']}: its loss has no importance "
-                    "ratio, so every minibatch after the first would be off-policy without correction; use "
-                    "steps_per_generation=1 (gradient_accumulation_steps splits a step without going off-policy)")
+    elif cfg.get("mode") == "rl" and loss in ("garl", "paft") and isinstance(cfg.get("steps_per_generation"), int) \
+            and cfg["steps_per_generation"] > cfg.get("gradient_accumulation_steps", 1):
+        errs.append(f"loss={loss} with steps_per_generation={cfg['steps_per_generation']} > gradient_accumulation_steps="
+                    f"{cfg.get('gradient_accumulation_steps', 1)}: several optimiser steps per generated batch, and its "
+                    "loss has no importance ratio, so every step after the first would be off-policy without correction; "
+                    "use steps_per_generation = gradient_accumulation_steps (or null)")
     if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
         errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
@@ -320,7 +359,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                                 policy_gradient=cfg.get("policy_gradient", True), data_seed=data_seed(cfg),
                                 top_p=float(cfg.get("top_p", 1.0)), min_p=float(cfg.get("min_p", 0.0)),
                                 mask_truncated_completions=bool(cfg.get("mask_truncated_completions", False)),
-                                steps_per_generation=cfg.get("steps_per_generation", 1),
+                                steps_per_generation=cfg.get("steps_per_generation") or 0,
                                 gradient_accumulation_steps=cfg.get("gradient_accumulation_steps", 1),
                                 reward_funcs=tuple(cfg.get("reward_funcs") or ("verifier",)),
                                 reward_weights=tuple(float(w) for w in (cfg.get("reward_weights") or ())))
@@ -332,8 +371,9 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
             p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"),
                                 progress=i / cfg["iterations"])
             re = s["running_entropy"]
-            if "entropy" in m:  # the first measurement starts the running mean
-                re = jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"])
+            if "entropy" in m:  # the first measurement starts the running mean; an iteration without one leaves it
+                re = jnp.where(jnp.isnan(m["entropy"]), re,
+                               jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"]))
             out = {**s, "params": p, "opt_state": o, "running_entropy": re}
             if p_hat is not None:
                 out["p_hat"] = p_hat
@@ -368,8 +408,12 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     evals = {name: jax.jit(T.make_eval(task, mcfg, cfg["eval_prompts"], evalkeys.stream(eval_base, name, cfg.get("eval_seed", 0))))
              for name in ("progress", "test", "validation")}
     ckpt = Checkpointer(ckpt_dir)
-    identity = {k: cfg.get(k) for k in IDENTITY}
+    # a later setting at its old value is left out, so checkpoints written before it existed still resume
+    identity = {k: cfg.get(k) for k in IDENTITY if not (k in LATER_DEFAULTS and cfg.get(k) == LATER_DEFAULTS[k])}
     identity["data_seed"] = data_seed(cfg)  # the seed it resolves to (null: from seed), so the same data compares equal
+    if isinstance(identity.get("loss"), dict):
+        identity["loss"] = {k: v for k, v in identity["loss"].items()
+                            if not (k in LATER_LOSS_DEFAULTS and v == LATER_LOSS_DEFAULTS[k])}
     if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT:
         identity["iterations"] = cfg["iterations"]
     start = 0
@@ -490,7 +534,7 @@ class RunTotals:
                 if float(v) > 0 and st.get(f"first_success_iteration_level{lv}") is None:
                     st[f"first_success_iteration_level{lv}"] = it
                 st.setdefault(f"first_success_iteration_level{lv}", None)
-        if "entropy" in m:
+        if "entropy" in m and np.isfinite(float(m["entropy"])):  # NaN: no token took part in the loss
             h = float(m["entropy"])
             st["entropy_min"] = min(st.get("entropy_min", h), h)
             if h < 0.5 and st.get("first_iteration_entropy_below_0.5") is None:
@@ -512,7 +556,8 @@ class Trace:
         kept = []
         if start and path.exists():
             lines = path.read_text().splitlines()
-            kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= start]
+            kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= start
+                                and len(ln.split(",")) == len(lines[0].split(","))]
             self.cols = lines[0].split(",")[1:] if lines else None
         path.write_text("".join(ln + "\n" for ln in kept))
         self.f = path.open("a")

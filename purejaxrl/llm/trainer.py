@@ -47,8 +47,8 @@ class RLSettings:
     top_p: float = 1.0             # nucleus sampling (1 = off)
     min_p: float = 0.0             # min-p sampling (0 = off)
     mask_truncated_completions: bool = False  # completions without EOS are left out of the loss (TRL's option)
-    steps_per_generation: int = 1  # the generated batch split by prompt into this many minibatches, one step each
-    gradient_accumulation_steps: int = 1  # each step's minibatch split into microbatches, their gradients combined
+    steps_per_generation: int = 0  # TRL's: the generated batch split (by prompt) into this many microbatches (0: = A)
+    gradient_accumulation_steps: int = 1  # A: microbatches per optimiser step, gradients combined exactly
     reward_funcs: tuple = ("verifier",)  # "verifier" (the task's) or "module:function" on decoded strings
     reward_weights: tuple = ()     # one weight per reward function (empty: all 1)
 
@@ -132,7 +132,8 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0, o
             x["r_theta"] = L.likelihood_rewards(ans_lp, d["answer_mask"], d["reward_kind"])
         loss, aux = entry.fn(x, hp, opts)
         m = mask.astype(logp.dtype)
-        entropy = (L.token_entropy(jax.lax.stop_gradient(x["logits"])) * m).sum() / jnp.maximum(m.sum(), 1.0)
+        entropy = jnp.where(m.sum() > 0, (L.token_entropy(jax.lax.stop_gradient(x["logits"])) * m).sum()
+                            / jnp.maximum(m.sum(), 1.0), jnp.nan)  # no token in the loss: no entropy measured
         return loss, {"entropy": entropy, **aux}
 
     return fn
@@ -178,12 +179,19 @@ def string_reward(fn, prompts, comps, mask, answers):
 PER_PROMPT = ("prompts", "resample_idx")  # batch entries with one row per prompt; the others have one per completion
 
 
-def split_batch(d: dict, parts: int) -> tuple[dict, dict]:
+def split_batch(d: dict, parts: int, num_prompts: int | None = None) -> tuple[dict, dict]:
     """``(split, const)``: the batch's arrays with a leading ``[parts]`` axis, whole prompt groups
-    together (part ``j`` holds prompts ``j·n .. j·n+n−1`` and their completions), and the rest."""
+    together (part ``j`` holds prompts ``j·n .. j·n+n−1`` and their completions), and the rest (0-d
+    values, flags).  With ``num_prompts``, an array whose leading axis is neither the prompts
+    (``PER_PROMPT``) nor their completions is an error rather than a wrong split."""
     split, const = {}, {}
     for k, v in d.items():
         if isinstance(v, jax.Array) and v.ndim >= 1:
+            if num_prompts is not None:
+                want = num_prompts if k in PER_PROMPT else None
+                if (want is not None and v.shape[0] != want) or (want is None and v.shape[0] % num_prompts):
+                    raise ValueError(f"batch entry {k} has leading axis {v.shape[0]}: neither the {num_prompts} prompts "
+                                     "nor their completions; add it to PER_PROMPT or keep it 0-d")
             split[k] = v.reshape(parts, v.shape[0] // parts, *v.shape[1:])
         else:
             const[k] = v
@@ -194,10 +202,12 @@ def microbatch_weights(d: dict, parts: int, loss: str, opts: dict, G: int):
     """``[parts]`` weights (summing to 1) that combine microbatch gradients into the full minibatch's:
     each microbatch's share of the loss's normaliser — its completions for the per-sequence
     aggregations (``grpo``, ``dr_grpo``), its completion tokens for the token means (``dapo``,
-    ``bnpo``), counting only the groups DAPO keeps.  Exact for the clipped policy-gradient family;
-    equal weights for the losses without a ``loss_type`` (GARL, PAFT, ROVER: means over prompts)."""
+    ``bnpo``, ROVER), counting only the groups DAPO keeps; equal weights for GARL and PAFT (means over
+    prompts).  Exact for these; the losses whose terms read a statistic of the whole batch (EPO's
+    entropy band, FG-ExPO's accuracy, a likelihood reward's mean length) are refused with
+    ``gradient_accumulation_steps > 1`` (``run.validate_llm``)."""
     keep = L.dapo_group_filter(d["rewards"], G) if loss == "dapo" else jnp.ones_like(d["rewards"])
-    lt = opts.get("loss_type")
+    lt = "dapo" if loss == "rover" else opts.get("loss_type")
     if lt in ("dapo", "bnpo"):
         n = (d["mask"].astype(jnp.float32) * keep[:, None]).sum(1)
     elif lt in ("grpo", "dr_grpo"):
@@ -224,9 +234,10 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
     has_verifier = "verifier" in settings.reward_funcs
     weights = tuple(settings.reward_weights) or (1.0,) * len(reward_fns)
     unfiltered = settings.top_k == 0 and settings.top_p >= 1.0 and settings.min_p <= 0.0
-    if Np % (settings.steps_per_generation * settings.gradient_accumulation_steps):
-        raise ValueError(f"num_prompts={Np} must be divisible by steps_per_generation x gradient_accumulation_steps = "
-                         f"{settings.steps_per_generation} x {settings.gradient_accumulation_steps} (whole prompt groups)")
+    S_, A_ = settings.steps_per_generation or settings.gradient_accumulation_steps, settings.gradient_accumulation_steps
+    if S_ % A_ or Np % S_:
+        raise ValueError(f"steps_per_generation={S_} must be a multiple of gradient_accumulation_steps={A_} and divide "
+                         f"num_prompts={Np} (microbatches hold whole prompt groups)")
 
     def iteration(params, opt_state, ref_params, key, hp, running_entropy, p_hat=None, progress=0.0):
         """One RL iteration; ``p_hat [curriculum_pool]`` (running success estimates per pool prompt)
@@ -286,21 +297,26 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             d["resample_idx"] = L.paft_resample(k_paft, rewards, G, opts.get("num_resamples") or G)
         lf = rl_loss(settings.loss, hp, G, T, Tmp, opts, settings.policy_gradient)
 
-        S, A = settings.steps_per_generation, settings.gradient_accumulation_steps
-        minibatches, const = split_batch(d, S)
+        # TRL's split: the generated batch into S microbatches (whole prompt groups), A per optimiser step
+        A = settings.gradient_accumulation_steps
+        S = settings.steps_per_generation or A
+        minibatches, const = split_batch(d, S // A, Np)
 
         def grad_of(p, mb):
-            """The minibatch's loss, aux and gradient, over ``A`` microbatches combined exactly."""
+            """The minibatch's loss, aux and gradient, over ``A`` microbatches combined exactly (aux
+            metrics: the microbatches' plain mean, as they are of equal size)."""
             if A == 1:
                 (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **mb}), has_aux=True)(p)
                 return loss, aux, g
-            micro, _ = split_batch(mb, A)
+            micro, _ = split_batch(mb, A, Np // (S // A))
             w = microbatch_weights(mb, A, settings.loss, opts, G)
 
             def acc(carry, xs):
                 mu, wj = xs
                 (loss, aux), g = jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **mu}), has_aux=True)(p)
-                return jax.tree.map(lambda c, x: c + wj * x, carry, (loss, aux, g)), None
+                c_loss, c_aux, c_g = carry
+                return (c_loss + wj * loss, jax.tree.map(lambda c, x: c + x / A, c_aux, aux),
+                        jax.tree.map(lambda c, x: c + wj * x, c_g, g)), None
 
             zero = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
                 lambda: jax.value_and_grad(lambda p_: lf(p_, cfg, {**const, **jax.tree.map(lambda x: x[0], micro)}),
@@ -314,7 +330,7 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
             upd, o = optimizer.update(g, o, p)
             return (optax.apply_updates(p, upd), o), (loss, {**aux, "grad_norm": optax.tree.norm(g)})
 
-        def epoch(carry, _):  # one pass over the S minibatches (TRL: num_iterations passes over the generated batch)
+        def epoch(carry, _):  # one pass over the S / A steps (TRL: num_iterations passes over the generated batch)
             return jax.lax.scan(step, carry, minibatches)
 
         (params, opt_state), (loss, aux) = jax.lax.scan(epoch, (params, opt_state), None, settings.num_iterations)
