@@ -811,6 +811,10 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
               "claims_not_run": [c["claim"] for c in study.get("claims_not_run", [])],
               "command": f"purejaxrl reproduce {study['study']} --tier {tier}"}
     report["compute_seconds"] = compute_seconds(study, out)
+    if study["kind"] == "meta":
+        from purejaxrl.meta import study as meta_study
+
+        report["per_es_seed"] = meta_study.per_es_seed(study, out, spec, study["claims"])
     report["curves"] = plot_curves(study, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report_markdown(report))
@@ -978,6 +982,20 @@ def report_markdown(report: dict) -> str:
     for c in report["claims"]:
         lines.append(f"- `{c['claim']}`: {c['statistic']}, n = {c['seeds']} seeds"
                      + (f"; per seed {', '.join(_fmt(v) for v in c['per_seed'])}" if c.get("per_seed") else ""))
+    es = report.get("per_es_seed")
+    if es and es["arms"]:
+        M = es["es_seeds"]
+        groups = list(next(iter(es["arms"].values())))
+        lines += ["", "Per ES seed (the verdicts average a learned arm over its ES seeds before pairing; "
+                  "means over test seeds):", "",
+                  "| arm | " + " | ".join(f"{g} (ES seeds {', '.join(map(str, range(M)))})" for g in groups) + " |",
+                  "|---|" + "---|" * len(groups)]
+        for arm, row in es["arms"].items():
+            lines.append(f"| {arm} | " + " | ".join(" / ".join(_fmt(v) for v in row[g]) for g in groups) + " |")
+        lines.append("")
+        for claim, vals in es["effects"].items():
+            lines.append(f"- `{claim}` with the m-th ES seed of each learned arm: "
+                         + ", ".join(f"m={m}: {_fmt(v)}" for m, v in enumerate(vals)))
     lines += ["", "![aggregates](aggregate.png)", "", "![profiles](profile.png)", ""]
     if report.get("curves"):
         lines += ["![learning curves (mean and 95% t interval over seeds)](curves.png)", ""]

@@ -218,8 +218,9 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
         _study(tmp_path, tiers={"smoke": {"seeds": 4, "arms": ["c"]}})
 
 
-SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl", "ta_lpo")  # minutes each (MuJoCo envs per task; two PPO policies to collect
-# from; MJX compiles of three algorithms, their evaluations and grids)
+# minutes each: MuJoCo envs per task; two PPO policies to collect from; MJX compiles of three algorithms, their
+# evaluations and grids; ES runs; a warm-up per seed before the LLM arms
+SLOW_SMOKE = ("qgf_cube", "qgf_pendulum", "qarl", "ta_lpo", "llm_cold_lock")
 # qarl_walker runs qarl's code paths on another MJX task (tens of minutes of compiles on 2 cores): its tiers are
 # composed and validated below, its smoke tier is not run here
 NOT_SMOKED = ("qarl_walker",)
@@ -249,6 +250,12 @@ def test_smoke_tier_of_every_shipped_study(name, tmp_path):
     # what results keep of each run: its evaluation rows (a meta run's: the held-out evaluations of the ES mean)
     kept = list((tmp_path / name / "runs").rglob("heldout.jsonl" if rep["kind"] == "meta" else "evaluations.jsonl"))
     assert kept and all(f.stat().st_size > 0 for f in kept)
+    if rep["kind"] == "meta":  # what the verdicts average over: each ES seed's objective, per group and claim
+        es = rep["per_es_seed"]
+        assert set(es["arms"]) == {a for a, v in R.load_study(name)["arms"].items() if v["objective"] in
+                                   R.load_study(name)["meta"]}
+        assert es["effects"] and all(len(v) == es["es_seeds"] for v in es["effects"].values())
+        assert "Per ES seed" in text
 
 
 @pytest.mark.slow

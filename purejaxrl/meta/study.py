@@ -255,6 +255,41 @@ def scores(study: dict, out: Path, metric: str, spec: dict) -> dict:
     return res
 
 
+def per_es_seed(study: dict, out: Path, spec: dict, claims: list) -> dict:
+    """What the verdicts average over: per learned arm and settings group, the mean score (over test
+    seeds) of each ES seed's objective; per claim, its effect with the m-th ES seed of each learned arm
+    (a built-in arm is the same for every m).  One lucky ES run carrying a verdict shows here."""
+    from purejaxrl.meta.evaluate import load_setup
+
+    setup = load_setup(study["eval_setup"])
+    groups = settings(study, spec)
+    M = int(spec.get("meta_seeds", 1))
+
+    def score(arm, group, m):
+        rec = json.loads((out / "evals" / f"{arm}.json").read_text())
+        m = m if study["arms"][arm]["objective"] in study["meta"] else 0
+        cols = []
+        for x in groups[group]:
+            lo, hi = setup[_setting(x)[0]]["bounds"]
+            cols.append((np.asarray(rec["results"][f"{x}|es{m}"]["returns"], float) - lo) / (hi - lo))
+        return np.mean(cols, 0)  # per test seed
+
+    learned = [a for a, v in study["arms"].items() if v["objective"] in study["meta"]]
+    arms = {a: {g: [float(score(a, g, m).mean()) for m in range(M)] for g in groups} for a in learned}
+    effects = {}
+    for c in claims:
+        from purejaxrl.reproduce import parse_claim
+
+        pc = parse_claim(c["claim"])
+        if pc["form"] == "threshold" or not set(pc["arms"]) & set(learned):
+            continue
+        g = c.get("metric") if c.get("metric") in groups else DEFAULT_GROUP
+        a, b = pc["arms"][:2]
+        effects[c["claim"] + (f" on {g}" if g != DEFAULT_GROUP else "")] = [
+            float((score(a, g, m) - score(b, g, m)).mean()) for m in range(M)]
+    return {"es_seeds": M, "arms": arms, "effects": effects}
+
+
 def curves(study: dict, out: Path) -> dict:
     """``name (ES) -> (generations, [ES seeds, evaluations])``: each objective's held-out fitness of the
     ES mean over meta-training."""
