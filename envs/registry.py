@@ -72,10 +72,12 @@ def _gymnax_ids() -> list[str]:
 def list_envs() -> list[str]:
     """Every name :func:`make` accepts."""
     from envs.dmc import TASKS as DMC
+    from envs.gridworld import FAMILIES, NAMED
     from envs.ogbench import TASKS
     from envs.pointmaze import MAZES
 
     return (sorted(ALIASES) + _gymnax_ids() + [f"brax/{n}" for n in BRAX_ENVS] + [f"pointmaze_{m}" for m in MAZES]
+            + [f"gridworld_{n}" for n in [*NAMED, *FAMILIES]]
             + [f"ogbench_{t}" for t in TASKS] + [f"dmc_{t}" for t in DMC])
 
 
@@ -87,8 +89,16 @@ def make(name: str, **kwargs: Any) -> Environment:
     Keyword arguments go to the backend (gymnax ``EnvParams`` fields, or Brax's constructor plus
     ``episode_length``).  ``"ogbench_<task>"`` (``"ogbench_cube_single"``) is an OGBench MuJoCo
     task stepped on the host, for offline algorithms (``kwargs``: ``task`` 1–5); ``"dmc_<task>"``
-    (``"dmc_cartpole_balance"``) a DeepMind Control task from MuJoCo Playground (MJX).
+    (``"dmc_cartpole_balance"``) a DeepMind Control task from MuJoCo Playground (MJX);
+    ``"gridworld_<level>"`` (``"gridworld_dense"``, ``"gridworld_all"``) a grid world of the LPG paper.
     """
+    if name.startswith("gridworld_"):
+        from envs.gridworld import FAMILIES, NAMED, GridWorld
+
+        level = name[len("gridworld_"):]
+        if level not in NAMED and level not in FAMILIES:
+            raise ValueError(f"Unknown grid world {name!r}; valid: {', '.join('gridworld_' + n for n in [*NAMED, *FAMILIES])}")
+        return GridWorld(level, **kwargs)
     if name.startswith("pointmaze_"):
         from envs.pointmaze import MAZES, PointMaze
 
