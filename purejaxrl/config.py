@@ -242,9 +242,9 @@ def _network_errors(net: dict) -> list[str]:
         if net.get(k) is not None and net[k] not in valid:
             errs.append(f"network.{k}={net[k]!r} is unknown; valid: {', '.join(sorted(valid))}")
     for k in ("hidden_size", "num_layers", "conv_channels"):
-        v = net.get(k)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            errs.append(f"network.{k}={v!r} must be an integer >= 1 (or null for the algorithm's default)")
+        v, low = net.get(k), 0 if k == "num_layers" else 1  # 0 hidden layers: linear heads on the observation
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            errs.append(f"network.{k}={v!r} must be an integer >= {low} (or null for the algorithm's default)")
     if net.get("layer_norm") is not None and not isinstance(net["layer_norm"], bool):
         errs.append(f"network.layer_norm={net['layer_norm']!r} must be true or false (or null for the algorithm's default)")
     v = net.get("input_scale")

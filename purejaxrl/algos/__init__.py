@@ -3,6 +3,7 @@ from the shared pieces (``returns``, ``networks``, ``schedules``, ``envs`` wrapp
 training loop around them (``purejaxrl.trainer``) is written once."""
 
 from purejaxrl.algos.base import Algorithm
+from purejaxrl.algos.lpg import LPG
 from purejaxrl.algos.ppo import PPO
 from purejaxrl.algos.pqn import PQN
 from purejaxrl.algos.qarl import QARL, RARL
@@ -10,7 +11,7 @@ from purejaxrl.algos.qgf import FQL, QGF
 from purejaxrl.algos.sac import SAC
 
 REGISTRY: dict[str, type[Algorithm]] = {"pqn": PQN, "ppo": PPO, "qgf": QGF, "fql": FQL, "sac": SAC, "qarl": QARL,
-                                        "rarl": RARL}
+                                        "rarl": RARL, "lpg": LPG}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
@@ -24,4 +25,4 @@ def register(name: str, cls: type[Algorithm]) -> None:
     REGISTRY[name] = cls
 
 
-__all__ = ["Algorithm", "FQL", "PPO", "PQN", "QARL", "QGF", "RARL", "REGISTRY", "SAC", "get_algorithm", "register"]
+__all__ = ["Algorithm", "FQL", "LPG", "PPO", "PQN", "QARL", "QGF", "RARL", "REGISTRY", "SAC", "get_algorithm", "register"]

@@ -1,0 +1,137 @@
+"""The LPG agent and its update rules: the hand-written a2c rule by hand and against GAE(λ = 1), the
+meta-network's backward GRU (episode boundaries, direction), the temporally-aware inputs, and the
+agent trained as an ordinary algorithm."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxrl import returns
+from purejaxrl import update_rules as U
+from purejaxrl.algos import get_algorithm
+from purejaxrl.algos.lpg import kl_categorical
+from purejaxrl.config import ConfigError, compose, validate
+
+
+def _x(r, d, e, e_next, prob=None):
+    r, d, e, e_next = (jnp.asarray(v, jnp.float32)[:, None] for v in (r, d, e, e_next))
+    prob = jnp.full_like(r, 0.5) if prob is None else jnp.asarray(prob, jnp.float32)[:, None]
+    return jnp.stack([r, d, prob, e, e_next * (1 - d)], -1)
+
+
+def test_two_hot_by_hand():
+    b = jnp.asarray([-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(U.two_hot(jnp.asarray([0.25, -1.0, 5.0]), b),
+                               [[0, 0.75, 0.25], [1, 0, 0], [0, 0, 1]], atol=1e-6)
+
+
+def test_a2c_rule_by_hand():
+    """r = (1, 0, 2), γ = 0.5, termination at t = 1, rollout cut after t = 2 with e_3 = 4:
+    G_2 = 2 + 0.5·4 = 4, G_1 = 0 (terminal), G_0 = 1 + 0.5·G_1 = 1."""
+    rule = U.make_rule("a2c", value_bound=8.0)
+    x = _x([1, 0, 2], [0, 1, 0], [0.5, 0.25, 1.0], [0.25, 9.0, 4.0])
+    reset = jnp.asarray([[False], [True], [False]])
+    pi_hat, y_hat = rule.targets(None, x, reset, 0.5)
+    np.testing.assert_allclose(pi_hat[:, 0], [1 - 0.5, 0 - 0.25, 4 - 1.0], atol=1e-6)
+    np.testing.assert_allclose(y_hat[:, 0] @ U.bins(rule.spec), [1.0, 0.0, 4.0], atol=1e-5)  # two-hot decodes to G
+    # a time limit at t = 1 instead: bootstrap from e_2' = 9 (the final observation's embedding)
+    pi_hat, _ = rule.targets(None, _x([1, 0, 2], [0, 0, 0], [0.5, 0.25, 1.0], [0.25, 9.0, 4.0]), reset, 0.5)
+    np.testing.assert_allclose(pi_hat[:, 0], [1 + 0.5 * (0 + 0.5 * 9) - 0.5, 4.5 - 0.25, 3.0], atol=1e-6)
+
+
+def test_a2c_rule_is_gae_with_lambda_one():
+    """π̂ of the a2c rule is A2C's advantage, GAE(λ = 1) with the same values and time-limit bootstraps."""
+    T, B = 12, 5
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    r = jax.random.normal(k[0], (T, B))
+    term = jax.random.bernoulli(k[1], 0.15, (T, B))
+    trunc = jax.random.bernoulli(k[2], 0.1, (T, B)) & ~term
+    v = jax.random.normal(k[3], (T, B))
+    final = jax.random.normal(k[4], (T, B))
+    last = jnp.ones(B)
+    v_next = returns.next_state_values(v, last, trunc, final)
+    adv, _ = returns.gae_advantages(r, term, trunc, v, v_next, 0.9, 1.0)
+    d = term.astype(jnp.float32)
+    x = jnp.stack([r, d, jnp.full_like(r, 0.5), v, v_next * (1 - d)], -1)
+    pi_hat, _ = U.make_rule("a2c").targets(None, x, term | trunc, 0.9)
+    np.testing.assert_allclose(pi_hat, adv, rtol=1e-5, atol=1e-5)
+
+
+def test_lpg_meta_network_reads_backward_and_stops_at_episode_ends():
+    rule = U.make_rule("lpg", jax.random.PRNGKey(1), hidden=16)
+    x = jax.random.normal(jax.random.PRNGKey(2), (6, 3, 5))
+    no_reset = jnp.zeros((6, 3), bool)
+    pi, y = rule.targets(rule.params, x, no_reset, 0.99)
+    assert pi.shape == (6, 3) and y.shape == (6, 3, 8)
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+    x2 = x.at[4].add(1.0)  # a later step: it informs the earlier ones (backward in time) ...
+    pi2, _ = rule.targets(rule.params, x2, no_reset, 0.99)
+    assert np.all(np.abs(pi2[:4] - pi[:4]) > 0) and np.allclose(pi2[5], pi[5])  # ... and not the later ones
+    reset = no_reset.at[2].set(True)  # an episode ends at step 2: steps 3.. belong to the next one
+    pi3, _ = rule.targets(rule.params, x, reset, 0.99)
+    pi4, _ = rule.targets(rule.params, x2, reset, 0.99)
+    np.testing.assert_allclose(pi4[:3], pi3[:3], rtol=1e-6)  # nothing flows back across the boundary
+    assert np.all(np.abs(pi4[3:5] - pi3[3:5]) > 0)
+
+
+def _lpg(rule, extra=()):
+    cfg = compose(["algo=lpg", "env=gridworld_sparse", "algo.num_envs=4", "algo.num_steps=8", "algo.total_timesteps=64",
+                   "algo.num_eval_envs=2", f"algo.update_rule={rule}", "network.num_layers=0", *extra])
+    validate(cfg)
+    return get_algorithm("lpg")(cfg["algo"], cfg["env"], cfg["network"]), cfg
+
+
+def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
+    plain, _ = _lpg("lpg")
+    ta, _ = _lpg("ta_lpg")
+    assert plain.rule.num_inputs == 5 and ta.rule.num_inputs == 7
+    hp = {"lr": 1e-3, "y_lr": 1e-3, "max_grad_norm": 0.5, "gamma": 0.99, "y_coef": 0.5}
+    for algo in (plain, ta):
+        hpp = {**hp, **algo.extra_hparams()}
+        state = algo.init(jax.random.PRNGKey(0), hpp)
+        from purejaxrl.rollout import rollout
+
+        def policy(obs, key, algo=algo, state=state, hpp=hpp):
+            logits, y_logits = algo.network.apply(state.params, obs)
+            a = jax.random.categorical(key, logits)
+            return a, {"prob": jnp.full(a.shape, 0.2), "emb": algo.rule.embed(hpp["update_rule"], jax.nn.softmax(y_logits))}
+
+        embed = lambda o, algo=algo, state=state, hpp=hpp: algo.rule.embed(hpp["update_rule"], algo._y(state.params, o))  # noqa: E731
+        (obs, _, _), traj = rollout(algo.make_venv(4, hpp), policy, state.obs, state.env_state, state.rng, 8, embed)
+        outs = []
+        for p in (0.1, 0.9):
+            x, reset = algo.rule_inputs(state.params, hpp["update_rule"], traj, obs, p, hpp)
+            outs.append(algo.rule.targets(hpp["update_rule"], x, reset, 0.99)[0])
+        if algo is plain:
+            np.testing.assert_array_equal(outs[0], outs[1])
+        else:
+            assert float(jnp.abs(outs[0] - outs[1]).max()) > 0
+
+
+@pytest.mark.parametrize("rule", ["a2c", "lpg", "ta_lpg"])
+def test_lpg_agent_trains_as_an_algorithm(rule, tmp_path):
+    from purejaxrl.experiment import run
+
+    _, cfg = _lpg(rule)
+    summary = run({**cfg, "num_seeds": 2}, tmp_path / rule, progress=False)
+    assert summary["total_env_steps"] == 2 * 64
+
+
+def test_rule_round_trip_and_config_errors(tmp_path):
+    rule = U.make_rule("ta_lpg", jax.random.PRNGKey(3), hidden=8)
+    U.save_rule(rule, tmp_path / "r")
+    back = U.load_rule(tmp_path / "r")
+    assert back.spec == rule.spec
+    for k in rule.params:
+        np.testing.assert_array_equal(back.params[k], rule.params[k])
+    for bad, msg in ((["algo.num_epochs=2"], "num_epochs=1"), (["algo.update_rule=ppo"], "update_rule='ppo' is unknown"),
+                     (["algo.update_rule=learned"], "needs algo.update_rule_path")):
+        with pytest.raises(ConfigError, match=msg):
+            _lpg("a2c", bad)
+
+
+def test_kl_categorical_by_hand():
+    p, q = jnp.asarray([0.5, 0.5]), jnp.asarray([0.25, 0.75])
+    assert float(kl_categorical(p, q)) == pytest.approx(0.5 * np.log(2) + 0.5 * np.log(2 / 3), rel=1e-5)
+    assert float(kl_categorical(p, p)) == pytest.approx(0.0, abs=1e-6)
