@@ -206,3 +206,23 @@ class GridWorld(Environment):
         obs = jnp.where(done, reset_obs, final_obs)
         reward, terminated, truncated = as_step_types(reward, terminated, truncated)
         return obs, state, reward, terminated, truncated, {"final_observation": final_obs}
+
+
+def onto_level(state, level: Level, observe):
+    """A vectorised stack's state (wrappers with ``env_state`` fields around a batch of
+    :class:`GridState`) with every env restarted on the one ``level``: ``(obs, state)``.  An agent
+    trained on a random family keeps one level for its lifetime on all its envs."""
+    if isinstance(state, GridState):
+        n = state.cell.shape[0]
+        lv = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), level)
+        st = GridState(level=lv, cell=lv.start, present=lv.obj_type >= 0, time=jnp.zeros((n,), jnp.int32))
+        return jax.vmap(observe)(st), st
+    obs, inner = onto_level(state.env_state, level, observe)
+    return obs, state.replace(env_state=inner)
+
+
+def level_of(state) -> Level:
+    """The level of the first env of a vectorised stack's state."""
+    while not isinstance(state, GridState):
+        state = state.env_state
+    return jax.tree.map(lambda x: x[0], state.level)

@@ -135,3 +135,24 @@ def test_kl_categorical_by_hand():
     p, q = jnp.asarray([0.5, 0.5]), jnp.asarray([0.25, 0.75])
     assert float(kl_categorical(p, q)) == pytest.approx(0.5 * np.log(2) + 0.5 * np.log(2 / 3), rel=1e-5)
     assert float(kl_categorical(p, p)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_agent_on_a_random_family_keeps_one_level_on_all_its_envs():
+    from envs.gridworld import GridState, level_of
+
+    algo, cfg = _lpg("a2c", ["env=gridworld_small"])
+    hp = {"lr": 1e-3, "y_lr": 1e-3, "max_grad_norm": 0.5, "gamma": 0.99, "y_coef": 0.5}
+    states = [algo.init(jax.random.PRNGKey(s), hp) for s in (0, 1)]
+    for st in states:
+        inner = st.env_state
+        while not isinstance(inner, GridState):
+            inner = inner.env_state
+        for leaf in jax.tree.leaves(inner.level):  # the same level in every env of the agent
+            assert (np.asarray(leaf) == np.asarray(leaf)[0]).all()
+        st2, _ = algo.update(st, hp, jnp.int32(0))
+        for a, b in zip(jax.tree.leaves(level_of(st.env_state)), jax.tree.leaves(level_of(st2.env_state))):
+            np.testing.assert_array_equal(a, b)  # kept across updates (and episode resets)
+    assert any((np.asarray(a) != np.asarray(b)).any() for a, b in
+               zip(jax.tree.leaves(level_of(states[0].env_state)), jax.tree.leaves(level_of(states[1].env_state))))
+    r = algo.greedy_returns(states[0], hp, jax.random.PRNGKey(5), 3)  # evaluated on the agent's own level
+    assert r.shape == (3,)

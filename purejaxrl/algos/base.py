@@ -234,12 +234,14 @@ class RolloutAlgorithm(Algorithm):
 def greedy_episode_returns(venv, act: Callable, key: jax.Array, prepare: Callable | None = None) -> jax.Array:
     """Return of the first episode of each env of ``venv`` (a :func:`envs.make_stack` stack) under
     ``act``.  Stops as soon as every environment has finished one episode (at most the time limit).
-    ``prepare(state) -> state`` changes the freshly reset stack first (e.g. per-env physics).
+    ``prepare(state) -> state`` changes the freshly reset stack first (e.g. per-env physics), or
+    ``-> (obs, state)`` when the change also changes the first observation (e.g. another level).
     """
     k_reset, key = jax.random.split(key)
     obs, st = venv.reset(k_reset)
     if prepare is not None:
-        st = prepare(st)
+        res = prepare(st)
+        obs, st = res if isinstance(res, tuple) else (obs, res)
     num_envs = obs.shape[0]
     zeros = jnp.zeros((num_envs,), jnp.float32)
     carry = (obs, st, key, jnp.int32(0), jnp.zeros((num_envs,), bool), zeros)

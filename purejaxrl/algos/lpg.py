@@ -106,12 +106,37 @@ class LPG(RolloutAlgorithm):
                                 for k, v in params["params"].items()}
         return optax.multi_transform({"pi": tower(hp["lr"]), "y": tower(hp["y_lr"])}, lambda p: {"params": label(p)})
 
+    @property
+    def _grid_family(self):
+        """The grid world of a random family (its agent keeps one level on all its envs), or None."""
+        from envs.gridworld import GridWorld
+
+        gw = self.env.unwrapped
+        return gw if isinstance(gw, GridWorld) and gw.fixed is None else None
+
     def init(self, key, hp, data=None):
         seed_key = key
-        k_net, k_env, key = jax.random.split(key, 3)
+        k_net, k_env, k_level, key = jax.random.split(key, 4)
         obs, env_state = self.make_venv(self.num_envs, hp).reset(k_env)
+        if self._grid_family is not None:  # one level per agent (per run), for its whole lifetime
+            from envs.gridworld import onto_level
+
+            gw = self._grid_family
+            obs, env_state = onto_level(env_state, gw.sample_level(k_level), gw.observation)
         params = self.network.init(k_net, obs[:1])
         return LPGState(params, self._tx(hp).init(params), env_state, obs, key, evalkeys.run_key(seed_key))
+
+    def greedy_returns(self, state, hp, key, num_envs):
+        """Greedy episodes on the agent's own level when it trains on a random grid-world family."""
+        if self._grid_family is None:
+            return super().greedy_returns(state, hp, key, num_envs)
+        from envs.gridworld import level_of, onto_level
+        from purejaxrl.algos.base import greedy_episode_returns
+
+        gw, level = self._grid_family, level_of(state.env_state)
+        return greedy_episode_returns(self.make_venv(num_envs, hp, evaluation=True),
+                                      lambda obs: self.greedy_action(state, obs), key,
+                                      lambda st: onto_level(st, level, gw.observation))
 
     def greedy_action(self, state, obs):
         return jnp.argmax(self.network.apply(state.params, obs)[0], -1)
