@@ -814,7 +814,9 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
     if study["kind"] == "meta":
         from purejaxrl.meta import study as meta_study
 
-        report["per_es_seed"] = meta_study.per_es_seed(study, out, spec, study["claims"])
+        pairs = [(c["claim"], c.get("metric"), *parse_claim(c["claim"])["arms"][:2]) for c in study["claims"]
+                 if parse_claim(c["claim"])["form"] != "threshold"]
+        report["per_es_seed"] = meta_study.per_es_seed(study, out, spec, pairs)
     report["curves"] = plot_curves(study, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report_markdown(report))

@@ -255,10 +255,11 @@ def scores(study: dict, out: Path, metric: str, spec: dict) -> dict:
     return res
 
 
-def per_es_seed(study: dict, out: Path, spec: dict, claims: list) -> dict:
+def per_es_seed(study: dict, out: Path, spec: dict, pairs: list) -> dict:
     """What the verdicts average over: per learned arm and settings group, the mean score (over test
     seeds) of each ES seed's objective; per claim, its effect with the m-th ES seed of each learned arm
-    (a built-in arm is the same for every m).  One lucky ES run carrying a verdict shows here."""
+    (a built-in arm is the same for every m; ``pairs``: ``(claim, metric, arm, other arm)`` for the
+    claims that compare two arms).  One lucky ES run carrying a verdict shows here."""
     from purejaxrl.meta.evaluate import load_setup
 
     setup = load_setup(study["eval_setup"])
@@ -277,15 +278,11 @@ def per_es_seed(study: dict, out: Path, spec: dict, claims: list) -> dict:
     learned = [a for a, v in study["arms"].items() if v["objective"] in study["meta"]]
     arms = {a: {g: [float(score(a, g, m).mean()) for m in range(M)] for g in groups} for a in learned}
     effects = {}
-    for c in claims:
-        from purejaxrl.reproduce import parse_claim
-
-        pc = parse_claim(c["claim"])
-        if pc["form"] == "threshold" or not set(pc["arms"]) & set(learned):
+    for label, metric, a, b in pairs:  # (claim, its metric, the two arms it compares)
+        if not {a, b} & set(learned):
             continue
-        g = c.get("metric") if c.get("metric") in groups else DEFAULT_GROUP
-        a, b = pc["arms"][:2]
-        effects[c["claim"] + (f" on {g}" if g != DEFAULT_GROUP else "")] = [
+        g = metric if metric in groups else DEFAULT_GROUP
+        effects[label + (f" on {g}" if g != DEFAULT_GROUP else "")] = [
             float((score(a, g, m) - score(b, g, m)).mean()) for m in range(M)]
     return {"es_seeds": M, "arms": arms, "effects": effects}
 
