@@ -88,6 +88,7 @@ def test_gspo_sequence_ratio_and_its_clip_by_hand():
     assert float(stats["clip_ratio_high"]) == pytest.approx(2 / 3)  # both tokens of row 0, of 3 completion tokens
 
 
+@pytest.mark.slow
 def test_gspo_is_registered_with_the_sequence_ratio():
     from purejaxrl.llm import rl_losses as R
     from purejaxrl.reproduce import _compose_llm
@@ -105,6 +106,7 @@ def test_gspo_is_registered_with_the_sequence_ratio():
     assert float(m["clip_ratio_low"]) + float(m["clip_ratio_high"]) > 0
 
 
+@pytest.mark.slow
 def test_mask_truncated_completions_drop_completions_that_never_end(monkeypatch):
     """With a stop token that never comes, every completion is truncated: masked, the loss and the
     gradient are exactly 0; unmasked they are not."""
@@ -118,6 +120,7 @@ def test_mask_truncated_completions_drop_completions_that_never_end(monkeypatch)
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_grad_norm_is_the_norm_of_the_step_before_clipping():
     """SGD at lr 1 moves the parameters by the gradient: its norm is the logged grad_norm."""
     p, p2, _, m = _iteration(T.RLSettings(num_prompts=4, num_generations=4))
@@ -129,8 +132,9 @@ def test_grad_norm_is_the_norm_of_the_step_before_clipping():
     assert float(optax.tree.norm(jax.tree.map(lambda a, b: a - b, p, p3))) == pytest.approx(1e-3, rel=1e-3)
 
 
-@pytest.mark.parametrize("loss,loss_type", [("dapo", "dapo")] + [pytest.param(*c, marks=pytest.mark.slow) for c in
-                                            (("grpo", "grpo"), ("dr_grpo", "dr_grpo"), ("grpo", "dapo"), ("dapo", "grpo"),
+@pytest.mark.parametrize("loss,loss_type", [pytest.param(*c, marks=pytest.mark.slow) for c in
+                                            (("dapo", "dapo"), ("grpo", "grpo"), ("dr_grpo", "dr_grpo"), ("grpo", "dapo"),
+                                             ("dapo", "grpo"),
                                              ("rover", None), ("garl", None))])
 def test_gradient_accumulation_gives_the_full_batch_step(loss, loss_type):
     """Microbatches weighted by their share of the loss's normaliser reproduce the one-batch gradient
@@ -156,6 +160,7 @@ def test_gradient_accumulation_gives_the_full_batch_step(loss, loss_type):
     assert float(m_acc["grad_norm"]) == pytest.approx(float(m_full["grad_norm"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_steps_per_generation_counts_microbatches_as_trl():
     """TRL's meaning: the generated batch is split into steps_per_generation microbatches, A of them
     per optimiser step, so Adam counts (S / A) x num_iterations steps; S = A (or S unset) is one step
@@ -200,6 +205,7 @@ def test_string_reward_functions_are_called_on_decoded_text():
     assert rewards.digits_only(["x"] * 3, ["46", "4a", ""], ["", "", ""]) == [1.0, 0.5, None]
 
 
+@pytest.mark.slow
 def test_weighted_reward_functions_sum_to_the_reward():
     """reward = 1·verifier + 0.5·digits_only, each function's mean logged as rewards/<name>."""
     s = T.RLSettings(num_prompts=4, num_generations=4,

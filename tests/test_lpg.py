@@ -109,7 +109,7 @@ def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
             assert float(jnp.abs(outs[0] - outs[1]).max()) > 0
 
 
-@pytest.mark.parametrize("rule", ["a2c", "lpg", "ta_lpg"])
+@pytest.mark.parametrize("rule", ["a2c", pytest.param("lpg", marks=pytest.mark.slow), pytest.param("ta_lpg", marks=pytest.mark.slow)])
 def test_lpg_agent_trains_as_an_algorithm(rule, tmp_path):
     from purejaxrl.experiment import run
 
