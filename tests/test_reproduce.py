@@ -350,3 +350,25 @@ def test_meta_study_file_errors(tmp_path):
     bad = [{"claim": "effect(ta, clip) > 0", "paper": "p", "metric": "elsewhere"}]
     with pytest.raises(ConfigError, match="use a settings group"):
         _meta_study(tmp_path, claims=bad)
+
+
+@pytest.mark.slow
+def test_a_finished_meta_run_is_continued_when_the_tier_asks_for_more_generations(tmp_path):
+    """A tier raised from 2 to 3 ES generations continues the finished runs (the rest of their config
+    unchanged) rather than refusing them; asking for fewer than a run has is refused."""
+    from purejaxrl.meta import study as meta_study
+
+    tiny = ["es.population=4", "es.eval_every=1", "es.eval_seeds=2", "objective.hidden=8", "algo.total_timesteps=1024",
+            "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4"]
+    study = _meta_study(tmp_path, settings={"near": ["cartpole@1"]},
+                        arms={"ta": {"objective": "ta"}, "clip": {"objective": "clip"}},
+                        claims=[{"claim": "effect(ta, clip) > 0", "paper": "p"}])
+    out, logs = tmp_path / "out", []
+    spec = {"seeds": 2, "meta_seeds": 1, "meta_overrides": [*tiny, "es.generations=2"]}
+    meta_study.run(study, spec, out, logs.append)
+    meta_study.run(study, {**spec, "meta_overrides": [*tiny, "es.generations=3"]}, out, logs.append)
+    assert any("continuing ta ES seed 0 from 2 to 3 generations" in line for line in logs)
+    summary = json.loads((out / "runs" / "meta_ta_seed0" / "summary.json").read_text())
+    assert summary["generations"] == 3 and summary["completed"]
+    with pytest.raises(ConfigError, match="es.generations: the run has 3, the study asks for 2"):
+        meta_study.run(study, spec, out, logs.append)

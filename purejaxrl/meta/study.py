@@ -162,10 +162,19 @@ def run(study: dict, spec: dict, out: Path, log) -> None:
 
                 saved = yaml.safe_load((d / "config.yaml").read_text())
                 keys = ("algo", "env", "network", "objective", "es", "seed")
-                diff = first_difference({k: saved.get(k) for k in keys}, {k: cfg.get(k) for k in keys})
-                if diff:
-                    raise ConfigError(f"{d} was run with other settings than the study now asks for ({diff}); "
+                grows = ("generations", "eval_every")  # a finished run may be continued for more generations
+                part = lambda c: {k: ({a: b for a, b in c[k].items() if a not in grows} if k == "es" else c.get(k))  # noqa: E731
+                                  for k in keys}
+                diff = first_difference(part(saved), part(cfg))
+                ran, asked = int(saved["es"]["generations"]), int(cfg["es"]["generations"])
+                if diff or ran > asked:
+                    what = diff or f"es.generations: the run has {ran}, the study asks for {asked}"
+                    raise ConfigError(f"{d} was run with other settings than the study now asks for ({what}); "
                                       "choose another --out, or delete that run to redo it")
+                if ran == asked:
+                    continue
+                log(f"[{study['study']}] continuing {name} ES seed {m} from {ran} to {asked} generations")
+                run_meta({**cfg, "resume": True}, d, progress=False, overrides=over)
                 continue
             resuming = Checkpointer.exists(d / "checkpoints")
             log(f"[{study['study']}] {'resuming' if resuming else 'meta-training'} {name} ES seed {m}: {' '.join(over)}")
