@@ -10,7 +10,8 @@ upper bound when nothing succeeded).
     python benchmarks/llm_p0.py --samples 400000 --warmup-iterations 500
 
 Writes ``benchmarks/results/llm_p0_<task>_<model>.json`` (the warm-up run in
-``benchmarks/results/llm_p0_warmup_<task>_<model>/``, the ``init_from`` of the cold-start study).
+``benchmarks/results/llm_p0_warmup_<task>_<model>/``; its checkpoint is not kept in the repository, so a
+fresh clone trains it again, with the settings of the llm_cold_lock study's seed-0 warm-up).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def main() -> None:
             "eval_every=100", "log_every=10", f"checkpoint_every={a.warmup_iterations}", "progress=false"]
     t0 = time.perf_counter()
     cfg = _compose_llm(over)
-    if (warm_dir / "summary.json").exists():
+    from purejaxrl.checkpoint import Checkpointer
+
+    if (warm_dir / "summary.json").exists() and Checkpointer.exists(warm_dir / "checkpoints"):
         done = json.loads((warm_dir / "summary.json").read_text())["iterations"]
         if done != a.warmup_iterations:
             raise SystemExit(f"{warm_dir} holds a {done}-iteration warm-up, not {a.warmup_iterations}: "
