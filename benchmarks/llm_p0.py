@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from purejaxrl.llm.sampler import sample
 from purejaxrl.llm.tasks import EOS, PAD, VOCAB, make_task
 from purejaxrl.reproduce import _compose_llm
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path("benchmarks") / "results"  # relative to ROOT: the warm-up's config.yaml records its run_dir
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--warmup-iterations", type=int, default=300)
     a = ap.parse_args()
     purejaxrl.keep_heap()
+    os.chdir(ROOT)
     warm_dir = RESULTS / f"llm_p0_warmup_{a.task}_{a.model}"
     over = ["mode=sft", f"task={a.task}", f"model={a.model}", "sft_target=format", f"iterations={a.warmup_iterations}",
             "eval_every=100", "log_every=10", f"checkpoint_every={a.warmup_iterations}", "progress=false"]
