@@ -101,7 +101,7 @@ def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
         (obs, _, _), traj = rollout(algo.make_venv(4, hpp), policy, state.obs, state.env_state, state.rng, 8, embed)
         outs = []
         for p in (0.1, 0.9):
-            x, reset = algo.rule_inputs(state.params, hpp["update_rule"], traj, obs, p, hpp)
+            x, reset = algo.rule_inputs(state.params, hpp["update_rule"], traj, obs, p)
             outs.append(algo.rule.targets(hpp["update_rule"], x, reset, 0.99)[0])
         if algo is plain:
             np.testing.assert_array_equal(outs[0], outs[1])

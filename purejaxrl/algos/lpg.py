@@ -144,7 +144,7 @@ class LPG(RolloutAlgorithm):
     def _y(self, params, obs):
         return jax.nn.softmax(self.network.apply(params, obs)[1], -1)
 
-    def rule_inputs(self, params, rule_params, traj, last_obs, progress, hp):
+    def rule_inputs(self, params, rule_params, traj, last_obs, progress):
         """The rule's inputs ``[T, B, F]`` and episode boundaries ``[T, B]`` (no gradient)."""
         embed = lambda o: self.rule.embed(rule_params, self._y(params, o))  # noqa: E731
         e_next = returns.next_state_values(traj.extras["emb"], embed(last_obs), traj.truncated, traj.final_value)
@@ -168,7 +168,7 @@ class LPG(RolloutAlgorithm):
         (obs, env_state, rng), traj = rollout(self.make_venv(self.num_envs, hp), policy, state.obs, state.env_state,
                                               state.rng, self.num_steps, embed)
         progress = jnp.asarray(i, jnp.float32) / self.num_updates
-        x, reset = self.rule_inputs(params, rule_params, traj, obs, progress, hp)
+        x, reset = self.rule_inputs(params, rule_params, traj, obs, progress)
         pi_hat, y_hat = jax.lax.stop_gradient(self.rule.targets(rule_params, x, reset, hp["gamma"]))
 
         def loss_fn(p):
