@@ -146,10 +146,15 @@ def make_rule(name: str, key=None, **overrides) -> UpdateRule:
     raise ValueError(f"unknown update rule {name!r}; valid: a2c, lpg, ta_lpg, learned")
 
 
-def save_rule(rule: UpdateRule, path: str | Path) -> None:
+SPEC_FILE = "rule.json"
+
+
+def save_rule(rule: UpdateRule, path: str | Path, extra: dict | None = None) -> None:
+    """``path/rule.json`` (the spec, with ``extra`` such as the generation it was saved at) and
+    ``params.npz``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "rule.json").write_text(json.dumps(rule.spec, indent=1))
+    (path / SPEC_FILE).write_text(json.dumps({**rule.spec, **(extra or {})}, indent=1))
     if rule.params is not None:
         np.savez(path / "params.npz", **{k: np.asarray(v) for k, v in rule.params.items()})
 
@@ -158,9 +163,10 @@ def load_rule(path: str | Path) -> UpdateRule:
     from purejaxrl.errors import ConfigError
 
     path = Path(path)
-    if not (path / "rule.json").exists():
+    if not (path / SPEC_FILE).exists():
         raise ConfigError(f"{path} holds no update rule (rule.json): give a directory saved by save_rule")
-    spec = {**DEFAULT_SPEC, **json.loads((path / "rule.json").read_text())}
+    saved = json.loads((path / SPEC_FILE).read_text())
+    spec = {**DEFAULT_SPEC, **{k: v for k, v in saved.items() if k in DEFAULT_SPEC or k == "kind"}}
     params = None
     if (path / "params.npz").exists():
         with np.load(path / "params.npz") as z:

@@ -6,6 +6,9 @@ import pytest
 # tests (and by CLI subprocesses) are compiled once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # several workers share one accelerator: allocate as needed
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import purejaxrl  # noqa: E402
 
 purejaxrl.configure_cpu_runtime()  # the command's dispatch setting (tests call the library in-process)

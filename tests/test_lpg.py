@@ -100,13 +100,17 @@ def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
         embed = lambda o, algo=algo, state=state, hpp=hpp: algo.rule.embed(hpp["update_rule"], algo._y(state.params, o))  # noqa: E731
         (obs, _, _), traj = rollout(algo.make_venv(4, hpp), policy, state.obs, state.env_state, state.rng, 8, embed)
         outs = []
-        for p in (0.1, 0.9):
-            x, reset = algo.rule_inputs(state.params, hpp["update_rule"], traj, obs, p)
+        for p, n in ((0.1, 20), (0.9, 20), (0.1, 200)):
+            x, reset = algo.rule_inputs(state.params, hpp["update_rule"], traj, obs, p, n)
             outs.append(algo.rule.targets(hpp["update_rule"], x, reset, 0.99)[0])
+            if algo is ta:  # the TA columns are n/N and log N, the same at every step
+                np.testing.assert_allclose(x[..., 5], p, rtol=1e-6)
+                np.testing.assert_allclose(x[..., 6], np.log(n), rtol=1e-6)
         if algo is plain:
             np.testing.assert_array_equal(outs[0], outs[1])
+            np.testing.assert_array_equal(outs[0], outs[2])
         else:
-            assert float(jnp.abs(outs[0] - outs[1]).max()) > 0
+            assert float(jnp.abs(outs[0] - outs[1]).max()) > 0 and float(jnp.abs(outs[0] - outs[2]).max()) > 0
 
 
 @pytest.mark.parametrize("rule", ["a2c", pytest.param("lpg", marks=pytest.mark.slow), pytest.param("ta_lpg", marks=pytest.mark.slow)])
@@ -156,3 +160,44 @@ def test_an_agent_on_a_random_family_keeps_one_level_on_all_its_envs():
                zip(jax.tree.leaves(level_of(states[0].env_state)), jax.tree.leaves(level_of(states[1].env_state))))
     r = algo.greedy_returns(states[0], hp, jax.random.PRNGKey(5), 3)  # evaluated on the agent's own level
     assert r.shape == (3,)
+
+
+def test_random_lifetimes_are_log_uniform_integers_fixed_by_the_seed():
+    algo, _ = _lpg("a2c", ["algo.random_lifetime=[10,250]", "algo.total_timesteps=8000"])  # 250 updates of 4 x 8
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    n = np.asarray(jax.vmap(algo.draw_lifetime)(keys))
+    assert n.min() >= 10 and n.max() <= 250 and n.dtype == np.int32
+    assert n.min() == 10 and n.max() == 250  # both ends are drawn
+    # log-uniform: half of the mass below the geometric middle sqrt(10 · 250) = 50
+    assert abs(np.mean(n < 50) - 0.5) < 0.03 and abs(np.mean(np.log(n)) - np.log(50)) < 0.05
+    assert int(algo.draw_lifetime(keys[7])) == int(n[7])  # the agent's seed fixes it (so antithetic pairs share it)
+    plain, _ = _lpg("a2c")
+    assert int(plain.draw_lifetime(keys[0])) == plain.num_updates == 2
+
+
+def test_updates_after_the_agents_lifetime_are_discarded():
+    """An agent of lifetime 2 in a run of 4 updates ends with the parameters of a 2-update run (same seed:
+    the same first two rollouts); the rollouts go on."""
+    from purejaxrl.trainer import Trainer
+
+    hp = {"lr": 0.1, "y_lr": 0.1, "max_grad_norm": 0.5, "gamma": 0.99, "y_coef": 0.5}
+    ends = []
+    for extra in (["algo.random_lifetime=[2,2]", "algo.total_timesteps=128"], ["algo.total_timesteps=64"],
+                  ["algo.total_timesteps=128"]):
+        algo, _ = _lpg("a2c", extra)
+        tr = Trainer(algo, 1, chunks=1, num_evals=1)
+        hp1 = {k: np.asarray([v], np.float32) for k, v in hp.items()}
+        state, metrics = tr.chunk(tr.init(jax.random.PRNGKey(3)[None], hp1), hp1, 0)
+        ends.append(state)
+    assert np.asarray(ends[0].lifetime).ravel().tolist() == [2] and np.asarray(ends[2].lifetime).ravel().tolist() == [4]
+    for a, b in zip(jax.tree.leaves(ends[0].params), jax.tree.leaves(ends[1].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(ends[0].params), jax.tree.leaves(ends[2].params)))
+    assert not np.array_equal(np.asarray(ends[0].obs), np.asarray(ends[1].obs))  # 4 rollouts, not 2
+
+
+@pytest.mark.parametrize("bad, msg", [("[0,5]", "must be null or"), ("[5,3]", "must be null or"),
+                                      ("[2,9]", "longest lifetime .9 updates. is longer than the run .2 updates.")])
+def test_random_lifetime_errors(bad, msg):
+    with pytest.raises(ConfigError, match=msg):
+        _lpg("a2c", [f"algo.random_lifetime={bad}"])

@@ -61,6 +61,18 @@ def test_one_version_and_configs_from_the_package():
     assert 'dynamic = ["version"]' in text and "version =" not in text.split("[project.optional-dependencies]")[0]
 
 
+def test_every_conf_folder_ships_in_the_wheel():
+    """Each folder of conf/ is a package of the wheel with its yaml files as package data (a folder
+    left out installs without its configs and only a non-editable install shows it)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"purejaxrl." + ".".join(p.relative_to(ROOT).parts) for p in (ROOT / "conf").rglob("*")
+               if p.is_dir() and any(p.glob("*.yaml"))} | {"purejaxrl.conf"}
+    assert folders - set(setup["packages"]) == set()
+    assert folders - set(setup["package-data"]) == set()
+
+
 def _imports(path: Path, package_roots=("purejaxrl", "envs")) -> set[str]:
     """Modules of ours a file imports, at module level or inside functions (a deferred import still
     ties the layers together), with the packages those imports load on the way (``a.b.c`` loads

@@ -11,6 +11,13 @@ Each update rolls out ``num_steps`` × ``num_envs`` steps with the policy, asks 
 many candidate rules (what meta-training by evolution strategies vmaps over).  The agent has a policy
 tower and a prediction tower (``network``: an MLP; ``num_layers: 0`` is the tabular agent, a linear
 map of the one-hot state), each with its own learning rate (``lr``, ``y_lr``).
+
+Lifetimes (``random_lifetime: [lo, hi]``, TA-LPG's meta-training): each agent draws its lifetime N
+log-uniformly among the integers lo..hi when it starts (from its seed, as its grid-world level is);
+the program runs ``total_timesteps`` (at least hi updates) for every agent and an agent's updates
+after its own N are discarded (its rollouts go on with the parameters it had at N, so its training
+episodes after N are those of its final policy).  A time-aware rule reads n/N and log N of the
+agent's own lifetime.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 from flax import struct
@@ -51,6 +59,12 @@ class LPGState:
     obs: jax.Array
     rng: jax.Array
     eval_rng: jax.Array
+    lifetime: jax.Array  # N, the updates this agent makes (the run's updates unless random_lifetime)
+
+
+def rule_sizes(cfg) -> dict:
+    """The meta-network's GRU width (``algo.rule_hidden``; the references' 256)."""
+    return {"hidden": int(cfg.get("rule_hidden", 256))}
 
 
 def kl_categorical(p, q, eps=1e-8):
@@ -78,6 +92,20 @@ class LPG(RolloutAlgorithm):
                 errs.append("algo.update_rule=learned needs algo.update_rule_path=DIR (a directory saved by save_rule)")
         elif rule not in ("a2c", "lpg", "ta_lpg"):
             errs.append(f"algo.update_rule={rule!r} is unknown; valid: a2c, lpg, ta_lpg, learned")
+        life = cfg.get("random_lifetime")
+        if life is not None:
+            ok = (isinstance(life, (list, tuple)) and len(life) == 2 and all(isinstance(v, int) and v >= 1 for v in life)
+                  and life[0] <= life[1])
+            if not ok:
+                errs.append(f"algo.random_lifetime={life!r} must be null or [lo, hi], integers 1 <= lo <= hi (updates)")
+            elif all(k in cfg for k in ("total_timesteps", "num_envs", "num_steps")):
+                updates = int(cfg["total_timesteps"]) // (int(cfg["num_envs"]) * int(cfg["num_steps"]))
+                if life[1] > updates:
+                    errs.append(f"algo.random_lifetime={list(life)}: the longest lifetime ({life[1]} updates) is longer than "
+                                f"the run ({updates} updates); set algo.total_timesteps="
+                                f"{life[1] * int(cfg['num_envs']) * int(cfg['num_steps'])}")
+        if not isinstance(cfg.get("rule_hidden", 256), int) or cfg.get("rule_hidden", 256) < 1:
+            errs.append(f"algo.rule_hidden={cfg.get('rule_hidden')!r} must be an integer >= 1")
         if cfg.get("optimizer", "adam") not in ("adam", "sgd"):
             errs.append(f"algo.optimizer={cfg['optimizer']!r}; valid: adam, sgd")
         return errs
@@ -88,7 +116,8 @@ class LPG(RolloutAlgorithm):
         if rule is None:
             name = self.cfg.get("update_rule", "a2c")
             rule = (update_rules.load_rule(self.cfg["update_rule_path"]) if name == "learned"
-                    else update_rules.make_rule(name, jax.random.PRNGKey(int(self.cfg.get("update_rule_seed", 0)))))
+                    else update_rules.make_rule(name, jax.random.PRNGKey(int(self.cfg.get("update_rule_seed", 0))),
+                                                **rule_sizes(self.cfg)))
         self.rule = rule
         spec = resolve_spec(network_cfg, self.NETWORK_DEFAULTS, self.env.observation_shape)
         self.network = LPGAgent(spec, space.n, rule.spec["y_dim"])
@@ -124,7 +153,17 @@ class LPG(RolloutAlgorithm):
             gw = self._grid_family
             obs, env_state = onto_level(env_state, gw.sample_level(k_level), gw.observation)
         params = self.network.init(k_net, obs[:1])
-        return LPGState(params, self._tx(hp).init(params), env_state, obs, key, evalkeys.run_key(seed_key))
+        return LPGState(params, self._tx(hp).init(params), env_state, obs, key, evalkeys.run_key(seed_key),
+                        self.draw_lifetime(seed_key))
+
+    def draw_lifetime(self, seed_key):
+        """N: log-uniform among the integers ``random_lifetime`` (from the agent's seed), else the run's updates."""
+        life = self.cfg.get("random_lifetime")
+        if life is None:
+            return jnp.asarray(self.num_updates, jnp.int32)
+        lo, hi = float(life[0]), float(life[1])
+        u = jax.random.uniform(jax.random.fold_in(seed_key, 0x11FE), (), minval=np.log(lo - 0.5), maxval=np.log(hi + 0.5))
+        return jnp.clip(jnp.round(jnp.exp(u)), lo, hi).astype(jnp.int32)
 
     def greedy_returns(self, state, hp, key, num_envs):
         """Greedy episodes on the agent's own level when it trains on a random grid-world family."""
@@ -144,14 +183,15 @@ class LPG(RolloutAlgorithm):
     def _y(self, params, obs):
         return jax.nn.softmax(self.network.apply(params, obs)[1], -1)
 
-    def rule_inputs(self, params, rule_params, traj, last_obs, progress):
-        """The rule's inputs ``[T, B, F]`` and episode boundaries ``[T, B]`` (no gradient)."""
+    def rule_inputs(self, params, rule_params, traj, last_obs, progress, lifetime):
+        """The rule's inputs ``[T, B, F]`` and episode boundaries ``[T, B]`` (no gradient); a time-aware
+        rule also reads ``progress`` (n/N) and log ``lifetime`` (N)."""
         embed = lambda o: self.rule.embed(rule_params, self._y(params, o))  # noqa: E731
         e_next = returns.next_state_values(traj.extras["emb"], embed(last_obs), traj.truncated, traj.final_value)
         d = traj.terminated.astype(jnp.float32)
         cols = [traj.reward, d, traj.extras["prob"], traj.extras["emb"], e_next * (1.0 - d)]
         if self.rule.spec.get("time_aware"):
-            cols += [jnp.full_like(d, progress), jnp.full_like(d, jnp.log(float(self.num_updates)))]
+            cols += [jnp.full_like(d, progress), jnp.full_like(d, jnp.log(jnp.asarray(lifetime, jnp.float32)))]
         return jnp.stack(cols, -1), traj.terminated | traj.truncated
 
     def update(self, state, hp, i, data=None):
@@ -167,8 +207,8 @@ class LPG(RolloutAlgorithm):
 
         (obs, env_state, rng), traj = rollout(self.make_venv(self.num_envs, hp), policy, state.obs, state.env_state,
                                               state.rng, self.num_steps, embed)
-        progress = jnp.asarray(i, jnp.float32) / self.num_updates
-        x, reset = self.rule_inputs(params, rule_params, traj, obs, progress)
+        progress = jnp.asarray(i, jnp.float32) / state.lifetime
+        x, reset = self.rule_inputs(params, rule_params, traj, obs, progress, state.lifetime)
         pi_hat, y_hat = jax.lax.stop_gradient(self.rule.targets(rule_params, x, reset, hp["gamma"]))
 
         def loss_fn(p):
@@ -183,9 +223,11 @@ class LPG(RolloutAlgorithm):
 
         (loss, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
         upd, opt_state = self._tx(hp).update(g, state.opt_state, params)
-        params = optax.apply_updates(params, upd)
+        live = jnp.asarray(i) < state.lifetime  # an update past the agent's lifetime is discarded
+        params = jax.tree.map(lambda a, b: jnp.where(live, a, b), optax.apply_updates(params, upd), params)
+        opt_state = jax.tree.map(lambda a, b: jnp.where(live, a, b), opt_state, state.opt_state)
         new = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng)
         return new, {"loss": loss, **m, **episode_metrics(traj.episode)}
 
 
-__all__ = ["LPG", "LPGAgent", "LPGState", "kl_categorical"]
+__all__ = ["LPG", "LPGAgent", "LPGState", "kl_categorical", "rule_sizes"]

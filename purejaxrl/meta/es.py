@@ -1,9 +1,12 @@
-"""Evolution strategies over PPO objectives: the fitness of a population is one complete PPO
-training per member (× seeds), all vmapped into one compiled program per environment.
+"""Evolution strategies over PPO objectives and LPG update rules: the fitness of a population is one
+complete training per member (× seeds), all vmapped into one compiled program per environment.
 
 The population axis is just the run axis of :class:`purejaxrl.trainer.Trainer`: member ``m`` and
-seed ``s`` are run ``m · S + s``, whose traced ``hp["objective"]`` holds member ``m``'s parameters;
-with ``mesh.devices`` that axis is split over devices like any other run axis.
+seed ``s`` are run ``m · S + s``, whose traced ``hp["objective"]`` (``hp["update_rule"]``) holds
+member ``m``'s parameters; with ``mesh.devices`` that axis is split over devices like any other run
+axis.  ``es.tasks`` says which seeds (and so which grid-world levels and lifetimes) the runs get:
+``shared``, the same ``seeds_per_member`` seeds for every member, or ``per_pair``, one draw per
+antithetic pair (members m and m + P/2, evosax's ±ε), as TA-LPG's reference samples tasks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ from purejaxrl.config import run_grid
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 FITNESS_KINDS = ("greedy", "training")
-SHAPINGS = ("centered_rank", "z_score")
+SHAPINGS = ("centered_rank", "z_score", "pairwise")
+TASKS = ("shared", "per_pair")
+
+
+def pairwise_shaping(population, fitness, state, params):
+    """Within each antithetic pair (members i and i + P/2): the better one −½, the worse +½ (evosax
+    minimises ``fitness``), a tie 0 each; a NaN (diverged) member loses.  Returns on different tasks
+    are never compared, only the two members that shared one (TA-LPG's reference: winner 1, loser 0,
+    which gives the same ES gradient since the pair's noises are ±ε)."""
+    del population, state, params
+    half = fitness.shape[0] // 2
+    f = jnp.where(jnp.isfinite(fitness), fitness, jnp.inf)
+    a, b = f[:half], f[half:]
+    s = jnp.where(a < b, -0.5, jnp.where(a > b, 0.5, 0.0))
+    return jnp.concatenate([s, -s])
 
 
 def z_score_shaping(population, fitness, state, params):
@@ -46,7 +63,8 @@ def make_strategy(es_cfg: dict, solution):
     cls = getattr(algorithms, name)
     lr = _decay(es_cfg["lr_init"], es_cfg["lr_decay"], es_cfg["lr_limit"])
     sigma = _decay(es_cfg["sigma_init"], es_cfg["sigma_decay"], es_cfg["sigma_limit"])
-    shaping = {"centered_rank": centered_rank_fitness_shaping_fn, "z_score": z_score_shaping}[
+    shaping = {"centered_rank": centered_rank_fitness_shaping_fn, "z_score": z_score_shaping,
+               "pairwise": pairwise_shaping}[
         es_cfg.get("fitness_shaping", "centered_rank")]
     if name == "Open_ES":
         return cls(es_cfg["population"], solution, use_antithetic_sampling=bool(es_cfg["antithetic"]),
@@ -100,25 +118,29 @@ class EnvFitness:
 
 
 class PopulationFitness:
-    """``fitness(population, key) -> [P]``: the final return of PPO trained with each member's
-    objective — greedy (``es.fitness=greedy``) or the stochastic policy's training return
-    (``training``, LPO's) — averaged over ``seeds_per_member`` seeds (the same seeds for every member),
-    and over environments (each normalised to 0 = untrained, 1 = PPO-clip when ``normalize_fitness``)."""
+    """``fitness(population, key) -> [P]``: the final return of PPO (LPG) trained with each member's
+    objective (update rule) — greedy (``es.fitness=greedy``) or the stochastic policy's training return
+    (``training``, LPO's) — averaged over ``seeds_per_member`` seeds (``es.tasks``: the same seeds for
+    every member, or per antithetic pair), and over environments (each normalised to 0 = untrained,
+    1 = PPO-clip when ``normalize_fitness``)."""
 
-    def __init__(self, cfg: dict, objective: objectives.Objective, mesh=None):
+    def __init__(self, cfg: dict, evolved, mesh=None):
+        from purejaxrl.meta.evolved import Evolved, from_objective
+
         es = cfg["es"]
         self.population = int(es["population"])
         self.seeds = int(es["seeds_per_member"])
         self.normalize = bool(es["normalize_fitness"])
         self.kind = es.get("fitness", "greedy")
-        self.objective = objective
+        self.tasks = es.get("tasks", "shared")
+        self.evolved = evolved if isinstance(evolved, Evolved) else from_objective(evolved)
         names = es.get("envs") or [cfg["env"]["name"]]
         self.envs = []
         runs = self.population * self.seeds
         for name in names:
             env_cfg = cfg["env"] if name == cfg["env"]["name"] else {"name": name, "kwargs": {}}
             inner = {**cfg, "env": env_cfg, "num_seeds": 1, "vmap": {}, "algo": {**cfg["algo"], "num_evals": 1}}
-            algo = build_algorithm(inner, objective=objective)
+            algo = build_algorithm(inner, **self.evolved.algo_kwargs())
             _, hp, _ = run_grid(inner, algo.HPARAMS)
             self.envs.append(EnvFitness(name, algo, Trainer(algo, runs, chunks=1, num_evals=1, mesh=mesh), hp, inner))
         self.inner_env_steps = sum(e.algo.num_updates * e.algo.steps_per_update for e in self.envs) * runs
@@ -129,8 +151,17 @@ class PopulationFitness:
         runs = self.population * self.seeds
         hp = {k: np.repeat(v, runs) for k, v in env.base_hp.items()}
         hp = batch_hparams(env.algo, hp, runs)
-        hp["objective"] = jax.tree.map(lambda x: jnp.repeat(x, self.seeds, axis=0), population)
+        hp[self.evolved.hp_key] = jax.tree.map(lambda x: jnp.repeat(x, self.seeds, axis=0), population)
         return hp
+
+    def run_keys(self, key: jax.Array) -> jax.Array:
+        """Run ``m · S + s``'s key: seed ``s`` of the generation (``shared``), or of member m's antithetic
+        pair (``per_pair``: members m and m + P/2 share their seeds, so their level and lifetime)."""
+        seed_keys = jax.random.split(key, self.seeds)
+        if self.tasks == "shared":
+            return jnp.tile(seed_keys, (self.population, 1))
+        pair = jnp.arange(self.population) % (self.population // 2)
+        return jax.vmap(lambda p: jax.vmap(lambda k: jax.random.fold_in(k, p))(seed_keys))(pair).reshape(-1, 2)
 
     def score(self, metrics: dict, finite: np.ndarray) -> np.ndarray:
         """Per run: the final greedy return or the final training return (``es.fitness``); NaN for a
@@ -141,9 +172,7 @@ class PopulationFitness:
     def returns(self, env: EnvFitness, population, key: jax.Array) -> np.ndarray:
         """Final returns ``[P, S]`` of one env (``es.fitness``)."""
         hp = self._hparams(env, population)
-        seed_keys = jax.random.split(key, self.seeds)
-        keys = jnp.tile(seed_keys, (self.population, 1))  # run m·S + s: member m, seed s
-        state = env.trainer.init(keys, hp)
+        state = env.trainer.init(self.run_keys(key), hp)
         _, metrics, finite = env.trainer.chunk(state, hp, 0, with_finite=True)
         return self.score(metrics, finite).reshape(self.population, self.seeds)
 
@@ -157,7 +186,7 @@ class PopulationFitness:
                 self._eval_trainers[env.name] = Trainer(env.algo, seeds, chunks=1, num_evals=1)
             tr = self._eval_trainers[env.name]
             hp = batch_hparams(env.algo, {k: np.repeat(v, seeds) for k, v in env.base_hp.items()}, seeds)
-            hp["objective"] = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], seeds, axis=0), params)
+            hp[self.evolved.hp_key] = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], seeds, axis=0), params)
             keys = jax.random.split(jax.random.fold_in(key, i), seeds)
             _, metrics, finite = tr.chunk(tr.init(keys, hp), hp, 0, with_finite=True)
             per_seed = self.score(metrics, finite)

@@ -1,5 +1,7 @@
-"""Plots of a meta run: fitness per generation, and the drift D(r, Â) of the evolved objective at
-several points of training progress p (the TA-LPO paper's main figure)."""
+"""Plots of a meta run: fitness per generation, and what the evolved thing does over training
+progress p — the drift D(r, Â) of an evolved objective (the TA-LPO paper's main figure), or the
+policy target π̂ an evolved LPG update rule gives a probe transition, against its reward, at several
+progress values and lifetimes."""
 
 from __future__ import annotations
 
@@ -33,6 +35,53 @@ def drift_grid(obj: objectives.Objective, clip_eps: float, progress: float, n: i
     return r, a, np.asarray(d)
 
 
+LIFETIMES = (10, 50, 250)  # TA-LPG's lifetimes run 10..250 updates
+
+
+def rule_response(rule, reward, progress: float, lifetime: int, prob: float = 0.2, terminal: bool = True):
+    """π̂ of a one-step probe — reward ``reward`` (an array), the action taken with probability ``prob``,
+    y(s) uniform, the episode terminating (``terminal``) or going on with y(s') uniform — at training
+    progress n/N = ``progress`` of a lifetime of ``lifetime`` updates (read by a time-aware rule only)."""
+    reward = jnp.asarray(reward, jnp.float32)
+    y = jnp.full((rule.spec["y_dim"],), 1.0 / rule.spec["y_dim"])
+    e = rule.embed(rule.params, y)
+    d = jnp.float32(1.0 if terminal else 0.0)
+    cols = [reward, jnp.full_like(reward, d), jnp.full_like(reward, prob), jnp.full_like(reward, e),
+            jnp.full_like(reward, e * (1.0 - d))]
+    if rule.spec.get("time_aware"):
+        cols += [jnp.full_like(reward, progress), jnp.full_like(reward, np.log(lifetime))]
+    x = jnp.stack(cols, -1)[None]  # [T = 1, B, F]
+    reset = jnp.full(x.shape[:2], terminal)
+    pi_hat, _ = rule.targets(rule.params, x, reset, 0.99)
+    return np.asarray(pi_hat[0])
+
+
+def plot_rule(rule, path: Path, title: str, num_updates: int) -> Path:
+    """``π̂`` of the probe transition against its reward, one line per progress value, one panel per
+    lifetime (a rule without time inputs: one panel, its lines coincide)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = np.linspace(-1.0, 1.0, 41)
+    lifetimes = LIFETIMES if rule.spec.get("time_aware") else (num_updates,)
+    fig, axes = plt.subplots(1, len(lifetimes), figsize=(3.4 * len(lifetimes), 3.2), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], lifetimes):
+        for p in progress_points(n):
+            ax.plot(r, rule_response(rule, r, p, n), lw=1.2, label=f"n/N = {p:.2g}")
+        ax.axhline(0.0, color="k", lw=0.5, alpha=0.5)
+        ax.set_title(f"N = {n} updates")
+        ax.set_xlabel("reward of a terminal step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("policy target π̂")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
     """``fitness.png`` and ``drift_<which>.png``; ``which`` defaults to ``selected`` (the mean chosen
     by held-out evaluation) where the run has one, else ``mean`` (the final ES mean)."""
@@ -62,7 +111,8 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
     measure = "final training return" if cfg["es"].get("fitness") == "training" else "final greedy return"
     ax.set_ylabel("fitness" + (f" ({measure}, normalised: 0 untrained, 1 PPO-clip)" if cfg["es"].get("normalize_fitness")
                                else f" ({measure})"))
-    ax.set_title(f"{cfg['objective']['kind']} on {cfg['env']['name']}")
+    lpg = cfg["algo"]["name"] == "lpg"
+    ax.set_title(f"{cfg['algo']['update_rule'] if lpg else cfg['objective']['kind']} on {cfg['env']['name']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -72,10 +122,19 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
 
     if which is None:
         which = "selected" if (run_dir / "selected").exists() else "mean"
+    what = {"selected": "ES mean chosen on held-out seeds", "mean": "final ES mean", "best": "best member"}.get(which, which)
+    algo = cfg["algo"]
+    updates = max(int(algo["total_timesteps"]) // (int(algo["num_envs"]) * int(algo["num_steps"])), 1)
+    if lpg:
+        from purejaxrl import update_rules
+
+        rule = update_rules.load_rule(run_dir / which)
+        out.append(plot_rule(rule, run_dir / f"rule_{which}.png", f"{algo['update_rule']} ({what}): π̂ over training "
+                             "progress", updates))
+        return out
     obj = objectives.load_objective(run_dir / which)
     clip = float(cfg["algo"]["clip_eps"])
-    algo = cfg["algo"]
-    points = progress_points(max(int(algo["total_timesteps"]) // (int(algo["num_envs"]) * int(algo["num_steps"])), 1))
+    points = progress_points(updates)
     grids = [drift_grid(obj, clip, p) for p in points]
     vmax = max(float(np.percentile(d, 99)) for _, _, d in grids) or 1.0
     fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points), 3.2), sharey=True, squeeze=False)
@@ -89,7 +148,6 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
         ax.set_xlabel("r = π/π_old")
     axes[0].set_ylabel("Â")
     fig.colorbar(im, ax=axes, fraction=0.02, label="drift D")
-    what = {"selected": "ES mean chosen on held-out seeds", "mean": "final ES mean", "best": "best member"}.get(which, which)
     fig.suptitle(f"{obj.name} drift ({what}) over training progress")
     out.append(run_dir / f"drift_{which}.png")
     fig.savefig(out[-1], dpi=110, bbox_inches="tight")

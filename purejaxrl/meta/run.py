@@ -1,9 +1,11 @@
-"""``purejaxrl meta``: evolve a PPO objective; the host loop runs one generation at a time.
+"""``purejaxrl meta``: evolve a PPO objective (``algo=ppo``: LPO / TA-LPO) or an LPG update rule
+(``algo=lpg``: LPG / TA-LPG, :mod:`purejaxrl.meta.evolved`); the host loop runs one generation at a time.
 
-Per generation: ask evosax for a population of objective parameters, train PPO with each (× seeds,
-one compiled program), tell it the fitness; then log a row, save the ES mean and the best member
-(``mean/``, ``best/``: loadable with ``algo.objective=learned algo.objective_path=...``) and
-checkpoint the ES state.  Same run-directory contract as ``train``: ``config.yaml``,
+Per generation: ask evosax for a population of parameters, train the inner algorithm with each
+(× seeds, one compiled program), tell it the fitness; then log a row, save the ES mean and the best
+member (``mean/``, ``best/``: loadable with ``algo.objective=learned algo.objective_path=...``, or
+``algo.update_rule=learned algo.update_rule_path=...``) and checkpoint the ES state.
+Same run-directory contract as ``train``: ``config.yaml``,
 ``metrics.jsonl``/``.csv`` (one row per generation), ``checkpoints/``, ``summary.json``.
 
 Every ``es.eval_every`` generations (and before the first, and after the last) the ES *mean* is
@@ -28,7 +30,8 @@ from purejaxrl import objectives
 from purejaxrl.checkpoint import Checkpointer
 from purejaxrl.config import ConfigError, dump_yaml, raise_errors, resume_errors, validate
 from purejaxrl.logging import MetricsLogger, NullLogger
-from purejaxrl.meta.es import FITNESS_KINDS, SHAPINGS, PopulationFitness, make_strategy
+from purejaxrl.meta.es import FITNESS_KINDS, SHAPINGS, TASKS, PopulationFitness, make_strategy
+from purejaxrl.meta.evolved import ALGOS, RULES, from_config
 from purejaxrl.sharding import Placement, barrier, is_main_process, make_mesh, scale_summary
 
 SUMMARY = "summary.json"
@@ -36,8 +39,8 @@ META_KEYS = {"algo", "env", "network", "objective", "es", "seed", "run_dir", "re
              "compilation_cache", "progress", "hydra", "mesh", "distributed"}
 ES_KEYS = {"strategy", "population", "generations", "antithetic", "sigma_init", "sigma_decay", "sigma_limit",
            "lr_init", "lr_decay", "lr_limit", "seeds_per_member", "envs", "normalize_fitness", "fitness",
-           "fitness_shaping", "eval_every", "eval_seeds"}
-LATER_DEFAULTS = {"fitness": "greedy", "fitness_shaping": "centered_rank", "eval_seeds": 16}
+           "fitness_shaping", "eval_every", "eval_seeds", "tasks"}
+LATER_DEFAULTS = {"fitness": "greedy", "fitness_shaping": "centered_rank", "eval_seeds": 16, "tasks": "shared"}
 HELDOUT = "heldout.jsonl"
 HELDOUT_STREAM = 10**6 + 3  # fold_in(master, ·): the held-out seeds' stream (the ES draws from fold_in(master, g))
 IDENTITY = ("algo", "env", "network", "objective", "es", "seed")
@@ -52,14 +55,23 @@ def inner_config(cfg: dict) -> dict:
 
 def validate_meta(cfg: dict) -> None:
     errs = [f"{k} is not a meta setting; valid: {', '.join(sorted(META_KEYS - {'hydra'}))}" for k in sorted(set(cfg) - META_KEYS)]
-    if (cfg.get("algo") or {}).get("name") != "ppo":
-        errs.append(f"algo={cfg.get('algo', {}).get('name')}: meta-evolution evolves PPO's objective; use algo=ppo")
-    obj = cfg.get("objective") or {}
-    if obj.get("kind") not in objectives.LEARNED_KINDS:
-        errs.append(f"objective.kind={obj.get('kind')!r}; valid: {', '.join(objectives.LEARNED_KINDS)} (objective=lpo|ta_lpo)")
-    if not isinstance(obj.get("hidden"), int) or obj.get("hidden", 0) < 1:
-        errs.append(f"objective.hidden={obj.get('hidden')!r} must be an integer >= 1")
+    algo = (cfg.get("algo") or {}).get("name")
     es = cfg.get("es") or {}
+    if algo not in ALGOS:
+        errs.append(f"algo={algo}: meta-evolution evolves PPO's objective (algo=ppo) or an LPG update rule (algo=lpg)")
+    elif algo == "lpg":
+        rule = cfg["algo"].get("update_rule")
+        if rule not in RULES:
+            errs.append(f"algo.update_rule={rule!r}: meta-evolution evolves a meta-network; valid: {', '.join(RULES)}")
+        if es.get("normalize_fitness"):
+            errs.append("es.normalize_fitness=true scales returns by PPO-clip's, for algo=ppo; with algo=lpg set "
+                        "es.normalize_fitness=false (es.fitness_shaping=pairwise compares members on the same task)")
+    else:
+        obj = cfg.get("objective") or {}
+        if obj.get("kind") not in objectives.LEARNED_KINDS:
+            errs.append(f"objective.kind={obj.get('kind')!r}; valid: {', '.join(objectives.LEARNED_KINDS)} (objective=lpo|ta_lpo)")
+        if not isinstance(obj.get("hidden"), int) or obj.get("hidden", 0) < 1:
+            errs.append(f"objective.hidden={obj.get('hidden')!r} must be an integer >= 1")
     errs += [f"es.{k} is not an es setting; valid: {', '.join(sorted(ES_KEYS))}" for k in sorted(set(es) - ES_KEYS)]
     from evosax import algorithms
 
@@ -82,6 +94,14 @@ def validate_meta(cfg: dict) -> None:
                     "training: the stochastic policy's final training return, LPO's)")
     if es.get("fitness_shaping", "centered_rank") not in SHAPINGS:
         errs.append(f"es.fitness_shaping={es.get('fitness_shaping')!r}; valid: {', '.join(SHAPINGS)}")
+    if es.get("tasks", "shared") not in TASKS:
+        errs.append(f"es.tasks={es.get('tasks')!r}; valid: {', '.join(TASKS)} (shared: the same seeds for every member; "
+                    "per_pair: each antithetic pair its own)")
+    antithetic = es.get("antithetic", True) or es.get("strategy") == "Open_ES"
+    for k, v in (("tasks", "per_pair"), ("fitness_shaping", "pairwise")):
+        if es.get(k) == v and not (antithetic and es.get("strategy") == "Open_ES"):
+            errs.append(f"es.{k}={v} pairs members m and m + P/2 (OpenAI-ES's ±ε): needs es.strategy=Open_ES with "
+                        "es.antithetic=true")
     for k in ("sigma_init", "lr_init", "sigma_limit", "lr_limit"):
         if not isinstance(es.get(k), (int, float)) or not es[k] > 0:
             errs.append(f"es.{k}={es.get(k)!r} must be a positive number")
@@ -114,7 +134,7 @@ def validate_meta(cfg: dict) -> None:
     try:
         validate(inner_config(cfg))
     except ConfigError as e:
-        raise ConfigError(str(e).replace("invalid config", "invalid inner PPO config", 1)) from None
+        raise ConfigError(str(e).replace("invalid config", f"invalid inner {algo.upper()} config", 1)) from None
 
 
 def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
@@ -126,7 +146,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
 
     es_cfg, gens = cfg["es"], int(cfg["es"]["generations"])
     master = jax.random.PRNGKey(int(cfg["seed"]))
-    objective = objectives.build(cfg["objective"], key=jax.random.fold_in(master, 10**6))
+    objective = from_config(cfg, key=jax.random.fold_in(master, 10**6))
     inner = {**inner_config(cfg), "es": es_cfg}
     seeds = int(es_cfg["seeds_per_member"])
 
@@ -175,7 +195,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         if overrides is not None:
             dump_yaml(overrides, run_dir / "overrides.yaml")
     logger = MetricsLogger(run_dir, one_run, {"log_every": 1}, resume_update=start) if main else NullLogger(one_run)
-    heldout_rows = _heldout_rows(run_dir, start) if main else []
+    heldout_rows = _heldout_rows(run_dir, start, objective.spec_file) if main else []
 
     def evaluate_mean(generation: int) -> float:
         """Train with the ES mean on the held-out seeds; append a row to heldout.jsonl, keep the mean as
@@ -186,13 +206,12 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         row = {"generation": generation, "heldout_fitness": fit, "per_env": per_env, "greedy_returns": greedy,
                "seeds": eval_seeds, "seconds": time.perf_counter() - t}
         if main:
-            obj = objectives.build(objective.spec, jax.device_get(params))
-            objectives.save_objective(obj, run_dir / "mean" / f"gen_{generation:04d}", {"generation": generation,
-                                                                                       "heldout_fitness": fit})
+            objective.save(params, run_dir / "mean" / f"gen_{generation:04d}", {"generation": generation,
+                                                                               "heldout_fitness": fit})
             best = max((r["heldout_fitness"] for r in heldout_rows if r["heldout_fitness"] is not None), default=None)
             if np.isfinite(fit) and (best is None or fit > best):
-                objectives.save_objective(obj, run_dir / "selected", {"generation": generation, "heldout_fitness": fit,
-                                                                      "chosen_by": f"held-out fitness, {eval_seeds} seeds"})
+                objective.save(params, run_dir / "selected", {"generation": generation, "heldout_fitness": fit,
+                                                              "chosen_by": f"held-out fitness, {eval_seeds} seeds"})
             heldout_rows.append({**row, "heldout_fitness": fit if np.isfinite(fit) else None})
             with (run_dir / HELDOUT).open("a") as f:
                 f.write(json.dumps(heldout_rows[-1]) + "\n")
@@ -270,7 +289,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         "run_seconds": run_seconds,
         "population": es_cfg["population"],
         "seeds_per_member": es_cfg["seeds_per_member"],
-        "objective": cfg["objective"]["kind"],
+        "objective": objective.kind,
         "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"],
         "baselines": baselines,
     }
@@ -290,7 +309,7 @@ def held_out_key(master: jax.Array) -> jax.Array:
     return jax.random.fold_in(master, HELDOUT_STREAM)
 
 
-def _heldout_rows(run_dir: Path, start: int) -> list[dict]:
+def _heldout_rows(run_dir: Path, start: int, spec_file: str = objectives.SPEC_FILE) -> list[dict]:
     """The held-out rows of generations ``<= start`` (a resume drops rows written after the checkpoint
     it continues from, and rewrites the file without them)."""
     path = run_dir / HELDOUT
@@ -306,8 +325,8 @@ def _heldout_rows(run_dir: Path, start: int) -> list[dict]:
         best = max((r for r in kept if r["heldout_fitness"] is not None), key=lambda r: r["heldout_fitness"], default=None)
         if best is not None:
             shutil.copytree(run_dir / "mean" / f"gen_{best['generation']:04d}", run_dir / "selected")
-            spec = json.loads((run_dir / "selected" / "objective.json").read_text())
-            (run_dir / "selected" / "objective.json").write_text(json.dumps(
+            spec = json.loads((run_dir / "selected" / spec_file).read_text())
+            (run_dir / "selected" / spec_file).write_text(json.dumps(
                 {**spec, "chosen_by": "held-out fitness"}, indent=2))
     return kept
 
@@ -323,5 +342,4 @@ def _save_objectives(run_dir: Path, strategy, es_state, objective, generation: i
     mean = strategy.get_mean(es_state)
     best = strategy._unravel_solution(es_state.best_solution)
     for name, params, extra in (("mean", mean, {}), ("best", best, {"fitness": best_fitness})):
-        obj = objectives.build(objective.spec, jax.device_get(params))
-        objectives.save_objective(obj, run_dir / name, {"generation": generation, **extra})
+        objective.save(params, run_dir / name, {"generation": generation, **extra})

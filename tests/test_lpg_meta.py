@@ -1,0 +1,141 @@
+"""Meta-training LPG update rules by ES (``purejaxrl meta algo=lpg``): tasks per antithetic pair,
+pairwise fitness shaping, the config checks, and a whole run that hands over a rule ``train`` loads."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxrl.config import ConfigError
+from purejaxrl.meta.es import pairwise_shaping
+
+LPG = ["experiment=meta_ta_lpg", "env=gridworld_small", "algo.num_envs=4", "algo.num_steps=4", "algo.total_timesteps=96",
+       "algo.random_lifetime=[2,6]", "algo.rule_hidden=8", "algo.num_eval_envs=2", "es.population=4", "es.eval_seeds=2",
+       "es.eval_every=2", "progress=false"]
+
+
+def _meta_cfg(*extra):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from purejaxrl.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = hcompose("meta", overrides=list(extra))
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
+def test_pairwise_shaping_by_hand():
+    """Pairs (0, 3), (1, 4), (2, 5) of −returns (evosax minimises): the better of a pair −½, a tie 0,
+    NaN loses."""
+    f = jnp.asarray([-3.0, 1.0, 2.0, -1.0, 1.0, jnp.nan])
+    np.testing.assert_array_equal(pairwise_shaping(None, f, None, None), [-0.5, 0.0, -0.5, 0.5, 0.0, 0.5])
+    # the ES gradient (Σ ε_i f̃_i) of a pair is ±ε whatever the returns' scale
+    g = pairwise_shaping(None, jnp.asarray([-100.0, -99.0]), None, None)
+    np.testing.assert_array_equal(g, [-0.5, 0.5])
+
+
+def _fitness(*extra):
+    from purejaxrl.meta.es import PopulationFitness
+    from purejaxrl.meta.evolved import from_config
+    from purejaxrl.meta.run import inner_config, validate_meta
+
+    cfg = _meta_cfg(*LPG, *extra)
+    validate_meta(cfg)
+    return cfg, PopulationFitness({**inner_config(cfg), "es": cfg["es"]}, from_config(cfg, jax.random.PRNGKey(0)))
+
+
+def test_per_pair_tasks_give_each_antithetic_pair_its_own_seeds():
+    _, fit = _fitness("es.population=6", "es.seeds_per_member=2")
+    keys = np.asarray(fit.run_keys(jax.random.PRNGKey(0))).reshape(6, 2, 2)  # [member, seed, key]
+    for m in range(3):  # member m and m + 3 (the ±ε pair) share both seeds
+        np.testing.assert_array_equal(keys[m], keys[m + 3])
+    flat = {tuple(k) for k in keys[:3].reshape(-1, 2)}
+    assert len(flat) == 6  # three pairs x two seeds, all different
+    _, shared = _fitness("es.population=6", "es.seeds_per_member=2", "es.tasks=shared")
+    k = np.asarray(shared.run_keys(jax.random.PRNGKey(0))).reshape(6, 2, 2)
+    assert (k == k[:1]).all()
+
+
+def test_a_pair_trains_on_one_level_and_lifetime():
+    """The two members of a pair get the same grid-world level and the same lifetime N."""
+    from envs.gridworld import level_of
+
+    _, fit = _fitness("es.population=4")
+    env = fit.envs[0]
+    keys = fit.run_keys(jax.random.PRNGKey(1))
+    hp = fit._hparams(env, jax.tree.map(lambda x: jnp.repeat(x[None], 4, 0), fit.evolved.params))
+    state = env.trainer.init(keys, hp)
+    life = np.asarray(state.lifetime)
+    assert life[0] == life[2] and life[1] == life[3]
+    for leaf in jax.tree.leaves(level_of(state.env_state)):
+        leaf = np.asarray(leaf)
+        np.testing.assert_array_equal(leaf[0], leaf[2])
+        np.testing.assert_array_equal(leaf[1], leaf[3])
+
+
+def test_rule_probe_by_hand_and_time_inputs():
+    """The probe's π̂: for the a2c rule it is r − v(uniform y) = r (symmetric bins) whatever the progress;
+    a time-aware meta-network's depends on n/N and N, a plain one's does not."""
+    from purejaxrl import update_rules as U
+    from purejaxrl.meta.plots import rule_response
+
+    r = np.linspace(-1, 1, 5)
+    a2c = U.make_rule("a2c")
+    for terminal in (True, False):
+        np.testing.assert_allclose(rule_response(a2c, r, 0.5, 100, terminal=terminal), r, atol=1e-6)
+    ta = U.make_rule("ta_lpg", jax.random.PRNGKey(0), hidden=16)
+    ta = U.UpdateRule(ta.spec, {**ta.params, "pi_w": ta.params["pi_w"] * 100})
+    assert not np.allclose(rule_response(ta, r, 0.0, 50), rule_response(ta, r, 0.9, 50))
+    assert not np.allclose(rule_response(ta, r, 0.5, 10), rule_response(ta, r, 0.5, 250))
+    plain = U.make_rule("lpg", jax.random.PRNGKey(0), hidden=16)
+    np.testing.assert_array_equal(rule_response(plain, r, 0.0, 50), rule_response(plain, r, 0.9, 250))
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["algo.update_rule=a2c"], "evolves a meta-network; valid: lpg, ta_lpg"),
+    (["es.normalize_fitness=true"], "with algo=lpg set es.normalize_fitness=false"),
+    (["es.antithetic=false", "es.strategy=SNES"], "es.tasks=per_pair pairs members"),
+    (["es.tasks=each"], "es.tasks='each'; valid: shared, per_pair"),
+    (["algo.random_lifetime=[2,50]"], "longest lifetime"),
+])
+def test_lpg_meta_config_errors(extra, msg):
+    from purejaxrl.meta.run import validate_meta
+
+    with pytest.raises(ConfigError, match=msg):
+        validate_meta(_meta_cfg(*LPG, *extra))
+
+
+@pytest.mark.slow
+def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
+    from purejaxrl import update_rules
+    from purejaxrl.config import compose
+    from purejaxrl.experiment import run
+    from purejaxrl.meta.run import run_meta
+
+    whole = run_meta(_meta_cfg(*LPG, "es.generations=2"), tmp_path / "whole", progress=False)
+    part = run_meta(_meta_cfg(*LPG, "es.generations=2", "stop_after_generations=1"), tmp_path / "part", progress=False)
+    resumed = run_meta(_meta_cfg(*LPG, "es.generations=2", "resume=true"), tmp_path / "part", progress=False)
+    assert whole["completed"] and not part["completed"] and resumed["completed"] and whole["objective"] == "ta_lpg"
+    a, b = (np.load(tmp_path / p / "mean" / "params.npz") for p in ("whole", "part"))
+    for k in a.files:  # resumed bit-identically
+        np.testing.assert_array_equal(a[k], b[k])
+    held = [json.loads(x) for x in (tmp_path / "whole" / "heldout.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in held] == [0, 2]
+    sel = update_rules.load_rule(tmp_path / "whole" / "selected")
+    assert sel.spec["time_aware"] and sel.spec["hidden"] == 8
+    assert json.loads((tmp_path / "whole" / "selected" / "rule.json").read_text())["chosen_by"].startswith("held-out")
+    cfg = compose(["algo=lpg", "env=gridworld_small", "network.num_layers=0", "algo.num_envs=4", "algo.num_steps=4",
+                   "algo.total_timesteps=32", "algo.num_eval_envs=2", "algo.update_rule=learned",
+                   f"algo.update_rule_path={tmp_path / 'whole' / 'selected'}", "logger.progress=false", "num_seeds=1"])
+    summary = run(cfg, tmp_path / "agent", progress=False)
+    assert summary["total_env_steps"] == 32
+    from purejaxrl.meta.plots import plot_meta
+
+    paths = plot_meta(tmp_path / "whole")
+    assert [p.name for p in paths] == ["fitness.png", "rule_selected.png"] and all(p.stat().st_size > 0 for p in paths)
