@@ -176,24 +176,55 @@ def test_random_lifetimes_are_log_uniform_integers_fixed_by_the_seed():
 
 
 def test_updates_after_the_agents_lifetime_are_discarded():
-    """An agent of lifetime 2 in a run of 4 updates ends with the parameters of a 2-update run (same seed:
-    the same first two rollouts); the rollouts go on."""
+    """An agent of lifetime 3 in a run of 6 updates (two chunks of 3, then chunks of 2: the update index is
+    the run's, not the chunk's) ends with the parameters and optimiser state of a 3-update run (same seed:
+    the same first three rollouts); its rollouts go on."""
     from purejaxrl.trainer import Trainer
 
     hp = {"lr": 0.1, "y_lr": 0.1, "max_grad_norm": 0.5, "gamma": 0.99, "y_coef": 0.5}
-    ends = []
-    for extra in (["algo.random_lifetime=[2,2]", "algo.total_timesteps=128"], ["algo.total_timesteps=64"],
-                  ["algo.total_timesteps=128"]):
-        algo, _ = _lpg("a2c", extra)
-        tr = Trainer(algo, 1, chunks=1, num_evals=1)
-        hp1 = {k: np.asarray([v], np.float32) for k, v in hp.items()}
-        state, metrics = tr.chunk(tr.init(jax.random.PRNGKey(3)[None], hp1), hp1, 0)
-        ends.append(state)
-    assert np.asarray(ends[0].lifetime).ravel().tolist() == [2] and np.asarray(ends[2].lifetime).ravel().tolist() == [4]
-    for a, b in zip(jax.tree.leaves(ends[0].params), jax.tree.leaves(ends[1].params)):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(ends[0].params), jax.tree.leaves(ends[2].params)))
-    assert not np.array_equal(np.asarray(ends[0].obs), np.asarray(ends[1].obs))  # 4 rollouts, not 2
+    hp1 = {k: np.asarray([v], np.float32) for k, v in hp.items()}
+
+    def train(extra, chunks):
+        algo, _ = _lpg("a2c", ["algo.num_steps=4", *extra])
+        tr = Trainer(algo, 1, chunks=chunks, num_evals=1)
+        state = tr.init(jax.random.PRNGKey(3)[None], hp1)
+        for c in range(chunks):
+            state, _ = tr.chunk(state, hp1, c * tr.updates_per_chunk)
+        return state
+
+    short = train(["algo.total_timesteps=48"], 1)  # 3 updates of 4 envs x 4 steps
+    for chunks in (1, 2, 3):
+        capped = train(["algo.random_lifetime=[3,3]", "algo.total_timesteps=96"], chunks)  # 6 updates, N = 3
+        assert np.asarray(capped.lifetime).ravel().tolist() == [3]
+        for a, b in zip(jax.tree.leaves((capped.params, capped.opt_state)), jax.tree.leaves((short.params, short.opt_state))):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert not np.array_equal(np.asarray(capped.obs), np.asarray(short.obs))  # 6 rollouts, not 3
+    full = train(["algo.total_timesteps=96"], 1)
+    assert np.asarray(full.lifetime).ravel().tolist() == [6]
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(short.params)))
+
+
+def test_a_time_aware_agent_reads_its_own_lifetime_in_update():
+    """Inside update, a TA rule reads n/N and log N of the agent's N (not of the run's length): the
+    targets of update i equal those of rule_inputs(progress=i/N, lifetime=N)."""
+    algo, _ = _lpg("ta_lpg", ["algo.random_lifetime=[3,3]", "algo.total_timesteps=256", "algo.rule_hidden=8"])
+    assert algo.num_updates == 8
+    hp = {"lr": 1e-3, "y_lr": 1e-3, "max_grad_norm": 0.5, "gamma": 0.99, "y_coef": 0.5, **algo.extra_hparams()}
+    state = algo.init(jax.random.PRNGKey(0), hp)
+    seen = {}
+    orig = algo.rule.targets
+
+    def spy(params, x, reset, gamma):
+        seen["x"] = x
+        return orig(params, x, reset, gamma)
+
+    import types
+
+    # the same rule, its targets recorded
+    algo.rule = types.SimpleNamespace(spec=algo.rule.spec, params=algo.rule.params, embed=algo.rule.embed, targets=spy)
+    algo.update(state, hp, jnp.int32(2))
+    np.testing.assert_allclose(seen["x"][..., 5], 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(seen["x"][..., 6], np.log(3), rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad, msg", [("[0,5]", "must be null or"), ("[5,3]", "must be null or"),
@@ -201,3 +232,5 @@ def test_updates_after_the_agents_lifetime_are_discarded():
 def test_random_lifetime_errors(bad, msg):
     with pytest.raises(ConfigError, match=msg):
         _lpg("a2c", [f"algo.random_lifetime={bad}"])
+    with pytest.raises(ConfigError, match="anneal over the run, not each agent's lifetime"):
+        _lpg("a2c", ["algo.random_lifetime=[1,2]", "algo.lr_linear_decay=true"])

@@ -73,10 +73,34 @@ def test_a_pair_trains_on_one_level_and_lifetime():
     state = env.trainer.init(keys, hp)
     life = np.asarray(state.lifetime)
     assert life[0] == life[2] and life[1] == life[3]
-    for leaf in jax.tree.leaves(level_of(state.env_state)):
-        leaf = np.asarray(leaf)
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.vmap(level_of)(state.env_state))]  # [run, ...]
+    assert all(leaf.shape[0] == 4 for leaf in leaves)
+    for leaf in leaves:
         np.testing.assert_array_equal(leaf[0], leaf[2])
         np.testing.assert_array_equal(leaf[1], leaf[3])
+    assert any((leaf[0] != leaf[1]).any() for leaf in leaves)  # the two pairs, two levels
+
+
+def test_evosax_pairs_are_m_and_m_plus_half_and_pairwise_tell_moves_toward_the_winners():
+    """The pairing the per-pair tasks and the pairwise shaping assume (OpenAI-ES draws [z, −z]), and one
+    ES step with −returns (evosax minimises) moving the mean toward the better member of each pair."""
+    from purejaxrl.meta.es import make_strategy
+
+    es = {"strategy": "Open_ES", "population": 6, "antithetic": True, "lr_init": 0.1, "lr_decay": 1.0, "lr_limit": 0.1,
+          "sigma_init": 0.5, "sigma_decay": 1.0, "sigma_limit": 0.5, "fitness_shaping": "pairwise"}
+    mean0 = {"w": jnp.zeros(3)}
+    strat = make_strategy(es, mean0)
+    params = strat.default_params
+    state = strat.init(jax.random.PRNGKey(0), mean0, params)
+    pop, state = strat.ask(jax.random.PRNGKey(1), state, params)
+    z = np.asarray(pop["w"])
+    np.testing.assert_allclose(z[:3], -z[3:], rtol=1e-6)
+    returns = jnp.asarray([1.0, 0.0, 5.0, 0.0, 2.0, 5.0])  # winners: member 0, member 4, a tie in pair (2, 5)
+    state, _ = strat.tell(jax.random.PRNGKey(2), pop, -returns, state, params)
+    step = np.asarray(strat.get_mean(state)["w"])
+    direction = z[0] + z[4]  # toward each winner's noise (the tie gives nothing)
+    # Adam's first step is lr · sign(gradient): the signs of the winners' summed noise
+    np.testing.assert_array_equal(np.sign(step), np.sign(direction))
 
 
 def test_rule_probe_by_hand_and_time_inputs():
@@ -101,6 +125,8 @@ def test_rule_probe_by_hand_and_time_inputs():
     (["algo.update_rule=a2c"], "evolves a meta-network; valid: lpg, ta_lpg"),
     (["es.normalize_fitness=true"], "with algo=lpg set es.normalize_fitness=false"),
     (["es.antithetic=false", "es.strategy=SNES"], "es.tasks=per_pair pairs members"),
+    (["es.antithetic=false"], "es.tasks=per_pair pairs members"),
+    (["es.antithetic=false", "es.tasks=shared"], "es.fitness_shaping=pairwise pairs members"),
     (["es.tasks=each"], "es.tasks='each'; valid: shared, per_pair"),
     (["algo.random_lifetime=[2,50]"], "longest lifetime"),
 ])

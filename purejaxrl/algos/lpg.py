@@ -98,6 +98,9 @@ class LPG(RolloutAlgorithm):
                   and life[0] <= life[1])
             if not ok:
                 errs.append(f"algo.random_lifetime={life!r} must be null or [lo, hi], integers 1 <= lo <= hi (updates)")
+            elif cfg.get("lr_linear_decay"):
+                errs.append("algo.random_lifetime with algo.lr_linear_decay=true would anneal over the run, not each agent's "
+                            "lifetime; set algo.lr_linear_decay=false")
             elif all(k in cfg for k in ("total_timesteps", "num_envs", "num_steps")):
                 updates = int(cfg["total_timesteps"]) // (int(cfg["num_envs"]) * int(cfg["num_steps"]))
                 if life[1] > updates:

@@ -97,9 +97,8 @@ def validate_meta(cfg: dict) -> None:
     if es.get("tasks", "shared") not in TASKS:
         errs.append(f"es.tasks={es.get('tasks')!r}; valid: {', '.join(TASKS)} (shared: the same seeds for every member; "
                     "per_pair: each antithetic pair its own)")
-    antithetic = es.get("antithetic", True) or es.get("strategy") == "Open_ES"
     for k, v in (("tasks", "per_pair"), ("fitness_shaping", "pairwise")):
-        if es.get(k) == v and not (antithetic and es.get("strategy") == "Open_ES"):
+        if es.get(k) == v and not (bool(es.get("antithetic", True)) and es.get("strategy") == "Open_ES"):
             errs.append(f"es.{k}={v} pairs members m and m + P/2 (OpenAI-ES's ±ε): needs es.strategy=Open_ES with "
                         "es.antithetic=true")
     for k in ("sigma_init", "lr_init", "sigma_limit", "lr_limit"):
@@ -218,7 +217,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         return fit
 
     if eval_every and start == 0 and not heldout_rows:
-        evaluate_mean(0)  # the starting point (PPO-clip with the PPO initialisation)
+        evaluate_mean(0)  # the starting point (PPO: PPO-clip with the PPO initialisation; LPG: the initial rule)
 
     bar = None
     if (cfg.get("progress", True) if progress is None else progress) and main:
