@@ -1,8 +1,10 @@
 """Meta-evolution throughput: seconds per generation and inner env steps/s of a population of whole
-PPO runs, beside one PPO run of the same inner config measured in the same process.
+PPO (LPG) runs, beside one run of the same inner config measured in the same process (PPO-clip;
+for LPG the ES's starting rule).
 
     python benchmarks/meta_throughput.py                          # experiment=meta_cartpole, 16 x 1
     python benchmarks/meta_throughput.py es.population=32 es.seeds_per_member=2
+    python benchmarks/meta_throughput.py experiment=meta_ta_lpg es.population=16 algo.rule_hidden=64
 
 The population's cost is compared with ``members × seeds`` separate runs: one compiled program
 trains them all, so it should cost far less than that many single runs (compile time included).
@@ -25,8 +27,9 @@ import purejaxrl
 from purejaxrl import objectives
 from purejaxrl.config import run_grid
 from purejaxrl.meta.es import PopulationFitness, make_strategy
+from purejaxrl.meta.evolved import from_config
 from purejaxrl.meta.run import inner_config
-from purejaxrl.trainer import Trainer, build_algorithm
+from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 
@@ -52,9 +55,11 @@ def main() -> None:
     runs = es_cfg["population"] * es_cfg["seeds_per_member"]
     inner = {**inner_config(cfg), "es": es_cfg}
 
-    # one PPO run of the same inner config (PPO-clip): compile, then the best of two runs
-    algo = build_algorithm(inner, objective=objectives.BUILTIN["clip"])
+    # one run of the same inner config (PPO-clip; LPG: the starting rule): compile, then the best of two runs
+    lpg = cfg["algo"]["name"] == "lpg"
+    algo = build_algorithm(inner) if lpg else build_algorithm(inner, objective=objectives.BUILTIN["clip"])
     _, hp, _ = run_grid({**inner, "num_seeds": 1}, algo.HPARAMS)
+    hp = batch_hparams(algo, hp, 1)
     tr = Trainer(algo, 1, chunks=1, num_evals=1)
     times_single = []
     for s in range(3):
@@ -63,7 +68,7 @@ def main() -> None:
         times_single.append(time.perf_counter() - t)
     single_first, single = times_single[0], min(times_single[1:])
 
-    obj = objectives.build(cfg["objective"], key=jax.random.PRNGKey(1))
+    obj = from_config(cfg, key=jax.random.PRNGKey(1))
     fit = PopulationFitness(inner, obj)
     strategy = make_strategy(es_cfg, obj.params)
     params = strategy.default_params
@@ -87,9 +92,10 @@ def main() -> None:
         "seconds_per_generation": round(steady, 2),
         "generations_per_hour": round(3600 / steady, 1),
         "inner_env_steps_per_second": round(fit.inner_env_steps / steady),
-        "single_ppo_run_seconds_incl_compile": round(single_first, 2),
-        "single_ppo_run_seconds": round(single, 2),
-        "single_ppo_env_steps_per_second": round(steps_run / single),
+        "single_run_algo": cfg["algo"]["name"] + (f" ({obj.kind} at its start)" if lpg else " (PPO-clip)"),
+        "single_run_seconds_incl_compile": round(single_first, 2),
+        "single_run_seconds": round(single, 2),
+        "single_run_env_steps_per_second": round(steps_run / single),
         "population_cost_in_single_runs": round(steady / single, 2),
         "runs_per_generation": runs,
         "platform": jax.devices()[0].platform,

@@ -15,6 +15,20 @@ purejaxrl.configure_cpu_runtime()  # the command's dispatch setting (tests call 
 
 from purejaxrl.config import compose  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module: a worker that runs many modules
+    keeps its memory bounded (two workers share a 24 GB machine); programs compiled again come from
+    the persistent cache."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
 TINY = [
     "algo.total_timesteps=16384",  # 8 updates of 32 envs x 64 steps
     "algo.num_evals=4",

@@ -220,8 +220,13 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
 
 # minutes each: MuJoCo envs per task; two PPO policies to collect from; MJX compiles of three algorithms, their
 # evaluations and grids; ES runs; a warm-up per seed before the LLM arms
-# the quick suite smokes one RL study and one LLM study; every other smoke tier is in the slow step
+# One study per kind is smoked by the test suites: RL and LLM in the quick suite, the meta, offline and
+# robustness studies in the slow step. The smoke tiers of the other shipped studies run the same kinds'
+# code on other envs, tasks and arms; they are marked `studies` (python -m pytest -m studies, about 25
+# minutes on 2 cores), beyond the CI's time, and every tier of every study is composed and validated in
+# the slow step.
 QUICK_SMOKE = ("pqn_cartpole", "llm_self_play")
+SLOW_SMOKE = ("ta_lpo", "qgf_pendulum", "qarl")
 # qarl_walker runs qarl's code paths on another MJX task (tens of minutes of compiles on 2 cores): its tiers are
 # composed and validated below, its smoke tier is not run here
 NOT_SMOKED = ("qarl_walker",)
@@ -237,7 +242,7 @@ def test_every_tier_of_every_shipped_study_composes(tmp_path):
             R._check_configs(cut, R.tier_spec(cut, tier, None), tmp_path / name / tier)
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK_SMOKE else pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", [n if n in QUICK_SMOKE else pytest.param(n, marks=pytest.mark.slow if n in SLOW_SMOKE else pytest.mark.studies)
                                   for n in R.list_studies() if n not in NOT_SMOKED])
 def test_smoke_tier_of_every_shipped_study(name, tmp_path):
     """Tiny budgets: the verdicts may be inconclusive; the mechanics may not fail."""
