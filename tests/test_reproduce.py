@@ -242,7 +242,8 @@ def test_every_tier_of_every_shipped_study_composes(tmp_path):
             R._check_configs(cut, R.tier_spec(cut, tier, None), tmp_path / name / tier)
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK_SMOKE else pytest.param(n, marks=pytest.mark.slow if n in SLOW_SMOKE else pytest.mark.studies)
+@pytest.mark.parametrize("name", [n if n in QUICK_SMOKE else
+                                  pytest.param(n, marks=pytest.mark.slow if n in SLOW_SMOKE else pytest.mark.studies)
                                   for n in R.list_studies() if n not in NOT_SMOKED])
 def test_smoke_tier_of_every_shipped_study(name, tmp_path):
     """Tiny budgets: the verdicts may be inconclusive; the mechanics may not fail."""
