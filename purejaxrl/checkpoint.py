@@ -120,7 +120,7 @@ class Checkpointer:
         """Restore the state after checking that the checkpoint was written by a config with the same
         identity, apart from the ``ignore`` keys (raises :class:`ConfigError` naming the first
         differing field otherwise).  ``eval_rng``: the runs' evaluation keys (a function of their
-        seeds), filled in when the checkpoint predates them in the state."""
+        seeds, or a function returning them), filled in when the checkpoint predates them in the state."""
         step = self.latest_step() if step is None else step
         meta = self.read_meta(step)
         drop = lambda d: {k: v for k, v in d.items() if k not in ignore} if isinstance(d, dict) else d  # noqa: E731
@@ -160,6 +160,8 @@ class Checkpointer:
             return None
         finally:
             mngr.close()
+        if callable(eval_rng):  # derived only when needed: a refused resume computes nothing
+            eval_rng = eval_rng()
         target = getattr(abstract_state.eval_rng, "sharding", None)
         fill = jax.device_put(eval_rng, target) if target is not None else eval_rng
         print(f"note: {self.directory / str(step)} predates evaluation keys in the state; they were derived from the "

@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path, eval_overrides: dict | None = None):
     try:
         # the policy is what was trained; the dataset it was trained on does not matter to evaluation
         state, _ = ckpt.restore(trainer.abstract_state(keys, hparams), identity(cfg), ignore=("dataset",),
-                                eval_rng=trainer.eval_keys(keys))
+                                eval_rng=lambda: trainer.eval_keys(keys))
     finally:
         ckpt.close()
     if ev_cfg is not cfg:  # the trained state, evaluated with other evaluation-only settings

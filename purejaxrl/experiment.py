@@ -129,7 +129,7 @@ def init_or_restore(s: RunSetup, resuming: bool):
     ckpt = Checkpointer(s.ckpt_dir)
     try:
         state, meta = ckpt.restore(s.trainer.abstract_state(s.keys, s.hparams), identity(s.cfg),
-                                   eval_rng=s.trainer.eval_keys(s.keys))
+                                   eval_rng=lambda: s.trainer.eval_keys(s.keys))
     finally:
         ckpt.close()
     prog = Progress(int(meta["update"]), float(meta.get("run_seconds", 0.0)))

@@ -134,6 +134,7 @@ class PopulationFitness:
         self.kind = es.get("fitness", "greedy")
         self.tasks = es.get("tasks", "shared")
         self.evolved = evolved if isinstance(evolved, Evolved) else from_objective(evolved)
+        self.objective = self.evolved  # its starting parameters: .params
         names = es.get("envs") or [cfg["env"]["name"]]
         self.envs = []
         runs = self.population * self.seeds

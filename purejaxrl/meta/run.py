@@ -58,7 +58,7 @@ def validate_meta(cfg: dict) -> None:
     algo = (cfg.get("algo") or {}).get("name")
     es = cfg.get("es") or {}
     if algo not in ALGOS:
-        errs.append(f"algo={algo}: meta-evolution evolves PPO's objective (algo=ppo) or an LPG update rule (algo=lpg)")
+        errs.append(f"algo={algo}: meta-evolution evolves PPO's objective or an LPG update rule; use algo=ppo or algo=lpg")
     elif algo == "lpg":
         rule = cfg["algo"].get("update_rule")
         if rule not in RULES:
