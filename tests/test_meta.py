@@ -323,7 +323,7 @@ def test_training_fitness_reads_the_training_episodes_and_skips_diverged_runs(mo
     monkeypatch.setattr(Trainer, "chunk", lambda self, state, hp, start, with_finite=False: (None, {
         "eval_return": np.array([[0.0, 500.0], [0.0, 500.0]]), "episode_return": np.array([[50.0, 70.0], [9.0, 9.0]]),
         "episodes": np.array([[1.0, 1.0], [1.0, 1.0]])}, np.array([True, False])))
-    pop = jax.tree.map(lambda x: jnp.repeat(x[None], 2, 0), fit.objective.params)
+    pop = jax.tree.map(lambda x: jnp.repeat(x[None], 2, 0), fit.evolved.params)
     np.testing.assert_array_equal(fit.returns(fit.envs[0], pop, jax.random.PRNGKey(0)), [[70.0], [np.nan]])
 
 
@@ -338,9 +338,9 @@ def test_a_held_out_evaluation_with_a_diverged_seed_is_never_selected(monkeypatc
     monkeypatch.setattr(Trainer, "init", lambda self, keys, hp: None)
     monkeypatch.setattr(Trainer, "chunk", lambda self, state, hp, start, with_finite=False: (
         None, {"eval_return": np.array([[100.0], [200.0], [300.0]])}, finite["v"]))
-    assert fit.held_out(fit.objective.params, jax.random.PRNGKey(0), 3)[0] == pytest.approx(200.0)
+    assert fit.held_out(fit.evolved.params, jax.random.PRNGKey(0), 3)[0] == pytest.approx(200.0)
     finite["v"] = np.array([True, False, True])  # nanmean would score it 200 on the two that survived
-    fitness, _, greedy = fit.held_out(fit.objective.params, jax.random.PRNGKey(0), 3)
+    fitness, _, greedy = fit.held_out(fit.evolved.params, jax.random.PRNGKey(0), 3)
     assert np.isnan(fitness) and np.isnan(list(greedy.values())[0][1])
 
 

@@ -134,7 +134,6 @@ class PopulationFitness:
         self.kind = es.get("fitness", "greedy")
         self.tasks = es.get("tasks", "shared")
         self.evolved = evolved if isinstance(evolved, Evolved) else from_objective(evolved)
-        self.objective = self.evolved  # its starting parameters: .params
         names = es.get("envs") or [cfg["env"]["name"]]
         self.envs = []
         runs = self.population * self.seeds
@@ -162,7 +161,8 @@ class PopulationFitness:
         if self.tasks == "shared":
             return jnp.tile(seed_keys, (self.population, 1))
         pair = jnp.arange(self.population) % (self.population // 2)
-        return jax.vmap(lambda p: jax.vmap(lambda k: jax.random.fold_in(k, p))(seed_keys))(pair).reshape(-1, 2)
+        keys = jax.vmap(lambda p: jax.vmap(jax.random.fold_in, (0, None))(seed_keys, p))(pair)  # [P, S, ...]
+        return keys.reshape((-1,) + seed_keys.shape[1:])
 
     def score(self, metrics: dict, finite: np.ndarray) -> np.ndarray:
         """Per run: the final greedy return or the final training return (``es.fitness``); NaN for a
