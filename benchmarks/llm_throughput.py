@@ -4,7 +4,10 @@ vocabulary 32) at 32 prompts × 16 completions, 7 prompt tokens + 8 new tokens, 
 generation — with and without prompt sharing (``share_prompts``: each prompt prefilled and run
 through the training forward once per group, or once per row), the KV-cache sampler beside the
 naive one, and the plain PyTorch loop (``reference_torch_grpo.py``, when ``torch`` is installed:
-``pip install -e ".[torch]"``), all alternated in the same run, ``--rounds`` times.
+``pip install -e ".[torch]"``), also with and without prompt sharing, all alternated in the same
+run, ``--rounds`` times.  Both processes run with the same glibc heap settings (``keep_heap``: the
+PyTorch process gets them as ``MALLOC_*`` variables; ``--torch-malloc default`` leaves its
+allocator at glibc's defaults instead, and the file says which).
 
     python benchmarks/llm_throughput.py --rounds 2
 
@@ -61,19 +64,28 @@ class ParityTask(Task):
         return (completions[:, 0] % 2).astype(jnp.float32)
 
 
-def torch_round() -> dict | None:
+KEEP_HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_ARENA_MAX": "1"}
+
+
+def torch_round(malloc: str) -> dict | None:
     script = Path(__file__).resolve().parent / "reference_torch_grpo.py"
     try:
         import torch  # noqa: F401
     except ImportError:
         return None
-    out = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if malloc == "same" and os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False"):
+        env.update(KEEP_HEAP_ENV)  # what keep_heap() set in this process, through glibc's variables
+    out = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--torch-malloc", choices=("same", "default"), default="same",
+                    help="the PyTorch process's heap settings: the same as this process's (default) or glibc's own")
     a = ap.parse_args()
     cfg = ModelConfig(vocab_size=32, d_model=128, n_layers=4, n_heads=4, d_mlp=512, max_len=P + NEW)
     params = init_params(jax.random.PRNGKey(0), cfg)
@@ -101,10 +113,12 @@ def main() -> None:
              "iteration_without_prompt_sharing_s": timeit(unshared, params, opt_state, key),
              "sample_kv_cache_s": timeit(kv, params, key),
              "sample_no_cache_s": timeit(naive, params, key)}
-        tr = torch_round()
+        tr = torch_round(a.torch_malloc)
         if tr is not None:
             r["pytorch"] = tr["rounds"][0]
             r["pytorch_version"], r["pytorch_threads"] = tr["torch"], tr["threads"]
+            r["pytorch_malloc_env"] = tr["malloc_env"]
+            r["pytorch_shared_vs_unshared_max_logit_gap"] = tr["shared_vs_unshared_max_logit_gap"]
         print(json.dumps(r), flush=True)
         rounds.append(r)
     res = {
@@ -114,9 +128,19 @@ def main() -> None:
         "batch": {"prompts": PROMPTS, "generations": G, "prompt_tokens": P, "new_tokens": NEW},
         "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__},
         "iteration_compile_s": compile_s,
+        "heap": {"jax": "keep_heap() " + ("on" if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False")
+                                          else "off (PUREJAXRL_KEEP_HEAP=0)"),
+                 "pytorch": a.torch_malloc},
         "rounds": rounds,
         "target_s": 0.2,
     }
+    if all("pytorch" in r for r in rounds):  # like for like: best round of each, both sharing, both not
+        best = lambda f: min(f(r) for r in rounds)  # noqa: E731
+        res["like_for_like_s"] = {
+            "with_prompt_sharing": {"jax": best(lambda r: r["iteration_s"]),
+                                    "pytorch": best(lambda r: r["pytorch"]["shared"]["iteration_s"])},
+            "without_prompt_sharing": {"jax": best(lambda r: r["iteration_without_prompt_sharing_s"]),
+                                       "pytorch": best(lambda r: r["pytorch"]["unshared"]["iteration_s"])}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"llm_grpo_throughput_{res['machine']['platform']}.json"
     out.write_text(json.dumps(res, indent=2))

@@ -1,8 +1,11 @@
-"""PPO-clip and the untrained policy (lr = 0) in every setting of a meta-evaluation setup: where the
-budgets of ``conf/meta_eval/NAME.yaml`` put PPO-clip between its floor and its ceiling.
+"""The hand-written baseline and the untrained policy (lr = 0) in every setting of a meta-evaluation
+setup: where the budgets of ``conf/meta_eval/NAME.yaml`` put the baseline between its floor and its
+ceiling.  The baseline is PPO-clip for PPO experiments, the LPG agent with the ``a2c`` rule for LPG ones
+(``algo=lpg``: trained for the setting's whole budget, no random lifetime).
 
     python benchmarks/meta_setups.py                                   # cartpole_transfer, meta_cartpole32
     python benchmarks/meta_setups.py --setup cartpole_transfer --experiment meta_cartpole32 --seeds 16
+    python benchmarks/meta_setups.py --setup gridworld_transfer --experiment meta_ta_lpg_small --horizons 0.05,0.25,1,2.5
 
 Each env is trained with the meta-training experiment's PPO settings updated by the setup's, at each
 horizon (× the env's 1× budget, in whole updates), on ``--seeds`` seeds from their own key (not the
@@ -20,7 +23,7 @@ import jax
 import numpy as np
 
 import purejaxrl
-from purejaxrl import objectives
+from purejaxrl import objectives, update_rules
 from purejaxrl.config import compose
 from purejaxrl.meta.evaluate import final_returns, load_setup
 from purejaxrl.meta.run import inner_config
@@ -39,23 +42,28 @@ def main() -> None:
     a = p.parse_args()
     cfg = compose([f"experiment={a.experiment}"], config_name="meta")
     setup = load_setup(a.setup)
+    lpg = cfg["algo"]["name"] == "lpg"
+    baseline, base_obj = ("a2c", update_rules.make_rule("a2c")) if lpg else ("clip", objectives.builtin("clip"))
     rows = []
     for env, s in setup.items():
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-        algo = {**cfg["algo"], **s["algo"]}
+        algo = {**cfg["algo"], **s["algo"], **({"random_lifetime": None} if lpg else {})}
+        network = {**(cfg.get("network") or {}), **s.get("network", {})}
         per_update = int(algo["num_envs"]) * int(algo["num_steps"])
         for h in (float(x) for x in a.horizons.split(",")):
             steps = max(int(round((int(algo["total_timesteps"]) // per_update) * h)), 1) * per_update
-            row = {"env": env, "horizon": h, "env_steps": steps, "bounds": s["bounds"]}
-            for label, lr in (("clip", algo["lr"]), ("untrained", 0.0)):
-                inner = {**inner_config(cfg), "env": env_cfg, "algo": {**algo, "total_timesteps": steps, "lr": lr}}
+            row = {"env": env, "horizon": h, "env_steps": steps, "bounds": s["bounds"], "baseline": baseline}
+            for label, lr in ((baseline, algo["lr"]), ("untrained", 0.0)):
+                lrs = {"lr": lr, **({"y_lr": 0.0 if lr == 0 else algo["y_lr"]} if lpg else {})}
+                inner = {**inner_config(cfg), "env": env_cfg, "network": network,
+                         "algo": {**algo, "total_timesteps": steps, **lrs}}
                 t = time.perf_counter()
-                r = np.asarray(final_returns(inner, objectives.builtin("clip"), a.seeds, seed=SWEEP_SEED))
+                r = np.asarray(final_returns(inner, base_obj, a.seeds, seed=SWEEP_SEED))
                 row[label] = {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()),
                               "max": float(r.max()), "per_seed": [float(x) for x in r],
                               "seconds": round(time.perf_counter() - t, 1)}
             rows.append(row)
-            print(f"{env} x{h:g} ({steps} steps): PPO-clip {row['clip']['mean']:.2f} ± {row['clip']['std']:.2f}, "
+            print(f"{env} x{h:g} ({steps} steps): {baseline} {row[baseline]['mean']:.2f} ± {row[baseline]['std']:.2f}, "
                   f"untrained {row['untrained']['mean']:.2f}", flush=True)
     out = {"setup": a.setup, "experiment": a.experiment, "seeds": a.seeds, "seed_key": SWEEP_SEED,
            "platform": jax.devices()[0].platform, "rows": rows}

@@ -2,12 +2,19 @@
 
 Same model and batch as ``llm_throughput.py``: Llama-shaped (RoPE, pre-RMSNorm, SwiGLU, tied
 embeddings, fused QKV), d 128, 4 layers, 4 heads, SwiGLU 512, vocabulary 32; 32 prompts × 16
-completions, 7 prompt + 8 new tokens.  One iteration: KV-cache sampling under ``no_grad`` (every
-row prefilled, as a plain loop does), a parity reward, group-normalised advantages, one AdamW step
-on the clipped surrogate.  Eager mode, ``torch.set_num_threads`` = the CPU count.
+completions, 7 prompt + 8 new tokens.  One iteration: KV-cache sampling under ``no_grad``, a parity
+reward, group-normalised advantages, one AdamW step on the clipped surrogate.  Eager mode,
+``torch.set_num_threads`` = the CPU count.
+
+Two variants, each timed every round, as the JAX side is:
+- ``unshared``: every row prefilled and run through the training forward whole, as a plain loop does;
+- ``shared``: each prompt prefilled once per group, its keys/values repeated for the group's
+  completions (sampling), and the training forward run on the prompts once, the completions
+  attending to their prompt's cached keys/values (gradients flow through both).  Checked equal to
+  the unshared forward before timing.
 
     pip install -e ".[torch]"
-    python benchmarks/reference_torch_grpo.py --rounds 2        # prints JSON: sample_s, train_s, iteration_s per round
+    python benchmarks/reference_torch_grpo.py --rounds 2   # JSON: sample_s, train_s, iteration_s per round and variant
 """
 
 from __future__ import annotations
@@ -70,18 +77,31 @@ class Model(torch.nn.Module):
                     k = torch.cat([cache[i][0], k], 1)
                     v = torch.cat([cache[i][1], v], 1)
                 cache[i] = (k, v)
-            att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                 is_causal=(S > 1))
+            Sk = k.shape[1]
+            if S > 1 and Sk > S:  # several queries after a cached prefix: query i sees keys <= prefix + i
+                mask = torch.arange(Sk)[None, :] <= (Sk - S + torch.arange(S))[:, None]
+                att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                     attn_mask=mask)
+            else:
+                att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                     is_causal=(S > 1))
             x = x + blk.wo(att.transpose(1, 2).reshape(B, S, D))
             h = rms(x, blk.mlp_norm)
             x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
         return rms(x, self.final_norm) @ self.embed.T
 
 
+def repeat_cache(cache, group):
+    return [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in cache]
+
+
 @torch.no_grad()
-def sample(model, prompts):
+def sample(model, prompts, group=1):
+    """``group`` > 1: ``prompts`` holds each prompt once; prefilled once, then ``group`` rows each."""
     cache = [None] * LAYERS
     logits = model(prompts, 0, cache)[:, -1]
+    if group > 1:
+        cache, logits = repeat_cache(cache, group), logits.repeat_interleave(group, 0)
     toks, logps = [], []
     for t in range(NEW):
         lp = torch.log_softmax(logits, -1)
@@ -92,9 +112,18 @@ def sample(model, prompts):
     return torch.stack(toks, 1), torch.stack(logps, 1)
 
 
-def train_step(model, opt, prompts, comps, old_logp, rewards, eps=0.2):
-    tokens = torch.cat([prompts, comps], 1)
-    logits = model(tokens)[:, P - 1:-1]
+def completion_logits(model, prompts, comps, group=1):
+    """Logits predicting each completion token; ``group`` > 1: ``prompts`` once per group."""
+    if group == 1:
+        return model(torch.cat([prompts, comps], 1))[:, P - 1:-1]
+    cache = [None] * LAYERS
+    last = model(prompts, 0, cache)[:, -1:]  # predicts completion token 0
+    rest = model(comps[:, :-1], P, repeat_cache(cache, group))
+    return torch.cat([last.repeat_interleave(group, 0), rest], 1)
+
+
+def train_step(model, opt, prompts, comps, old_logp, rewards, eps=0.2, group=1):
+    logits = completion_logits(model, prompts, comps, group)
     logp = torch.log_softmax(logits, -1).gather(2, comps[..., None])[..., 0]
     r = rewards.view(-1, G)
     adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1, 1)
@@ -116,25 +145,35 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     model = Model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    prompts = torch.randint(3, V, (PROMPTS, P)).repeat_interleave(G, 0)
+    unique = torch.randint(3, V, (PROMPTS, P))
+    rows = unique.repeat_interleave(G, 0)
+    with torch.no_grad():  # the shared forward is the unshared one, computed differently
+        comps = torch.randint(3, V, (PROMPTS * G, NEW))
+        gap = (completion_logits(model, unique, comps, G) - completion_logits(model, rows, comps)).abs().max().item()
+    assert gap < 1e-4, gap
 
-    def iteration():
+    def iteration(shared):
+        prompts, group = (unique, G) if shared else (rows, 1)
         t0 = time.perf_counter()
-        comps, old = sample(model, prompts)
+        comps, old = sample(model, prompts, group)
         t1 = time.perf_counter()
         rewards = (comps[:, 0] % 2).float()
-        train_step(model, opt, prompts, comps, old, rewards)
+        train_step(model, opt, prompts, comps, old, rewards, group=group)
         return t1 - t0, time.perf_counter() - t1
 
     for _ in range(2):  # warm-up
-        iteration()
+        iteration(True), iteration(False)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-           "params": sum(p.numel() for p in model.parameters()), "rounds": []}
+           "params": sum(p.numel() for p in model.parameters()), "shared_vs_unshared_max_logit_gap": gap,
+           "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}, "rounds": []}
     for _ in range(a.rounds):
-        times = [iteration() for _ in range(a.repeats)]
-        best = min(times, key=lambda st: st[0] + st[1])
-        out["rounds"].append({"sample_s": min(t[0] for t in times), "train_s": min(t[1] for t in times),
-                              "iteration_s": best[0] + best[1]})
+        r = {}
+        for name, shared in (("shared", True), ("unshared", False)):
+            times = [iteration(shared) for _ in range(a.repeats)]
+            best = min(times, key=lambda st: st[0] + st[1])
+            r[name] = {"sample_s": min(t[0] for t in times), "train_s": min(t[1] for t in times),
+                       "iteration_s": best[0] + best[1]}
+        out["rounds"].append(r)
     print(json.dumps(out))
 
 

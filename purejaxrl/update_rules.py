@@ -146,6 +146,17 @@ def make_rule(name: str, key=None, **overrides) -> UpdateRule:
     raise ValueError(f"unknown update rule {name!r}; valid: a2c, lpg, ta_lpg, learned")
 
 
+def without_time(rule: UpdateRule) -> UpdateRule:
+    """A TA-LPG rule with its two time inputs (progress n/N and log N) removed: their input weights
+    zeroed, so the rule reads every step as it would at n = 0 with N = 1 (both inputs 0), at every
+    point of the lifetime — the ablation that asks whether the time input is what the rule uses."""
+    if rule.spec.get("kind") != "lpg" or not rule.spec.get("time_aware"):
+        raise ValueError("without_time applies to a time-aware (ta_lpg) meta-network")
+    params = dict(rule.params)
+    params["gru_wx"] = jnp.asarray(params["gru_wx"]).at[5:].set(0.0)
+    return UpdateRule(dict(rule.spec), params)
+
+
 SPEC_FILE = "rule.json"
 
 

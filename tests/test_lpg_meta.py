@@ -137,6 +137,60 @@ def test_lpg_meta_config_errors(extra, msg):
         validate_meta(_meta_cfg(*LPG, *extra))
 
 
+def _lpg_study(tmp_path, **changes):
+    import yaml
+
+    from purejaxrl import reproduce as R
+
+    s = R.load_study("ta_lpg")
+    s = {k: v for k, v in s.items() if k in ("title", "paper", "kind", "meta", "eval_setup", "settings", "arms",
+                                               "metric", "tiers", "claims")}
+    s.update(changes)
+    if "arms" in changes and "claims" not in changes:  # one claim between the first two arms
+        a, b = list(changes["arms"])[:2]
+        s["claims"] = [{"claim": f"effect({a}, {b}) > 0", "paper": "x"}]
+    f = tmp_path / "toy_lpg.yaml"
+    f.write_text(yaml.safe_dump(s, sort_keys=False))
+    return R.load_study(str(f))
+
+
+@pytest.mark.parametrize("changes, msg", [
+    ({"arms": {"ta": {"objective": "ta_lpg"}, "clip": {"objective": "clip"}}}, "does not train algo=lpg"),
+    ({"arms": {"lpg": {"objective": "lpg", "ablation": True}, "a2c": {"objective": "a2c"}}},
+     "meta.lpg is not one"),
+    ({"meta": {"lpg": ["experiment=meta_ta_lpg_small", "algo.update_rule=lpg"],
+               "ta_lpg": ["experiment=meta_ta_lpg_small", "algo.num_steps=10"]}}, "inner setup"),
+])
+def test_lpg_study_config_errors(tmp_path, changes, msg):
+    from purejaxrl import reproduce as R
+
+    study = _lpg_study(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=msg):
+        R._check_configs(R.for_tier(study, "smoke"), R.tier_spec(study, "smoke", None), tmp_path / "out")
+
+
+def test_a_ppo_study_cannot_name_the_a2c_rule(tmp_path):
+    from purejaxrl import reproduce as R
+
+    study = _lpg_study(tmp_path, meta={"ta": ["experiment=meta_cartpole32", "objective=ta_lpo"]},
+                       eval_setup="cartpole_transfer", settings={"all_": ["cartpole@1"]}, claims=[
+                           {"claim": "effect(ta, a2c) > 0", "paper": "x"}],
+                       arms={"ta": {"objective": "ta"}, "a2c": {"objective": "a2c"}},
+                       tiers={"smoke": {"seeds": 2}})
+    with pytest.raises(ConfigError, match="does not train algo=ppo"):
+        R._check_configs(R.for_tier(study, "smoke"), R.tier_spec(study, "smoke", None), tmp_path / "out")
+
+
+def test_meta_eval_baselines_must_fit_the_runs_algo(tmp_path):
+    from purejaxrl.meta.evaluate import _baseline
+
+    assert _baseline("a2c", True).spec["kind"] == "a2c"
+    with pytest.raises(ConfigError, match="an LPG run's baseline is the hand-written rule: a2c"):
+        _baseline("clip", True)
+    with pytest.raises(ConfigError, match="a PPO run's baselines: clip, dpo"):
+        _baseline("a2c", False)
+
+
 @pytest.mark.slow
 def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
     from purejaxrl import update_rules
@@ -165,3 +219,12 @@ def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
 
     paths = plot_meta(tmp_path / "whole")
     assert [p.name for p in paths] == ["fitness.png", "rule_selected.png"] and all(p.stat().st_size > 0 for p in paths)
+    # meta-eval: the chosen rule, its time-input ablation and the a2c rule train fresh agents for a fixed lifetime
+    from purejaxrl.meta.evaluate import load_setup, meta_eval
+
+    res = meta_eval(tmp_path / "whole", ["gridworld_small", "catch"], horizons=(0.5,), seeds=2, progress=lambda *_: None,
+                    setup=load_setup("gridworld_transfer"))
+    assert [(r["env"], r["objective"]) for r in res["rows"]] == [
+        (e, o) for e in ("gridworld_small", "catch") for o in ("ta_lpg (selected)", "ta_lpg (selected, no time inputs)", "a2c")]
+    assert {r["env_steps"] for r in res["rows"]} == {48}  # half of 96 in whole updates of 4 x 4 (no random lifetime)
+    assert (tmp_path / "whole" / "meta_eval.png").exists()

@@ -1,7 +1,9 @@
-"""``purejaxrl meta-eval``: PPO with an evolved objective beside PPO-clip and DPO, on other envs and
-other training horizons (multiples of the meta-training budget), seeds vmapped.
+"""``purejaxrl meta-eval``: PPO with an evolved objective beside PPO-clip and DPO (or the LPG agent
+with an evolved update rule beside the hand-written A2C rule), on other envs and other training
+horizons (multiples of the meta-training budget), seeds vmapped.
 
     purejaxrl meta-eval outputs/meta1 env=acrobot,minatar_breakout horizons=0.25,0.5,1,2,4
+    purejaxrl meta-eval outputs/meta_lpg setup=gridworld_transfer horizons=0.25,1,2.5
 
 Writes ``meta_eval.json`` (every run's final greedy return), ``meta_eval.md`` (a table) and
 ``meta_eval.png`` (return against horizon, one panel per env) into the meta run directory
@@ -26,15 +28,34 @@ from purejaxrl.meta.run import inner_config
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [objective=selected|mean|best] [seeds=4] "
-         "[baselines=clip,dpo] [setup=NAME] [ablation=true|false]")
+         "[baselines=clip,dpo (algo=lpg runs: a2c)] [setup=NAME] [ablation=true|false]")
+
+
+def _learned(path: Path):
+    """A saved ES mean: an LPG update rule (rule.json) or a PPO objective."""
+    from purejaxrl import update_rules
+
+    return update_rules.load_rule(path) if (path / update_rules.SPEC_FILE).exists() else objectives.load_objective(path)
+
+
+def _baseline(name: str, lpg: bool):
+    from purejaxrl import update_rules
+
+    if lpg:
+        if name != "a2c":
+            raise ConfigError(f"meta-eval: baselines={name!r}; an LPG run's baseline is the hand-written rule: a2c")
+        return update_rules.make_rule("a2c")
+    if name == "a2c":
+        raise ConfigError("meta-eval: baselines=a2c is an LPG update rule; a PPO run's baselines: clip, dpo")
+    return objectives.builtin(name)
 SETUP_DIR = CONF_DIR / "meta_eval"
 TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's ES or held-out stream
 
 
 def load_setup(name: str) -> dict[str, dict]:
-    """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo: {setting: value}, bounds: [low, high]}}``,
-    the PPO settings each env is trained with (its 1× budget in ``algo.total_timesteps``; settings not
-    given are the meta run's) and the range of its return (a study's normalised score)."""
+    """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo: {setting: value}, network: {...}, bounds: [low,
+    high]}}``, the settings each env is trained with (its 1× budget in ``algo.total_timesteps``; settings
+    not given are the meta run's) and the range of its return (a study's normalised score)."""
     path = Path(name) if name.endswith(".yaml") else SETUP_DIR / f"{name}.yaml"
     if not path.exists():
         have = ", ".join(sorted(p.stem for p in SETUP_DIR.glob("*.yaml")))
@@ -42,13 +63,16 @@ def load_setup(name: str) -> dict[str, dict]:
     data = yaml.safe_load(path.read_text()) or {}
     envs = data.get("envs")
     ok = isinstance(envs, dict) and all(
-        isinstance(v, dict) and set(v) <= {"algo", "bounds"} and isinstance(v.get("algo", {}), dict)
+        isinstance(v, dict) and set(v) <= {"algo", "network", "bounds"} and isinstance(v.get("algo", {}), dict)
+        and isinstance(v.get("network", {}), dict)
         and (v.get("bounds") is None or (isinstance(v["bounds"], list) and len(v["bounds"]) == 2
                                         and v["bounds"][0] < v["bounds"][1])) for v in envs.values())
     if not ok:
-        raise ConfigError(f"{path}: needs envs: {{env: {{algo: {{setting: value}}, bounds: [low, high]}}}} "
-                          "(PPO settings and the return's range per env)")
-    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds")} for k, v in envs.items()}
+        raise ConfigError(f"{path}: needs envs: {{env: {{algo: {{setting: value}}, network: {{setting: value}}, "
+                          "bounds: [low, high]}}}} (training settings and the return's range per env)")
+    # "network" only where given: a study's evaluations are keyed by their env's entry, kept while it is unchanged
+    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds"),
+                **({"network": dict(v["network"])} if v.get("network") else {})} for k, v in envs.items()}
 
 
 def load_meta_run(run_dir: str | Path) -> dict:
@@ -61,9 +85,12 @@ def load_meta_run(run_dir: str | Path) -> dict:
     return cfg
 
 
-def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: int = TEST_SEED) -> np.ndarray:
-    """Final greedy return of PPO with ``objective`` under ``cfg`` for ``seeds`` vmapped seeds."""
-    algo = build_algorithm(cfg, objective=objective)
+def final_returns(cfg: dict, objective, seeds: int, seed: int = TEST_SEED) -> np.ndarray:
+    """Final greedy return of PPO with ``objective`` (or of the LPG agent with ``objective`` an update
+    rule) under ``cfg`` for ``seeds`` vmapped seeds."""
+    from purejaxrl.update_rules import UpdateRule
+
+    algo = build_algorithm(cfg, **({"rule": objective} if isinstance(objective, UpdateRule) else {"objective": objective}))
     _, hp, _ = run_grid({**cfg, "num_seeds": 1, "vmap": {}}, algo.HPARAMS)
     hp = batch_hparams(algo, {k: np.repeat(v, seeds) for k, v in hp.items()}, seeds)
     tr = Trainer(algo, seeds, chunks=1, num_evals=1)
@@ -73,7 +100,7 @@ def final_returns(cfg: dict, objective: objectives.Objective, seeds: int, seed: 
 
 
 def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25, 0.5, 1.0, 2.0, 4.0),
-              which: str | None = None, seeds: int = 4, baselines=("clip", "dpo"), progress=print,
+              which: str | None = None, seeds: int = 4, baselines=None, progress=print,
               setup: dict[str, dict] | None = None, ablation: bool = True) -> dict:
     """Every objective (the learned one — ``which``: ``selected`` by held-out evaluation where the run
     has it, else the final ``mean``, or ``best`` —, its time-input ablation for TA-LPO, and the
@@ -82,7 +109,9 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     cfg = load_meta_run(run_dir)
     if which is None:
         which = "selected" if (run_dir / "selected").exists() else "mean"
-    learned = objectives.load_objective(run_dir / which)
+    learned = _learned(run_dir / which)
+    lpg = cfg["algo"]["name"] == "lpg"
+    baselines = (("a2c",) if lpg else ("clip", "dpo")) if baselines is None else baselines
     import envs as _envs
 
     setup = setup or {}
@@ -94,20 +123,29 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
         raise ConfigError(f"horizons={list(horizons)} must all be positive multiples of the meta-training budget")
     if seeds < 1:
         raise ConfigError(f"seeds={seeds} must be >= 1")
-    objs = {f"{learned.name} ({which})": learned}
-    if ablation and learned.spec.get("kind") == "ta_lpo":
-        objs[f"{learned.name} ({which}, p·x = 0)"] = objectives.without_progress(learned)
-    objs.update({b: objectives.builtin(b) for b in baselines})
+    if lpg:
+        from purejaxrl import update_rules
+
+        name = "ta_lpg" if learned.spec.get("time_aware") else "lpg"
+        objs = {f"{name} ({which})": learned}
+        if ablation and learned.spec.get("time_aware"):
+            objs[f"{name} ({which}, no time inputs)"] = update_rules.without_time(learned)
+    else:
+        objs = {f"{learned.name} ({which})": learned}
+        if ablation and learned.spec.get("kind") == "ta_lpo":
+            objs[f"{learned.name} ({which}, p·x = 0)"] = objectives.without_progress(learned)
+    objs.update({b: _baseline(b, lpg) for b in baselines})
     base = inner_config(cfg)
     rows = []
     for env in envs:
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-        algo_cfg = {**cfg["algo"], **(setup.get(env) or {}).get("algo", {})}
+        algo_cfg = {**cfg["algo"], **(setup.get(env) or {}).get("algo", {}), **({"random_lifetime": None} if lpg else {})}
         budget = int(algo_cfg["total_timesteps"])
         per_update = int(algo_cfg["num_envs"]) * int(algo_cfg["num_steps"])
         for h in horizons:
             steps = max(int(round((budget // per_update) * h)), 1) * per_update  # whole updates, as in training
-            inner = {**base, "env": env_cfg, "algo": {**algo_cfg, "total_timesteps": steps}}
+            inner = {**base, "env": env_cfg, "algo": {**algo_cfg, "total_timesteps": steps},
+                     "network": {**base["network"], **(setup.get(env) or {}).get("network", {})}}
             for label, obj in objs.items():
                 r = final_returns(inner, obj, seeds)
                 rows.append({"env": env, "horizon": h, "env_steps": steps, "objective": label,
@@ -190,9 +228,10 @@ def meta_eval_main(argv: list[str]) -> None:
     if opts.get("ablation", "true") not in ("true", "false"):
         raise ConfigError(f"meta-eval: ablation={opts['ablation']!r}; valid: true, false")
     setup = load_setup(opts["setup"]) if "setup" in opts else None
-    baselines = [b for b in opts.get("baselines", "clip,dpo").split(",") if b]
+    lpg = load_meta_run(run_dir)["algo"]["name"] == "lpg"
+    baselines = [b for b in opts.get("baselines", "a2c" if lpg else "clip,dpo").split(",") if b]
     for b in baselines:
-        objectives.builtin(b)
+        _baseline(b, lpg)
     envs = opts["env"].split(",") if "env" in opts else None
     res = meta_eval(run_dir, envs, horizons, which, seeds, baselines, setup=setup,
                     ablation=opts.get("ablation", "true") == "true")

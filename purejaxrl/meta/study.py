@@ -1,14 +1,17 @@
-"""``kind: meta`` studies for ``purejaxrl reproduce``: objectives meta-trained by ``purejaxrl meta``
-on several ES seeds, then every arm trains fresh PPO agents on the same test seeds in a set of
-*settings* (``env@horizon``: an env of the evaluation setup at a multiple of its 1× budget).
+"""``kind: meta`` studies for ``purejaxrl reproduce``: objectives (PPO's, ``algo=ppo``) or update rules
+(the LPG agent's, ``algo=lpg``) meta-trained by ``purejaxrl meta`` on several ES seeds, then every arm
+trains fresh agents on the same test seeds in a set of *settings* (``env@horizon``: an env of the
+evaluation setup at a multiple of its 1× budget).
 
 A study file adds to the common fields (title, paper, arms, metric, tiers, claims)::
 
     meta:          {name: [purejaxrl meta overrides]}      objectives to meta-train (one run per ES seed)
-    eval_setup:    NAME                                    conf/meta_eval/NAME.yaml: PPO settings, 1× budget
-                                                           and return range per env
+    eval_setup:    NAME                                    conf/meta_eval/NAME.yaml: training settings, 1×
+                                                           budget and return range per env
     settings:      {group: [env@horizon, ...]}             claims pick a group with ``metric: GROUP``
-    arms:          {arm: {objective: NAME|clip|dpo|none, ablation: true}}
+    arms:          {arm: {objective: NAME|BUILTIN, ablation: true}}
+                   BUILTIN: clip, dpo (algo=ppo) or a2c (algo=lpg: the hand-written rule); ablation: a
+                   time-aware objective or rule with its time inputs removed
     tiers.<t>:     seeds (test seeds), meta_seeds, meta_overrides, settings (a smaller set for smoke)
 
 An arm's score on a test seed is its return normalised by the env's range, ``(R − low)/(high − low)``,
@@ -25,6 +28,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import yaml
 
@@ -32,6 +36,13 @@ from purejaxrl.config import ConfigError
 
 ARM_KEYS = {"objective", "ablation", "label"}
 DEFAULT_GROUP = "all"
+BUILTIN_RULES = ("a2c",)  # hand-written LPG update rules an arm can name (algo=lpg studies)
+
+
+def builtin_names() -> tuple[str, ...]:
+    from purejaxrl import objectives
+
+    return (*objectives.BUILTIN, *BUILTIN_RULES)
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -59,18 +70,18 @@ def study_errors(s: dict, where: str) -> list[str]:
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in meta.values()):
         errs.append(f"{where}: meta must map objective names to lists of purejaxrl meta overrides")
         meta = {}
-    from purejaxrl import objectives
-
+    builtin = builtin_names()
     for name, arm in (s.get("arms") or {}).items():
         arm = arm or {}
         if not isinstance(arm, dict) or set(arm) - ARM_KEYS or "objective" not in arm:
-            errs.append(f"{where}: arms.{name} needs objective (a meta: name or {', '.join(objectives.BUILTIN)}); "
+            errs.append(f"{where}: arms.{name} needs objective (a meta: name or {', '.join(builtin)}); "
                         f"valid keys: {', '.join(sorted(ARM_KEYS))}")
             continue
-        if arm["objective"] not in meta and arm["objective"] not in objectives.BUILTIN:
-            errs.append(f"{where}: arms.{name}.objective={arm['objective']!r}; valid: {', '.join([*meta, *objectives.BUILTIN])}")
-        if arm.get("ablation") and arm["objective"] in objectives.BUILTIN:
-            errs.append(f"{where}: arms.{name}.ablation applies to a meta-trained ta_lpo objective")
+        if arm["objective"] not in meta and arm["objective"] not in builtin:
+            errs.append(f"{where}: arms.{name}.objective={arm['objective']!r}; valid: {', '.join([*meta, *builtin])}")
+        if arm.get("ablation") and arm["objective"] in builtin:
+            errs.append(f"{where}: arms.{name}.ablation applies to a meta-trained time-aware objective or rule "
+                        "(ta_lpo, ta_lpg)")
     if not isinstance(s.get("eval_setup"), str):
         errs.append(f"{where}: eval_setup must name conf/meta_eval/NAME.yaml (PPO settings and return range per env)")
     else:
@@ -132,19 +143,34 @@ def meta_dirs(study: dict, spec: dict, out: Path) -> dict[str, list[Path]]:
 
 
 def check_configs(study: dict, spec: dict) -> None:
-    """Every meta run's config composes and validates; they share one inner PPO setup (the built-in
-    arms are trained with it)."""
+    """Every meta run's config composes and validates; they share one inner setup (the built-in
+    arms are trained with it; LPG rules differ only in which rule is evolved, ``algo.update_rule``)."""
+    from purejaxrl import objectives
     from purejaxrl.meta.run import validate_meta
 
     inner = None
     for name in study["meta"]:
         cfg = compose_meta(meta_overrides(study, spec, name, 0))
         validate_meta(cfg)
-        mine = {k: cfg[k] for k in ("algo", "env", "network")}
+        mine = {"algo": {k: v for k, v in cfg["algo"].items() if k != "update_rule"},
+                "env": cfg["env"], "network": cfg["network"]}
         if inner is not None and mine != inner:
-            raise ConfigError(f"meta.{name}: its inner PPO setup (algo, env, network) differs from the other "
+            raise ConfigError(f"meta.{name}: its inner setup (algo, env, network) differs from the other "
                               "objectives'; every objective is meta-trained on the same task")
         inner = mine
+    algo = inner["algo"]["name"]
+    fits = BUILTIN_RULES if algo == "lpg" else tuple(objectives.BUILTIN)
+    for name, arm in study["arms"].items():
+        if arm["objective"] not in study["meta"] and arm["objective"] not in fits:
+            raise ConfigError(f"arms.{name}.objective={arm['objective']!r} does not train algo={algo} (the meta runs'); "
+                              f"valid built-ins here: {', '.join(fits)}")
+        if arm.get("ablation") and arm["objective"] in study["meta"]:
+            cfg = compose_meta(meta_overrides(study, spec, arm["objective"], 0))
+            ta = (cfg["algo"].get("update_rule") == "ta_lpg" if algo == "lpg"
+                  else (cfg.get("objective") or {}).get("kind") == "ta_lpo")
+            if not ta:
+                raise ConfigError(f"arms.{name}.ablation removes the time inputs of a time-aware objective or rule; "
+                                  f"meta.{arm['objective']} is not one (ta_lpo or algo.update_rule=ta_lpg)")
 
 
 def run(study: dict, spec: dict, out: Path, log) -> None:
@@ -183,13 +209,29 @@ def run(study: dict, spec: dict, out: Path, log) -> None:
 
 
 def _objective(study: dict, arm: dict, run_dir: Path | None):
-    from purejaxrl import objectives
+    """What an arm trains with: a PPO objective or an LPG update rule (a meta run's choice on held-out
+    seeds, ``selected/``, else its final ``mean/``; or a built-in)."""
+    from purejaxrl import objectives, update_rules
 
     if arm["objective"] in objectives.BUILTIN:
         return objectives.BUILTIN[arm["objective"]]
-    sel = run_dir / "selected"
-    obj = objectives.load_objective(sel if sel.exists() else run_dir / "mean")
+    if arm["objective"] in BUILTIN_RULES:
+        return update_rules.make_rule(arm["objective"])
+    src = run_dir / "selected" if (run_dir / "selected").exists() else run_dir / "mean"
+    if (src / update_rules.SPEC_FILE).exists():
+        rule = update_rules.load_rule(src)
+        return update_rules.without_time(rule) if arm.get("ablation") else rule
+    obj = objectives.load_objective(src)
     return objectives.without_progress(obj) if arm.get("ablation") else obj
+
+
+def _digest(obj) -> str:
+    """What an evaluation was made with: the objective's or rule's spec and parameters."""
+    leaves = [] if obj.params is None else [np.asarray(v).tolist() for v in jax.tree_util.tree_leaves(obj.params)]
+    paths = [] if obj.params is None else [jax.tree_util.keystr(k) for k, _ in
+                                           jax.tree_util.tree_flatten_with_path(obj.params)[0]]
+    params = None if obj.params is None else dict(zip([p.strip("[]'") for p in paths], leaves))
+    return hashlib.sha1(json.dumps({"spec": obj.spec, "params": params}, sort_keys=True).encode()).hexdigest()
 
 
 def evaluate(study: dict, spec: dict, out: Path, log) -> None:
@@ -213,9 +255,7 @@ def evaluate(study: dict, spec: dict, out: Path, log) -> None:
         for m, d in enumerate(sources):
             obj = _objective(study, arm, d)
             cfg = load_meta_run(d) if arm["objective"] in study["meta"] else base_cfg
-            digest = hashlib.sha1(json.dumps({"spec": obj.spec, "params": None if obj.params is None else
-                                              {k: np.asarray(v).tolist() for k, v in obj.params.items()}},
-                                             sort_keys=True).encode()).hexdigest()
+            digest = _digest(obj)
             for x in settings(study, spec)[DEFAULT_GROUP]:
                 env, h = _setting(x)
                 key = f"{x}|es{m}"
@@ -224,9 +264,12 @@ def evaluate(study: dict, spec: dict, out: Path, log) -> None:
                     continue
                 env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
                 algo = {**cfg["algo"], **setup[env]["algo"]}
+                if algo["name"] == "lpg":  # a fresh agent lives the setting's whole budget (no random lifetime)
+                    algo["random_lifetime"] = None
                 per_update = int(algo["num_envs"]) * int(algo["num_steps"])
                 steps = max(int(round((int(algo["total_timesteps"]) // per_update) * h)), 1) * per_update
-                inner = {**inner_config(cfg), "env": env_cfg, "algo": {**algo, "total_timesteps": steps}}
+                inner = {**inner_config(cfg), "env": env_cfg, "algo": {**algo, "total_timesteps": steps},
+                         "network": {**(cfg.get("network") or {}), **setup[env].get("network", {})}}
                 r = final_returns(inner, obj, n)
                 rec["results"][key] = {"returns": [float(v) for v in r], "env_steps": steps, "source": source}
                 f.write_text(json.dumps(rec, indent=1))
