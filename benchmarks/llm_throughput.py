@@ -119,6 +119,7 @@ def main() -> None:
             r["pytorch_version"], r["pytorch_threads"] = tr["torch"], tr["threads"]
             r["pytorch_malloc_env"] = tr["malloc_env"]
             r["pytorch_shared_vs_unshared_max_logit_gap"] = tr["shared_vs_unshared_max_logit_gap"]
+            r["pytorch_shared_vs_unshared_max_relative_grad_gap"] = tr["shared_vs_unshared_max_relative_grad_gap"]
         print(json.dumps(r), flush=True)
         rounds.append(r)
     res = {

@@ -9,9 +9,10 @@ reward, group-normalised advantages, one AdamW step on the clipped surrogate.  E
 Two variants, each timed every round, as the JAX side is:
 - ``unshared``: every row prefilled and run through the training forward whole, as a plain loop does;
 - ``shared``: each prompt prefilled once per group, its keys/values repeated for the group's
-  completions (sampling), and the training forward run on the prompts once, the completions
-  attending to their prompt's cached keys/values (gradients flow through both).  Checked equal to
-  the unshared forward before timing.
+  completions (sampling), and the training forward run on the prompts once, the completions (all
+  of their tokens, the last one's logits unused, as ``grouped_completion_logits`` runs them)
+  attending to their prompt's cached keys/values.  Its logits and parameter gradients are checked
+  equal to the unshared forward's before timing.
 
     pip install -e ".[torch]"
     python benchmarks/reference_torch_grpo.py --rounds 2   # JSON: sample_s, train_s, iteration_s per round and variant
@@ -118,8 +119,8 @@ def completion_logits(model, prompts, comps, group=1):
         return model(torch.cat([prompts, comps], 1))[:, P - 1:-1]
     cache = [None] * LAYERS
     last = model(prompts, 0, cache)[:, -1:]  # predicts completion token 0
-    rest = model(comps[:, :-1], P, repeat_cache(cache, group))
-    return torch.cat([last.repeat_interleave(group, 0), rest], 1)
+    rest = model(comps, P, repeat_cache(cache, group))  # every completion token, as the JAX side runs them
+    return torch.cat([last.repeat_interleave(group, 0), rest[:, :-1]], 1)
 
 
 def train_step(model, opt, prompts, comps, old_logp, rewards, eps=0.2, group=1):
@@ -147,10 +148,18 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     unique = torch.randint(3, V, (PROMPTS, P))
     rows = unique.repeat_interleave(G, 0)
-    with torch.no_grad():  # the shared forward is the unshared one, computed differently
-        comps = torch.randint(3, V, (PROMPTS * G, NEW))
-        gap = (completion_logits(model, unique, comps, G) - completion_logits(model, rows, comps)).abs().max().item()
-    assert gap < 1e-4, gap
+    comps = torch.randint(3, V, (PROMPTS * G, NEW))  # the shared forward is the unshared one, computed differently
+    w = torch.randn(PROMPTS * G, NEW, V)
+    outs = []
+    for args in ((unique, comps, G), (rows, comps)):
+        model.zero_grad(set_to_none=True)
+        logits = completion_logits(model, *args)
+        (logits * w).sum().backward()
+        outs.append((logits.detach(), [q.grad.clone() for q in model.parameters()]))
+    model.zero_grad(set_to_none=True)
+    gap = (outs[0][0] - outs[1][0]).abs().max().item()
+    grad_gap = max(((a - b).abs().max() / (b.abs().max() + 1e-12)).item() for a, b in zip(outs[0][1], outs[1][1]))
+    assert gap < 1e-4 and grad_gap < 1e-3, (gap, grad_gap)
 
     def iteration(shared):
         prompts, group = (unique, G) if shared else (rows, 1)
@@ -165,6 +174,7 @@ def main() -> None:
         iteration(True), iteration(False)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in model.parameters()), "shared_vs_unshared_max_logit_gap": gap,
+           "shared_vs_unshared_max_relative_grad_gap": grad_gap,
            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}, "rounds": []}
     for _ in range(a.rounds):
         r = {}

@@ -146,15 +146,28 @@ def make_rule(name: str, key=None, **overrides) -> UpdateRule:
     raise ValueError(f"unknown update rule {name!r}; valid: a2c, lpg, ta_lpg, learned")
 
 
-def without_time(rule: UpdateRule) -> UpdateRule:
-    """A TA-LPG rule with its two time inputs (progress n/N and log N) removed: their input weights
-    zeroed, so the rule reads every step as it would at n = 0 with N = 1 (both inputs 0), at every
-    point of the lifetime — the ablation that asks whether the time input is what the rule uses."""
+def without_time(rule: UpdateRule, progress: float, lifetime: float) -> UpdateRule:
+    """A TA-LPG rule with its time information removed: it reads the fixed inputs ``progress`` (n/N)
+    and log ``lifetime`` (N) at every step of every lifetime, whatever the agent's own — the ablation
+    that asks whether reading the time is what the rule uses.  Pick values inside the range the rule
+    was meta-trained on (inputs it never saw would handicap it): ``fixed_time_inputs`` does.
+    The fixed inputs are folded into the GRU's bias and their weights zeroed."""
     if rule.spec.get("kind") != "lpg" or not rule.spec.get("time_aware"):
-        raise ValueError("without_time applies to a time-aware (ta_lpg) meta-network")
+        raise ValueError(f"without_time applies to a time-aware (ta_lpg) meta-network; this rule has kind="
+                         f"{rule.spec.get('kind')!r}, time_aware={bool(rule.spec.get('time_aware'))}")
     params = dict(rule.params)
-    params["gru_wx"] = jnp.asarray(params["gru_wx"]).at[5:].set(0.0)
-    return UpdateRule(dict(rule.spec), params)
+    wx = jnp.asarray(params["gru_wx"])
+    c = jnp.asarray([progress, np.log(lifetime)], wx.dtype)
+    params["gru_b"] = jnp.asarray(params["gru_b"]) + c @ wx[5:7]
+    params["gru_wx"] = wx.at[5:].set(0.0)
+    return UpdateRule({**rule.spec, "ablation": f"time inputs fixed at n/N = {progress:g}, N = {lifetime:g}"}, params)
+
+
+def fixed_time_inputs(random_lifetime) -> tuple[float, float]:
+    """The ablation's fixed inputs for a rule meta-trained on lifetimes log-uniform in ``[lo, hi]``:
+    the middle of the lifetime (n/N = 0.5) and the middle of the log-uniform range (N = √(lo·hi))."""
+    lo, hi = random_lifetime
+    return 0.5, float(np.sqrt(lo * hi))
 
 
 SPEC_FILE = "rule.json"

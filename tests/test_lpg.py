@@ -113,20 +113,25 @@ def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
             assert float(jnp.abs(outs[0] - outs[1]).max()) > 0 and float(jnp.abs(outs[0] - outs[2]).max()) > 0
 
 
-def test_without_time_is_the_rule_with_its_time_inputs_at_zero():
+def test_without_time_is_the_rule_reading_fixed_time_inputs():
     rule = U.make_rule("ta_lpg", jax.random.PRNGKey(3), hidden=8)
     x = jax.random.normal(jax.random.PRNGKey(4), (6, 3, 7))
     x = x.at[..., 5].set(0.7).at[..., 6].set(jnp.log(40.0))
     reset = jnp.zeros((6, 3), bool).at[2, 1].set(True)
-    ablated = U.without_time(rule)
+    p, n = U.fixed_time_inputs([10, 100])
+    assert p == 0.5 and n == pytest.approx(np.sqrt(1000.0))  # the middle of the log-uniform lifetime range
+    ablated = U.without_time(rule, p, n)
     got = ablated.targets(ablated.params, x, reset, 0.99)
-    want = rule.targets(rule.params, x.at[..., 5:].set(0.0), reset, 0.99)
+    want = rule.targets(rule.params, x.at[..., 5].set(p).at[..., 6].set(np.log(n)), reset, 0.99)
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
-    assert float(jnp.abs(got[0] - rule.targets(rule.params, x, reset, 0.99)[0]).max()) > 0  # the inputs did matter
-    np.testing.assert_array_equal(rule.params["gru_wx"][5:] != 0, True)  # the rule itself is untouched
-    with pytest.raises(ValueError, match="time-aware"):
-        U.without_time(U.make_rule("lpg", jax.random.PRNGKey(3), hidden=8))
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    x2 = x.at[..., 5].set(0.1).at[..., 6].set(jnp.log(250.0))  # the agent's own time no longer matters
+    for g, w in zip(got, ablated.targets(ablated.params, x2, reset, 0.99)):
+        np.testing.assert_array_equal(g, w)
+    assert float(jnp.abs(got[0] - rule.targets(rule.params, x, reset, 0.99)[0]).max()) > 0  # it did before
+    assert "fixed" in ablated.spec["ablation"] and "ablation" not in rule.spec
+    with pytest.raises(ValueError, match="time_aware=False"):
+        U.without_time(U.make_rule("lpg", jax.random.PRNGKey(3), hidden=8), p, n)
 
 
 @pytest.mark.parametrize("rule", ["a2c", pytest.param("lpg", marks=pytest.mark.slow), pytest.param("ta_lpg", marks=pytest.mark.slow)])

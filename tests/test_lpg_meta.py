@@ -181,6 +181,53 @@ def test_a_ppo_study_cannot_name_the_a2c_rule(tmp_path):
         R._check_configs(R.for_tier(study, "smoke"), R.tier_spec(study, "smoke", None), tmp_path / "out")
 
 
+def test_lpg_study_trains_every_arm_in_the_same_settings_for_a_fixed_lifetime(tmp_path, monkeypatch):
+    """study.evaluate on saved rules (no ES run): which rule each arm trains with and under which config."""
+    import yaml
+
+    from purejaxrl import reproduce as R
+    from purejaxrl import update_rules as U
+    from purejaxrl.meta import evaluate as E
+    from purejaxrl.meta import study as S
+
+    study = R.for_tier(R.load_study("ta_lpg"), "smoke")
+    spec = R.tier_spec(study, "smoke", None)
+    out = tmp_path / "out"
+    saved = {}
+    for name, dirs in S.meta_dirs(study, spec, out).items():
+        cfg = S.compose_meta(S.meta_overrides(study, spec, name, 0))
+        assert cfg["algo"]["random_lifetime"] == [2, 4]
+        dirs[0].mkdir(parents=True)
+        (dirs[0] / "config.yaml").write_text(yaml.safe_dump(cfg))
+        saved[name] = U.make_rule(cfg["algo"]["update_rule"], jax.random.PRNGKey(len(saved)), hidden=8)
+        U.save_rule(saved[name], dirs[0] / "selected")
+    calls = []
+
+    def fake(cfg, rule, seeds, seed=E.TEST_SEED):
+        calls.append((cfg, rule, seeds, seed))
+        return np.zeros(seeds)
+
+    monkeypatch.setattr(E, "final_returns", fake)
+    S.evaluate(study, spec, out, log=lambda *_: None)
+    settings = S.settings(study, spec)[S.DEFAULT_GROUP]
+    assert len(calls) == len(study["arms"]) * len(settings) == 16
+    assert all(c[0]["algo"]["random_lifetime"] is None and c[2] == 2 and c[3] == E.TEST_SEED for c in calls)
+    by_arm = dict(zip(study["arms"], [calls[i:i + len(settings)] for i in range(0, len(calls), len(settings))]))
+    for j, x in enumerate(settings):  # one setting: the same config for every arm but the evolved rule's name
+        cfgs = [{**c[j][0], "algo": {k: v for k, v in c[j][0]["algo"].items() if k != "update_rule"}}
+                for c in by_arm.values()]
+        assert all(c == cfgs[0] for c in cfgs), x
+        assert cfgs[0]["network"]["num_layers"] == (1 if x.startswith("catch") else 0)
+    np.testing.assert_array_equal(by_arm["ta_lpg"][0][1].params["gru_wx"], saved["ta_lpg"].params["gru_wx"])
+    np.testing.assert_array_equal(by_arm["lpg"][0][1].params["gru_wx"], saved["lpg"].params["gru_wx"])
+    assert by_arm["a2c"][0][1].spec["kind"] == "a2c" and by_arm["a2c"][0][1].params is None
+    ablated = by_arm["ta_lpg_no_time"][0][1]  # time inputs fixed at n/N = 0.5, N = sqrt(2 * 4)
+    want = U.without_time(saved["ta_lpg"], 0.5, np.sqrt(8.0))
+    for k in ("gru_wx", "gru_b"):
+        np.testing.assert_allclose(ablated.params[k], want.params[k], rtol=1e-6)
+    assert (out / "evals" / "ta_lpg_no_time.json").exists()
+
+
 def test_meta_eval_baselines_must_fit_the_runs_algo(tmp_path):
     from purejaxrl.meta.evaluate import _baseline
 
@@ -225,6 +272,7 @@ def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
     res = meta_eval(tmp_path / "whole", ["gridworld_small", "catch"], horizons=(0.5,), seeds=2, progress=lambda *_: None,
                     setup=load_setup("gridworld_transfer"))
     assert [(r["env"], r["objective"]) for r in res["rows"]] == [
-        (e, o) for e in ("gridworld_small", "catch") for o in ("ta_lpg (selected)", "ta_lpg (selected, no time inputs)", "a2c")]
-    assert {r["env_steps"] for r in res["rows"]} == {48}  # half of 96 in whole updates of 4 x 4 (no random lifetime)
+        (e, o) for e in ("gridworld_small", "catch") for o in ("ta_lpg (selected)", "ta_lpg (selected, time inputs fixed)", "a2c")]
+    # half of 1x in whole updates: the meta run's 96 steps of 4 x 4 on the grid world, Catch's own 32000 of 16 x 20
+    assert [r["env_steps"] for r in res["rows"]] == [48] * 3 + [16000] * 3
     assert (tmp_path / "whole" / "meta_eval.png").exists()

@@ -31,11 +31,22 @@ USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [obje
          "[baselines=clip,dpo (algo=lpg runs: a2c)] [setup=NAME] [ablation=true|false]")
 
 
-def _learned(path: Path):
+def _learned(path: Path, lpg: bool):
     """A saved ES mean: an LPG update rule (rule.json) or a PPO objective."""
     from purejaxrl import update_rules
 
-    return update_rules.load_rule(path) if (path / update_rules.SPEC_FILE).exists() else objectives.load_objective(path)
+    return update_rules.load_rule(path) if lpg else objectives.load_objective(path)
+
+
+def rule_without_time(rule, meta_cfg: dict):
+    """TA-LPG's time-input ablation for a rule meta-trained under ``meta_cfg``: the time inputs fixed
+    at the middle of the lifetimes it was trained on (its ``algo.random_lifetime``, else the run's
+    updates)."""
+    from purejaxrl import update_rules
+
+    a = meta_cfg["algo"]
+    life = a.get("random_lifetime") or [int(a["total_timesteps"]) // (int(a["num_envs"]) * int(a["num_steps"]))] * 2
+    return update_rules.without_time(rule, *update_rules.fixed_time_inputs(life))
 
 
 def _baseline(name: str, lpg: bool):
@@ -109,8 +120,8 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     cfg = load_meta_run(run_dir)
     if which is None:
         which = "selected" if (run_dir / "selected").exists() else "mean"
-    learned = _learned(run_dir / which)
     lpg = cfg["algo"]["name"] == "lpg"
+    learned = _learned(run_dir / which, lpg)
     baselines = (("a2c",) if lpg else ("clip", "dpo")) if baselines is None else baselines
     import envs as _envs
 
@@ -124,12 +135,10 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     if seeds < 1:
         raise ConfigError(f"seeds={seeds} must be >= 1")
     if lpg:
-        from purejaxrl import update_rules
-
         name = "ta_lpg" if learned.spec.get("time_aware") else "lpg"
         objs = {f"{name} ({which})": learned}
         if ablation and learned.spec.get("time_aware"):
-            objs[f"{name} ({which}, no time inputs)"] = update_rules.without_time(learned)
+            objs[f"{name} ({which}, time inputs fixed)"] = rule_without_time(learned, cfg)
     else:
         objs = {f"{learned.name} ({which})": learned}
         if ablation and learned.spec.get("kind") == "ta_lpo":

@@ -155,8 +155,12 @@ def check_configs(study: dict, spec: dict) -> None:
         mine = {"algo": {k: v for k, v in cfg["algo"].items() if k != "update_rule"},
                 "env": cfg["env"], "network": cfg["network"]}
         if inner is not None and mine != inner:
-            raise ConfigError(f"meta.{name}: its inner setup (algo, env, network) differs from the other "
-                              "objectives'; every objective is meta-trained on the same task")
+            from purejaxrl.config import first_difference
+
+            diff = first_difference(inner, mine).replace("checkpoint has", "the others have").replace(
+                "config now has", "this one has")
+            raise ConfigError(f"meta.{name}: its inner setup differs from the other objectives' ({diff}); every "
+                              "objective is meta-trained on the same task")
         inner = mine
     algo = inner["algo"]["name"]
     fits = BUILTIN_RULES if algo == "lpg" else tuple(objectives.BUILTIN)
@@ -217,10 +221,13 @@ def _objective(study: dict, arm: dict, run_dir: Path | None):
         return objectives.BUILTIN[arm["objective"]]
     if arm["objective"] in BUILTIN_RULES:
         return update_rules.make_rule(arm["objective"])
+    from purejaxrl.meta.evaluate import load_meta_run, rule_without_time
+
     src = run_dir / "selected" if (run_dir / "selected").exists() else run_dir / "mean"
-    if (src / update_rules.SPEC_FILE).exists():
+    cfg = load_meta_run(run_dir)
+    if cfg["algo"]["name"] == "lpg":
         rule = update_rules.load_rule(src)
-        return update_rules.without_time(rule) if arm.get("ablation") else rule
+        return rule_without_time(rule, cfg) if arm.get("ablation") else rule
     obj = objectives.load_objective(src)
     return objectives.without_progress(obj) if arm.get("ablation") else obj
 
