@@ -39,13 +39,18 @@ def main() -> None:
     p.add_argument("--experiment", default="meta_cartpole32")
     p.add_argument("--horizons", default="0.25,0.5,1,2,4")
     p.add_argument("--seeds", type=int, default=16)
+    p.add_argument("--envs", default=None, help="only these envs of the setup (comma-separated); their rows replace "
+                                                  "the same envs' rows of an existing results file")
     a = p.parse_args()
     cfg = compose([f"experiment={a.experiment}"], config_name="meta")
     setup = load_setup(a.setup)
     lpg = cfg["algo"]["name"] == "lpg"
     baseline, base_obj = ("a2c", update_rules.make_rule("a2c")) if lpg else ("clip", objectives.builtin("clip"))
     rows = []
+    only = a.envs.split(",") if a.envs else list(setup)
     for env, s in setup.items():
+        if env not in only:
+            continue
         env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
         algo = {**cfg["algo"], **s["algo"], **({"random_lifetime": None} if lpg else {})}
         network = {**(cfg.get("network") or {}), **s.get("network", {})}
@@ -69,6 +74,9 @@ def main() -> None:
            "platform": jax.devices()[0].platform, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"setup_{a.setup}_{out['platform']}.json"
+    if a.envs and path.exists():  # keep the other envs' rows
+        old = json.loads(path.read_text())
+        out["rows"] = [r for r in old["rows"] if r["env"] not in only] + rows
     path.write_text(json.dumps(out, indent=1))
     print(path)
 
