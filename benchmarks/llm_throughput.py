@@ -64,9 +64,6 @@ class ParityTask(Task):
         return (completions[:, 0] % 2).astype(jnp.float32)
 
 
-KEEP_HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_ARENA_MAX": "1"}
-
-
 def torch_round(malloc: str) -> dict | None:
     script = Path(__file__).resolve().parent / "reference_torch_grpo.py"
     try:
@@ -74,8 +71,8 @@ def torch_round(malloc: str) -> dict | None:
     except ImportError:
         return None
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    if malloc == "same" and os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False"):
-        env.update(KEEP_HEAP_ENV)  # what keep_heap() set in this process, through glibc's variables
+    if malloc == "same" and purejaxrl.keep_heap_enabled():
+        env.update(purejaxrl.KEEP_HEAP_MALLOC_ENV)  # what keep_heap() set in this process, through glibc's variables
     out = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True,
                          env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -129,8 +126,7 @@ def main() -> None:
         "batch": {"prompts": PROMPTS, "generations": G, "prompt_tokens": P, "new_tokens": NEW},
         "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__},
         "iteration_compile_s": compile_s,
-        "heap": {"jax": "keep_heap() " + ("on" if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False")
-                                          else "off (PUREJAXRL_KEEP_HEAP=0)"),
+        "heap": {"jax": "keep_heap() " + ("on" if purejaxrl.keep_heap_enabled() else "off (PUREJAXRL_KEEP_HEAP=0)"),
                  "pytorch": a.torch_malloc},
         "rounds": rounds,
         "target_s": 0.2,

@@ -25,8 +25,7 @@ import numpy as np
 import purejaxrl
 from purejaxrl import objectives, update_rules
 from purejaxrl.config import compose
-from purejaxrl.meta.evaluate import final_returns, load_setup
-from purejaxrl.meta.run import inner_config
+from purejaxrl.meta.evaluate import final_returns, load_setup, setting_config
 
 purejaxrl.configure_cpu_runtime()
 RESULTS = Path(__file__).resolve().parent / "results" / "meta"
@@ -51,19 +50,15 @@ def main() -> None:
     for env, s in setup.items():
         if env not in only:
             continue
-        env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-        algo = {**cfg["algo"], **s["algo"], **({"random_lifetime": None} if lpg else {})}
-        network = {**(cfg.get("network") or {}), **s.get("network", {})}
-        per_update = int(algo["num_envs"]) * int(algo["num_steps"])
         for h in (float(x) for x in a.horizons.split(",")):
-            steps = max(int(round((int(algo["total_timesteps"]) // per_update) * h)), 1) * per_update
+            inner = setting_config(cfg, s, env, h)
+            steps = inner["algo"]["total_timesteps"]
             row = {"env": env, "horizon": h, "env_steps": steps, "bounds": s["bounds"], "baseline": baseline}
-            for label, lr in ((baseline, algo["lr"]), ("untrained", 0.0)):
-                lrs = {"lr": lr, **({"y_lr": 0.0 if lr == 0 else algo["y_lr"]} if lpg else {})}
-                inner = {**inner_config(cfg), "env": env_cfg, "network": network,
-                         "algo": {**algo, "total_timesteps": steps, **lrs}}
+            for label, lr in ((baseline, inner["algo"]["lr"]), ("untrained", 0.0)):
+                lrs = {"lr": lr, **({"y_lr": 0.0 if lr == 0 else inner["algo"]["y_lr"]} if lpg else {})}
+                run_cfg = {**inner, "algo": {**inner["algo"], **lrs}}
                 t = time.perf_counter()
-                r = np.asarray(final_returns(inner, base_obj, a.seeds, seed=SWEEP_SEED))
+                r = np.asarray(final_returns(run_cfg, base_obj, a.seeds, seed=SWEEP_SEED))
                 row[label] = {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()),
                               "max": float(r.max()), "per_seed": [float(x) for x in r],
                               "seconds": round(time.perf_counter() - t, 1)}

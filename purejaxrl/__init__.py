@@ -16,6 +16,17 @@ def configure_cpu_runtime() -> None:
         jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
+# keep_heap()'s settings as glibc's environment variables (for a child process, e.g. a benchmark's reference)
+KEEP_HEAP_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_ARENA_MAX": "1"}
+
+
+def keep_heap_enabled() -> bool:
+    """False where ``PUREJAXRL_KEEP_HEAP=0`` turns :func:`keep_heap` off."""
+    import os
+
+    return os.environ.get("PUREJAXRL_KEEP_HEAP", "1") not in ("0", "false", "False")
+
+
 def keep_heap() -> None:
     """Keep freed memory in the process (glibc): no mmap for large blocks, no trimming.
 
@@ -24,15 +35,15 @@ def keep_heap() -> None:
     Keeping them made the 1M-parameter transformer's train step 15-25% faster, but not the RL
     loops, whose compiles it slowed by ~1 s (benchmarks/results/cpu_runtime_flags_cpu.json): so
     only the LLM commands call it.  The cost: the process
-    keeps its peak heap.  Like ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``;
+    keeps its peak heap.  Like ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1G MALLOC_ARENA_MAX=1``
+    (``KEEP_HEAP_MALLOC_ENV``);
     ``PUREJAXRL_KEEP_HEAP=0`` makes it a no-op, as it is where glibc is not the C library.
     ``purejaxrl llm`` (and ``purejaxrl reproduce`` on LLM studies) call this; importing does not.
     """
     import ctypes
-    import os
     import platform
 
-    if os.environ.get("PUREJAXRL_KEEP_HEAP", "1") in ("0", "false", "False"):
+    if not keep_heap_enabled():
         return
 
     if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":

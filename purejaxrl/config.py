@@ -316,16 +316,18 @@ def identity(cfg: dict) -> dict:
     return {k: cfg.get(k) for k in IDENTITY_KEYS if k != "dataset" or (cfg.get("dataset") or {}).get("path")}
 
 
-def first_difference(saved: Any, current: Any, prefix: str = "") -> str | None:
-    """Dotted path and values of the first difference between two nested configs."""
+def first_difference(saved: Any, current: Any, prefix: str = "",
+                     labels: tuple[str, str] = ("checkpoint has", "config now has")) -> str | None:
+    """Dotted path and values of the first difference between two nested configs (``labels``: how
+    the two sides are named in the message)."""
     if isinstance(saved, dict) and isinstance(current, dict):
         for k in sorted(set(saved) | set(current), key=str):
-            d = first_difference(saved.get(k, "<absent>"), current.get(k, "<absent>"), f"{prefix}{k}.")
+            d = first_difference(saved.get(k, "<absent>"), current.get(k, "<absent>"), f"{prefix}{k}.", labels)
             if d:
                 return d
         return None
     if saved != current and not (_num(saved) and _num(current) and float(saved) == float(current)):
-        return f"{prefix.rstrip('.')}: checkpoint has {saved!r}, config now has {current!r}"
+        return f"{prefix.rstrip('.')}: {labels[0]} {saved!r}, {labels[1]} {current!r}"
     return None
 
 

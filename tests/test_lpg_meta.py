@@ -276,3 +276,22 @@ def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
     # half of 1x in whole updates: the meta run's 96 steps of 4 x 4 on the grid world, Catch's own 32000 of 16 x 20
     assert [r["env_steps"] for r in res["rows"]] == [48] * 3 + [16000] * 3
     assert (tmp_path / "whole" / "meta_eval.png").exists()
+
+
+def test_setting_config_by_hand():
+    """One evaluation setting's config: the setup's entry over the meta run's, whole updates, no random lifetime."""
+    from purejaxrl.meta.evaluate import setting_config
+    from purejaxrl.meta.run import validate_meta
+
+    cfg = _meta_cfg("experiment=meta_ta_lpg_small")
+    validate_meta(cfg)
+    entry = {"algo": {"optimizer": "adam", "num_envs": 16, "num_steps": 20, "total_timesteps": 32000},
+             "network": {"num_layers": 1, "hidden_size": 64}}
+    got = setting_config(cfg, entry, "catch", 0.33)  # 100 updates x 0.33 -> 33 updates of 320 steps
+    assert got["algo"]["total_timesteps"] == 33 * 320 and got["algo"]["optimizer"] == "adam"
+    assert got["algo"]["random_lifetime"] is None and cfg["algo"]["random_lifetime"] == [10, 100]
+    assert got["env"] == {"name": "catch", "kwargs": {}}
+    assert got["network"] == {**cfg["network"], "num_layers": 1, "hidden_size": 64}
+    same = setting_config(cfg, None, cfg["env"]["name"], 0.001)  # the meta run's own env, at least one update
+    assert same["env"] == cfg["env"] and same["algo"]["total_timesteps"] == 16 * 20
+    assert same["network"] == cfg["network"] and same["algo"]["lr"] == cfg["algo"]["lr"]

@@ -31,13 +31,6 @@ USAGE = ("purejaxrl meta-eval META_RUN [env=a,b] [horizons=0.25,0.5,1,2,4] [obje
          "[baselines=clip,dpo (algo=lpg runs: a2c)] [setup=NAME] [ablation=true|false]")
 
 
-def _learned(path: Path, lpg: bool):
-    """A saved ES mean: an LPG update rule (rule.json) or a PPO objective."""
-    from purejaxrl import update_rules
-
-    return update_rules.load_rule(path) if lpg else objectives.load_objective(path)
-
-
 def rule_without_time(rule, meta_cfg: dict):
     """TA-LPG's time-input ablation for a rule meta-trained under ``meta_cfg``: the time inputs fixed
     at the middle of the lifetimes it was trained on (its ``algo.random_lifetime``, else the run's
@@ -59,6 +52,8 @@ def _baseline(name: str, lpg: bool):
     if name == "a2c":
         raise ConfigError("meta-eval: baselines=a2c is an LPG update rule; a PPO run's baselines: clip, dpo")
     return objectives.builtin(name)
+
+
 SETUP_DIR = CONF_DIR / "meta_eval"
 TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's ES or held-out stream
 
@@ -96,6 +91,23 @@ def load_meta_run(run_dir: str | Path) -> dict:
     return cfg
 
 
+def setting_config(meta_cfg: dict, entry: dict | None, env: str, horizon: float) -> dict:
+    """The training config of one evaluation setting: the meta run's inner setup, updated by the
+    setup's ``entry`` for ``env`` (its ``algo`` and ``network`` settings and 1× budget), for ``horizon``
+    × that budget in whole updates (``algo.total_timesteps``); an LPG agent lives the whole budget
+    (no random lifetime)."""
+    entry = entry or {}
+    base = inner_config(meta_cfg)
+    algo = {**meta_cfg["algo"], **entry.get("algo", {})}
+    if algo["name"] == "lpg":
+        algo["random_lifetime"] = None
+    per_update = int(algo["num_envs"]) * int(algo["num_steps"])
+    steps = max(int(round((int(algo["total_timesteps"]) // per_update) * horizon)), 1) * per_update
+    env_cfg = meta_cfg["env"] if env == meta_cfg["env"]["name"] else {"name": env, "kwargs": {}}
+    return {**base, "env": env_cfg, "algo": {**algo, "total_timesteps": steps},
+            "network": {**base["network"], **entry.get("network", {})}}
+
+
 def final_returns(cfg: dict, objective, seeds: int, seed: int = TEST_SEED) -> np.ndarray:
     """Final greedy return of PPO with ``objective`` (or of the LPG agent with ``objective`` an update
     rule) under ``cfg`` for ``seeds`` vmapped seeds."""
@@ -121,7 +133,9 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
     if which is None:
         which = "selected" if (run_dir / "selected").exists() else "mean"
     lpg = cfg["algo"]["name"] == "lpg"
-    learned = _learned(run_dir / which, lpg)
+    from purejaxrl import update_rules
+
+    learned = update_rules.load_rule(run_dir / which) if lpg else objectives.load_objective(run_dir / which)
     baselines = (("a2c",) if lpg else ("clip", "dpo")) if baselines is None else baselines
     import envs as _envs
 
@@ -144,17 +158,11 @@ def meta_eval(run_dir: str | Path, envs: list[str] | None = None, horizons=(0.25
         if ablation and learned.spec.get("kind") == "ta_lpo":
             objs[f"{learned.name} ({which}, p·x = 0)"] = objectives.without_progress(learned)
     objs.update({b: _baseline(b, lpg) for b in baselines})
-    base = inner_config(cfg)
     rows = []
     for env in envs:
-        env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-        algo_cfg = {**cfg["algo"], **(setup.get(env) or {}).get("algo", {}), **({"random_lifetime": None} if lpg else {})}
-        budget = int(algo_cfg["total_timesteps"])
-        per_update = int(algo_cfg["num_envs"]) * int(algo_cfg["num_steps"])
         for h in horizons:
-            steps = max(int(round((budget // per_update) * h)), 1) * per_update  # whole updates, as in training
-            inner = {**base, "env": env_cfg, "algo": {**algo_cfg, "total_timesteps": steps},
-                     "network": {**base["network"], **(setup.get(env) or {}).get("network", {})}}
+            inner = setting_config(cfg, setup.get(env), env, h)
+            steps = inner["algo"]["total_timesteps"]
             for label, obj in objs.items():
                 r = final_returns(inner, obj, seeds)
                 rows.append({"env": env, "horizon": h, "env_steps": steps, "objective": label,

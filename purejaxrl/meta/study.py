@@ -28,7 +28,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import yaml
 
@@ -157,8 +156,7 @@ def check_configs(study: dict, spec: dict) -> None:
         if inner is not None and mine != inner:
             from purejaxrl.config import first_difference
 
-            diff = first_difference(inner, mine).replace("checkpoint has", "the others have").replace(
-                "config now has", "this one has")
+            diff = first_difference(inner, mine, labels=("the others have", "this one has"))
             raise ConfigError(f"meta.{name}: its inner setup differs from the other objectives' ({diff}); every "
                               "objective is meta-trained on the same task")
         inner = mine
@@ -233,19 +231,15 @@ def _objective(study: dict, arm: dict, run_dir: Path | None):
 
 
 def _digest(obj) -> str:
-    """What an evaluation was made with: the objective's or rule's spec and parameters."""
-    leaves = [] if obj.params is None else [np.asarray(v).tolist() for v in jax.tree_util.tree_leaves(obj.params)]
-    paths = [] if obj.params is None else [jax.tree_util.keystr(k) for k, _ in
-                                           jax.tree_util.tree_flatten_with_path(obj.params)[0]]
-    params = None if obj.params is None else dict(zip([p.strip("[]'") for p in paths], leaves))
+    """What an evaluation was made with: the objective's or rule's spec and (flat) parameters."""
+    params = None if obj.params is None else {k: np.asarray(v).tolist() for k, v in obj.params.items()}
     return hashlib.sha1(json.dumps({"spec": obj.spec, "params": params}, sort_keys=True).encode()).hexdigest()
 
 
 def evaluate(study: dict, spec: dict, out: Path, log) -> None:
     """``evals/<arm>.json``: per setting and ES seed, the final greedy return on each test seed.
     Each (setting, ES seed) is written when done, and kept while its source is unchanged."""
-    from purejaxrl.meta.evaluate import final_returns, load_meta_run, load_setup
-    from purejaxrl.meta.run import inner_config
+    from purejaxrl.meta.evaluate import final_returns, load_meta_run, load_setup, setting_config
 
     setup = load_setup(study["eval_setup"])
     n = int(spec["seeds"])
@@ -269,14 +263,8 @@ def evaluate(study: dict, spec: dict, out: Path, log) -> None:
                 source = {"objective": digest, "setup": setup[env]}
                 if rec["results"].get(key, {}).get("source") == source:
                     continue
-                env_cfg = cfg["env"] if env == cfg["env"]["name"] else {"name": env, "kwargs": {}}
-                algo = {**cfg["algo"], **setup[env]["algo"]}
-                if algo["name"] == "lpg":  # a fresh agent lives the setting's whole budget (no random lifetime)
-                    algo["random_lifetime"] = None
-                per_update = int(algo["num_envs"]) * int(algo["num_steps"])
-                steps = max(int(round((int(algo["total_timesteps"]) // per_update) * h)), 1) * per_update
-                inner = {**inner_config(cfg), "env": env_cfg, "algo": {**algo, "total_timesteps": steps},
-                         "network": {**(cfg.get("network") or {}), **setup[env].get("network", {})}}
+                inner = setting_config(cfg, setup[env], env, h)
+                steps = inner["algo"]["total_timesteps"]
                 r = final_returns(inner, obj, n)
                 rec["results"][key] = {"returns": [float(v) for v in r], "env_steps": steps, "source": source}
                 f.write_text(json.dumps(rec, indent=1))
