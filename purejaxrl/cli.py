@@ -271,6 +271,8 @@ def llm_main(argv: list[str]) -> None:
     mode, rest = argv[0], argv[1:]
     if mode == "pref" and not any(a.split("=", 1)[0].lstrip("+~") == "loss" for a in rest):
         rest = [f"loss={PREF_DEFAULT_LOSS}", *rest]  # each mode defaults to a loss of its kind (rl: grpo)
+    if mode == "pref" and not any(a.split("=", 1)[0].lstrip("+~") == "task" for a in rest):
+        rest = ["task=sort_letters", *rest]  # and to a task it can train on (the one with graded true rewards)
     check_overrides(CONF_DIR / "llm", [f"mode={mode}", *rest])
 
     def run(cfg, run_dir, overrides):

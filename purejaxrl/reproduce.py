@@ -156,11 +156,15 @@ def study_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: claims[{i}]: {e}")
             continue
         cm = c.get("metric")
-        fits = (s["kind"] == "llm" and str(cm).startswith("test_")) or (s["kind"] == "train" and cm in TRAIN_METRICS) or (
+        fits = (s["kind"] == "llm" and str(cm).startswith(LLM_CLAIM_METRICS)) or (s["kind"] == "train" and cm in TRAIN_METRICS) or (
             s["kind"] == "meta")  # a settings group, checked with the meta fields
         if cm is not None and not fits:
-            errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_*, kind=train "
-                        f"{', '.join(TRAIN_METRICS)}")
+            errs.append(f"{where}: claims[{i}].metric={cm!r}; kind=llm takes a held-out key test_* or a whole-run "
+                        f"training count train_successes_level*, kind=train {', '.join(TRAIN_METRICS)}")
+        cb = c.get("bounds")
+        if cb is not None and not (isinstance(cb, list) and len(cb) == 2 and all(isinstance(b, (int, float)) for b in cb)
+                                   and cb[0] < cb[1]):
+            errs.append(f"{where}: claims[{i}].bounds={cb!r} must be [low, high], the claim metric's floor and ceiling")
         for a in parsed["arms"]:
             if a not in arms:
                 errs.append(f"{where}: claims[{i}] names arm {a!r}, which the study does not define; arms: {', '.join(arms)}")
@@ -685,12 +689,16 @@ def _llm_scores(out: Path, run: str, metric: str, n: int | None = None) -> dict:
         if metric not in summ:
             raise ConfigError(f"{d / f'seed{s}'}/summary.json has no {metric}; the study's metric must be a held-out key")
         res["test"].append(float(summ[metric]))
-        res["validation"].append(float(summ.get("val_" + metric[len("test_"):], np.nan)))
+        val = "val_" + metric[len("test_"):] if metric.startswith("test_") else None  # a training count has no validation
+        res["validation"].append(float(summ.get(val, np.nan)) if val else np.nan)
         res["episodes"] = int(cfg.get("eval_prompts", 0))
     return res
 
 
 # ================================================================ claims
+# what an llm claim may be computed on: a held-out summary key, or a whole-run count of sampled
+# training successes (the run's totals, every iteration counted: whether a run escaped a cold start)
+LLM_CLAIM_METRICS = ("test_", "train_successes_level")
 SIGN_TEST_SEEDS = 6  # 2^-6 < 0.025: seeds that all agree exactly are evidence only from this many
 
 
@@ -748,6 +756,14 @@ def evaluate_claim(claim: dict, scores: dict, metric: str, bounds=None) -> dict:
             "verdict": v, "note": "; ".join(notes) or None, "per_seed": r.get("per_seed")}
 
 
+def claim_bounds(study: dict, claim: dict):
+    """The floor and ceiling a claim's metric has: the claim's own ``bounds``, else the study's
+    ``metric.bounds`` when the claim is on the study's metric (they describe that metric only)."""
+    if claim.get("bounds") is not None:
+        return claim["bounds"]
+    return study["metric"].get("bounds") if claim.get("metric", study["metric"]["name"]) == study["metric"]["name"] else None
+
+
 def _informativeness(p: dict, arms: list[np.ndarray], paired: list[float] | None, bounds=None) -> str | None:
     """A computed remark when the data could not separate the arms: identical scores, or most runs
     of every arm at a bound of the metric (``metric.bounds``: a task solved by all, or by none)."""
@@ -781,7 +797,7 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
         if m not in by_metric:
             by_metric[m] = arm_scores(study, out, m)
     bounds = study["metric"].get("bounds")
-    claims = [evaluate_claim(c, by_metric[c.get("metric", metric)], c.get("metric", metric), bounds)
+    claims = [evaluate_claim(c, by_metric[c.get("metric", metric)], c.get("metric", metric), claim_bounds(study, c))
               for c in study["claims"]]
     arms = {}
     for name, sc in scores.items():
@@ -934,17 +950,36 @@ def claims_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def below_start(report: dict) -> dict:
+    """``arm -> (seeds below the start, seeds paired)``: where a study has a ``start`` arm (the model
+    every arm of a seed begins from), on how many seeds each arm ends below it."""
+    arms = report["arms"]
+    if "start" not in arms:
+        return {}
+    st = dict(zip(arms["start"]["seeds"], arms["start"]["test"]))
+    out = {}
+    for name, a in arms.items():
+        if name != "start":
+            pairs = [(v, st[s_]) for s_, v in zip(a["seeds"], a["test"]) if s_ in st]
+            out[name] = (sum(v < b for v, b in pairs), len(pairs))
+    return out
+
+
 def arms_table(report: dict) -> str:
     m = report["metric"]["name"]
     unit = "prompts" if report.get("kind") == "llm" else "episodes"
-    lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |", "|---|---|---|---|---|"]
+    below = below_start(report)
+    extra = " below `start` (seeds) |" if below else ""
+    lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |{extra}",
+             "|---|---|---|---|---|" + ("---|" if below else "")]
     for name, a in report["arms"].items():
         label = name + (f" → {a['chosen']} (on validation{'; at the edge of its grid' if a.get('chosen_at_edge') else ''})"
                         if a.get("chosen") else "")
         nd = _digits(*a["test"])
         per = ", ".join(_fmt(v, nd) for v in a["test"])
+        col = (f" {below[name][0]} of {below[name][1]} |" if name in below else " – |") if below else ""
         lines.append(f"| {label} | {_est(a['mean'], a['mean_ci'])} | {_est(a['iqm'], a['iqm_ci'])} | {per} "
-                     f"| {a['episodes_per_seed']} |")
+                     f"| {a['episodes_per_seed']} |{col}")
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,8 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_seed_and_metric(tmp_pa
 @pytest.mark.slow
 def test_a_resume_with_a_trajectory_setting_changed_is_refused(tmp_path):
     run_llm({**PREF, "iterations": 2}, tmp_path / "r")
-    for k, v in (("lr", 3e-3), ("max_grad_norm", 0.5), ("weight_decay", 0.1)):
+    for k, v in (("lr", 3e-3), ("max_grad_norm", 0.5), ("weight_decay", 0.1), ("noise", "flip:0.1"),
+                 ("num_candidates", 3), ("dataset_size", 32)):
         with pytest.raises(ConfigError, match=k):
             run_llm({**PREF, "iterations": 4, "resume": True, k: v}, tmp_path / "r")
     run_llm({**PREF, "iterations": 4, "resume": True}, tmp_path / "r")  # the same settings, a longer run: resumes
@@ -70,7 +71,61 @@ def test_each_llm_mode_defaults_to_a_loss_of_its_kind(monkeypatch):
     cli.llm_main(["pref", "task=sort_letters"])
     validate_llm(_compose_llm(seen["o"]))  # the bare command of a new user composes and validates
     assert _compose_llm(seen["o"])["loss"]["name"] == "dpo"
+    cli.llm_main(["pref"])  # truly bare: a task it can train on, too
+    validate_llm(_compose_llm(seen["o"]))
+    assert _compose_llm(seen["o"])["task"]["name"] == "sort_letters"
     cli.llm_main(["pref", "task=sort_letters", "loss=adpo_pair"])
     assert _compose_llm(seen["o"])["loss"]["name"] == "adpo_pair"
     cli.llm_main(["rl", "task=addition"])
     assert _compose_llm(seen["o"])["loss"]["name"] == "grpo"
+
+
+def test_garl_and_paft_refuse_filtered_sampling():
+    from purejaxrl.reproduce import _compose_llm
+
+    for loss in ("garl", "paft"):
+        for k, v in (("top_k", 4), ("top_p", 0.9), ("min_p", 0.05)):
+            cfg = _compose_llm(["mode=rl", f"loss={loss}", f"{k}={v}"])
+            with pytest.raises(ConfigError, match=f"loss={loss} with {k}={v}.*no importance ratio"):
+                validate_llm(cfg)
+        validate_llm(_compose_llm(["mode=rl", f"loss={loss}"]))
+    validate_llm(_compose_llm(["mode=rl", "loss=grpo", "top_p=0.9"]))  # the clipped losses sample filtered, as TRL
+
+
+def test_a_resume_with_a_sampling_or_reward_setting_changed_is_refused(tmp_path):
+    """The newer trajectory settings are part of the identity too (checked before any compile)."""
+    from purejaxrl.reproduce import _compose_llm
+
+    cfg = {**_compose_llm(["mode=rl", "task=addition", "model=tiny", "iterations=1", "num_prompts=2",
+                           "num_generations=2", "eval_prompts=4", "eval_every=1", "checkpoint_every=1"]),
+           "progress": False, "compilation_cache": False}
+    run_llm(cfg, tmp_path / "r")
+    for k, v in (("top_p", 0.9), ("min_p", 0.1), ("steps_per_generation", 2), ("temperature", 0.7),
+                 ("reward_weights", [2.0]), ("mask_truncated_completions", True)):
+        with pytest.raises(ConfigError, match=k):
+            run_llm({**cfg, "iterations": 2, "resume": True, k: v}, tmp_path / "r")
+
+
+_NAN_GRAD_LOSS = "nan_gradient_test_loss"
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_stops_the_run(tmp_path):
+    """sqrt at 0 has a finite value and an infinite derivative: the loss is 0, the gradient NaN.
+    Before the gradient norm was checked the run went on with NaN parameters and saved them."""
+    import jax.numpy as jnp
+
+    from purejaxrl.llm import rl_losses as R
+    from purejaxrl.reproduce import _compose_llm
+
+    @R.register(_NAN_GRAD_LOSS)
+    def _loss(x, hp, opts):
+        return jnp.sqrt(0.0 * x["seq_logp"].sum()), {}
+
+    try:
+        cfg = {**_compose_llm(["mode=rl", "task=addition", "model=tiny", "iterations=3", "num_prompts=2",
+                               "num_generations=2", "eval_prompts=4", "eval_every=1", "checkpoint_every=1"]),
+               "progress": False, "compilation_cache": False, "loss": {"name": _NAN_GRAD_LOSS}}
+        with pytest.raises(TrainingDiverged, match=r"seed 0\).*grad_norm is not finite at iteration 1; no checkpoint"):
+            run_llm(cfg, tmp_path / "g")
+    finally:
+        R.REGISTRY.pop(_NAN_GRAD_LOSS, None)

@@ -381,3 +381,29 @@ def test_a_finished_meta_run_is_continued_when_the_tier_asks_for_more_generation
     assert summary["generations"] == 3 and summary["completed"]
     with pytest.raises(ConfigError, match="es.generations: the run has 3, the study asks for 2"):
         meta_study.run(study, spec, out, logs.append)
+
+
+def test_below_start_counts_the_seeds_an_arm_ends_under_its_start():
+    from purejaxrl.reproduce import arms_table, below_start
+
+    arm = lambda seeds, test: {"seeds": seeds, "test": test, "mean": 0.0, "mean_ci": [0, 0], "iqm": 0.0,  # noqa: E731
+                               "iqm_ci": [0, 0], "episodes_per_seed": 10}
+    report = {"metric": {"name": "test_x"}, "kind": "llm",
+              "arms": {"start": arm([0, 1, 2], [0.5, 0.6, 0.7]), "a": arm([0, 1, 2], [0.4, 0.7, 0.7]),
+                       "b": arm([1, 2], [0.1, 0.1])}}
+    assert below_start(report) == {"a": (1, 3), "b": (2, 2)}  # a tie is not below
+    assert "| 1 of 3 |" in arms_table(report) and "below `start`" in arms_table(report)
+    del report["arms"]["start"]
+    assert below_start(report) == {} and "below" not in arms_table(report)
+
+
+def test_a_claim_on_another_metric_gets_its_own_bounds_not_the_studys():
+    """The study's metric.bounds describe its metric: a claim on a whole-run count must not be called
+    'at the ceiling' of a [0, 1] pass rate."""
+    from purejaxrl.reproduce import claim_bounds
+
+    study = {"metric": {"name": "test_pass_at_1", "bounds": [0, 1]}}
+    assert claim_bounds(study, {"claim": "effect(a, b) > 0"}) == [0, 1]
+    assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "test_pass_at_1"}) == [0, 1]
+    assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "train_successes_level3"}) is None
+    assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "train_successes_level3", "bounds": [0, 9]}) == [0, 9]

@@ -41,21 +41,27 @@ class RLLoss:
     options: dict = field(default_factory=dict)  # static option -> tuple of allowed values, or int (a size >= 0)
     likelihood: bool = False  # accepts likelihood rewards (its gradient weighting is defined)
     defaults: dict = field(default_factory=dict)  # static options' values when the config does not set them
+    extra_needs: Callable | None = None  # opts -> further needs that depend on the static options
 
     def resolve(self, opts: dict | None) -> dict:
         return {**self.defaults, **(opts or {})}
+
+    def needs_for(self, opts: dict | None) -> frozenset:
+        """What the iteration must provide for this loss with these static options."""
+        return self.needs | frozenset(self.extra_needs(self.resolve(opts)) if self.extra_needs else ())
 
 
 REGISTRY: dict[str, RLLoss] = {}
 
 
-def register(name: str, *, needs=(), options=None, likelihood=False, defaults=None):
+def register(name: str, *, needs=(), options=None, likelihood=False, defaults=None, extra_needs=None):
     unknown = set(needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"loss {name}: unknown needs {sorted(unknown)}; valid: {', '.join(NEEDS)}")
 
     def deco(fn):
-        REGISTRY[name] = RLLoss(name, fn, frozenset(needs), dict(options or {}), likelihood, dict(defaults or {}))
+        REGISTRY[name] = RLLoss(name, fn, frozenset(needs), dict(options or {}), likelihood, dict(defaults or {}),
+                                extra_needs)
         return fn
 
     return deco
@@ -185,6 +191,29 @@ def paft(x, hp, opts):
 def rover(x, hp, opts):
     return L.rover_loss(x["logits"], x["old_logits"], x["completions"], x["mask"], x["rewards"], x["G"],
                         rho=hp.get("rho", 1.0)), {}
+
+
+# ---------------------------------------------------------------- learned objectives (purejaxrl.llm.learned)
+LEARNED_STRUCTURE = ("path", "init", "hidden", "temporal", "q", "p_floor")  # loss=learned settings that are not traced
+
+
+@register("learned", needs=PG_NEEDS, extra_needs=lambda o: ("old_logits",) if o.get("kind") == "drift" else ())
+def learned(x, hp, opts):
+    """A learned objective, its parameters ``hp["learned"]``, its structure ``opts``
+    (:func:`learned.options`): the ``weight`` family's advantages in GRPO's clipped surrogate, or the
+    ``drift`` family's ``−(ρ·Â − D_φ)`` per token."""
+    from purejaxrl.llm import learned as LN
+
+    params = hp["learned"]
+    if opts["kind"] == "weight":
+        w = LN.group_weight(params, opts, x["rewards"], x["G"], x["progress"])
+        adv = w * LN.baseline_advantages(x["rewards"], x["G"], opts["baseline"])
+        loss, aux = policy_gradient(x, hp, {"loss_type": opts["loss_type"]}, adv)
+        return loss, {**aux, "learned_weight": w.mean()}
+    adv = L.group_advantages(x["rewards"], x["G"], "group")
+    loss, drift = LN.drift_token_loss(params, opts, x["logp"], x["old_logp"], x["mask"], adv, hp.get("epsilon", 0.2),
+                                      x["progress"], opts["loss_type"], x["L_max"])
+    return loss, {"drift": drift}
 
 
 def split_config(loss_cfg: dict) -> tuple[dict, dict]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -15,7 +17,8 @@ import optax
 
 from purejaxrl import evalkeys
 from purejaxrl.checkpoint import Checkpointer
-from purejaxrl.config import CONF_DIR, _load_yaml, _type_error, dump_yaml, raise_errors, resume_errors
+from purejaxrl.config import CONF_DIR, ConfigError, _load_yaml, _type_error, dump_yaml, raise_errors, resume_errors
+from purejaxrl.llm import learned as LN
 from purejaxrl.llm import losses as L
 from purejaxrl.llm import rl_losses as R
 from purejaxrl.llm import trainer as T
@@ -56,7 +59,8 @@ def with_later_defaults(cfg: dict) -> dict:
 
 
 LENGTH_DEPENDENT = ("epo",)  # losses whose schedule reads i / iterations: their iterations are part of the identity
-MUST_BE_FINITE = ("loss",)  # a non-finite loss stops the run (the last checkpoint is kept)
+MUST_BE_FINITE = ("loss", "grad_norm")  # a non-finite loss or gradient stops the run before the update is kept
+# (the last checkpoint is kept)
 
 
 LLM_CONF = CONF_DIR / "llm"
@@ -145,6 +149,8 @@ def validate_llm(cfg: dict) -> None:
     if isinstance(loss, str) and loss_file.exists():
         loss_keys = _load_yaml(loss_file)
         static = set(R.REGISTRY[loss].options) if loss in R.REGISTRY else {"loss_type", "pairs"} if loss == "dpo" else set()
+        if loss == "learned":
+            static |= set(R.LEARNED_STRUCTURE)
         for k, v in loss_cfg.items():
             if k not in loss_keys:
                 errs.append(f"loss.{k} is not a {loss} setting; valid: {', '.join(sorted(loss_keys))}")
@@ -159,6 +165,8 @@ def validate_llm(cfg: dict) -> None:
                         "all (every candidate pair, ties left out)")
         if not any(e.startswith("loss.") for e in errs):
             errs += _loss_value_errors(loss, loss_cfg)
+        if loss == "learned" and not any(e.startswith("loss.") for e in errs):
+            errs += _learned_errors(cfg)
     if cfg.get("mode") == "rl" and loss in ("garl", "paft") and cfg.get("num_iterations", 1) > 1:
         errs.append(f"loss={loss} with num_iterations={cfg['num_iterations']}: its loss has no importance ratio, so every "
                     "step after the first would be off-policy without correction; use num_iterations=1")
@@ -168,6 +176,12 @@ def validate_llm(cfg: dict) -> None:
                     f"{cfg.get('gradient_accumulation_steps', 1)}: several optimiser steps per generated batch, and its "
                     "loss has no importance ratio, so every step after the first would be off-policy without correction; "
                     "use steps_per_generation = gradient_accumulation_steps (or null)")
+    filtered = [f"{k}={cfg[k]}" for k, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0))
+                if cfg.get(k) is not None and cfg[k] != off]
+    if cfg.get("mode") == "rl" and loss in ("garl", "paft") and filtered:
+        errs.append(f"loss={loss} with {' '.join(filtered)}: completions would come from the filtered distribution while "
+                    "its P̂ and log-likelihoods are the unfiltered policy's, and its loss has no importance ratio to correct "
+                    "that; sample unfiltered (top_k=0 top_p=1.0 min_p=0.0)")
     if cfg.get("mode") == "rl" and cfg.get("num_generations", 2) < 2:
         errs.append(f"num_generations={cfg['num_generations']} must be >= 2: every RL loss compares a prompt's completions")
     m = cfg.get("model") or {}
@@ -240,8 +254,46 @@ def _reward_func_errors(cfg: dict) -> list[str]:
     return errs
 
 
+def _learned_errors(cfg: dict) -> list[str]:
+    """``loss=learned``: its structure from ``loss.path`` or from ``loss.init`` (not both), readable
+    files, and a drift only where it can act (more than one optimiser step per generated batch)."""
+    c = cfg["loss"]
+    errs = []
+    structure = [k for k in ("init", "hidden", "temporal", "q", "p_floor") if c.get(k) is not None]
+    if c.get("path") is not None:
+        if not isinstance(c["path"], str):
+            return [f"loss.path={c['path']!r} must be a directory"]
+        if structure:
+            errs.append(f"loss.path={c['path']} holds the objective's structure; leave {', '.join('loss.' + k for k in structure)} "
+                        "unset (they describe an objective built from loss.init)")
+        try:
+            spec, _ = LN.load(c["path"], 1)
+        except ConfigError as e:
+            return errs + [str(e)]
+    else:
+        inits = [i for v in LN.INITS.values() for i in v]
+        if c.get("init") is not None and c["init"] not in inits:
+            return [f"loss.init={c['init']!r}; valid: {', '.join(inits)} (or loss.path=DIR of a saved objective)"]
+        if c.get("hidden") is not None and (not isinstance(c["hidden"], int) or isinstance(c["hidden"], bool)
+                                            or c["hidden"] < 1):
+            errs.append(f"loss.hidden={c['hidden']!r} must be an integer >= 1")
+        if c.get("temporal") is not None and not isinstance(c["temporal"], bool):
+            errs.append(f"loss.temporal={c['temporal']!r} must be true or false")
+        if errs:
+            return errs
+        spec = LN.make_spec(c.get("init") or "dr_grpo")
+    steps = cfg.get("num_iterations", 1) * max(1, (cfg.get("steps_per_generation") or 1) //
+                                                 max(1, cfg.get("gradient_accumulation_steps", 1)))
+    if spec["kind"] == "drift" and steps < 2:
+        errs.append("loss=learned with a drift objective and one optimiser step per generated batch: the drift is 0 at "
+                    "ratio 1, so it would train as GRPO; set num_iterations >= 2 (or steps_per_generation above "
+                    "gradient_accumulation_steps)")
+    return errs
+
+
 def _loss_value_errors(loss: str, c: dict) -> list[str]:
     """Ranges of the loss settings (a wrong value must not reach the compiled code as a NaN)."""
+    c = {k: v for k, v in c.items() if v is not None}  # unset (null) settings take their defaults
     errs = []
     for k in ("beta", "epsilon", "epsilon_high", "entropy_coef", "smooth_coef", "early_smooth_coef", "sharpness", "rho",
               "kappa_low"):
@@ -316,6 +368,106 @@ def with_defaults(cfg: dict) -> dict:
     return out
 
 
+@dataclass
+class Program:
+    """What one llm run compiles: ``init_state(params)`` (the run's state around its starting model),
+    ``fn(state, key, i, hp) -> (state, metrics)`` (one iteration), the traced hyperparameters ``hp`` (a
+    learned objective's parameters under ``hp["learned"]``), the sampled tokens per iteration and,
+    for ``loss=learned``, the objective's structure."""
+
+    init_state: Callable
+    fn: Callable
+    hp: dict
+    tokens_per_iteration: int
+    learned_spec: dict | None = None
+
+
+def build_program(cfg: dict, task, train_task, mcfg: ModelConfig, key: jax.Array) -> Program:
+    """The iteration of ``cfg``'s mode and loss (``key``: the run's, from its seed; a learned objective
+    built from ``loss.init`` draws its learned layer from it)."""
+    mode, loss_cfg = cfg["mode"], dict(cfg.get("loss") or {})
+    lr = cfg["lr"]
+    clip = optax.clip_by_global_norm(cfg["max_grad_norm"]) if cfg.get("max_grad_norm") else optax.identity()
+    opt = optax.chain(clip, optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
+    learned_params, spec = None, None
+    if mode == "rl" and loss_cfg["name"] == "learned":  # structure static, parameters traced (hp["learned"])
+        spec, learned_params = LN.from_config(loss_cfg, task.max_new, jax.random.fold_in(key, 10**6))
+        loss_opts = LN.options(spec)
+        hp = {k: v for k, v in loss_cfg.items() if k not in R.LEARNED_STRUCTURE and k != "name" and v is not None}
+    elif mode == "rl":
+        hp, loss_opts = R.split_config(loss_cfg)
+    else:
+        loss_opts = {k: v for k, v in loss_cfg.items() if k in ("loss_type", "pairs")}
+        hp = {k: v for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    hp = {k: jnp.float32(v) for k, v in hp.items()}
+    if learned_params is not None:
+        hp["learned"] = learned_params
+    extra_state = {}
+
+    if mode == "sft":
+        step = T.make_sft_step(train_task, mcfg, cfg["batch_size"], opt, cfg.get("sft_target", "reference"))
+        fn = lambda s, k, i, hp: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
+        tokens_per_it = 0
+    elif mode == "rl":
+        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"],
+                                cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
+                                cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2),
+                                loss_options=tuple(sorted(loss_opts.items())),
+                                policy_gradient=cfg.get("policy_gradient", True), data_seed=data_seed(cfg),
+                                top_p=float(cfg.get("top_p", 1.0)), min_p=float(cfg.get("min_p", 0.0)),
+                                mask_truncated_completions=bool(cfg.get("mask_truncated_completions", False)),
+                                steps_per_generation=cfg.get("steps_per_generation") or 0,
+                                gradient_accumulation_steps=cfg.get("gradient_accumulation_steps", 1),
+                                reward_funcs=tuple(cfg.get("reward_funcs") or ("verifier",)),
+                                reward_weights=tuple(float(w) for w in (cfg.get("reward_weights") or ())))
+        if settings.curriculum_pool:
+            extra_state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
+        it = T.make_rl_iteration(train_task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
+
+        def fn(s, k, i, hp):
+            p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"),
+                                progress=i / cfg["iterations"])
+            re = s["running_entropy"]
+            if "entropy" in m:  # the first measurement starts the running mean; an iteration without one leaves it
+                re = jnp.where(jnp.isnan(m["entropy"]), re,
+                               jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"]))
+            out = {**s, "params": p, "opt_state": o, "running_entropy": re}
+            if p_hat is not None:
+                out["p_hat"] = p_hat
+            return out, m
+
+        tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
+    elif loss_cfg["name"] == "nash_mp":
+        step = T.make_nash_mp_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+                                   pref_temperature=cfg.get("pref_temperature", 0.1))
+        extra_state["anchor_params"] = extra_state["opponent_params"] = None  # π_k, then the midpoint: copies of params
+
+        def fn(s, k, i, hp):
+            out = step(s["params"], s["opt_state"], s["ref_params"], s["anchor_params"], s["opponent_params"], k, hp)
+            return _wrap(out, s)
+
+        tokens_per_it = 2 * cfg["batch_size"] * cfg["num_candidates"] * task.max_new
+    elif loss_cfg["name"] == "sppo":
+        step = T.make_sppo_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
+                                pref_temperature=cfg.get("pref_temperature", 0.1))
+        fn = lambda s, k, i, hp: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+        tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
+    else:
+        step = T.make_pref_step(train_task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
+                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, data_seed(cfg))
+        fn = lambda s, k, i, hp: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
+        tokens_per_it = 0
+
+    def init_state(params):
+        state = {"params": params, "opt_state": opt.init(params), "ref_params": jax.tree.map(jnp.copy, params),
+                 "running_entropy": jnp.float32(jnp.nan)}  # ref_params: a separate buffer (the state is donated)
+        for k, v in extra_state.items():
+            state[k] = jax.tree.map(jnp.copy, params) if v is None else v
+        return state
+
+    return Program(init_state, fn, hp, tokens_per_it, spec)
+
+
 def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None = None,
             overrides: list[str] | None = None) -> dict:
     from purejaxrl.experiment import prepare_run
@@ -334,73 +486,9 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     params = init_params(jax.random.fold_in(key, 0), mcfg)
     if cfg.get("init_from"):
         params = _load_params(cfg["init_from"], params)
-    ref_params = jax.tree.map(jnp.copy, params)  # a separate buffer: the state is donated
-    lr = cfg["lr"]
-    clip = optax.clip_by_global_norm(cfg["max_grad_norm"]) if cfg.get("max_grad_norm") else optax.identity()
-    opt = optax.chain(clip, optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
-    opt_state = opt.init(params)
-    if mode == "rl":
-        hp, loss_opts = R.split_config(loss_cfg)
-    else:
-        loss_opts = {k: v for k, v in loss_cfg.items() if k in ("loss_type", "pairs")}
-        hp = {k: v for k, v in loss_cfg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    hp = {k: jnp.float32(v) for k, v in hp.items()}
-    state = {"params": params, "opt_state": opt_state, "ref_params": ref_params, "running_entropy": jnp.float32(jnp.nan)}
-
-    if mode == "sft":
-        step = T.make_sft_step(train_task, mcfg, cfg["batch_size"], opt, cfg.get("sft_target", "reference"))
-        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], k, hp), s)  # noqa: E731
-        tokens_per_it = 0
-    elif mode == "rl":
-        settings = T.RLSettings(cfg["num_prompts"], cfg["num_generations"], cfg["num_iterations"], cfg["temperature"],
-                                cfg["top_k"], loss_cfg["name"], cfg.get("reward", "binary"),
-                                cfg.get("curriculum_pool", 0), cfg.get("curriculum_sigma", 0.2),
-                                loss_options=tuple(sorted(loss_opts.items())),
-                                policy_gradient=cfg.get("policy_gradient", True), data_seed=data_seed(cfg),
-                                top_p=float(cfg.get("top_p", 1.0)), min_p=float(cfg.get("min_p", 0.0)),
-                                mask_truncated_completions=bool(cfg.get("mask_truncated_completions", False)),
-                                steps_per_generation=cfg.get("steps_per_generation") or 0,
-                                gradient_accumulation_steps=cfg.get("gradient_accumulation_steps", 1),
-                                reward_funcs=tuple(cfg.get("reward_funcs") or ("verifier",)),
-                                reward_weights=tuple(float(w) for w in (cfg.get("reward_weights") or ())))
-        if settings.curriculum_pool:
-            state["p_hat"] = jnp.full((settings.curriculum_pool,), 0.5)
-        it = T.make_rl_iteration(train_task, mcfg, settings, {"use_ref": loss_cfg.get("beta", 0.0) > 0}, opt)
-
-        def fn(s, k, i):
-            p, o, m, p_hat = it(s["params"], s["opt_state"], s["ref_params"], k, hp, s["running_entropy"], s.get("p_hat"),
-                                progress=i / cfg["iterations"])
-            re = s["running_entropy"]
-            if "entropy" in m:  # the first measurement starts the running mean; an iteration without one leaves it
-                re = jnp.where(jnp.isnan(m["entropy"]), re,
-                               jnp.where(jnp.isnan(re), m["entropy"], 0.9 * re + 0.1 * m["entropy"]))
-            out = {**s, "params": p, "opt_state": o, "running_entropy": re}
-            if p_hat is not None:
-                out["p_hat"] = p_hat
-            return out, m
-
-        tokens_per_it = cfg["num_prompts"] * cfg["num_generations"] * task.max_new
-    elif loss_cfg["name"] == "nash_mp":
-        step = T.make_nash_mp_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
-                                   pref_temperature=cfg.get("pref_temperature", 0.1))
-        state["anchor_params"] = jax.tree.map(jnp.copy, params)  # π_k
-        state["opponent_params"] = jax.tree.map(jnp.copy, params)  # π_k, then the midpoint
-
-        def fn(s, k, i):
-            out = step(s["params"], s["opt_state"], s["ref_params"], s["anchor_params"], s["opponent_params"], k, hp)
-            return _wrap(out, s)
-
-        tokens_per_it = 2 * cfg["batch_size"] * cfg["num_candidates"] * task.max_new
-    elif loss_cfg["name"] == "sppo":
-        step = T.make_sppo_step(train_task, mcfg, cfg["batch_size"], cfg["num_candidates"], opt,
-                                pref_temperature=cfg.get("pref_temperature", 0.1))
-        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
-        tokens_per_it = cfg["batch_size"] * cfg["num_candidates"] * task.max_new
-    else:
-        step = T.make_pref_step(train_task, mcfg, loss_cfg["name"], cfg["batch_size"], cfg["num_candidates"],
-                                T.parse_noise(cfg["noise"]), cfg["dataset_size"], opt, loss_opts, data_seed(cfg))
-        fn = lambda s, k, i: _wrap(step(s["params"], s["opt_state"], s["ref_params"], k, hp), s)  # noqa: E731
-        tokens_per_it = 0
+    prog = build_program(cfg, task, train_task, mcfg, key)
+    state, fn, hp, tokens_per_it = prog.init_state(params), prog.fn, prog.hp, prog.tokens_per_iteration
+    spec, learned_params = prog.learned_spec, hp.get("learned")
 
     # held-out prompts drawn per seed (shared by every loss on it), in three draws: the tests during
     # training (progress, logged as eval_*), test (the summary's test_*) and validation (val_*, for choosing)
@@ -414,6 +502,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     if isinstance(identity.get("loss"), dict):
         identity["loss"] = {k: v for k, v in identity["loss"].items()
                             if not (k in LATER_LOSS_DEFAULTS and v == LATER_LOSS_DEFAULTS[k])}
+    if learned_params is not None:  # the parameters themselves (a resume with another file at loss.path is refused)
+        identity["learned_objective"] = {**spec, "params_sha256": LN.digest(learned_params)}
     if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT:
         identity["iterations"] = cfg["iterations"]
     start = 0
@@ -433,6 +523,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
         dump_yaml(cfg, run_dir / "config.yaml")
         if overrides is not None:
             dump_yaml(overrides, run_dir / "overrides.yaml")
+        if learned_params is not None:  # the objective this run trains with, loadable with loss.path
+            LN.save(spec, learned_params, run_dir / "objective")
     logger = (MetricsLogger(run_dir, one_run, {"log_every": cfg["log_every"]}, resume_update=start) if main
               else NullLogger(one_run))
     trace = Trace(run_dir / "trace.csv", start) if main and mode == "rl" else None
@@ -440,7 +532,8 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     t0 = time.perf_counter()
     out = {"out_shardings": place.replicated} if mesh is not None else {}
     rep = place.replicate
-    step_c = jax.jit(fn, donate_argnums=0, **out).lower(state, rep(key), rep(jnp.int32(0))).compile()
+    hp = rep(hp)
+    step_c = jax.jit(fn, donate_argnums=0, **out).lower(state, rep(key), rep(jnp.int32(0)), hp).compile()
     compile_s = time.perf_counter() - t0
     iters, total = cfg["iterations"], 0.0
     last_eval: dict = {}
@@ -453,7 +546,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
     try:
         for i in range(start, iters):
             t = time.perf_counter()
-            state, m = step_c(state, rep(jax.random.fold_in(key, i + 1)), rep(jnp.int32(i)))
+            state, m = step_c(state, rep(jax.random.fold_in(key, i + 1)), rep(jnp.int32(i)), hp)
             m = place.to_host(m)
             bad = [k for k in MUST_BE_FINITE if k in m and not np.isfinite(float(m[k]))]
             if bad:  # nothing of this iteration is logged or saved

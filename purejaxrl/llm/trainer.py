@@ -124,7 +124,7 @@ def rl_loss(name: str, hp: dict, G: int, L_max: int, temperature: float = 1.0, o
              "rewards": d["rewards"], "verifier_rewards": d.get("verifier_rewards", d["rewards"]),
              "completions": d["comps"], "G": G, "L_max": L_max,
              "progress": d.get("progress", 0.0), "policy_gradient": policy_gradient,
-             **{k: d[k] for k in entry.needs if k in d}}
+             **{k: d[k] for k in entry.needs_for(opts) if k in d}}
         if "old_logits" in x:  # the sampling distribution, like the current logits
             x["old_logits"] = x["old_logits"] / temperature
         if "answer_mask" in d:  # likelihood reward: differentiable, its own gradient term (weighted by the loss)
@@ -281,14 +281,14 @@ def make_rl_iteration(task: Task, cfg: ModelConfig, settings: RLSettings, hp_sta
         if settings.mask_truncated_completions:  # a completion that never ended takes no part in the loss
             d["mask"] = d["mask"] & ended[:, None]
         Tmp = settings.temperature
-        needs = entry.needs
+        needs = entry.needs_for(opts)
         if "old_logits" in needs:
             d["old_logits"] = jax.lax.stop_gradient(_group_logits(params, cfg, d))
         if "old_logp" in needs:
-            if unfiltered:  # the sampler's log-probs are then those of logits / T: no extra forward
-                d["old_logp"] = samp_logp
-            elif "old_logits" in d:
+            if "old_logits" in d:  # the training forward's (a learned drift needs ρ = 1 exactly on the first step)
                 d["old_logp"] = policy_logp(d["old_logits"], comps, Tmp)
+            elif unfiltered:  # the sampler's log-probs are then those of logits / T: no extra forward
+                d["old_logp"] = samp_logp
             else:
                 d["old_logp"] = jax.lax.stop_gradient(policy_logp(_group_logits(params, cfg, d), comps, Tmp))
         if "ref_logp" in needs and hp_static.get("use_ref"):
@@ -379,7 +379,7 @@ def make_sft_step(task: Task, cfg: ModelConfig, batch_size: int, optimizer, targ
 
         loss, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, {"loss": loss}
+        return optax.apply_updates(params, upd), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(g)}
 
     return step
 
@@ -511,7 +511,8 @@ def make_pref_step(task, cfg: ModelConfig, loss: str, batch_size: int, num_candi
 
         lval, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "data_true_reward": true.mean()}
+        metrics = {"loss": lval, "grad_norm": optax.tree.norm(g), "data_true_reward": true.mean()}
+        return optax.apply_updates(params, upd), opt_state, metrics
 
     return step
 
@@ -548,7 +549,8 @@ def make_sppo_step(task, cfg: ModelConfig, batch_size: int, num_candidates: int,
 
         lval, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "sample_true_reward": true.mean()}
+        metrics = {"loss": lval, "grad_norm": optax.tree.norm(g), "sample_true_reward": true.mean()}
+        return optax.apply_updates(params, upd), opt_state, metrics
 
     return step
 
@@ -576,6 +578,7 @@ def make_nash_mp_step(task, cfg: ModelConfig, batch_size: int, num_candidates: i
         loss_fn = lambda p: L.nash_mp_loss(seq_lp(p), anchor_lp, ref_lp, win, hp["beta"], hp["eta"])  # noqa: E731
         lval, g = jax.value_and_grad(loss_fn)(params)
         upd, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, {"loss": lval, "sample_true_reward": true.mean()}
+        metrics = {"loss": lval, "grad_norm": optax.tree.norm(g), "sample_true_reward": true.mean()}
+        return optax.apply_updates(params, upd), opt_state, metrics
 
     return step
