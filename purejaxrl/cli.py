@@ -28,10 +28,11 @@ commands:
   reproduce STUDY [--tier smoke|cpu|gpu] [--seeds N] [--out DIR] [--reuse]
                               a paper's claims as verdicts with 95% CIs, computed from the runs, e.g.
                               purejaxrl reproduce pqn_cartpole --tier smoke;  purejaxrl reproduce --list
-  llm {sft,rl,pref} [overrides]  token-level LLM post-training on small transformers, e.g.
+  llm {sft,rl,pref,meta} [overrides]  token-level LLM post-training on small transformers, e.g.
                               purejaxrl llm sft task=addition
                               purejaxrl llm rl task=combination_lock loss=garl loss.q=0.75
                               purejaxrl llm pref task=sort_letters loss=adpo_list noise=flip:0.2
+                              purejaxrl llm meta loss.init=garl   (ES over a learned objective)
 """
 
 
@@ -260,15 +261,35 @@ def meta_main(argv: list[str]) -> None:
 PREF_DEFAULT_LOSS = "dpo"
 
 
+def llm_meta_main(argv: list[str]) -> None:
+    """``purejaxrl llm meta [overrides]``: ES over a learned LLM objective (``conf/llm/meta.yaml``)."""
+    check_overrides(CONF_DIR / "llm", argv, "meta")
+
+    def run(cfg, run_dir, overrides):
+        from purejaxrl.llm.meta import run_llm_meta, validate_llm_meta
+
+        validate_llm_meta(cfg)
+        return run_llm_meta(cfg, run_dir, overrides=overrides)
+
+    def report(summary, run_dir):
+        print(f"llm meta {summary['objective']} on {summary['task']}: held-out {summary['fitness']} of the selected mean "
+              f"{summary['selected_heldout_fitness']}; {summary['seconds_per_generation']:.1f} s/generation; results in {run_dir}")
+        return summary["selected_heldout_fitness"]
+
+    _hydra_entry(CONF_DIR / "llm", argv, run, report, config_name="meta")
+
+
 def llm_main(argv: list[str]) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    if not argv or argv[0] not in ("sft", "rl", "pref"):
+    if not argv or argv[0] not in ("sft", "rl", "pref", "meta"):
         got = f"mode {argv[0]!r} is unknown" if argv else "a mode is needed"
-        raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref [overrides], "
+        raise ConfigError(f"purejaxrl llm: {got}; use purejaxrl llm sft|rl|pref|meta [overrides], "
                           "e.g. purejaxrl llm sft task=addition")
     mode, rest = argv[0], argv[1:]
+    if mode == "meta":
+        return llm_meta_main(rest)
     if mode == "pref" and not any(a.split("=", 1)[0].lstrip("+~") == "loss" for a in rest):
         rest = [f"loss={PREF_DEFAULT_LOSS}", *rest]  # each mode defaults to a loss of its kind (rl: grpo)
     if mode == "pref" and not any(a.split("=", 1)[0].lstrip("+~") == "task" for a in rest):

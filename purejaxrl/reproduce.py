@@ -178,6 +178,11 @@ def study_errors(s: dict, where: str) -> list[str]:
     setup = s.get("setup") or {}
     if setup and (s["kind"] != "llm" or not isinstance(setup, dict)):
         errs.append(f"{where}: setup (runs every arm starts from) is for kind=llm, a mapping name -> overrides")
+    evolve = s.get("evolve") or {}
+    if evolve and (s["kind"] != "llm" or not isinstance(evolve, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in evolve.values())):
+        errs.append(f"{where}: evolve (llm meta runs, once per study, whose objectives arms load as "
+                    "loss.path={evolve.NAME}/selected) is for kind=llm, a mapping name -> llm meta overrides")
     return errs
 
 
@@ -299,15 +304,45 @@ def tier_spec(study: dict, tier: str, seeds: int | None) -> dict:
     return spec
 
 
-def _subst(items: list[str], seed: int | None, setup_dirs: dict[str, Path]) -> list[str]:
+def _subst(items: list[str], seed: int | None, setup_dirs: dict[str, Path], evolve_dirs: dict | None = None) -> list[str]:
     out = []
     for x in items:
         if seed is not None:
             x = x.replace("{seed}", str(seed))
         for k, d in setup_dirs.items():
             x = x.replace("{setup." + k + "}", str(d))
+        for k, d in (evolve_dirs or {}).items():
+            x = x.replace("{evolve." + k + "}", str(d))
         out.append(x)
     return out
+
+
+def _evolve_dirs(study: dict, out: Path) -> dict[str, Path]:
+    return {k: out / "runs" / f"evolve_{k}" for k in (study.get("evolve") or {})}
+
+
+def _evolve_config(study: dict, spec: dict, name: str) -> dict:
+    from purejaxrl.config import compose
+
+    over = list(study["evolve"][name]) + list(spec.get("evolve_overrides") or [])
+    return {**compose(over, CONF_DIR / "llm", "meta"), "progress": False}
+
+
+def _run_evolve(study: dict, spec: dict, out: Path, log) -> None:
+    """The study's ``llm meta`` runs (once per study; a finished one is reused, an unfinished one resumed)."""
+    from purejaxrl.checkpoint import Checkpointer
+    from purejaxrl.llm.meta import run_llm_meta
+
+    for name, d in _evolve_dirs(study, out).items():
+        cfg = _evolve_config(study, spec, name)
+        if _done(d):
+            saved = yaml.safe_load((d / "config.yaml").read_text())
+            drop = lambda c: {k: v for k, v in c.items() if k not in LLM_RUN_ONLY}  # noqa: E731
+            _check_reused(d, drop(saved), drop({**cfg, "run_dir": str(d)}))
+            continue
+        resuming = Checkpointer.exists(d / "checkpoints")
+        log(f"{'resuming' if resuming else 'running'} llm meta {name}")
+        run_llm_meta({**cfg, "resume": resuming}, d)
 
 
 def dataset_recipes(study: dict, spec: dict) -> dict[str, dict]:
@@ -430,8 +465,18 @@ def _check_configs(study: dict, spec: dict, out: Path) -> None:
         else:
             from purejaxrl.llm.run import validate_llm, with_defaults
 
-            cfg = _compose_llm(_subst(over, 0, {k: Path("setup") for k in (study.get("setup") or {})}))
-            validate_llm({k: v for k, v in with_defaults(cfg).items() if k != "init_from"})
+            evolve = _evolve_dirs(study, out)
+            cfg = _compose_llm(_subst(over, 0, {k: Path("setup") for k in (study.get("setup") or {})}, evolve))
+            cfg = {k: v for k, v in with_defaults(cfg).items() if k != "init_from"}
+            path = str((cfg.get("loss") or {}).get("path") or "")
+            if any(path.startswith(str(d)) for d in evolve.values()) and not Path(path).exists():
+                cfg["loss"] = {**cfg["loss"], "path": None}  # made by the study's llm meta run: checked when it exists
+            validate_llm(cfg)
+    if study["kind"] == "llm":
+        from purejaxrl.llm.meta import validate_llm_meta
+
+        for name in study.get("evolve") or {}:
+            validate_llm_meta(_evolve_config(study, spec, name))
 
 
 def _compose_llm(overrides: list[str]) -> dict:
@@ -542,6 +587,8 @@ def _run_llm(study: dict, spec: dict, out: Path, log) -> None:
     from purejaxrl.llm.run import run_llm
 
     n = spec["seeds"]
+    _run_evolve(study, spec, out, log)
+    evolve_dirs = _evolve_dirs(study, out)
     for seed in range(n):
         setup_dirs = {}
         for name, over in (study.get("setup") or {}).items():
@@ -552,7 +599,7 @@ def _run_llm(study: dict, spec: dict, out: Path, log) -> None:
         for run in _runs(study):
             over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
             d = out / "runs" / run / f"seed{seed}"
-            _one_llm(run_llm, d, _subst(over, seed, setup_dirs) + [f"seed={seed}"], log, f"{run} seed {seed}")
+            _one_llm(run_llm, d, _subst(over, seed, setup_dirs, evolve_dirs) + [f"seed={seed}"], log, f"{run} seed {seed}")
 
 
 def _one_llm(run_llm, d: Path, over: list[str], log, what: str) -> None:

@@ -55,8 +55,9 @@ def test_sft_target_is_validated():
     cfg = _compose_llm(["mode=sft", "task=cold_lock", "sft_target=format"])
     validate_llm(cfg)
     assert cfg["task"]["kwargs"]["independent_maps"] is True
-    with pytest.raises(ConfigError, match="task addition has no answer format"):
-        validate_llm(_compose_llm(["mode=sft", "task=addition", "sft_target=format"]))
+    with pytest.raises(ConfigError, match="task sort_letters has no answer format"):
+        validate_llm(_compose_llm(["mode=sft", "task=sort_letters", "sft_target=format"]))
+    validate_llm(_compose_llm(["mode=sft", "task=addition", "sft_target=format"]))  # digits then EOS
     with pytest.raises(ConfigError, match="sft_target='answers'; valid: reference, format"):
         validate_llm({**cfg, "sft_target": "answers"})
 

@@ -235,3 +235,58 @@ def test_a_population_of_four_members_equals_four_separate_runs(tmp_path):
             for lv in (1, 2, 3):
                 assert out[f"train_successes_level{lv}"][m, j] == single[f"train_successes_level{lv}"]
     assert out["train_successes_level1"].sum() > 0  # the runs had something to learn from
+
+
+def _meta_cfg(extra=()):
+    from purejaxrl.config import CONF_DIR, compose
+
+    cfg = compose(["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.d_mlp=32", "iterations=2",
+                   "num_prompts=2", "num_generations=4", "eval_prompts=8", "eval_every=2", "checkpoint_every=2",
+                   "es.population=4", "es.generations=2", "es.seeds_per_member=1", "es.eval_every=1", "es.eval_seeds=2",
+                   "es.warmup_pool=2", "warmup.iterations=2", "warmup.batch_size=8", *extra],
+                  CONF_DIR / "llm", "meta")
+    return {**cfg, "progress": False, "compilation_cache": False}
+
+
+def test_llm_meta_config_errors_before_any_compile():
+    from purejaxrl.llm.meta import validate_llm_meta
+
+    validate_llm_meta(_meta_cfg())
+    for extra, msg in ((["loss=grpo"], "llm meta evolves a learned objective"),
+                       (["es.population=3"], "must be even"),
+                       (["es.fitness=return"], "es.fitness='return'"),
+                       (["es.fitness=pass_at_1_level7"], "has levels"),
+                       (["es.warmup_pool=0"], "warmup_pool=0"),
+                       (["num_generations=1"], "invalid inner llm rl config.*num_generations=1")):
+        with pytest.raises(ConfigError, match=msg):
+            validate_llm_meta(_meta_cfg(extra))
+
+
+@pytest.mark.slow
+def test_llm_meta_runs_resumes_exactly_and_hands_over_a_loadable_objective(tmp_path):
+    import json
+
+    from purejaxrl.llm.meta import run_llm_meta
+    from purejaxrl.llm.run import run_llm
+
+    whole = run_llm_meta(_meta_cfg(), tmp_path / "whole")
+    assert whole["completed"] and whole["generations"] == 2
+    assert [r[0] for r in whole["heldout"]] == [0, 1, 2]
+    run_llm_meta(_meta_cfg(["stop_after_generations=1"]), tmp_path / "split")
+    run_llm_meta({**_meta_cfg(), "resume": True}, tmp_path / "split")
+    rows = lambda d: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                      for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(tmp_path / "whole") == rows(tmp_path / "split")
+    a, b = (LN.load(tmp_path / d / "mean", 5)[1] for d in ("whole", "split"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert (tmp_path / "whole" / "plots" / "selected.png").exists()
+    # the selected objective trains a fresh llm rl run from the command line's config
+    from purejaxrl.reproduce import _compose_llm
+
+    cfg = {**_compose_llm(["mode=rl", "task=cold_lock", "model=tiny", "model.d_model=16", "model.n_layers=1",
+                           "model.n_heads=2", "model.d_mlp=32", "loss=learned",
+                           f"loss.path={tmp_path / 'whole' / 'selected'}", "iterations=2", "num_prompts=2",
+                           "num_generations=4", "eval_prompts=8", "eval_every=2", "checkpoint_every=2"]),
+           "progress": False, "compilation_cache": False}
+    assert 0 <= run_llm(cfg, tmp_path / "fresh")["test_pass_at_1"] <= 1

@@ -228,7 +228,7 @@ def test_a_tier_may_run_a_subset_of_the_arms(tmp_path):
 # their tests took 27 minutes summed, each timed with two workers on 2 cores), beyond the CI's time;
 # every tier of every study is composed and validated in the slow step.
 QUICK_SMOKE = ("pqn_cartpole", "llm_self_play")
-SLOW_SMOKE = ("ta_lpo", "ta_lpg", "qgf_pendulum")
+SLOW_SMOKE = ("ta_lpo", "ta_lpg", "qgf_pendulum", "llm_meta")
 # qarl_walker runs qarl's code paths on another MJX task (tens of minutes of compiles on 2 cores): its tiers are
 # composed and validated below, its smoke tier is not run here
 NOT_SMOKED = ("qarl_walker",)

@@ -106,9 +106,9 @@ def validate_llm(cfg: dict) -> None:
     if cfg.get("sft_target", "reference") not in ("reference", "format"):
         errs.append(f"sft_target={cfg['sft_target']!r}; valid: reference, format")
     elif cfg.get("sft_target") == "format" and isinstance(cfg.get("task"), dict) and \
-            not hasattr(TASKS.get(cfg["task"].get("name"), object), "format_answers"):
+            not getattr(TASKS.get(cfg["task"].get("name"), object), "has_format", False):
         errs.append(f"sft_target=format: task {cfg['task'].get('name')} has no answer format to train on; "
-                    f"tasks with one: {', '.join(k for k, v in TASKS.items() if hasattr(v, 'format_answers'))}")
+                    f"tasks with one: {', '.join(k for k, v in TASKS.items() if getattr(v, 'has_format', False))}")
     spg = cfg.get("steps_per_generation")
     if spg is not None and (not isinstance(spg, int) or isinstance(spg, bool) or spg < 1):
         errs.append(f"steps_per_generation={spg!r} must be null (= gradient_accumulation_steps) or an integer >= 1")

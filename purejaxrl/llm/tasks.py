@@ -64,9 +64,17 @@ class Task:
     prompt_len = 0
     max_new = 0            # completion budget
     levels: tuple[int, ...] = (0,)
+    has_format = False     # answers are digits then EOS: format_answers (random digits) teaches no answer
 
     def sample(self, key, n: int, test: bool = False) -> Batch:  # pragma: no cover - interface
         raise TypeError(f"{type(self).__name__} must define sample")
+
+    def format_answers(self, key, batch: Batch):
+        """The answers' format without their content: random digits where the answer has digits, EOS
+        and padding where it has them (the target of ``sft_target=format``)."""
+        rnd = jax.random.randint(key, batch.answers.shape, 0, 10) + D0
+        is_digit = (batch.answers >= D0) & (batch.answers < D0 + 10)
+        return jnp.where(is_digit, rnd, batch.answers)
 
     def reward(self, completions, mask, batch: Batch):
         """Default verifier: 1 if the completion reproduces the reference answer up to its EOS."""
@@ -80,6 +88,7 @@ class Addition(Task):
     """``0123+0456=`` → ``00579<eos>``: fixed-width multi-digit addition."""
 
     name = "addition"
+    has_format = True
 
     def __init__(self, digits: int = 3):
         self.digits = digits
@@ -112,6 +121,7 @@ class CombinationLock(Task):
     the right length, then EOS) the policy starts near 10^−k per level."""
 
     name = "combination_lock"
+    has_format = True
 
     def __init__(self, levels=(1, 2, 3), width: int = 4, seed: int = 1234, independent_maps: bool = False):
         self.levels = tuple(levels)
@@ -127,13 +137,6 @@ class CombinationLock(Task):
             self.perms = jnp.asarray(np.stack([np.random.default_rng(seed + j).permutation(10) for j in range(width)]))
         self.prompt_len = 1 + 2 + width + 1
         self.max_new = max(self.levels) + 1
-
-    def format_answers(self, key, batch: Batch):
-        """The answers' format without their content: random digits where the answer has digits, EOS
-        and padding where it has them (the target of ``sft_target=format``)."""
-        rnd = jax.random.randint(key, batch.answers.shape, 0, 10) + D0
-        is_digit = (batch.answers >= D0) & (batch.answers < D0 + 10)
-        return jnp.where(is_digit, rnd, batch.answers)
 
     def sample(self, key, n, test=False):
         k0, k1, k2 = jax.random.split(key, 3)

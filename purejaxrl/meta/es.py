@@ -144,6 +144,7 @@ class PopulationFitness:
             _, hp, _ = run_grid(inner, algo.HPARAMS)
             self.envs.append(EnvFitness(name, algo, Trainer(algo, runs, chunks=1, num_evals=1, mesh=mesh), hp, inner))
         self.inner_env_steps = sum(e.algo.num_updates * e.algo.steps_per_update for e in self.envs) * runs
+        self.work = ("inner_env_steps", self.inner_env_steps)  # what one generation computes (the summary's throughput)
         self.seconds = 0.0
         self._eval_trainers: dict[str, Trainer] = {}
 

@@ -53,26 +53,10 @@ def inner_config(cfg: dict) -> dict:
             "compilation_cache": True}
 
 
-def validate_meta(cfg: dict) -> None:
-    errs = [f"{k} is not a meta setting; valid: {', '.join(sorted(META_KEYS - {'hydra'}))}" for k in sorted(set(cfg) - META_KEYS)]
-    algo = (cfg.get("algo") or {}).get("name")
-    es = cfg.get("es") or {}
-    if algo not in ALGOS:
-        errs.append(f"algo={algo}: meta-evolution evolves PPO's objective or an LPG update rule; use algo=ppo or algo=lpg")
-    elif algo == "lpg":
-        rule = cfg["algo"].get("update_rule")
-        if rule not in RULES:
-            errs.append(f"algo.update_rule={rule!r}: meta-evolution evolves a meta-network; valid: {', '.join(RULES)}")
-        if es.get("normalize_fitness"):
-            errs.append("es.normalize_fitness=true scales returns by PPO-clip's, for algo=ppo; with algo=lpg set "
-                        "es.normalize_fitness=false (es.fitness_shaping=pairwise compares members on the same task)")
-    else:
-        obj = cfg.get("objective") or {}
-        if obj.get("kind") not in objectives.LEARNED_KINDS:
-            errs.append(f"objective.kind={obj.get('kind')!r}; valid: {', '.join(objectives.LEARNED_KINDS)} (objective=lpo|ta_lpo)")
-        if not isinstance(obj.get("hidden"), int) or obj.get("hidden", 0) < 1:
-            errs.append(f"objective.hidden={obj.get('hidden')!r} must be an integer >= 1")
-    errs += [f"es.{k} is not an es setting; valid: {', '.join(sorted(ES_KEYS))}" for k in sorted(set(es) - ES_KEYS)]
+def es_errors(es: dict, keys, rl_fitness: bool = True) -> list[str]:
+    """One line per problem of the ``es`` settings every ``purejaxrl meta`` inner loop shares (keys
+    outside ``keys`` are unknown; ``es.fitness`` is checked against the RL kinds when ``rl_fitness``)."""
+    errs = [f"es.{k} is not an es setting; valid: {', '.join(sorted(keys))}" for k in sorted(set(es) - set(keys))]
     from evosax import algorithms
 
     distribution_based = sorted(algorithms.distribution_based_algorithms)
@@ -89,7 +73,7 @@ def validate_meta(cfg: dict) -> None:
             errs.append(f"es.{k}={es.get(k)!r} must be an integer >= 1")
     if not isinstance(es.get("eval_every", 0), int) or es.get("eval_every", 0) < 0:
         errs.append(f"es.eval_every={es.get('eval_every')!r} must be an integer >= 0 (0: no held-out evaluation)")
-    if es.get("fitness", "greedy") not in FITNESS_KINDS:
+    if rl_fitness and es.get("fitness", "greedy") not in FITNESS_KINDS:
         errs.append(f"es.fitness={es.get('fitness')!r}; valid: {', '.join(FITNESS_KINDS)} (greedy: final greedy return; "
                     "training: the stochastic policy's final training return, LPO's)")
     if es.get("fitness_shaping", "centered_rank") not in SHAPINGS:
@@ -111,6 +95,29 @@ def validate_meta(cfg: dict) -> None:
         lim, init = es.get(f"{k}_limit"), es.get(f"{k}_init")
         if isinstance(lim, (int, float)) and isinstance(init, (int, float)) and lim > init:
             errs.append(f"es.{k}_limit={lim} is above es.{k}_init={init}: the schedule decays from init down to the limit")
+    return errs
+
+
+def validate_meta(cfg: dict) -> None:
+    errs = [f"{k} is not a meta setting; valid: {', '.join(sorted(META_KEYS - {'hydra'}))}" for k in sorted(set(cfg) - META_KEYS)]
+    algo = (cfg.get("algo") or {}).get("name")
+    es = cfg.get("es") or {}
+    if algo not in ALGOS:
+        errs.append(f"algo={algo}: meta-evolution evolves PPO's objective or an LPG update rule; use algo=ppo or algo=lpg")
+    elif algo == "lpg":
+        rule = cfg["algo"].get("update_rule")
+        if rule not in RULES:
+            errs.append(f"algo.update_rule={rule!r}: meta-evolution evolves a meta-network; valid: {', '.join(RULES)}")
+        if es.get("normalize_fitness"):
+            errs.append("es.normalize_fitness=true scales returns by PPO-clip's, for algo=ppo; with algo=lpg set "
+                        "es.normalize_fitness=false (es.fitness_shaping=pairwise compares members on the same task)")
+    else:
+        obj = cfg.get("objective") or {}
+        if obj.get("kind") not in objectives.LEARNED_KINDS:
+            errs.append(f"objective.kind={obj.get('kind')!r}; valid: {', '.join(objectives.LEARNED_KINDS)} (objective=lpo|ta_lpo)")
+        if not isinstance(obj.get("hidden"), int) or obj.get("hidden", 0) < 1:
+            errs.append(f"objective.hidden={obj.get('hidden')!r} must be an integer >= 1")
+    errs += es_errors(es, ES_KEYS)
     envs = es.get("envs")
     if envs is not None:
         import envs as _envs
@@ -143,7 +150,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
 
     cfg, run_dir, ckpt_dir, resuming = prepare_run(cfg, run_dir, validate_meta, "outputs/meta/run")
 
-    es_cfg, gens = cfg["es"], int(cfg["es"]["generations"])
+    es_cfg = cfg["es"]
     master = jax.random.PRNGKey(int(cfg["seed"]))
     objective = from_config(cfg, key=jax.random.fold_in(master, 10**6))
     inner = {**inner_config(cfg), "es": es_cfg}
@@ -152,16 +159,34 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
     pairs = es_cfg.get("antithetic", True) or es_cfg.get("strategy") == "Open_ES"  # the population stays even
     mesh = make_mesh(cfg, int(es_cfg["population"]) * seeds, "runs (members × seeds)",
                      ("es.population", int(es_cfg["population"]), seeds, 2 if pairs else 1))
-    main, place = is_main_process(), Placement(mesh)
     fitness_fn = PopulationFitness(inner, objective, mesh=mesh)
+    # settings added later are left out at their defaults, so runs saved before them still resume
+    identity = {**{k: cfg.get(k) for k in IDENTITY}, "es": es_identity(es_cfg)}
+    describe = {"objective": objective.kind, "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"]}
+    return evolve(cfg, run_dir, ckpt_dir, resuming, objective, fitness_fn, identity, describe, mesh=mesh,
+                  progress=progress, overrides=overrides)
+
+
+def es_identity(es_cfg: dict) -> dict:
+    """The ES settings a resume must match: es.generations may grow on resume (continue a finished run
+    for longer) and es.eval_every change (it only says when the mean is evaluated); settings added
+    later are left out at their defaults, so runs saved before them still resume."""
+    return {k: v for k, v in es_cfg.items() if k not in ("generations", "eval_every")
+            and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
+
+def evolve(cfg: dict, run_dir: Path, ckpt_dir: Path, resuming: bool, objective, fitness_fn, identity: dict,
+           describe: dict, mesh=None, progress: bool | None = None, overrides: list[str] | None = None) -> dict:
+    """The ES loop every ``purejaxrl meta`` inner loop shares (PPO objectives, LPG rules, LLM
+    objectives): ``objective`` saves a candidate and holds the starting point; ``fitness_fn(population,
+    key) -> (fitness [P], {group: [P]})`` trains the members, ``fitness_fn.held_out(params, key, seeds)``
+    the ES mean on held-out seeds; ``fitness_fn.work`` names what one generation computes (``(name,
+    count)``, e.g. inner env steps) for the summary's throughput; ``describe`` joins the summary."""
+    es_cfg, gens = cfg["es"], int(cfg["es"]["generations"])
+    master = jax.random.PRNGKey(int(cfg["seed"]))
+    main, place = is_main_process(), Placement(mesh)
     strategy = make_strategy(es_cfg, objective.params)
     es_params = strategy.default_params
-    # es.generations may grow on resume (continue a finished run for longer), and es.eval_every change (it
-    # only says when the mean is evaluated): not part of the identity
-    # settings added later are left out at their defaults, so runs saved before them still resume
-    identity = {**{k: cfg.get(k) for k in IDENTITY},
-                "es": {k: v for k, v in es_cfg.items() if k not in ("generations", "eval_every")
-                       and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}}
     eval_every, eval_seeds = int(es_cfg.get("eval_every", 0)), int(es_cfg.get("eval_seeds", 16))
     heldout_key = held_out_key(master)  # the same held-out seeds at every evaluation
 
@@ -181,7 +206,7 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
             return json.loads((run_dir / SUMMARY).read_text())
         print(f"resuming {run_dir} from generation {start}/{gens}")
         ckpt = Checkpointer(ckpt_dir)
-    if fitness_fn.normalize:
+    if getattr(fitness_fn, "normalize", False):
         if baselines is None:
             fitness_fn.baselines(jax.random.fold_in(master, 10**6 + 2))
             baselines = {e.name: [e.r_untrained, e.r_clip] for e in fitness_fn.envs}
@@ -283,13 +308,12 @@ def run_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | None
         "mean_fitness_last": rows[-1]["mean_fitness"] if rows else None,
         "seconds_per_generation": secs,
         "generations_per_hour": 3600.0 / secs if secs > 0 else None,
-        "inner_env_steps_per_generation": fitness_fn.inner_env_steps,
-        "inner_env_steps_per_second": fitness_fn.inner_env_steps / secs if secs > 0 else None,
+        f"{fitness_fn.work[0]}_per_generation": fitness_fn.work[1],
+        f"{fitness_fn.work[0]}_per_second": fitness_fn.work[1] / secs if secs > 0 else None,
         "run_seconds": run_seconds,
         "population": es_cfg["population"],
         "seeds_per_member": es_cfg["seeds_per_member"],
-        "objective": objective.kind,
-        "env": cfg["env"]["name"] if not es_cfg.get("envs") else es_cfg["envs"],
+        **describe,
         "baselines": baselines,
     }
     summary.update(scale_summary(mesh))
