@@ -162,6 +162,8 @@ def test_learned_config_errors_before_any_compile(tmp_path):
         with pytest.raises(ConfigError, match=msg):
             validate_llm(_compose_llm(["mode=rl", "loss=learned", *overrides]))
     validate_llm(_compose_llm(["mode=rl", "loss=learned", "loss.init=clip", "num_iterations=2"]))
+    with pytest.raises(ConfigError, match="the drift family has no KL term"):
+        validate_llm(_compose_llm(["mode=rl", "loss=learned", "loss.init=clip", "num_iterations=2", "loss.beta=0.1"]))
     spec, params = _learned("grpo")
     LN.save(spec, params, tmp_path / "o")
     validate_llm(_compose_llm(["mode=rl", "loss=learned", f"loss.path={tmp_path / 'o'}"]))
@@ -198,11 +200,15 @@ def test_learned_at_grpo_trains_as_grpo_and_its_saved_objective_loads(tmp_path):
     c = run_llm(_tiny(["loss=learned", f"loss.path={tmp_path / 'learned' / 'objective'}"]), tmp_path / "loaded")
     assert c["test_pass_at_1"] == b["test_pass_at_1"]
     # a resume with other parameters at loss.path is refused
+    loaded = {**_tiny(["loss=learned", f"loss.path={tmp_path / 'learned' / 'objective'}"]), "resume": True}
     spec, params = LN.load(tmp_path / "learned" / "objective", 2)
     LN.save(spec, {**params, "c": params["c"] + 1.0}, tmp_path / "learned" / "objective")
     with pytest.raises(ConfigError, match="learned_objective"):
-        run_llm({**_tiny(["loss=learned", f"loss.path={tmp_path / 'learned' / 'objective'}"]), "iterations": 6,
-                 "resume": True}, tmp_path / "loaded")
+        run_llm(loaded, tmp_path / "loaded")
+    # a temporal objective reads i / iterations: a resume with another horizon is refused too
+    LN.save(spec, params, tmp_path / "learned" / "objective")
+    with pytest.raises(ConfigError, match="iterations: checkpoint has 3"):
+        run_llm({**loaded, "iterations": 6}, tmp_path / "loaded")
 
 
 @pytest.mark.slow
@@ -234,7 +240,10 @@ def test_a_population_of_four_members_equals_four_separate_runs(tmp_path):
             assert out["test_pass_at_1"][m, j] == pytest.approx(single["test_pass_at_1"], abs=1e-6)
             for lv in (1, 2, 3):
                 assert out[f"train_successes_level{lv}"][m, j] == single[f"train_successes_level{lv}"]
+            losses = [r["loss"] for r in _metric_rows(tmp_path / f"run{m}_{seed}")]  # log_every=1: every iteration
+            assert out["loss_mean"][m, j] == pytest.approx(np.mean(losses), rel=1e-4, abs=1e-7)
     assert out["train_successes_level1"].sum() > 0  # the runs had something to learn from
+    assert len({round(float(x), 6) for x in out["loss_mean"][:, 0]}) == 4  # and the members trained differently
 
 
 def _meta_cfg(extra=()):
@@ -257,6 +266,9 @@ def test_llm_meta_config_errors_before_any_compile():
                        (["es.fitness=return"], "es.fitness='return'"),
                        (["es.fitness=pass_at_1_level7"], "has levels"),
                        (["es.warmup_pool=0"], "warmup_pool=0"),
+                       (["es.fitness=pass_at_1x"], "es.fitness='pass_at_1x'"),
+                       (["+warmup.sft_target=reference"], "teaches the answers' format"),
+                       (["loss.init=grpo", "loss.q=0.5"], "loss.q=0.5 applies to loss.init=garl"),
                        (["num_generations=1"], "invalid inner llm rl config.*num_generations=1")):
         with pytest.raises(ConfigError, match=msg):
             validate_llm_meta(_meta_cfg(extra))

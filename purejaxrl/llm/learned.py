@@ -162,7 +162,7 @@ def load(directory: str | Path, max_completion_length: int) -> tuple[dict, dict]
 
     d = Path(directory)
     if not (d / SPEC_FILE).exists():
-        raise ConfigError(f"loss.path={d}: no {SPEC_FILE} there; give a directory saved by purejaxrl meta inner=llm "
+        raise ConfigError(f"loss.path={d}: no {SPEC_FILE} there; give a directory saved by purejaxrl llm meta "
                           "(e.g. its selected/) or by purejaxrl.llm.learned.save")
     try:
         saved = json.loads((d / SPEC_FILE).read_text())

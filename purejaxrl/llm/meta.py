@@ -55,7 +55,7 @@ def validate_llm_meta(cfg: dict) -> None:
     if es.get("tasks", "shared") != "shared":
         errs.append(f"es.tasks={es.get('tasks')!r}: llm meta draws the same seeds for every member (shared)")
     fit = es.get("fitness", "pass_at_1")
-    if not isinstance(fit, str) or not fit.startswith("pass_at_1"):
+    if not isinstance(fit, str) or not (fit == "pass_at_1" or fit.startswith("pass_at_1_level")):
         errs.append(f"es.fitness={fit!r}; valid: pass_at_1 or pass_at_1_levelK (the final model's greedy pass@1 on "
                     "its seed's validation prompts)")
     if not isinstance(es.get("warmup_pool", 1), int) or es.get("warmup_pool", 1) < 1:
@@ -67,6 +67,16 @@ def validate_llm_meta(cfg: dict) -> None:
     if warm is not None and (not isinstance(warm, dict) or set(warm) - WARMUP_KEYS):
         errs.append(f"warmup={warm!r} must be null (runs start from their seed's initialisation) or a mapping of "
                     f"{', '.join(sorted(WARMUP_KEYS))}")
+    elif warm is not None:
+        if warm.get("sft_target", "format") != "format":
+            errs.append(f"warmup.sft_target={warm['sft_target']!r}: the warm-up teaches the answers' format, not the "
+                        "answers (format)")
+        for k in ("iterations", "batch_size"):
+            if k in warm and (not isinstance(warm[k], int) or isinstance(warm[k], bool) or warm[k] < 1):
+                errs.append(f"warmup.{k}={warm[k]!r} must be an integer >= 1")
+        for k in ("lr", "weight_decay", "max_grad_norm"):
+            if k in warm and warm[k] is not None and (not isinstance(warm[k], (int, float)) or warm[k] < 0):
+                errs.append(f"warmup.{k}={warm[k]!r} must be a number >= 0")
     sag = cfg.get("stop_after_generations")
     if sag is not None and (not isinstance(sag, int) or sag < 1):
         errs.append(f"stop_after_generations={sag!r} must be null or an integer >= 1")
@@ -178,14 +188,18 @@ def run_llm_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | 
     cfg, run_dir, ckpt_dir, resuming = prepare_run(cfg, run_dir, validate_llm_meta, "outputs/llm_meta/run")
     es = cfg["es"]
     run_dir = Path(run_dir)
-    warmups = warmup_models(cfg, run_dir, int(es.get("warmup_pool", 8)) + int(es.get("eval_seeds", 16)))
+    held_out = int(es.get("eval_seeds", 16)) if int(es.get("eval_every", 0)) else 0  # one warm-up per held-out seed
+    warmups = warmup_models(cfg, run_dir, int(es.get("warmup_pool", 8)) + held_out)
     fitness_fn = LLMFitness(cfg, warmups)
     spec = fitness_fn.pop.spec
     params = fitness_fn.pop.initial_objective(jax.random.fold_in(jax.random.PRNGKey(int(cfg["seed"])), 10**6))
     objective = LearnedObjective(spec, params)
-    identity = {**{k: cfg.get(k) for k in ("task", "model", "loss", "seed", "iterations", "num_prompts",
-                                           "num_generations", "lr", "warmup", "eval_prompts")},
-                "es": es_identity(es)}
+    from purejaxrl.llm.run import IDENTITY as RUN_IDENTITY
+    from purejaxrl.llm.run import with_defaults, with_later_defaults
+
+    inner = with_later_defaults(with_defaults(inner_config(cfg)))  # every setting that changes an inner run
+    identity = {**{k: inner.get(k) for k in RUN_IDENTITY if k != "init_from"}, "iterations": cfg["iterations"],
+                "warmup": cfg.get("warmup"), "es": es_identity(es)}
     describe = {"objective": objective.kind, "task": cfg["task"]["name"], "fitness": fitness_fn.key}
     summary = evolve(cfg, run_dir, ckpt_dir, resuming, objective, fitness_fn, identity, describe,
                      progress=progress, overrides=overrides)
@@ -194,7 +208,7 @@ def run_llm_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | 
 
         for name in ("selected", "mean"):
             if (run_dir / name / LN.SPEC_FILE).exists():
-                plot_objective(run_dir / name, run_dir / "plots" / f"{name}.png", cfg["task"], cfg["model"])
+                plot_objective(run_dir / name, run_dir / "plots" / f"{name}.png", cfg["task"], G=cfg["num_generations"])
     except ImportError:  # matplotlib is optional
         pass
     return summary

@@ -14,7 +14,7 @@ from purejaxrl.llm import learned as LN
 PROGRESS = (0.0, 0.5, 0.95)
 
 
-def plot_objective(directory, out, task_cfg: dict, model_cfg: dict | None = None, G: int = 8) -> Path:
+def plot_objective(directory, out, task_cfg: dict, G: int = 8) -> Path:
     """``out`` (a PNG) for the objective saved in ``directory``; ``G`` completions per group give the
     success rates p̂ = k / G at which the weight is drawn."""
     import matplotlib

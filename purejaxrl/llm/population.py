@@ -28,8 +28,8 @@ from purejaxrl.llm.tasks import VOCAB, make_task
 class Population:
     """``population(objectives [M, ...], seeds [S], start=None) -> dict of [M, S] arrays``: the final
     greedy pass@1 (overall and per level) on the ``stream`` prompts of each run's seed, the run's
-    sampled successes per level over every iteration, and whether every iteration's loss and gradient
-    norm stayed finite.  ``start``: per-seed starting models ``[S, ...]`` (e.g. each seed's format
+    sampled successes per level over every iteration, its mean loss over the iterations, and whether
+    every iteration's loss and gradient norm stayed finite.  ``start``: per-seed starting models ``[S, ...]`` (e.g. each seed's format
     warm-up, ``init_from``); None initialises each run from its seed as ``llm rl`` does."""
 
     def __init__(self, cfg: dict, stream: str = "test"):
@@ -65,13 +65,15 @@ class Population:
         def body(s, i):
             s, m = prog.fn(s, jax.random.fold_in(key, i + 1), i, hp)
             finite = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"])
-            return s, {"finite": finite, **{k: v for k, v in m.items() if k.startswith("train_successes_level")}}
+            return s, {"finite": finite, "loss": m["loss"],
+                       **{k: v for k, v in m.items() if k.startswith("train_successes_level")}}
 
         state, ms = jax.lax.scan(body, prog.init_state(params), jnp.arange(self.iterations))
         ev_key = evalkeys.stream(evalkeys.run_key(key), self.stream, self.cfg.get("eval_seed", 0))
         ev = T.make_eval(task, mcfg, self.cfg["eval_prompts"], ev_key)(state["params"])
         out = {f"{self.stream}_{k}": v for k, v in ev.items()}
-        out.update({k: v.sum() for k, v in ms.items() if k != "finite"})
+        out.update({k: v.sum() for k, v in ms.items() if k.startswith("train_successes_level")})
+        out["loss_mean"] = ms["loss"].mean()  # over the run's iterations
         out["finite"] = jnp.all(ms["finite"])
         return out
 

@@ -282,6 +282,14 @@ def _learned_errors(cfg: dict) -> list[str]:
         if errs:
             return errs
         spec = LN.make_spec(c.get("init") or "dr_grpo")
+    if spec["kind"] == "drift":
+        if c.get("beta"):
+            errs.append(f"loss.beta={c['beta']}: the drift family has no KL term; set loss.beta=0 (or use the weight family)")
+        if c.get("epsilon_high") is not None and c.get("epsilon") is not None and c["epsilon_high"] != c["epsilon"]:
+            errs.append(f"loss.epsilon_high={c['epsilon_high']}: the drift family starts from the symmetric clip "
+                        f"loss.epsilon={c['epsilon']}; set loss.epsilon_high to the same value")
+    if c.get("path") is None and c.get("q") is not None and spec["init"] not in ("garl", "paft"):
+        errs.append(f"loss.q={c['q']} applies to loss.init=garl or paft, not {spec['init']}")
     steps = cfg.get("num_iterations", 1) * max(1, (cfg.get("steps_per_generation") or 1) //
                                                  max(1, cfg.get("gradient_accumulation_steps", 1)))
     if spec["kind"] == "drift" and steps < 2:
@@ -504,7 +512,7 @@ def run_llm(cfg: dict, run_dir: str | Path | None = None, progress: bool | None 
                             if not (k in LATER_LOSS_DEFAULTS and v == LATER_LOSS_DEFAULTS[k])}
     if learned_params is not None:  # the parameters themselves (a resume with another file at loss.path is refused)
         identity["learned_objective"] = {**spec, "params_sha256": LN.digest(learned_params)}
-    if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT:
+    if (cfg.get("loss") or {}).get("name") in LENGTH_DEPENDENT or (spec is not None and spec["temporal"]):
         identity["iterations"] = cfg["iterations"]
     start = 0
     totals = RunTotals()
