@@ -189,7 +189,8 @@ def run_llm_meta(cfg: dict, run_dir: str | Path | None = None, progress: bool | 
     es = cfg["es"]
     run_dir = Path(run_dir)
     held_out = int(es.get("eval_seeds", 16)) if int(es.get("eval_every", 0)) else 0  # one warm-up per held-out seed
-    warmups = warmup_models(cfg, run_dir, int(es.get("warmup_pool", 8)) + held_out)
+    # the run directory as given (relative stays relative: the warm-ups' configs name no machine's paths)
+    warmups = warmup_models(cfg, Path(cfg.get("run_dir") or run_dir), int(es.get("warmup_pool", 8)) + held_out)
     fitness_fn = LLMFitness(cfg, warmups)
     spec = fitness_fn.pop.spec
     params = fitness_fn.pop.initial_objective(jax.random.fold_in(jax.random.PRNGKey(int(cfg["seed"])), 10**6))
