@@ -997,18 +997,28 @@ def claims_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start_arm(name: str, arms) -> str | None:
+    """The arm ``name`` starts from: ``<prefix>_start`` for an arm ``<prefix>_...`` when the study has
+    one (e.g. ``add_grpo`` from ``add_start``), else ``start``; None for a start arm or without one."""
+    prefix = name.split("_", 1)[0]
+    own = f"{prefix}_start"
+    if name in ("start", own) and name.endswith("start"):
+        return None
+    return own if own in arms else "start" if "start" in arms else None
+
+
 def below_start(report: dict) -> dict:
-    """``arm -> (seeds below the start, seeds paired)``: where a study has a ``start`` arm (the model
-    every arm of a seed begins from), on how many seeds each arm ends below it."""
+    """``arm -> (seeds below its start, seeds paired)``: where a study has ``start`` arms (the model
+    every arm of a seed begins from), on how many seeds each arm ends below its own."""
     arms = report["arms"]
-    if "start" not in arms:
-        return {}
-    st = dict(zip(arms["start"]["seeds"], arms["start"]["test"]))
     out = {}
     for name, a in arms.items():
-        if name != "start":
-            pairs = [(v, st[s_]) for s_, v in zip(a["seeds"], a["test"]) if s_ in st]
-            out[name] = (sum(v < b for v, b in pairs), len(pairs))
+        ref = start_arm(name, arms)
+        if ref is None:
+            continue
+        st = dict(zip(arms[ref]["seeds"], arms[ref]["test"]))
+        pairs = [(v, st[s_]) for s_, v in zip(a["seeds"], a["test"]) if s_ in st]
+        out[name] = (sum(v < b for v, b in pairs), len(pairs))
     return out
 
 
@@ -1016,7 +1026,7 @@ def arms_table(report: dict) -> str:
     m = report["metric"]["name"]
     unit = "prompts" if report.get("kind") == "llm" else "episodes"
     below = below_start(report)
-    extra = " below `start` (seeds) |" if below else ""
+    extra = " below its `start` (seeds) |" if below else ""
     lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |{extra}",
              "|---|---|---|---|---|" + ("---|" if below else "")]
     for name, a in report["arms"].items():

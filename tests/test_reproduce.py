@@ -392,9 +392,12 @@ def test_below_start_counts_the_seeds_an_arm_ends_under_its_start():
               "arms": {"start": arm([0, 1, 2], [0.5, 0.6, 0.7]), "a": arm([0, 1, 2], [0.4, 0.7, 0.7]),
                        "b": arm([1, 2], [0.1, 0.1])}}
     assert below_start(report) == {"a": (1, 3), "b": (2, 2)}  # a tie is not below
-    assert "| 1 of 3 |" in arms_table(report) and "below `start`" in arms_table(report)
+    assert "| 1 of 3 |" in arms_table(report) and "below its `start`" in arms_table(report)
     del report["arms"]["start"]
     assert below_start(report) == {} and "below" not in arms_table(report)
+    report["arms"]["add_start"] = arm([0, 1], [0.0, 0.9])  # an arm family with its own start
+    report["arms"]["add_x"] = arm([0, 1], [0.1, 0.2])
+    assert below_start(report) == {"add_x": (1, 2)}
 
 
 def test_a_claim_on_another_metric_gets_its_own_bounds_not_the_studys():
