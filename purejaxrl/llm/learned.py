@@ -135,9 +135,8 @@ def drift_token_loss(params, spec: dict, logp, old_logp, mask, adv, epsilon, pro
     ratio = jnp.exp(log_ratio)
     a = jnp.broadcast_to(adv[:, None], ratio.shape)
     t = jnp.asarray(progress, ratio.dtype)
-    per_token = obj.fn(ratio, log_ratio, a, {"objective": params, "clip_eps": epsilon}, t)  # −(ρÂ − D)
-    drift = sg_mean(obj.drift(params, ratio, log_ratio, a, {"clip_eps": epsilon}, t), mask)
-    return L.aggregate(per_token, mask, loss_type, L_max), drift
+    d = obj.drift(params, ratio, log_ratio, a, {"clip_eps": epsilon}, t)  # computed once: the loss and its readout
+    return L.aggregate(-(ratio * a - d), mask, loss_type, L_max), sg_mean(d, mask)
 
 
 def sg_mean(x, mask):

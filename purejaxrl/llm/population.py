@@ -78,14 +78,10 @@ class Population:
         return out
 
     def _fn(self, with_start: bool):
+        """One compiled program per layout (runs with per-seed starting models, or from their seeds)."""
         if with_start not in self._compiled:
-            def runs(learned, seeds, start):
-                return jax.vmap(lambda lp, s, st: self._one_run(lp, s, st))(learned, seeds, start)
-
-            def runs_no_start(learned, seeds):
-                return jax.vmap(lambda lp, s: self._one_run(lp, s, None))(learned, seeds)
-
-            self._compiled[with_start] = jax.jit(runs if with_start else runs_no_start)
+            axes = (0, 0, 0 if with_start else None)
+            self._compiled[with_start] = jax.jit(jax.vmap(self._one_run, in_axes=axes))
         return self._compiled[with_start]
 
     def __call__(self, objectives, seeds, start=None) -> dict:
@@ -95,10 +91,9 @@ class Population:
         S = seeds.shape[0]
         learned = jax.tree.map(lambda x: jnp.repeat(x, S, axis=0), objectives)  # run m·S + s
         run_seeds = jnp.tile(seeds, M)
-        if start is None:
-            out = self._fn(False)(learned, run_seeds)
-        else:
-            out = self._fn(True)(learned, run_seeds, jax.tree.map(lambda x: jnp.tile(x, (M,) + (1,) * (x.ndim - 1)), start))
+        if start is not None:
+            start = jax.tree.map(lambda x: jnp.tile(x, (M,) + (1,) * (x.ndim - 1)), start)
+        out = self._fn(start is not None)(learned, run_seeds, start)
         out = {k: np.asarray(v).reshape(M, S) for k, v in jax.device_get(out).items()}
         self.seconds = time.perf_counter() - t
         return out
