@@ -54,10 +54,17 @@ class ParityLock(CombinationLock):
 def test_every_rl_loss_runs_a_compiled_iteration(loss):
     task = ParityLock()
     cfg = MICRO
-    settings = T.RLSettings(num_prompts=4, num_generations=4, num_iterations=2, loss=loss)
+    hp = {k: jnp.float32(v) for k, v in dict(beta=0.04, epsilon=0.2, epsilon_high=0.28, q=0.75, p_floor=1e-3, entropy_coef=0.01).items()}
+    loss_options = ()
+    if loss == "learned":  # its structure is static (options), its parameters traced (hp["learned"]), as run.py builds it
+        from purejaxrl.llm import learned as LN
+
+        spec = LN.make_spec("grpo")
+        hp["learned"] = LN.init_params(spec, jax.random.PRNGKey(2), task.max_new)
+        loss_options = tuple(sorted(LN.options(spec).items()))
+    settings = T.RLSettings(num_prompts=4, num_generations=4, num_iterations=2, loss=loss, loss_options=loss_options)
     opt = optax.adam(1e-3)
     params = init_params(jax.random.PRNGKey(0), cfg)
-    hp = {k: jnp.float32(v) for k, v in dict(beta=0.04, epsilon=0.2, epsilon_high=0.28, q=0.75, p_floor=1e-3, entropy_coef=0.01).items()}
     it = jax.jit(T.make_rl_iteration(task, cfg, settings, {"use_ref": True}, opt))
     p2, _, m, _ = it(params, opt.init(params), params, jax.random.PRNGKey(1), hp, jnp.float32(1.0))
     assert np.isfinite(float(m["loss"]))
