@@ -336,9 +336,11 @@ def _run_evolve(study: dict, spec: dict, out: Path, log) -> None:
     for name, d in _evolve_dirs(study, out).items():
         cfg = _evolve_config(study, spec, name)
         if _done(d):
+            from purejaxrl.llm.run import with_later_defaults
+
             saved = yaml.safe_load((d / "config.yaml").read_text())
             drop = lambda c: {k: v for k, v in c.items() if k not in LLM_RUN_ONLY}  # noqa: E731
-            _check_reused(d, drop(saved), drop({**cfg, "run_dir": str(d)}))
+            _check_reused(d, drop(with_later_defaults(saved)), drop(with_later_defaults({**cfg, "run_dir": str(d)})))
             continue
         resuming = Checkpointer.exists(d / "checkpoints")
         log(f"{'resuming' if resuming else 'running'} llm meta {name}")

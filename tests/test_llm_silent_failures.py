@@ -44,7 +44,8 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_seed_and_metric(tmp_pa
 @pytest.mark.slow
 def test_a_resume_with_a_trajectory_setting_changed_is_refused(tmp_path):
     run_llm({**PREF, "iterations": 2}, tmp_path / "r")
-    for k, v in (("lr", 3e-3), ("max_grad_norm", 0.5), ("weight_decay", 0.1), ("noise", "flip:0.1"),
+    for k, v in (("lr", 3e-3), ("max_grad_norm", 0.5), ("weight_decay", 0.1), ("adam_beta2", 0.99), ("adam_epsilon", 1e-6),
+                 ("noise", "flip:0.1"),
                  ("num_candidates", 3), ("dataset_size", 32)):
         with pytest.raises(ConfigError, match=k):
             run_llm({**PREF, "iterations": 4, "resume": True, k: v}, tmp_path / "r")
@@ -130,3 +131,37 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_the_run(tmp_path):
             run_llm(cfg, tmp_path / "g")
     finally:
         R.REGISTRY.pop(_NAN_GRAD_LOSS, None)
+
+
+def test_adamw_defaults_are_trls_and_a_bad_setting_is_refused_before_compile():
+    from purejaxrl.llm.run import with_defaults
+
+    d = with_defaults({})
+    assert (d["adam_beta1"], d["adam_beta2"], d["adam_epsilon"]) == (0.9, 0.999, 1e-8)
+    for k, v in (("adam_beta2", 1.0), ("adam_beta1", -0.1), ("adam_epsilon", 0.0)):
+        with pytest.raises(ConfigError, match=k):
+            validate_llm({**PREF, k: v})
+
+
+def test_a_run_saved_before_the_adamw_settings_is_the_same_run_as_b2_0_99_only():
+    """Runs recorded before the settings existed used b2 = 0.99: their saved config names no AdamW
+    setting, and compares equal to 0.99 (a resume or a study's reuse goes on) and unequal to the new default."""
+    from purejaxrl.llm.run import IDENTITY, with_defaults, with_later_defaults
+
+    def ident(c):
+        c = with_later_defaults(c)
+        return {k: c.get(k) for k in IDENTITY}
+
+    old = {k: v for k, v in with_defaults(PREF).items() if not k.startswith("adam_")}
+    assert ident(old) == ident({**with_defaults(PREF), "adam_beta2": 0.99})
+    assert ident(old) != ident(with_defaults(PREF))
+
+
+@pytest.mark.slow
+def test_adam_beta2_reaches_the_optimiser(tmp_path):
+    """Adam's first step is sign-like whatever b2 is; from the second on, b2 changes the trajectory."""
+    for b2 in (0.99, 0.999):
+        run_llm({**PREF, "iterations": 3, "adam_beta2": b2}, tmp_path / str(b2))
+    a, b = _rows(tmp_path / "0.99"), _rows(tmp_path / "0.999")
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-6)  # the same start
+    assert a[2]["loss"] != pytest.approx(b[2]["loss"], rel=1e-6)

@@ -31,7 +31,8 @@ MODES = ("sft", "rl", "pref")
 IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_prompts", "num_generations", "batch_size",
             "eval_seed", "eval_prompts",
             # every other setting that changes the trajectory (a resume with another value is refused)
-            "sft_target", "lr", "weight_decay", "max_grad_norm", "num_iterations", "temperature", "top_k", "top_p", "min_p",
+            "sft_target", "lr", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon",
+            "num_iterations", "temperature", "top_k", "top_p", "min_p",
             "mask_truncated_completions", "steps_per_generation", "gradient_accumulation_steps", "reward_funcs",
             "reward_weights", "curriculum_pool",
             "curriculum_sigma", "policy_gradient", "num_candidates", "dataset_size", "noise", "pref_temperature",
@@ -40,7 +41,9 @@ IDENTITY = ("mode", "task", "model", "loss", "reward", "anchor", "seed", "num_pr
 # without them compares equal to one that sets them so (a resume or a study's reuse is not refused)
 LATER_DEFAULTS = {"top_p": 1.0, "min_p": 0.0, "mask_truncated_completions": False, "steps_per_generation": None,
                   "gradient_accumulation_steps": 1, "reward_funcs": ["verifier"], "reward_weights": None,
-                  "sft_target": "reference"}
+                  "sft_target": "reference",
+                  # AdamW's moments: runs recorded before these settings used b2 = 0.99 (TRL's default is 0.999)
+                  "adam_beta1": 0.9, "adam_beta2": 0.99, "adam_epsilon": 1e-8}
 LATER_LOSS_DEFAULTS = {"importance_sampling_level": "token", "pairs": "best_worst"}
 
 
@@ -138,6 +141,12 @@ def validate_llm(cfg: dict) -> None:
     for k in ("lr", "weight_decay", "max_grad_norm"):
         if cfg.get(k) is not None and cfg[k] < 0:
             errs.append(f"{k}={cfg[k]!r} must be >= 0")
+    for k in ("adam_beta1", "adam_beta2"):
+        if k in cfg and not (isinstance(cfg[k], (int, float)) and not isinstance(cfg[k], bool) and 0 <= cfg[k] < 1):
+            errs.append(f"{k}={cfg[k]!r} must be a number in [0, 1) (TRL's defaults: adam_beta1=0.9, adam_beta2=0.999)")
+    if "adam_epsilon" in cfg and not (isinstance(cfg["adam_epsilon"], (int, float))
+                                      and not isinstance(cfg["adam_epsilon"], bool) and cfg["adam_epsilon"] > 0):
+        errs.append(f"adam_epsilon={cfg['adam_epsilon']!r} must be a number > 0 (e.g. 1e-8)")
     loss_cfg = cfg.get("loss") or {}
     loss = loss_cfg.get("name")
     if cfg.get("mode") == "rl" and loss not in R.REGISTRY:  # the registry as it is now (losses registered later count)
@@ -396,7 +405,8 @@ def build_program(cfg: dict, task, train_task, mcfg: ModelConfig, key: jax.Array
     mode, loss_cfg = cfg["mode"], dict(cfg.get("loss") or {})
     lr = cfg["lr"]
     clip = optax.clip_by_global_norm(cfg["max_grad_norm"]) if cfg.get("max_grad_norm") else optax.identity()
-    opt = optax.chain(clip, optax.adamw(lr, b1=0.9, b2=0.99, weight_decay=cfg["weight_decay"]))
+    opt = optax.chain(clip, optax.adamw(lr, b1=cfg["adam_beta1"], b2=cfg["adam_beta2"],
+                                        eps=cfg["adam_epsilon"], weight_decay=cfg["weight_decay"]))
     learned_params, spec = None, None
     if mode == "rl" and loss_cfg["name"] == "learned":  # structure static, parameters traced (hp["learned"])
         spec, learned_params = LN.from_config(loss_cfg, task.max_new, jax.random.fold_in(key, 10**6))
