@@ -219,7 +219,7 @@ def test_lpg_study_trains_every_arm_in_the_same_settings_for_a_fixed_lifetime(tm
         cfgs = [{**c[j][0], "algo": {k: v for k, v in c[j][0]["algo"].items() if k != "update_rule"}}
                 for c in by_arm.values()]
         assert all(c == cfgs[0] for c in cfgs), x
-        assert cfgs[0]["network"]["num_layers"] == (1 if x.startswith("catch") else 0)
+        assert cfgs[0]["network"]["num_layers"] == (1 if x.startswith(("catch", "cartpole")) else 0)  # MLP agents
     np.testing.assert_array_equal(by_arm["ta_lpg"][0][1].params["gru_wx"], saved["ta_lpg"].params["gru_wx"])
     np.testing.assert_array_equal(by_arm["lpg"][0][1].params["gru_wx"], saved["lpg"].params["gru_wx"])
     assert by_arm["a2c"][0][1].spec["kind"] == "a2c" and by_arm["a2c"][0][1].params is None
