@@ -297,3 +297,21 @@ def test_setting_config_by_hand():
     same = setting_config(cfg, None, cfg["env"]["name"], 0.001)  # the meta run's own env, at least one update
     assert same["env"] == cfg["env"] and same["algo"]["total_timesteps"] == 16 * 20
     assert same["network"] == cfg["network"] and same["algo"]["lr"] == cfg["algo"]["lr"]
+
+
+def test_a_finished_es_run_saved_before_later_es_settings_is_continued_not_refused():
+    """A study raising es.generations continues its finished ES runs; one saved before es.tasks existed
+    (its config names no es.tasks) is the same run as es.tasks=shared, and not as per_pair."""
+    from purejaxrl import reproduce as R
+    from purejaxrl.meta import study as S
+
+    study = R.for_tier(R.load_study("ta_lpo"), "smoke")
+    spec = R.tier_spec(study, "smoke", None)
+    name = next(iter(study["meta"]))
+    cfg = S.compose_meta(S.meta_overrides(study, spec, name, 0))
+    saved = {**cfg, "es": {k: v for k, v in cfg["es"].items() if k != "tasks"}}
+    assert cfg["es"]["tasks"] == "shared"
+    assert S.reuse_difference(saved, cfg) is None
+    assert S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "generations": cfg["es"]["generations"] + 5}}) is None
+    assert "tasks" in S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "tasks": "per_pair"}})
+    assert "sigma" in S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "sigma": 0.5}})

@@ -136,6 +136,18 @@ def compose_meta(overrides: list[str]) -> dict:
     return compose(overrides, config_name="meta")
 
 
+def reuse_difference(saved: dict, cfg: dict) -> str | None:
+    """What differs between a finished ES run's saved config and the one a study asks for now, or None:
+    es.generations may grow and es.eval_every change (a finished run is continued), and ES settings
+    added after the run was saved compare equal at their defaults (``meta.run.es_identity``)."""
+    from purejaxrl.config import first_difference
+    from purejaxrl.meta.run import es_identity
+
+    keys = ("algo", "env", "network", "objective", "es", "seed")
+    part = lambda c: {k: (es_identity(c[k]) if k == "es" else c.get(k)) for k in keys}  # noqa: E731
+    return first_difference(part(saved), part(cfg))
+
+
 def meta_dirs(study: dict, spec: dict, out: Path) -> dict[str, list[Path]]:
     return {name: [out / "runs" / f"meta_{name}_seed{m}" for m in range(int(spec.get("meta_seeds", 1)))]
             for name in study["meta"]}
@@ -186,14 +198,8 @@ def run(study: dict, spec: dict, out: Path, log) -> None:
             cfg = compose_meta(over)
             done = (d / "summary.json").exists() and json.loads((d / "summary.json").read_text()).get("completed")
             if done:
-                from purejaxrl.config import first_difference
-
                 saved = yaml.safe_load((d / "config.yaml").read_text())
-                keys = ("algo", "env", "network", "objective", "es", "seed")
-                grows = ("generations", "eval_every")  # a finished run may be continued for more generations
-                part = lambda c: {k: ({a: b for a, b in c[k].items() if a not in grows} if k == "es" else c.get(k))  # noqa: E731
-                                  for k in keys}
-                diff = first_difference(part(saved), part(cfg))
+                diff = reuse_difference(saved, cfg)
                 ran, asked = int(saved["es"]["generations"]), int(cfg["es"]["generations"])
                 if diff or ran > asked:
                     what = diff or f"es.generations: the run has {ran}, the study asks for {asked}"
