@@ -1058,7 +1058,10 @@ def report_markdown(report: dict) -> str:
              "when it excludes it the other way, else *inconclusive at n seeds*.", "",
              f"Metric: `{report['metric']['name']}` — {report['metric'].get('description', '')}. "
              f"Seeds: {report['seeds']} (independent evaluation keys per seed; arms on a seed share theirs). "
-             f"Compute: {report['compute_seconds'] / 60:.1f} min of compile and training over all runs.", "",
+             f"Compute: {report['compute_seconds'] / 60:.1f} min of "
+             + ("ES generations (compile included) over all meta-training runs; the held-out evaluations of the ES "
+                "mean and the arms' evaluations are not counted." if report.get("kind") == "meta"
+                else "compile and training over all runs."), "",
              "## Claims", "", claims_table(report)]
     if report.get("claims_not_run"):
         lines += [f"Not run at tier {report['tier']} (it runs a subset of the arms): "
