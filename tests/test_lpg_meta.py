@@ -247,9 +247,12 @@ def test_a_ta_lpg_meta_run_hands_over_a_rule_that_trains_an_agent(tmp_path):
     from purejaxrl.experiment import run
     from purejaxrl.meta.run import run_meta
 
-    whole = run_meta(_meta_cfg(*LPG, "es.generations=2"), tmp_path / "whole", progress=False)
-    part = run_meta(_meta_cfg(*LPG, "es.generations=2", "stop_after_generations=1"), tmp_path / "part", progress=False)
-    resumed = run_meta(_meta_cfg(*LPG, "es.generations=2", "resume=true"), tmp_path / "part", progress=False)
+    # a starting rule fixed by seed: at 96 steps an agent may end no episode (a NaN held-out score, never
+    # selected), and which rule is drawn decides it; this one ends episodes
+    fix = "algo.update_rule_seed=0"
+    whole = run_meta(_meta_cfg(*LPG, "es.generations=2", fix), tmp_path / "whole", progress=False)
+    part = run_meta(_meta_cfg(*LPG, "es.generations=2", "stop_after_generations=1", fix), tmp_path / "part", progress=False)
+    resumed = run_meta(_meta_cfg(*LPG, "es.generations=2", "resume=true", fix), tmp_path / "part", progress=False)
     assert whole["completed"] and not part["completed"] and resumed["completed"] and whole["objective"] == "ta_lpg"
     a, b = (np.load(tmp_path / p / "mean" / "params.npz") for p in ("whole", "part"))
     for k in a.files:  # resumed bit-identically
@@ -315,3 +318,20 @@ def test_a_finished_es_run_saved_before_later_es_settings_is_continued_not_refus
     assert S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "generations": cfg["es"]["generations"] + 5}}) is None
     assert "tasks" in S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "tasks": "per_pair"}})
     assert "sigma" in S.reuse_difference(saved, {**cfg, "es": {**cfg["es"], "sigma": 0.5}})
+
+
+def test_each_es_seed_starts_from_its_own_rule_unless_the_seed_is_fixed():
+    """Fixed defect: every ES run started from the rule of update_rule_seed 0, so a study's ES seeds
+    were not independent draws of the meta-training (the reference draws it from each run's key)."""
+    from purejaxrl.meta.evolved import from_config
+    from purejaxrl.meta.run import validate_meta
+
+    cfg = _meta_cfg(*LPG)
+    validate_meta(cfg)
+    assert cfg["algo"]["update_rule_seed"] is None
+    a, b = (from_config(cfg, jax.random.PRNGKey(s)).params["gru_wx"] for s in (0, 1))
+    assert not np.allclose(a, b)
+    fixed = _meta_cfg(*LPG, "algo.update_rule_seed=3")
+    validate_meta(fixed)
+    c, d = (from_config(fixed, jax.random.PRNGKey(s)).params["gru_wx"] for s in (0, 1))
+    np.testing.assert_array_equal(c, d)

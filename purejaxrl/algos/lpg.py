@@ -119,7 +119,7 @@ class LPG(RolloutAlgorithm):
         if rule is None:
             name = self.cfg.get("update_rule", "a2c")
             rule = (update_rules.load_rule(self.cfg["update_rule_path"]) if name == "learned"
-                    else update_rules.make_rule(name, jax.random.PRNGKey(int(self.cfg.get("update_rule_seed", 0))),
+                    else update_rules.make_rule(name, jax.random.PRNGKey(int(self.cfg.get("update_rule_seed") or 0)),
                                                 **rule_sizes(self.cfg)))
         self.rule = rule
         spec = resolve_spec(network_cfg, self.NETWORK_DEFAULTS, self.env.observation_shape)

@@ -54,12 +54,15 @@ def from_objective(obj: objectives.Objective) -> Evolved:
 
 def from_config(cfg: dict, key: jax.Array) -> Evolved:
     """The starting point of a meta run: ``objective`` (drawn from ``key``) for PPO; for LPG the rule
-    ``algo.update_rule`` initialised from ``algo.update_rule_seed``, as a plain ``train`` run builds it."""
+    ``algo.update_rule`` initialised from ``key`` (the meta run's, from its seed: each ES seed its own
+    starting rule, as the reference draws it from each run's key), or from ``algo.update_rule_seed``
+    where that is set."""
     if cfg["algo"]["name"] == "lpg":
         from purejaxrl.algos.lpg import rule_sizes
 
         name = cfg["algo"].get("update_rule")
-        rule = update_rules.make_rule(name, jax.random.PRNGKey(int(cfg["algo"].get("update_rule_seed", 0))),
+        fixed = cfg["algo"].get("update_rule_seed")
+        rule = update_rules.make_rule(name, key if fixed is None else jax.random.PRNGKey(int(fixed)),
                                       **rule_sizes(cfg["algo"]))
         return Evolved(name, "update_rule", rule.spec, rule.params, update_rules.SPEC_FILE)
     return from_objective(objectives.build(cfg["objective"], key=key))
