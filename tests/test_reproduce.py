@@ -383,6 +383,43 @@ def test_a_finished_meta_run_is_continued_when_the_tier_asks_for_more_generation
         meta_study.run(study, spec, out, logs.append)
 
 
+@pytest.mark.slow
+def test_a_continuation_stopped_midway_is_finished_not_taken_as_complete(tmp_path, monkeypatch):
+    """A continuation from 2 to 4 generations killed after generation 3 has saved es.generations=4 in
+    config.yaml; the next study run must finish it to 4, not evaluate it at 3 as complete. Defect: the
+    study read the finished count from config.yaml and skipped the run."""
+    from purejaxrl.meta import run as meta_run
+    from purejaxrl.meta import study as meta_study
+
+    tiny = ["es.population=4", "es.eval_every=1", "es.eval_seeds=2", "objective.hidden=8", "algo.total_timesteps=1024",
+            "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4"]
+    study = _meta_study(tmp_path, settings={"near": ["cartpole@1"]},
+                        arms={"ta": {"objective": "ta"}, "clip": {"objective": "clip"}},
+                        claims=[{"claim": "effect(ta, clip) > 0", "paper": "p"}])
+    out, logs = tmp_path / "out", []
+    run_dir = out / "runs" / "meta_ta_seed0"
+    meta_study.run(study, {"seeds": 2, "meta_seeds": 1, "meta_overrides": [*tiny, "es.generations=2"]}, out, logs.append)
+    finished = (run_dir / "summary.json").read_text()
+    more = {"seeds": 2, "meta_seeds": 1, "meta_overrides": [*tiny, "es.generations=4"]}
+    keys = meta_run.generation_keys
+
+    def killed_at_generation_3(master, g):
+        if g == 3:
+            raise KeyboardInterrupt
+        return keys(master, g)
+
+    monkeypatch.setattr(meta_run, "generation_keys", killed_at_generation_3)
+    with pytest.raises(KeyboardInterrupt):
+        meta_study.run(study, more, out, logs.append)
+    monkeypatch.setattr(meta_run, "generation_keys", keys)
+    assert not json.loads((run_dir / "summary.json").read_text())["completed"]  # marked while it runs
+    (run_dir / "summary.json").write_text(finished)  # as a run killed by the old code left it
+    meta_study.run(study, more, out, logs.append)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["generations"] == 4 and summary["completed"]
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
+
+
 def test_below_start_counts_the_seeds_an_arm_ends_under_its_start():
     from purejaxrl.reproduce import arms_table, below_start
 

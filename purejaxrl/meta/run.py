@@ -205,6 +205,9 @@ def evolve(cfg: dict, run_dir: Path, ckpt_dir: Path, resuming: bool, objective, 
             print(f"{run_dir} already completed all {gens} generations; nothing to do")
             return json.loads((run_dir / SUMMARY).read_text())
         print(f"resuming {run_dir} from generation {start}/{gens}")
+        if main and (run_dir / SUMMARY).exists():  # a finished run continued for more generations: not
+            stale = json.loads((run_dir / SUMMARY).read_text())  # complete until this one writes its summary
+            (run_dir / SUMMARY).write_text(json.dumps({**stale, "completed": False}, indent=2))
         ckpt = Checkpointer(ckpt_dir)
     if getattr(fitness_fn, "normalize", False):
         if baselines is None:

@@ -196,11 +196,14 @@ def run(study: dict, spec: dict, out: Path, log) -> None:
         for m, d in enumerate(dirs):
             over = meta_overrides(study, spec, name, m)
             cfg = compose_meta(over)
-            done = (d / "summary.json").exists() and json.loads((d / "summary.json").read_text()).get("completed")
-            if done:
+            summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+            if summary.get("completed"):
                 saved = yaml.safe_load((d / "config.yaml").read_text())
                 diff = reuse_difference(saved, cfg)
-                ran, asked = int(saved["es"]["generations"]), int(cfg["es"]["generations"])
+                # the generations the summary records as finished: a continuation stopped before it wrote
+                # its summary has already saved the larger es.generations in config.yaml
+                ran = int(summary.get("generations", saved["es"]["generations"]))
+                asked = int(cfg["es"]["generations"])
                 if diff or ran > asked:
                     what = diff or f"es.generations: the run has {ran}, the study asks for {asked}"
                     raise ConfigError(f"{d} was run with other settings than the study now asks for ({what}); "
