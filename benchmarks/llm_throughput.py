@@ -10,8 +10,11 @@ PyTorch process gets them as ``MALLOC_*`` variables; ``--torch-malloc default`` 
 allocator at glibc's defaults instead, and the file says which).
 
     python benchmarks/llm_throughput.py --rounds 2
+    python benchmarks/llm_throughput.py --d-model 16 --layers 2 --no-torch --out small.json   # a quick check
 
-Writes ``benchmarks/results/llm_grpo_throughput_<platform>.json``.
+``--d-model``/``--layers``/``--prompts``/``--completions`` resize the model (4 heads, SwiGLU 4 × d) and
+the batch; the PyTorch reference runs only at the default sizes.  Writes
+``benchmarks/results/llm_grpo_throughput_<platform>.json`` (``--out``: another path).
 """
 
 from __future__ import annotations
@@ -83,18 +86,27 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--torch-malloc", choices=("same", "default"), default="same",
                     help="the PyTorch process's heap settings: the same as this process's (default) or glibc's own")
+    ap.add_argument("--d-model", type=int, default=128, help="model width (4 heads, SwiGLU 4 x d_model)")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=PROMPTS)
+    ap.add_argument("--completions", type=int, default=G, help="completions per prompt")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (skipped anyway at non-default sizes)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the JSON file (default: benchmarks/results/llm_grpo_throughput_<platform>.json)")
     a = ap.parse_args()
-    cfg = ModelConfig(vocab_size=32, d_model=128, n_layers=4, n_heads=4, d_mlp=512, max_len=P + NEW)
+    n_prompts, g = a.prompts, a.completions
+    default_sizes = (a.d_model, a.layers, a.prompts, a.completions) == (128, 4, PROMPTS, G)
+    cfg = ModelConfig(vocab_size=32, d_model=a.d_model, n_layers=a.layers, n_heads=4, d_mlp=4 * a.d_model, max_len=P + NEW)
     params = init_params(jax.random.PRNGKey(0), cfg)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))
     opt_state = opt.init(params)
     task = ParityTask()
     hp = {"beta": jnp.float32(0.0), "epsilon": jnp.float32(0.2), "epsilon_high": jnp.float32(0.2)}
-    prompts = task.sample(jax.random.PRNGKey(1), PROMPTS).prompts
+    prompts = task.sample(jax.random.PRNGKey(1), n_prompts).prompts
     key = jax.random.PRNGKey(2)
 
     def iteration_fn(share: bool):
-        settings = T.RLSettings(num_prompts=PROMPTS, num_generations=G, loss="grpo", share_prompts=share)
+        settings = T.RLSettings(num_prompts=n_prompts, num_generations=g, loss="grpo", share_prompts=share)
         it = T.make_rl_iteration(task, cfg, settings, {"use_ref": False}, opt)
         return jax.jit(lambda p, o, k: it(p, o, p, k, hp, jnp.float32(jnp.nan))[:3])
 
@@ -102,15 +114,15 @@ def main() -> None:
     t = time.perf_counter()
     shared.lower(params, opt_state, key).compile()
     compile_s = time.perf_counter() - t
-    kv = jax.jit(lambda p, k: sample(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0, num_samples=G))
-    naive = jax.jit(lambda p, k: sample_no_cache(p, cfg, jnp.repeat(prompts, G, 0), k, max_new=NEW, stop_id=-1, pad_id=0))
+    kv = jax.jit(lambda p, k: sample(p, cfg, prompts, k, max_new=NEW, stop_id=-1, pad_id=0, num_samples=g))
+    naive = jax.jit(lambda p, k: sample_no_cache(p, cfg, jnp.repeat(prompts, g, 0), k, max_new=NEW, stop_id=-1, pad_id=0))
     rounds = []
     for _ in range(a.rounds):
         r = {"iteration_s": timeit(shared, params, opt_state, key),
              "iteration_without_prompt_sharing_s": timeit(unshared, params, opt_state, key),
              "sample_kv_cache_s": timeit(kv, params, key),
              "sample_no_cache_s": timeit(naive, params, key)}
-        tr = torch_round(a.torch_malloc)
+        tr = torch_round(a.torch_malloc) if default_sizes and not a.no_torch else None
         if tr is not None:
             r["pytorch"] = tr["rounds"][0]
             r["pytorch_version"], r["pytorch_threads"] = tr["torch"], tr["threads"]
@@ -122,8 +134,9 @@ def main() -> None:
     res = {
         "what": "make_rl_iteration (sample + reward + old log-probs + one AdamW step), best of 5 after a warm-up, "
                 "rounds alternated with the PyTorch reference loop (benchmarks/reference_torch_grpo.py)",
-        "model": {"params": num_params(params), "d_model": 128, "n_layers": 4, "n_heads": 4, "d_mlp": 512, "vocab": 32},
-        "batch": {"prompts": PROMPTS, "generations": G, "prompt_tokens": P, "new_tokens": NEW},
+        "model": {"params": num_params(params), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+                  "d_mlp": cfg.d_mlp, "vocab": 32},
+        "batch": {"prompts": n_prompts, "generations": g, "prompt_tokens": P, "new_tokens": NEW},
         "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__},
         "iteration_compile_s": compile_s,
         "heap": {"jax": "keep_heap() " + ("on" if purejaxrl.keep_heap_enabled() else "off (PUREJAXRL_KEEP_HEAP=0)"),
@@ -138,8 +151,8 @@ def main() -> None:
                                     "pytorch": best(lambda r: r["pytorch"]["shared"]["iteration_s"])},
             "without_prompt_sharing": {"jax": best(lambda r: r["iteration_without_prompt_sharing_s"]),
                                        "pytorch": best(lambda r: r["pytorch"]["unshared"]["iteration_s"])}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"llm_grpo_throughput_{res['machine']['platform']}.json"
+    out = a.out or RESULTS / f"llm_grpo_throughput_{res['machine']['platform']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(out)
 

@@ -40,6 +40,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*")
     p.add_argument("--generations", type=int, default=3, help="timed generations after the first (compiling) one")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the JSON file (default: benchmarks/results/meta_throughput[_<overrides>]_<platform>.json)")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
     from hydra import compose, initialize_config_dir
@@ -103,9 +105,10 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(out, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = "meta_throughput" + ("_" + "_".join(x.replace("=", "").replace(".", "") for x in a.overrides) if a.overrides else "")
-    (RESULTS / f"{name}_{out['platform']}.json").write_text(json.dumps(out, indent=2))
+    path = a.out or RESULTS / f"{name}_{out['platform']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

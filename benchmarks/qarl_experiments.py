@@ -332,6 +332,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=4, help="compare: greedy episodes per grid cell and seed")
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
                    help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
+    p.add_argument("--out", type=Path, default=None, help="the JSON file (default: its file under benchmarks/results/qarl/)")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
     a = p.parse_intermixed_args()
     if not Path("benchmarks").is_dir():
@@ -350,6 +351,8 @@ def main() -> None:
         res = compare(a.env, a.steps, a.seeds, a.num_envs, a.overrides, (a.mass, a.friction), a.fresh_adversary,
                       a.stopped, a.episodes, a.absolute, a.reuse)
         path = OUT / f"compare_{a.env}.json"
+    path = a.out or path
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
 

@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=8, help="the run is cut in this many chunks; 2 are timed")
     p.add_argument("--processes", type=int, default=2, help="also: this many jax.distributed processes over "
                    "the largest device count (1: skip)")
+    p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/scale/pqn_cartpole_<platform>.json)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--process", nargs=3, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -111,11 +112,11 @@ def main() -> None:
         r["relative_to_first"] = r["env_steps_per_second"] / ref
         print(f"{r['devices']} device(s), {r['processes']} process(es): {r['env_steps_per_second']:,.0f} env steps/s "
               f"({r['relative_to_first']:.2f}x), compile {r['compile_seconds']:.1f} s")
-    OUT.mkdir(parents=True, exist_ok=True)
     plat = rows[0]["platform"]
     res = {"config": CFG, "seeds": a.seeds, "cpu_count": os.cpu_count(), "platform": plat, "rows": rows,
            "note": "virtual CPU devices share the machine's cores" if plat == "cpu" else None}
-    path = OUT / f"pqn_cartpole_{plat}.json"
+    path = a.out or OUT / f"pqn_cartpole_{plat}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print(f"wrote {path}")
 

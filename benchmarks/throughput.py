@@ -92,6 +92,7 @@ def main() -> None:
     p.add_argument("--name", default="pqn_cartpole")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", action="store_true", help="also time reference-style layouts and 8 seeds")
+    p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/<name>_<platform>.json)")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
 
@@ -122,8 +123,8 @@ def main() -> None:
         print("train, seed axis vmapped even for one seed (reference layout):", result["train_size1_vmap"], flush=True)
         result["train_8_seeds"] = time_training({**cfg, "num_seeds": 8}, 1)
         print("train, 8 seeds vmapped:", result["train_8_seeds"], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{a.name}_{result['machine']['platform']}.json"
+    out = a.out or RESULTS / f"{a.name}_{result['machine']['platform']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(out)
 
