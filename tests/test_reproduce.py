@@ -361,14 +361,17 @@ def test_meta_study_file_errors(tmp_path):
         _meta_study(tmp_path, claims=bad)
 
 
+TINY_META = ["es.population=4", "es.eval_every=1", "es.eval_seeds=2", "objective.hidden=8", "algo.total_timesteps=1024",
+             "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4"]
+
+
 @pytest.mark.slow
 def test_a_finished_meta_run_is_continued_when_the_tier_asks_for_more_generations(tmp_path):
     """A tier raised from 2 to 3 ES generations continues the finished runs (the rest of their config
     unchanged) rather than refusing them; asking for fewer than a run has is refused."""
     from purejaxrl.meta import study as meta_study
 
-    tiny = ["es.population=4", "es.eval_every=1", "es.eval_seeds=2", "objective.hidden=8", "algo.total_timesteps=1024",
-            "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4"]
+    tiny = TINY_META
     study = _meta_study(tmp_path, settings={"near": ["cartpole@1"]},
                         arms={"ta": {"objective": "ta"}, "clip": {"objective": "clip"}},
                         claims=[{"claim": "effect(ta, clip) > 0", "paper": "p"}])
@@ -391,8 +394,7 @@ def test_a_continuation_stopped_midway_is_finished_not_taken_as_complete(tmp_pat
     from purejaxrl.meta import run as meta_run
     from purejaxrl.meta import study as meta_study
 
-    tiny = ["es.population=4", "es.eval_every=1", "es.eval_seeds=2", "objective.hidden=8", "algo.total_timesteps=1024",
-            "algo.num_envs=4", "algo.num_steps=32", "algo.num_eval_envs=4"]
+    tiny = TINY_META
     study = _meta_study(tmp_path, settings={"near": ["cartpole@1"]},
                         arms={"ta": {"objective": "ta"}, "clip": {"objective": "clip"}},
                         claims=[{"claim": "effect(ta, clip) > 0", "paper": "p"}])
