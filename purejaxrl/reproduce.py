@@ -882,11 +882,48 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
         pairs = [(c["claim"], c.get("metric"), *parse_claim(c["claim"])["arms"][:2]) for c in study["claims"]
                  if parse_claim(c["claim"])["form"] != "threshold"]
         report["per_es_seed"] = meta_study.per_es_seed(study, out, spec, pairs)
+        report["bound_hits"] = meta_study.bound_hits(study, out, spec)
+        meta_claim_checks(claims, report, meta_study.settings(study, spec))
     report["curves"] = plot_curves(study, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report_markdown(report))
     plot_report(report, out)
     return report
+
+
+def meta_claim_checks(claims: list, report: dict, groups: dict) -> None:
+    """Two readings of a meta study's comparisons the paired interval cannot make by itself.
+
+    - Its interval covers the test seeds' variation at the ES seeds run, not the ES runs' own: a
+      decisive verdict stands only when every ES run's objective points the same way (the effect with
+      the m-th ES seed of each learned arm, on the same side of the null as the estimate); otherwise
+      it is *inconclusive: ES runs disagree*, the per-run effects named in the note.
+    - A comparison read mostly where runs end at an env's lowest or highest return cannot show an
+      effect there: when a quarter or more of the two arms' runs behind it sit at a bound, the note
+      says how many."""
+    from purejaxrl.meta.study import DEFAULT_GROUP, at_bounds
+
+    effects = report["per_es_seed"]["effects"]
+    for c in claims:
+        pc = parse_claim(c["claim"])
+        if pc["form"] == "threshold":
+            continue
+        a, b = pc["arms"][:2]
+        g = c["metric"] if c["metric"] in groups else DEFAULT_GROUP
+        notes = [c["note"]] if c.get("note") else []
+        per_run = effects.get(c["claim"] + (f" on {g}" if g != DEFAULT_GROUP else ""))
+        if per_run and len(per_run) > 1 and not c["verdict"].startswith("inconclusive"):
+            side = np.sign(c["estimate"] - c["null"])
+            if any(np.sign(e - c["null"]) != side for e in per_run):
+                c["verdict"] = "inconclusive: ES runs disagree"
+                notes.append("the interval is decisive at these ES seeds, but the ES runs point different ways (effect "
+                             "with the m-th ES seed of each learned arm: "
+                             + ", ".join(f"{_fmt(e)}" for e in per_run) + "): the verdict would rest on one ES run")
+        at, n = at_bounds(report["bound_hits"], groups[g], [a, b])
+        if n and at * 4 >= n:
+            notes.append(f"{at} of the {n} runs behind it ({100 * at / n:.0f}%) end at their env's lowest or highest "
+                         "return, where no difference can show (see 'At the floor or ceiling')")
+        c["note"] = "; ".join(notes) or None
 
 
 def compute_seconds(study: dict, out: Path) -> float:
@@ -987,7 +1024,7 @@ def _est(est: float, ci) -> str:
 
 def claims_table(report: dict) -> str:
     default = report["metric"]["name"]
-    unit = "prompts" if report.get("kind") == "llm" else "episodes"
+    unit = {"llm": "prompts", "meta": "runs"}.get(report.get("kind"), "episodes")
     lines = [f"| claim | the paper says | estimate [95% CI] | seeds × {unit} | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         where = f" ({c['where']})" if c.get("where") else ""
@@ -1026,7 +1063,7 @@ def below_start(report: dict) -> dict:
 
 def arms_table(report: dict) -> str:
     m = report["metric"]["name"]
-    unit = "prompts" if report.get("kind") == "llm" else "episodes"
+    unit = {"llm": "prompts", "meta": "runs"}.get(report.get("kind"), "episodes")
     below = below_start(report)
     extra = " below its `start` (seeds) |" if below else ""
     lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |{extra}",
@@ -1095,6 +1132,21 @@ def report_markdown(report: dict) -> str:
         for claim, vals in es["effects"].items():
             lines.append(f"- `{claim}` with the m-th ES seed of each learned arm: "
                          + ", ".join(f"m={m}: {_fmt(v)}" for m, v in enumerate(vals)))
+    hits = report.get("bound_hits")
+    if hits:
+        rows = [(x, by_arm) for x, by_arm in hits.items()
+                if any(v["floor"] + v["ceiling"] for v in by_arm.values())]
+        lines += ["", "## At the floor or ceiling", ""]
+        if rows:
+            arm_names = list(next(iter(hits.values())))
+            lines += ["Runs (test seeds × ES seeds) that ended exactly at the env's lowest / highest return, per "
+                      "setting with any:", "", "| setting | " + " | ".join(arm_names) + " |",
+                      "|---|" + "---|" * len(arm_names)]
+            for x, by_arm in rows:
+                lines.append(f"| {x} | " + " | ".join(f"{v['floor']} / {v['ceiling']} of {v['runs']}"
+                                                       for v in by_arm.values()) + " |")
+        else:
+            lines.append("No run ended at its env's lowest or highest return.")
     lines += ["", "![aggregates](aggregate.png)", "", "![profiles](profile.png)", ""]
     if report.get("curves"):
         lines += ["![learning curves (mean and 95% t interval over seeds)](curves.png)", ""]

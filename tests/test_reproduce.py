@@ -347,6 +347,46 @@ def test_meta_study_scores_are_normalised_returns_averaged_over_settings_and_es_
     np.testing.assert_allclose(every["ta"]["test"][0], np.mean([0.5, 0.4, 0.75]))
 
 
+def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_bound_are_counted(tmp_path):
+    """Review of the ta_lpo study: its 'contradicted' rested on one of two ES runs (per ES run +0.010 and
+    -0.165), and 41% of the runs behind its unseen-env claims sat at Acrobot's floor or Catch's ceiling
+    unremarked. A decisive interval whose ES runs point different ways is now 'inconclusive: ES runs
+    disagree', and a claim whose runs sit at a bound for a quarter or more says how many."""
+    study = _meta_study(tmp_path, claims=[{"claim": "effect(ta, ta_no_time) > 0", "paper": "time helps", "metric": "near"},
+                                          {"claim": "effect(ta, clip) > 0", "paper": "ta beats clip", "metric": "far"}])
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    (out / "study.json").write_text(json.dumps({"study": "toy_meta", "tier": "smoke", "seeds": 4}))
+    # near (cartpole@1, bounds [0, 500]): ES run 0 of ta loses to its ablation by 0.1 on every seed, ES run 1
+    # wins by 0.02 on average: the pooled interval is decisive (seeds -0.04 +- 0.01), the ES runs disagree
+    res = {"ta": {"cartpole@1|es0": [100, 150, 200, 250], "cartpole@1|es1": [160, 215, 260, 305]},
+           "ta_no_time": {"cartpole@1|es0": [150, 200, 250, 300], "cartpole@1|es1": [150, 200, 250, 300]},
+           "clip": {"cartpole@1|es0": [120, 170, 220, 270]}}
+    # far: catch@1 (bounds [-1, 1]) at the ceiling for ta's ES run 0 and for clip on three of four seeds
+    for arm, es_runs in (("ta", 2), ("ta_no_time", 2), ("clip", 1)):
+        for m in range(es_runs):
+            res[arm][f"cartpole@2|es{m}"] = [300 + 10 * m, 310, 320, 330 + 7 * m]
+            res[arm][f"catch@1|es{m}"] = [1, 1, 1, 0.5] if (arm == "clip" or m == 0) else [0.2, 0.4, 0.6, 0.0]
+    for arm, r in res.items():
+        (out / "evals" / f"{arm}.json").write_text(json.dumps(
+            {"seeds": 4, "results": {k: {"returns": v} for k, v in r.items()}}))
+    spec = {"seeds": 4, "meta_seeds": 2}
+    rep_claims = [R.evaluate_claim(c, R.arm_scores(study, out, c["metric"]), c["metric"], [0, 1]) for c in study["claims"]]
+    assert rep_claims[0]["verdict"] == "contradicted"  # what the pooled interval alone says
+    from purejaxrl.meta import study as meta_study
+
+    pairs = [(c["claim"], c["metric"], *R.parse_claim(c["claim"])["arms"][:2]) for c in study["claims"]]
+    report = {"per_es_seed": meta_study.per_es_seed(study, out, spec, pairs),
+              "bound_hits": meta_study.bound_hits(study, out, spec)}
+    np.testing.assert_allclose(report["per_es_seed"]["effects"]["effect(ta, ta_no_time) > 0 on near"], [-0.1, 0.02])
+    assert report["bound_hits"]["catch@1"]["ta"] == {"floor": 0, "ceiling": 3, "runs": 8}
+    assert report["bound_hits"]["catch@1"]["clip"] == {"floor": 0, "ceiling": 3, "runs": 4}
+    R.meta_claim_checks(rep_claims, report, meta_study.settings(study, spec))
+    assert rep_claims[0]["verdict"] == "inconclusive: ES runs disagree" and "-0.100, 0.020" in rep_claims[0]["note"]
+    # far: (3 + 3) of the (8 + 4) catch runs and none of the 12 cartpole@2 runs sit at a bound: 6 of 24 = 25%
+    assert "6 of the 24 runs behind it (25%)" in rep_claims[1]["note"]
+
+
 def test_meta_study_file_errors(tmp_path):
     for changes, fragment in (({"settings": {"g": ["cartpole-1"]}}, "ENV@HORIZON"),
                               ({"settings": {"g": ["pendulum@1"]}}, "needs an entry with bounds"),

@@ -343,6 +343,33 @@ def per_es_seed(study: dict, out: Path, spec: dict, pairs: list) -> dict:
     return {"es_seeds": M, "arms": arms, "effects": effects}
 
 
+def bound_hits(study: dict, out: Path, spec: dict) -> dict:
+    """``setting -> arm -> {"floor", "ceiling", "runs"}``: how many of an arm's runs in a setting (test
+    seeds × its ES seeds) ended exactly at the env's lowest or highest return (the setup's ``bounds``).
+    Runs at a bound cannot show a difference between arms, so a claim read mostly there is weak."""
+    from purejaxrl.meta.evaluate import load_setup
+
+    setup = load_setup(study["eval_setup"])
+    M = int(spec.get("meta_seeds", 1))
+    res: dict = {}
+    for arm, v in study["arms"].items():
+        rec = json.loads((out / "evals" / f"{arm}.json").read_text())
+        es_runs = M if v["objective"] in study["meta"] else 1
+        for x in settings(study, spec)[DEFAULT_GROUP]:
+            lo, hi = (float(b) for b in setup[_setting(x)[0]]["bounds"])
+            tol = 1e-6 * (hi - lo)
+            r = np.concatenate([np.asarray(rec["results"][f"{x}|es{m}"]["returns"], float) for m in range(es_runs)])
+            res.setdefault(x, {})[arm] = {"floor": int(np.sum(r <= lo + tol)), "ceiling": int(np.sum(r >= hi - tol)),
+                                          "runs": int(r.size)}
+    return res
+
+
+def at_bounds(hits: dict, group: list[str], arms: list[str]) -> tuple[int, int]:
+    """Of the runs of ``arms`` in ``group``'s settings: how many sit at a bound, out of how many."""
+    at = sum(hits[x][a]["floor"] + hits[x][a]["ceiling"] for x in group for a in arms)
+    return at, sum(hits[x][a]["runs"] for x in group for a in arms)
+
+
 def curves(study: dict, out: Path) -> dict:
     """``name (ES) -> (generations, [ES seeds, evaluations])``: each objective's held-out fitness of the
     ES mean over meta-training."""
