@@ -387,6 +387,32 @@ def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_boun
     assert "6 of the 24 runs behind it (25%)" in rep_claims[1]["note"]
 
 
+def test_an_open_above_range_normalises_without_a_ceiling(tmp_path):
+    """MinAtar returns have a floor (0) but no ceiling: the setup's high end (the reference's PPO return)
+    only normalises, so a return above it scores above 1 and is not counted at a bound."""
+    from purejaxrl.meta import study as meta_study
+    from purejaxrl.meta.evaluate import load_setup
+
+    assert load_setup("minatar_transfer")["minatar_breakout"]["open_above"] is True
+    assert "open_above" not in load_setup("cartpole_transfer")["cartpole"]  # old entries keep their keys
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("envs: {catch: {bounds: [-1, 1], open_above: maybe}}")
+    with pytest.raises(ConfigError, match="open_above"):
+        load_setup(str(bad))
+    study = _meta_study(tmp_path, eval_setup="minatar_transfer", settings={"far": ["minatar_breakout@1"]},
+                        claims=[{"claim": "effect(ta, clip) > 0", "paper": "ta beats clip", "metric": "far"}],
+                        metric={"name": "score"})
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    hi = 50.0822
+    for arm, es_runs in (("ta", 2), ("ta_no_time", 2), ("clip", 1)):
+        (out / "evals" / f"{arm}.json").write_text(json.dumps({"seeds": 2, "results": {
+            f"minatar_breakout@1|es{m}": {"returns": [0.0, 2 * hi]} for m in range(es_runs)}}))
+    hits = meta_study.bound_hits(study, out, {"seeds": 2, "meta_seeds": 2})
+    assert hits["minatar_breakout@1"]["ta"] == {"floor": 2, "ceiling": 0, "runs": 4}
+    np.testing.assert_allclose(R.arm_scores(study, out, "far")["clip"]["test"], [0.0, 2.0])
+
+
 def test_meta_study_file_errors(tmp_path):
     for changes, fragment in (({"settings": {"g": ["cartpole-1"]}}, "ENV@HORIZON"),
                               ({"settings": {"g": ["pendulum@1"]}}, "needs an entry with bounds"),

@@ -60,8 +60,9 @@ TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's
 
 def load_setup(name: str) -> dict[str, dict]:
     """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo: {setting: value}, network: {...}, bounds: [low,
-    high]}}``, the settings each env is trained with (its 1× budget in ``algo.total_timesteps``; settings
-    not given are the meta run's) and the range of its return (a study's normalised score)."""
+    high], open_above: bool}}``, the settings each env is trained with (its 1× budget in
+    ``algo.total_timesteps``; settings not given are the meta run's) and the range of its return (a
+    study's normalised score; ``open_above``: ``high`` normalises but is not a ceiling)."""
     path = Path(name) if name.endswith(".yaml") else SETUP_DIR / f"{name}.yaml"
     if not path.exists():
         have = ", ".join(sorted(p.stem for p in SETUP_DIR.glob("*.yaml")))
@@ -69,15 +70,18 @@ def load_setup(name: str) -> dict[str, dict]:
     data = yaml.safe_load(path.read_text()) or {}
     envs = data.get("envs")
     ok = isinstance(envs, dict) and all(
-        isinstance(v, dict) and set(v) <= {"algo", "network", "bounds"} and isinstance(v.get("algo", {}), dict)
+        isinstance(v, dict) and set(v) <= {"algo", "network", "bounds", "open_above"}
+        and isinstance(v.get("algo", {}), dict) and isinstance(v.get("open_above", False), bool)
         and isinstance(v.get("network", {}), dict)
         and (v.get("bounds") is None or (isinstance(v["bounds"], list) and len(v["bounds"]) == 2
                                         and v["bounds"][0] < v["bounds"][1])) for v in envs.values())
     if not ok:
         raise ConfigError(f"{path}: needs envs: {{env: {{algo: {{setting: value}}, network: {{setting: value}}, "
-                          "bounds: [low, high]}}}} (training settings and the return's range per env)")
-    # "network" only where given: a study's evaluations are keyed by their env's entry, kept while it is unchanged
-    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds"),
+                          "bounds: [low, high], open_above: true|false}}}} (training settings and the return's range "
+                          "per env; open_above: high is a normaliser, not a ceiling)")
+    # "network" and "open_above" only where given: a study's evaluations are keyed by their env's entry, kept
+    # while it is unchanged
+    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds"), **({"open_above": True} if v.get("open_above") else {}),
                 **({"network": dict(v["network"])} if v.get("network") else {})} for k, v in envs.items()}
 
 

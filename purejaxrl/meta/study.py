@@ -345,7 +345,8 @@ def per_es_seed(study: dict, out: Path, spec: dict, pairs: list) -> dict:
 
 def bound_hits(study: dict, out: Path, spec: dict) -> dict:
     """``setting -> arm -> {"floor", "ceiling", "runs"}``: how many of an arm's runs in a setting (test
-    seeds × its ES seeds) ended exactly at the env's lowest or highest return (the setup's ``bounds``).
+    seeds × its ES seeds) ended exactly at the env's lowest or highest return (the setup's ``bounds``; no
+    ceiling where the setup marks the high end ``open_above``).
     Runs at a bound cannot show a difference between arms, so a claim read mostly there is weak."""
     from purejaxrl.meta.evaluate import load_setup
 
@@ -359,7 +360,8 @@ def bound_hits(study: dict, out: Path, spec: dict) -> dict:
             lo, hi = (float(b) for b in setup[_setting(x)[0]]["bounds"])
             tol = 1e-6 * (hi - lo)
             r = np.concatenate([np.asarray(rec["results"][f"{x}|es{m}"]["returns"], float) for m in range(es_runs)])
-            res.setdefault(x, {})[arm] = {"floor": int(np.sum(r <= lo + tol)), "ceiling": int(np.sum(r >= hi - tol)),
+            ceiling = 0 if setup[_setting(x)[0]].get("open_above") else int(np.sum(r >= hi - tol))
+            res.setdefault(x, {})[arm] = {"floor": int(np.sum(r <= lo + tol)), "ceiling": ceiling,
                                           "runs": int(r.size)}
     return res
 
