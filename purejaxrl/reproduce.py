@@ -884,6 +884,7 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
         report["per_es_seed"] = meta_study.per_es_seed(study, out, spec, pairs)
         report["bound_hits"] = meta_study.bound_hits(study, out, spec)
         meta_claim_checks(claims, report, meta_study.settings(study, spec))
+        report["selected_plots"] = meta_study.draw_selected(out)
     report["curves"] = plot_curves(study, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report_markdown(report))
@@ -1147,6 +1148,10 @@ def report_markdown(report: dict) -> str:
                                                        for v in by_arm.values()) + " |")
         else:
             lines.append("No run ended at its env's lowest or highest return.")
+    if report.get("selected_plots"):
+        lines += ["", "## What each ES run handed over", "",
+                  "Each run's chosen objective (or rule) over training progress, at progress values its training "
+                  "reaches:", ""] + [f"![{p}]({p})" for p in report["selected_plots"]]
     lines += ["", "![aggregates](aggregate.png)", "", "![profiles](profile.png)", ""]
     if report.get("curves"):
         lines += ["![learning curves (mean and 95% t interval over seeds)](curves.png)", ""]

@@ -148,7 +148,7 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
         ax.set_xlabel("r = π/π_old")
     axes[0].set_ylabel("Â")
     fig.colorbar(im, ax=axes, fraction=0.02, label="drift D")
-    fig.suptitle(f"{obj.name} drift ({what}) over training progress")
+    fig.suptitle(f"{obj.name} drift ({what}) over training progress", y=1.06)
     out.append(run_dir / f"drift_{which}.png")
     fig.savefig(out[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -388,3 +388,16 @@ def curves(study: dict, out: Path) -> dict:
             res[f"{name} (ES mean, held-out seeds)"] = (np.asarray(xs), ys)
     return res
 
+
+def draw_selected(out: Path) -> list[str]:
+    """The objective (or update rule) each ES run handed over, drawn over training progress at the
+    progress values its training reaches (``runs/<run>/drift_selected.png`` or ``rule_selected.png``, with
+    the run's ``fitness.png``); paths relative to ``out``."""
+    from purejaxrl.meta.plots import plot_meta
+
+    drawn = []
+    for d in sorted((Path(out) / "runs").glob("meta_*")):
+        if (d / "selected").exists():
+            drawn += [str(p.relative_to(out)) for p in plot_meta(d, "selected") if p.name != "fitness.png"]
+    return drawn
+
