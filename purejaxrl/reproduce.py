@@ -897,8 +897,9 @@ def meta_claim_checks(claims: list, report: dict, groups: dict) -> None:
 
     - Its interval covers the test seeds' variation at the ES seeds run, not the ES runs' own: a
       decisive verdict stands only when every ES run's objective points the same way (the effect with
-      the m-th ES seed of each learned arm, on the same side of the null as the estimate); otherwise
-      it is *inconclusive: ES runs disagree*, the per-run effects named in the note.
+      the m-th ES seed of each learned arm, strictly on the same side of the null as the estimate: a
+      run with no effect at all does not agree); otherwise it is *inconclusive: ES runs disagree*, the
+      per-run effects named in the note.
     - A comparison read mostly where runs end at an env's lowest or highest return cannot show an
       effect there: when a quarter or more of the two arms' runs behind it sit at a bound, the note
       says how many."""

@@ -353,7 +353,8 @@ def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_boun
     unremarked. A decisive interval whose ES runs point different ways is now 'inconclusive: ES runs
     disagree', and a claim whose runs sit at a bound for a quarter or more says how many."""
     study = _meta_study(tmp_path, claims=[{"claim": "effect(ta, ta_no_time) > 0", "paper": "time helps", "metric": "near"},
-                                          {"claim": "effect(ta, clip) > 0", "paper": "ta beats clip", "metric": "far"}])
+                                          {"claim": "effect(ta, clip) > 0", "paper": "ta beats clip", "metric": "far"},
+                                          {"claim": "effect(ta_no_time, clip) > 0", "paper": "agreeing runs", "metric": "near"}])
     out = tmp_path / "out"
     (out / "evals").mkdir(parents=True)
     (out / "study.json").write_text(json.dumps({"study": "toy_meta", "tier": "smoke", "seeds": 4}))
@@ -361,7 +362,7 @@ def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_boun
     # wins by 0.02 on average: the pooled interval is decisive (seeds -0.04 +- 0.01), the ES runs disagree
     res = {"ta": {"cartpole@1|es0": [100, 150, 200, 250], "cartpole@1|es1": [160, 215, 260, 305]},
            "ta_no_time": {"cartpole@1|es0": [150, 200, 250, 300], "cartpole@1|es1": [150, 200, 250, 300]},
-           "clip": {"cartpole@1|es0": [120, 170, 220, 270]}}
+           "clip": {"cartpole@1|es0": [120, 172, 220, 271]}}  # ta_no_time beats it by ~0.06 with both ES runs
     # far: catch@1 (bounds [-1, 1]) at the ceiling for ta's ES run 0 and for clip on three of four seeds
     for arm, es_runs in (("ta", 2), ("ta_no_time", 2), ("clip", 1)):
         for m in range(es_runs):
@@ -373,6 +374,7 @@ def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_boun
     spec = {"seeds": 4, "meta_seeds": 2}
     rep_claims = [R.evaluate_claim(c, R.arm_scores(study, out, c["metric"]), c["metric"], [0, 1]) for c in study["claims"]]
     assert rep_claims[0]["verdict"] == "contradicted"  # what the pooled interval alone says
+    assert rep_claims[2]["verdict"] == "supported"
     from purejaxrl.meta import study as meta_study
 
     pairs = [(c["claim"], c["metric"], *R.parse_claim(c["claim"])["arms"][:2]) for c in study["claims"]]
@@ -383,8 +385,11 @@ def test_a_meta_verdict_carried_by_one_es_run_is_not_decisive_and_runs_at_a_boun
     assert report["bound_hits"]["catch@1"]["clip"] == {"floor": 0, "ceiling": 3, "runs": 4}
     R.meta_claim_checks(rep_claims, report, meta_study.settings(study, spec))
     assert rep_claims[0]["verdict"] == "inconclusive: ES runs disagree" and "-0.100, 0.020" in rep_claims[0]["note"]
+    assert rep_claims[2]["verdict"] == "supported"  # its ES runs agree: the verdict stands
     # far: (3 + 3) of the (8 + 4) catch runs and none of the 12 cartpole@2 runs sit at a bound: 6 of 24 = 25%
     assert "6 of the 24 runs behind it (25%)" in rep_claims[1]["note"]
+    # its ES runs give 0.0 (ta's first run equals clip there) and -0.14: a run with no effect does not agree
+    assert rep_claims[1]["verdict"] == "inconclusive: ES runs disagree"
 
 
 def test_an_open_above_range_normalises_without_a_ceiling(tmp_path):
