@@ -122,16 +122,22 @@ def lpg_targets(params, spec, x, reset):
 
 
 def init_lpg(key, spec: dict) -> dict:
-    """Meta-network parameters: small random weights (every output starts near π̂ = 0, ŷ uniform)."""
+    """Meta-network parameters: small random weights (every output starts near π̂ = 0, ŷ uniform).
+
+    A time-aware rule starts as the time-blind rule drawn from the same key plus two input rows for
+    its time inputs (drawn at the same scale from a key of their own), so LPG and TA-LPG meta-trained
+    from one key start from the same network apart from the time inputs."""
     H, Y, E = spec["hidden"], spec["y_dim"], spec["embed_hidden"]
-    F = 5 + (2 if spec.get("time_aware") else 0)
     ks = jax.random.split(key, 5)
 
     def normal(k, shape, fan_in, scale=1.0):
         return scale * jax.random.normal(k, shape, jnp.float32) / np.sqrt(fan_in)
 
+    wx = normal(ks[2], (5, 3 * H), 5)
+    if spec.get("time_aware"):
+        wx = jnp.concatenate([wx, normal(jax.random.fold_in(ks[2], 1), (2, 3 * H), 5)])
     return {"phi_w1": normal(ks[0], (Y, E), Y), "phi_b1": jnp.zeros(E), "phi_w2": normal(ks[1], (E, 1), E),
-            "phi_b2": jnp.zeros(1), "gru_wx": normal(ks[2], (F, 3 * H), F), "gru_wh": normal(ks[3], (H, 3 * H), H),
+            "phi_b2": jnp.zeros(1), "gru_wx": wx, "gru_wh": normal(ks[3], (H, 3 * H), H),
             "gru_b": jnp.zeros(3 * H), "pi_w": normal(ks[4], (H, 1), H, 0.01), "pi_b": jnp.zeros(1),
             "y_w": jnp.zeros((H, Y)), "y_b": jnp.zeros(Y)}
 

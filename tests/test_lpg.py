@@ -113,6 +113,23 @@ def test_time_aware_inputs_change_the_targets_and_plain_lpg_has_none():
             assert float(jnp.abs(outs[0] - outs[1]).max()) > 0 and float(jnp.abs(outs[0] - outs[2]).max()) > 0
 
 
+def test_lpg_and_ta_lpg_from_one_key_differ_only_in_the_time_input_rows():
+    """Review of the ta_lpg study: the GRU's input weights were drawn with the input width in their shape
+    and scale, so LPG's and TA-LPG's starting networks differed in every row, not only the time inputs."""
+    key = jax.random.PRNGKey(7)
+    lpg = U.make_rule("lpg", key, hidden=16)
+    ta = U.make_rule("ta_lpg", key, hidden=16)
+    assert ta.params["gru_wx"].shape == (7, 48) and lpg.params["gru_wx"].shape == (5, 48)
+    np.testing.assert_array_equal(ta.params["gru_wx"][:5], lpg.params["gru_wx"])
+    for k in lpg.params:
+        if k != "gru_wx":
+            np.testing.assert_array_equal(ta.params[k], lpg.params[k])
+    time_rows = np.asarray(ta.params["gru_wx"][5:])
+    assert np.all(time_rows != 0) and 0.2 < time_rows.std() * np.sqrt(5) < 5  # drawn, at the shared rows' scale
+    other = U.make_rule("ta_lpg", jax.random.PRNGKey(8), hidden=16)
+    assert not np.allclose(other.params["gru_wx"][5:], time_rows)  # the time rows come from the key too
+
+
 def test_without_time_is_the_rule_reading_fixed_time_inputs():
     rule = U.make_rule("ta_lpg", jax.random.PRNGKey(3), hidden=8)
     x = jax.random.normal(jax.random.PRNGKey(4), (6, 3, 7))
