@@ -13,7 +13,8 @@ allocator at glibc's defaults instead, and the file says which).
     python benchmarks/llm_throughput.py --d-model 16 --layers 2 --no-torch --out small.json   # a quick check
 
 ``--d-model``/``--layers``/``--prompts``/``--completions`` resize the model (4 heads, SwiGLU 4 × d) and
-the batch; the PyTorch reference runs only at the default sizes.  Writes
+the batch; the PyTorch reference runs only at the default sizes.  Each round also times the iteration's
+unavoidable matrix products alone (``matmul_floor``: what no implementation can go below here).  Writes
 ``benchmarks/results/llm_grpo_throughput_<platform>.json`` (``--out``: another path).
 """
 
@@ -65,6 +66,47 @@ class ParityTask(Task):
 
     def reward(self, completions, mask, batch):
         return (completions[:, 0] % 2).astype(jnp.float32)
+
+
+def matmul_floor(cfg: ModelConfig, n_prompts: int, g: int, repeats: int = 5) -> dict:
+    """Seconds of the matrix products one shared-prompt iteration cannot avoid, alone: the dense layers
+    (attention in/out projections, SwiGLU in/out, the vocabulary head) over the tokens the sampler
+    decodes (``NEW`` steps of ``n_prompts × g`` rows) and the prompts it prefills once per prompt, then
+    the training forward (completion tokens per row, prompt tokens once per prompt) and its backward
+    (two products per forward product).  Attention scores (sequences of ≤ 15 tokens) and elementwise
+    work are left out, so this is below what any implementation of the iteration can reach here."""
+    d, f, v = cfg.d_model, cfg.d_mlp, cfg.vocab_size
+    shapes = [(d, 3 * d), (d, d), (d, 2 * f), (f, d)] * cfg.n_layers + [(d, v)]
+    ws = [jax.random.normal(jax.random.PRNGKey(i), s) * 0.02 for i, s in enumerate(shapes)]
+    rows_decode, rows_prefill = n_prompts * g, n_prompts * P
+    rows_train = n_prompts * g * NEW + n_prompts * P
+
+    def forward(xs, c, backward: bool):  # xs: an input of each width the layers read
+        acc = c
+        for w in ws:
+            a = xs[w.shape[0]]
+            y = a @ (w + c * 1e-9)
+            acc = acc + y[0, 0]
+            if backward:  # dX = dY·Wᵀ and dW = Xᵀ·dY
+                acc = acc + (y @ w.T)[0, 0] + (a.T @ y)[0, 0]
+        return acc
+
+    def inputs(rows, seed):
+        return {w: jax.random.normal(jax.random.PRNGKey(seed + w), (rows, w)) for w in {d, f}}
+
+    xd, xp, xt = inputs(rows_decode, 1), inputs(rows_prefill, 2), inputs(rows_train, 3)
+
+    def iteration(c):
+        c = forward(xp, c, False)
+        for _ in range(NEW):
+            c = forward(xd, c, False)
+        return forward(xt, c, True)
+
+    fn = jax.jit(iteration)
+    flops = 2 * sum(a * b for a, b in shapes) * (rows_prefill + NEW * rows_decode + 3 * rows_train)
+    sec = timeit(fn, jnp.float32(0), repeats=repeats)
+    return {"seconds": sec, "gflop": flops / 1e9, "gflop_per_s": flops / sec / 1e9,
+            "rows": {"decode_per_step": rows_decode, "prefill": rows_prefill, "train": rows_train}}
 
 
 def torch_round(malloc: str) -> dict | None:
@@ -121,7 +163,8 @@ def main() -> None:
         r = {"iteration_s": timeit(shared, params, opt_state, key),
              "iteration_without_prompt_sharing_s": timeit(unshared, params, opt_state, key),
              "sample_kv_cache_s": timeit(kv, params, key),
-             "sample_no_cache_s": timeit(naive, params, key)}
+             "sample_no_cache_s": timeit(naive, params, key),
+             "matmul_floor_s": matmul_floor(cfg, n_prompts, g)["seconds"]}
         tr = torch_round(a.torch_malloc) if default_sizes and not a.no_torch else None
         if tr is not None:
             r["pytorch"] = tr["rounds"][0]
@@ -142,6 +185,7 @@ def main() -> None:
         "heap": {"jax": "keep_heap() " + ("on" if purejaxrl.keep_heap_enabled() else "off (PUREJAXRL_KEEP_HEAP=0)"),
                  "pytorch": a.torch_malloc},
         "rounds": rounds,
+        "matmul_floor": {**matmul_floor(cfg, n_prompts, g), "what": " ".join(matmul_floor.__doc__.split())},
         "target_s": 0.2,
     }
     if all("pytorch" in r for r in rounds):  # like for like: best round of each, both sharing, both not

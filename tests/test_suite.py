@@ -74,3 +74,72 @@ def test_tiny_preset_end_to_end(tmp_path):
         assert f["rows"] and any(r["compile_s"] is not None for r in f["rows"]), fam
         for r in f["rows"]:
             assert positive(r["steady"]) and (r["compile_s"] is None or positive(r["compile_s"])), (fam, r)
+
+
+ANCHORS = ROOT / "benchmarks" / "anchors.py"
+
+
+def run_anchors(*args, timeout=60):
+    return subprocess.run([sys.executable, str(ANCHORS), *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_anchors_refuse_bad_input_with_one_line(tmp_path):
+    for args, fragment in ((["--only", "pqn,nope"], "'nope'"),
+                           (["--only", "pqn"], "--purejaxql PATH"),
+                           (["--only", "ppo", "--purejaxrl", str(tmp_path)], "purejaxrl/ppo.py not found")):
+        p = run_anchors(*args, "--out", str(tmp_path / "a.json"))
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and fragment in lines[0], p.stderr
+        assert not (tmp_path / "a.json").exists()
+
+
+def fake_checkouts(root: Path) -> tuple[Path, Path]:
+    """Stand-ins for the two anchors' checkouts: their file layout and make_train, trivial programs."""
+    ql, rl = root / "purejaxql", root / "purejaxrl"
+    (ql / "purejaxql" / "config" / "alg").mkdir(parents=True)
+    (ql / "purejaxql" / "__init__.py").write_text("")
+    (ql / "purejaxql" / "config" / "config.yaml").write_text("NUM_SEEDS: 1\nSEED: 0\nalg: {}\n")
+    (ql / "purejaxql" / "config" / "alg" / "pqn_cartpole.yaml").write_text("TOTAL_TIMESTEPS: 5e5\nLR: 0.5\n")
+    (ql / "purejaxql" / "pqn_gymnax.py").write_text(
+        "import jax\n\ndef make_train(config):\n"
+        "    assert config['TOTAL_TIMESTEPS'] == 4096 and config['WANDB_MODE'] == 'disabled'\n"
+        "    return lambda rng: jax.random.normal(rng, (3,)).sum() * config['LR']\n")
+    (rl / "purejaxrl").mkdir(parents=True)
+    (rl / "purejaxrl" / "ppo.py").write_text(
+        "import jax\n\ndef make_train(config):\n    assert config['NUM_ENVS'] == 4 and config['TOTAL_TIMESTEPS'] == 1024\n"
+        "    return lambda rng: jax.random.normal(rng, (3,)).sum() * config['LR']\n")
+    return ql, rl
+
+
+@pytest.mark.slow
+def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
+    """The harness's plumbing, with stand-in checkouts: each pair times both sides in fresh processes,
+    alternating which goes first, and records the ratios."""
+    ql, rl = fake_checkouts(tmp_path)
+    out = tmp_path / "anchors.json"
+    p = run_anchors("--only", "pqn,ppo", "--purejaxql", str(ql), "--purejaxrl", str(rl), "--rounds", "2", "--quick",
+                    "--out", str(out), timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["quick"] is True and set(res["items"]) == {"pqn", "ppo"}
+    for item in res["items"].values():
+        assert len(item["pairs"]) == 2
+        for pair in item["pairs"]:
+            for side in ("ours", "anchor"):
+                assert positive(pair[side]["compile_seconds"]) and positive(pair[side]["run_seconds"])
+            assert pair["run_ratio"] == round(pair["anchor"]["run_seconds"] / pair["ours"]["run_seconds"], 3)
+    assert res["items"]["pqn"]["ours"]["overrides"][-1] == "algo.total_timesteps=4096"
+
+
+@pytest.mark.slow
+def test_sgd_step_profile_times_every_part(tmp_path):
+    out = tmp_path / "p.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sgd_step_profile.py"), "--steps", "5", "--repeats", "1",
+                        "--hidden", "32", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for variant in ("default", "no_layer_norm", "adam"):
+        ms = res[variant]["ms"]
+        assert set(ms) == {"matmul", "forward", "forward_backward", "clip", "step"} and all(positive(v) for v in ms.values())
+        assert res[variant]["minibatch"] == 128 and res[variant]["hidden"] == 32
+    assert res["no_layer_norm"]["layer_norm"] is False and res["adam"]["optimizer"] == "adam"

@@ -1,0 +1,150 @@
+"""What one minibatch SGD step of PQN CartPole is made of: the step measured whole and in cumulative
+parts, beside the time of its matrix products alone, each part run ``--steps`` times inside one
+compiled ``lax.scan`` (as the training loop runs it) after a warm-up, best of ``--repeats``.
+
+    python benchmarks/sgd_step_profile.py                  # PQN's default: 128 x 4 -> 256 -> 256 -> 2, LayerNorm, RAdam
+    python benchmarks/sgd_step_profile.py --hidden 512
+
+Parts (each includes the ones above it):
+
+- ``matmul``: the step's eight matrix products alone, chained so none can be skipped: the forward
+  ``x·W1, h1·W2, h2·W3`` and the backward ``dy·W3ᵀ, h2ᵀ·dy, dh2·W2ᵀ, h1ᵀ·dh2, xᵀ·dh1`` (the
+  input-gradient product of the first layer is not needed);
+- ``forward``: the network's loss ``½(Q(s, a) − G)²`` (bias, LayerNorm, ReLU, action gather);
+- ``forward_backward``: its gradient (``jax.value_and_grad``);
+- ``clip``: + clip-by-global-norm;
+- ``step``: + RAdam and the parameter update: the whole step as ``purejaxrl.rollout.minibatch_sgd``
+  runs it (its minibatch rows unpacked from the packed ``[obs, action, target]`` array).
+
+Also the whole step without LayerNorm and with Adam in place of RAdam.  Writes
+``benchmarks/results/sgd_step_profile_<platform>.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import purejaxrl
+from purejaxrl.config import compose
+from purejaxrl.rollout import pack
+from purejaxrl.trainer import build_algorithm
+
+purejaxrl.configure_cpu_runtime()
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed_scan(body, carry, steps: int, repeats: int) -> float:
+    """Seconds per iteration of ``body`` run ``steps`` times in one compiled scan (best of ``repeats``)."""
+    run = jax.jit(lambda c: jax.lax.scan(lambda c, _: (body(c), None), c, None, steps)[0])
+    jax.block_until_ready(run(carry))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(run(carry))
+        best = min(best, time.perf_counter() - t)
+    return best / steps
+
+
+def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: str = "radam") -> dict:
+    cfg = compose(["num_seeds=1", f"network.hidden_size={hidden}", f"network.layer_norm={str(layer_norm).lower()}"])
+    algo = build_algorithm(cfg)
+    hp = {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
+    n = algo.num_envs * algo.num_steps // algo.num_minibatches  # minibatch rows
+    obs_dim = int(algo.env.observation_shape[0])
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
+    batch = {"obs": jax.random.normal(k1, (n, obs_dim)), "action": jax.random.randint(k2, (n,), 0, algo.num_actions),
+             "target": jax.random.normal(k3, (n,))}
+    rows, unpack = pack(batch)
+    params = algo.network.init(k4, batch["obs"][:1])
+    tx = algo._tx(hp) if optimizer == "radam" else algo.make_optimizer(hp, algo.num_epochs * algo.num_minibatches, optax.adam)
+    clip = optax.clip_by_global_norm(hp["max_grad_norm"])
+    apply = algo.network.apply
+
+    def loss_fn(p, mb):
+        q = apply(p, mb["obs"])
+        q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
+        return 0.5 * jnp.mean((q_a - mb["target"]) ** 2)
+
+    def nudge(p, g):  # keep each iteration dependent on the last without an optimiser
+        return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g)
+
+    out = {}
+    out["forward"] = timed_scan(lambda c: (c[0], c[1] + loss_fn(c[0], unpack(rows + c[1] * 1e-30))), (params, jnp.float32(0)),
+                                steps, repeats)
+    out["forward_backward"] = timed_scan(lambda p: nudge(p, jax.grad(loss_fn)(p, unpack(rows))), params, steps, repeats)
+
+    def clipped(p):
+        g = jax.grad(loss_fn)(p, unpack(rows))
+        g, _ = clip.update(g, clip.init(p))
+        return nudge(p, g)
+
+    out["clip"] = timed_scan(clipped, params, steps, repeats)
+
+    def step(c):
+        p, s = c
+        g = jax.grad(loss_fn)(p, unpack(rows))
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    out["step"] = timed_scan(step, (params, tx.init(params)), steps, repeats)
+
+    # the eight matrix products of one step, chained through a scalar so that none is loop-invariant
+    ws = [jax.random.normal(k, s) * 0.05 for k, s in zip(jax.random.split(k1, 3),
+                                                          [(obs_dim, hidden), (hidden, hidden), (hidden, algo.num_actions)])]
+    x = batch["obs"]
+    dy0 = jax.random.normal(k2, (n, algo.num_actions))
+
+    def matmuls(c):
+        e = c * 1e-9
+        h1 = x @ (ws[0] + e)
+        h2 = h1 @ (ws[1] + e)
+        y = h2 @ (ws[2] + e)
+        dy = dy0 + y * 1e-9
+        dh2 = dy @ ws[2].T
+        dw3 = h2.T @ dy
+        dh1 = dh2 @ ws[1].T
+        dw2 = h1.T @ dh2
+        dw1 = x.T @ dh1
+        return c + dw1[0, 0] + dw2[0, 0] + dw3[0, 0]
+
+    out["matmul"] = timed_scan(matmuls, jnp.float32(0), steps, repeats)
+    flops = 2 * n * (obs_dim * hidden + hidden * hidden + hidden * algo.num_actions) * 3 - 2 * n * obs_dim * hidden
+    return {"ms": {k: round(v * 1e3, 4) for k, v in out.items()}, "matmul_gflops_per_s": round(flops / out["matmul"] / 1e9, 1),
+            "minibatch": n, "hidden": hidden, "layer_norm": layer_norm, "optimizer": optimizer}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--steps", type=int, default=2000, help="iterations per timed scan")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    jax.config.update("jax_enable_compilation_cache", False)
+    res = {"what": "one PQN CartPole minibatch SGD step, whole and in cumulative parts (ms per step, best of "
+                   f"{a.repeats} scans of {a.steps} steps)",
+           "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__},
+           "default": profile(a.hidden, True, a.steps, a.repeats),
+           "no_layer_norm": profile(a.hidden, False, a.steps, a.repeats),
+           "adam": profile(a.hidden, True, a.steps, a.repeats, optimizer="adam")}
+    d = res["default"]["ms"]
+    res["step_over_matmul"] = round(d["step"] / d["matmul"], 2)
+    for name in ("default", "no_layer_norm", "adam"):
+        print(name, res[name]["ms"], flush=True)
+    print("step / matmul:", res["step_over_matmul"])
+    out = a.out or RESULTS / f"sgd_step_profile_{res['machine']['platform']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
