@@ -114,7 +114,9 @@ def test_rule_probe_by_hand_and_time_inputs():
     for terminal in (True, False):
         np.testing.assert_allclose(rule_response(a2c, r, 0.5, 100, terminal=terminal), r, atol=1e-6)
     ta = U.make_rule("ta_lpg", jax.random.PRNGKey(0), hidden=16)
-    ta = U.UpdateRule(ta.spec, {**ta.params, "pi_w": ta.params["pi_w"] * 100})
+    wx = ta.params["gru_wx"]  # weights on the time inputs, as after meta-training (a fresh rule's are 0)
+    wx = wx.at[5:].set(jax.random.normal(jax.random.PRNGKey(1), wx[5:].shape))
+    ta = U.UpdateRule(ta.spec, {**ta.params, "pi_w": ta.params["pi_w"] * 100, "gru_wx": wx})
     assert not np.allclose(rule_response(ta, r, 0.0, 50), rule_response(ta, r, 0.9, 50))
     assert not np.allclose(rule_response(ta, r, 0.5, 10), rule_response(ta, r, 0.5, 250))
     plain = U.make_rule("lpg", jax.random.PRNGKey(0), hidden=16)
