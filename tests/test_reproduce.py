@@ -416,6 +416,22 @@ def test_an_open_above_range_normalises_without_a_ceiling(tmp_path):
     hits = meta_study.bound_hits(study, out, {"seeds": 2, "meta_seeds": 2})
     assert hits["minatar_breakout@1"]["ta"] == {"floor": 2, "ceiling": 0, "runs": 4}
     np.testing.assert_allclose(R.arm_scores(study, out, "far")["clip"]["test"], [0.0, 2.0])
+    # marking an end open (or not) does not redo an evaluation; a changed training setting does
+    entry = {"algo": {"lr": 0.01}, "bounds": [0, 50.0]}
+    assert meta_study.same_source({"objective": "d", "setup": entry}, {"objective": "d", "setup": {**entry, "open_above": True}})
+    assert not meta_study.same_source({"objective": "d", "setup": entry},
+                                      {"objective": "d", "setup": {**entry, "algo": {"lr": 0.02}}})
+    assert not meta_study.same_source(None, {"objective": "d", "setup": entry})
+    # open below: the low end only normalises (a grid world's untrained return), so it is no floor
+    both = tmp_path / "both.yaml"
+    both.write_text("envs: {catch: {bounds: [-1, 1], open_below: true}}")
+    study = _meta_study(tmp_path, eval_setup=str(both), settings={"far": ["catch@1"]},
+                        claims=[{"claim": "effect(ta, clip) > 0", "paper": "p", "metric": "far"}], metric={"name": "score"})
+    for arm, es_runs in (("ta", 2), ("ta_no_time", 2), ("clip", 1)):
+        (out / "evals" / f"{arm}.json").write_text(json.dumps({"seeds": 2, "results": {
+            f"catch@1|es{m}": {"returns": [-1.0, 1.0]} for m in range(es_runs)}}))
+    assert meta_study.bound_hits(study, out, {"seeds": 2, "meta_seeds": 2})["catch@1"]["clip"] == \
+        {"floor": 0, "ceiling": 1, "runs": 2}
 
 
 def test_meta_study_file_errors(tmp_path):

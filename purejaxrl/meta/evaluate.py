@@ -58,11 +58,21 @@ SETUP_DIR = CONF_DIR / "meta_eval"
 TEST_SEED = 1234  # the evaluation seeds' key: PRNGKey(1234), never a meta run's ES or held-out stream
 
 
+OPEN_ENDS = ("open_below", "open_above")
+
+
+def training_entry(entry: dict) -> dict:
+    """An env's setup entry without what does not change its training (the open ends): what a study's
+    evaluation records as its source."""
+    return {k: v for k, v in entry.items() if k not in OPEN_ENDS}
+
+
 def load_setup(name: str) -> dict[str, dict]:
     """``conf/meta_eval/NAME.yaml``: ``envs: {env: {algo: {setting: value}, network: {...}, bounds: [low,
-    high], open_above: bool}}``, the settings each env is trained with (its 1× budget in
-    ``algo.total_timesteps``; settings not given are the meta run's) and the range of its return (a
-    study's normalised score; ``open_above``: ``high`` normalises but is not a ceiling)."""
+    high], open_below: bool, open_above: bool}}``, the settings each env is trained with (its 1× budget
+    in ``algo.total_timesteps``; settings not given are the meta run's) and the range of its return (a
+    study's normalised score; ``open_above`` / ``open_below``: that end normalises but is not a bound a
+    return cannot pass)."""
     path = Path(name) if name.endswith(".yaml") else SETUP_DIR / f"{name}.yaml"
     if not path.exists():
         have = ", ".join(sorted(p.stem for p in SETUP_DIR.glob("*.yaml")))
@@ -70,18 +80,19 @@ def load_setup(name: str) -> dict[str, dict]:
     data = yaml.safe_load(path.read_text()) or {}
     envs = data.get("envs")
     ok = isinstance(envs, dict) and all(
-        isinstance(v, dict) and set(v) <= {"algo", "network", "bounds", "open_above"}
-        and isinstance(v.get("algo", {}), dict) and isinstance(v.get("open_above", False), bool)
+        isinstance(v, dict) and set(v) <= {"algo", "network", "bounds", *OPEN_ENDS}
+        and isinstance(v.get("algo", {}), dict) and all(isinstance(v.get(k, False), bool) for k in OPEN_ENDS)
         and isinstance(v.get("network", {}), dict)
         and (v.get("bounds") is None or (isinstance(v["bounds"], list) and len(v["bounds"]) == 2
                                         and v["bounds"][0] < v["bounds"][1])) for v in envs.values())
     if not ok:
         raise ConfigError(f"{path}: needs envs: {{env: {{algo: {{setting: value}}, network: {{setting: value}}, "
-                          "bounds: [low, high], open_above: true|false}}}} (training settings and the return's range "
-                          "per env; open_above: high is a normaliser, not a ceiling)")
-    # "network" and "open_above" only where given: a study's evaluations are keyed by their env's entry, kept
-    # while it is unchanged
-    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds"), **({"open_above": True} if v.get("open_above") else {}),
+                          "bounds: [low, high], open_below/open_above: true|false}}}} (training settings and the "
+                          "return's range per env; open_above: high is a normaliser, not a ceiling; open_below: the same "
+                          "for low)")
+    # "network" and the open ends only where given: a study's evaluations are keyed by their env's entry, kept
+    # while it is unchanged (the open ends left out of that key: they do not change training)
+    return {k: {"algo": dict(v.get("algo") or {}), "bounds": v.get("bounds"), **{e: True for e in OPEN_ENDS if v.get(e)},
                 **({"network": dict(v["network"])} if v.get("network") else {})} for k, v in envs.items()}
 
 

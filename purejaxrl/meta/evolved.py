@@ -55,8 +55,8 @@ def from_objective(obj: objectives.Objective) -> Evolved:
 def from_config(cfg: dict, key: jax.Array) -> Evolved:
     """The starting point of a meta run: ``objective`` (drawn from ``key``) for PPO; for LPG the rule
     ``algo.update_rule`` initialised from ``key`` (the meta run's, from its seed: each ES seed its own
-    starting rule, as the reference draws it from each run's key), or from ``algo.update_rule_seed``
-    where that is set."""
+    starting rule; the reference's ES mean starts at all zeros instead, evosax's default), or from
+    ``algo.update_rule_seed`` where that is set."""
     if cfg["algo"]["name"] == "lpg":
         from purejaxrl.algos.lpg import rule_sizes
 

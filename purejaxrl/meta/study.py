@@ -245,6 +245,17 @@ def _digest(obj) -> str:
     return hashlib.sha1(json.dumps({"spec": obj.spec, "params": params}, sort_keys=True).encode()).hexdigest()
 
 
+def same_source(recorded: dict | None, source: dict) -> bool:
+    """Whether a recorded evaluation came from this objective and env entry (an entry's open ends, which
+    do not change training, may differ: marking an end open does not redo evaluations)."""
+    from purejaxrl.meta.evaluate import training_entry
+
+    if not recorded:
+        return False
+    return {**recorded, "setup": training_entry(recorded.get("setup") or {})} == \
+        {**source, "setup": training_entry(source.get("setup") or {})}
+
+
 def evaluate(study: dict, spec: dict, out: Path, log) -> None:
     """``evals/<arm>.json``: per setting and ES seed, the final greedy return on each test seed.
     Each (setting, ES seed) is written when done, and kept while its source is unchanged."""
@@ -270,7 +281,7 @@ def evaluate(study: dict, spec: dict, out: Path, log) -> None:
                 env, h = _setting(x)
                 key = f"{x}|es{m}"
                 source = {"objective": digest, "setup": setup[env]}
-                if rec["results"].get(key, {}).get("source") == source:
+                if same_source(rec["results"].get(key, {}).get("source"), source):
                     continue
                 inner = setting_config(cfg, setup[env], env, h)
                 steps = inner["algo"]["total_timesteps"]
@@ -346,7 +357,7 @@ def per_es_seed(study: dict, out: Path, spec: dict, pairs: list) -> dict:
 def bound_hits(study: dict, out: Path, spec: dict) -> dict:
     """``setting -> arm -> {"floor", "ceiling", "runs"}``: how many of an arm's runs in a setting (test
     seeds × its ES seeds) ended exactly at the env's lowest or highest return (the setup's ``bounds``; no
-    ceiling where the setup marks the high end ``open_above``).
+    floor or ceiling where the setup marks that end open: ``open_below`` / ``open_above``).
     Runs at a bound cannot show a difference between arms, so a claim read mostly there is weak."""
     from purejaxrl.meta.evaluate import load_setup
 
@@ -360,8 +371,10 @@ def bound_hits(study: dict, out: Path, spec: dict) -> dict:
             lo, hi = (float(b) for b in setup[_setting(x)[0]]["bounds"])
             tol = 1e-6 * (hi - lo)
             r = np.concatenate([np.asarray(rec["results"][f"{x}|es{m}"]["returns"], float) for m in range(es_runs)])
-            ceiling = 0 if setup[_setting(x)[0]].get("open_above") else int(np.sum(r >= hi - tol))
-            res.setdefault(x, {})[arm] = {"floor": int(np.sum(r <= lo + tol)), "ceiling": ceiling,
+            entry = setup[_setting(x)[0]]
+            floor = 0 if entry.get("open_below") else int(np.sum(r <= lo + tol))
+            ceiling = 0 if entry.get("open_above") else int(np.sum(r >= hi - tol))
+            res.setdefault(x, {})[arm] = {"floor": floor, "ceiling": ceiling,
                                           "runs": int(r.size)}
     return res
 
