@@ -1024,9 +1024,14 @@ def _est(est: float, ci) -> str:
     return f"{_fmt(est, nd)} [{_fmt(ci[0], nd)}, {_fmt(ci[1], nd)}]"
 
 
+def _unit(report: dict) -> str:
+    """What stands behind one seed's score: prompts (llm), training runs (meta) or episodes."""
+    return {"llm": "prompts", "meta": "runs"}.get(report.get("kind"), "episodes")
+
+
 def claims_table(report: dict) -> str:
     default = report["metric"]["name"]
-    unit = {"llm": "prompts", "meta": "runs"}.get(report.get("kind"), "episodes")
+    unit = _unit(report)
     lines = [f"| claim | the paper says | estimate [95% CI] | seeds × {unit} | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         where = f" ({c['where']})" if c.get("where") else ""
@@ -1065,7 +1070,7 @@ def below_start(report: dict) -> dict:
 
 def arms_table(report: dict) -> str:
     m = report["metric"]["name"]
-    unit = {"llm": "prompts", "meta": "runs"}.get(report.get("kind"), "episodes")
+    unit = _unit(report)
     below = below_start(report)
     extra = " below its `start` (seeds) |" if below else ""
     lines = [f"| arm | {m}: mean [95% CI] | IQM [95% CI] | per seed (test) | {unit} per seed |{extra}",

@@ -368,14 +368,13 @@ def bound_hits(study: dict, out: Path, spec: dict) -> dict:
         rec = json.loads((out / "evals" / f"{arm}.json").read_text())
         es_runs = M if v["objective"] in study["meta"] else 1
         for x in settings(study, spec)[DEFAULT_GROUP]:
-            lo, hi = (float(b) for b in setup[_setting(x)[0]]["bounds"])
+            entry = setup[_setting(x)[0]]
+            lo, hi = (float(b) for b in entry["bounds"])
             tol = 1e-6 * (hi - lo)
             r = np.concatenate([np.asarray(rec["results"][f"{x}|es{m}"]["returns"], float) for m in range(es_runs)])
-            entry = setup[_setting(x)[0]]
             floor = 0 if entry.get("open_below") else int(np.sum(r <= lo + tol))
             ceiling = 0 if entry.get("open_above") else int(np.sum(r >= hi - tol))
-            res.setdefault(x, {})[arm] = {"floor": floor, "ceiling": ceiling,
-                                          "runs": int(r.size)}
+            res.setdefault(x, {})[arm] = {"floor": floor, "ceiling": ceiling, "runs": int(r.size)}
     return res
 
 
