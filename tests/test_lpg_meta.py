@@ -123,6 +123,17 @@ def test_rule_probe_by_hand_and_time_inputs():
     np.testing.assert_array_equal(rule_response(plain, r, 0.0, 50), rule_response(plain, r, 0.9, 250))
 
 
+def test_a_rule_is_drawn_at_the_lifetimes_it_was_meta_trained_on():
+    """The plot's panels: the ends and log-middle of algo.random_lifetime (a cpu-tier rule trained on
+    10-100 is not drawn at 250), the paper's 10..250 where a run has no range."""
+    from purejaxrl.meta.plots import LIFETIMES, lifetime_panels
+
+    assert lifetime_panels([10, 100]) == (10, 32, 100)
+    assert lifetime_panels([10, 250]) == (10, 50, 250)
+    assert lifetime_panels([20, 20]) == (20,)
+    assert lifetime_panels(None) == LIFETIMES
+
+
 @pytest.mark.parametrize("extra, msg", [
     (["algo.update_rule=a2c"], "evolves a meta-network; valid: lpg, ta_lpg"),
     (["es.normalize_fitness=true"], "with algo=lpg set es.normalize_fitness=false"),

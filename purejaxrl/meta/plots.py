@@ -35,7 +35,16 @@ def drift_grid(obj: objectives.Objective, clip_eps: float, progress: float, n: i
     return r, a, np.asarray(d)
 
 
-LIFETIMES = (10, 50, 250)  # TA-LPG's lifetimes run 10..250 updates
+LIFETIMES = (10, 50, 250)  # the paper's TA-LPG lifetimes run 10..250 updates
+
+
+def lifetime_panels(random_lifetime) -> tuple[int, ...]:
+    """The lifetimes a time-aware rule is drawn at: the ends and the log-middle of the range it was
+    meta-trained on (``algo.random_lifetime``), else the paper's range."""
+    if not random_lifetime:
+        return LIFETIMES
+    lo, hi = int(random_lifetime[0]), int(random_lifetime[1])
+    return tuple(sorted({lo, int(round(float(np.sqrt(lo * hi)))), hi}))
 
 
 def rule_response(rule, reward, progress: float, lifetime: int, prob: float = 0.2, terminal: bool = True):
@@ -56,16 +65,17 @@ def rule_response(rule, reward, progress: float, lifetime: int, prob: float = 0.
     return np.asarray(pi_hat[0])
 
 
-def plot_rule(rule, path: Path, title: str, num_updates: int) -> Path:
+def plot_rule(rule, path: Path, title: str, num_updates: int, random_lifetime=None) -> Path:
     """``π̂`` of the probe transition against its reward, one line per progress value, one panel per
-    lifetime (a rule without time inputs: one panel, its lines coincide)."""
+    lifetime of the range the rule was meta-trained on (``random_lifetime``; a rule without time inputs:
+    one panel, its lines coincide)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r = np.linspace(-1.0, 1.0, 41)
-    lifetimes = LIFETIMES if rule.spec.get("time_aware") else (num_updates,)
+    lifetimes = lifetime_panels(random_lifetime) if rule.spec.get("time_aware") else (num_updates,)
     fig, axes = plt.subplots(1, len(lifetimes), figsize=(3.4 * len(lifetimes), 3.2), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], lifetimes):
         for p in progress_points(n):
@@ -130,7 +140,7 @@ def plot_meta(run_dir: str | Path, which: str | None = None) -> list[Path]:
 
         rule = update_rules.load_rule(run_dir / which)
         out.append(plot_rule(rule, run_dir / f"rule_{which}.png", f"{algo['update_rule']} ({what}): π̂ over training "
-                             "progress", updates))
+                             "progress", updates, algo.get("random_lifetime")))
         return out
     obj = objectives.load_objective(run_dir / which)
     clip = float(cfg["algo"]["clip_eps"])
