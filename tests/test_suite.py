@@ -143,3 +143,18 @@ def test_sgd_step_profile_times_every_part(tmp_path):
         assert set(ms) == {"matmul", "forward", "forward_backward", "clip", "step"} and all(positive(v) for v in ms.values())
         assert res[variant]["minibatch"] == 128 and res[variant]["hidden"] == 32
     assert res["no_layer_norm"]["layer_norm"] is False and res["adam"]["optimizer"] == "adam"
+
+
+@pytest.mark.slow
+def test_compile_profile_splits_each_program(tmp_path):
+    out = tmp_path / "c.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_profile.py"), "experiment=ppo_cartpole",
+                        "algo.num_envs=4", "algo.total_timesteps=4096", "--repeats", "1", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for prog in ("init", "chunk", "one_program_no_eval"):
+        part = res["best"][prog]
+        assert positive(part["trace_lower_s"]) and positive(part["xla_compile_s"]) and part["hlo_instructions"] > 0
+    total = res["best"]["trainer_total"]
+    assert total["xla_compile_s"] == pytest.approx(res["best"]["init"]["xla_compile_s"] + res["best"]["chunk"]["xla_compile_s"], abs=2e-3)
