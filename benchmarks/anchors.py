@@ -8,7 +8,10 @@ variation (up to ~1.6x for the same program within an hour) is larger than the g
 (github.com/mttga/purejaxql, github.com/luchris429/purejaxrl) that the user provides; their code is
 imported from there, never copied here.  ``--anchor-python`` is an interpreter with the stack the
 anchors pin (purejaxql: ``jax<=0.4.38``, ``gymnax==0.0.6``; used for both), so each side runs on its
-own dependencies; it defaults to this interpreter.
+own dependencies; it defaults to this interpreter.  Pointing it at an interpreter with *this* project's
+JAX (plus the anchors' ``gymnax==0.0.6``, which needs ``gym``, and ``distrax``) times the anchors on the
+same XLA as ours, which separates what the code costs from what the JAX version costs (the driver
+restores the ``jax.tree_*`` aliases the anchors call and newer JAX removed).
 
 Work items (``--only``, comma-separated; all by default):
 
@@ -76,6 +79,10 @@ try:
     jax.config.update("jax_enable_compilation_cache", False)
 except Exception:
     pass
+# the anchors' code on a newer JAX (the same-stack comparison): the tree aliases it calls were removed
+for name in ("map", "leaves", "flatten", "unflatten", "structure"):
+    if not hasattr(jax, "tree_" + name):
+        setattr(jax, "tree_" + name, getattr(jax.tree, name))
 key = jax.random.PRNGKey(0)
 if work.startswith("pqn"):
     from omegaconf import OmegaConf  # the anchor's own config loader (it reads 1e7 as a float; PyYAML does not)
