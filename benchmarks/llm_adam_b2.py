@@ -1,5 +1,6 @@
 """AdamW's b2 under sparse binary rewards: GRPO on the tiny model, cold-start levels 1-2 (32 prompts x
-8 completions, lr 1e-3), from the llm_meta study's format warm-up of seed 0, with b2 = 0.99 (every llm
+8 completions, lr 1e-3), from the format warm-up of seed 0 as the llm_meta study's first recording made it
+(all three levels, b2 0.99), with b2 = 0.99 (every llm
 run before the setting existed) and b2 = 0.999 (TRL's default, now the llm default), on the same seeds.
 
     python benchmarks/llm_adam_b2.py                     # seeds 1 2, 100 iterations
@@ -27,7 +28,8 @@ purejaxrl.configure_cpu_runtime()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASK = ["task=cold_lock", "task.kwargs.levels=[1,2]", "model=tiny"]
-# the llm_meta study's format warm-up of its seed 0 (conf/reproduce/llm_meta.yaml, setup.lock: all three levels)
+# the format warm-up of seed 0 as the llm_meta study's first recording made it (setup.lock then: all three
+# levels, b2 0.99; the study's warm-up is now levels 1-2 at the default b2)
 WARMUP = ["mode=sft", "adam_beta2=0.99", "task=cold_lock", "sft_target=format", "model=tiny", "iterations=150",
           "lr=0.003", "batch_size=64", "eval_prompts=64", "eval_every=150", "log_every=10", "checkpoint_every=150",
           "seed=0", "progress=false"]

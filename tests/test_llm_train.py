@@ -35,6 +35,20 @@ def test_reference_answers_score_one_and_splits_are_disjoint(name):
         assert np.all((symbol_sum % 5 == 0) == test), name
 
 
+def test_one_digit_addition_holds_out_prompts_not_answers():
+    """digits=1: held out iff (a + 2b) % 5 == 0, so the held-out sums end in every digit training sees
+    (the digit-sum rule held out exactly the sums ending in 0 or 5, which training never rewards)."""
+    task = make_task("addition", digits=1)
+    last = {}
+    for test in (False, True):
+        b = task.sample(jax.random.PRNGKey(3), 512, test=test)
+        a, c = np.asarray(b.prompts[:, 1]) - D0, np.asarray(b.prompts[:, 3]) - D0
+        assert np.all(((a + 2 * c) % 5 == 0) == test)
+        np.testing.assert_array_equal(np.asarray(b.answers[:, 1]) - D0, (a + c) % 10)
+        last[test] = set(((a + c) % 10).tolist())
+    assert last[True] == last[False] == set(range(10))
+
+
 def test_wrong_answers_score_zero():
     task = make_task("addition")
     b = task.sample(jax.random.PRNGKey(1), 8)
