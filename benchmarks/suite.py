@@ -183,7 +183,9 @@ def run_family(family: str, args: list[str], tmp: Path) -> dict:
     script = FAMILIES[family][0]
     out = tmp / f"{family}.json"
     cmd = [sys.executable, f"benchmarks/{script}", *args, "--out", str(out)]
-    rec = {"what": FAMILIES[family][1], "command": cmd,
+    # recorded without this machine's interpreter or temporary folder (the run used cmd)
+    shown = ["python", f"benchmarks/{script}", *args, "--out", f"<tmp>/{family}.json"]
+    rec = {"what": FAMILIES[family][1], "command": shown,
            "command_line": shlex.join(["python", f"benchmarks/{script}", *args]), "rows": []}
     reason = missing_extra(family, args)
     if reason:

@@ -100,11 +100,9 @@ class Addition(Task):
         k1, k2 = jax.random.split(key)
         d = self.digits
         head = jax.random.randint(k1, (n, 2 * d - 1), 0, 10)
-        if d == 1:  # held out: (a + 2b) % 5 == 0; a digit-sum rule, (a + b) % 5 == 0, would hold out
-            # every sum ending in 0 or 5, answers training never rewards
-            last = _split_last(k2, head.sum(1), 10, test, weight=2)
-        else:
-            last = _split_last(k2, head.sum(1), 10, test)
+        # held out: digit sum % 5 == 0, but (a + 2b) % 5 == 0 for one digit, where the digit sum is the
+        # answer's residue and would hold out every sum ending in 0 or 5 (answers training never rewards)
+        last = _split_last(k2, head.sum(1), 10, test, weight=2 if d == 1 else 1)
         digs = jnp.concatenate([head, last[:, None]], 1)
         a, b = digs[:, :d], digs[:, d:]
         pw = 10 ** jnp.arange(d - 1, -1, -1)
