@@ -313,7 +313,23 @@ IDENTITY_KEYS = ("algo", "env", "network", "seed", "num_seeds", "vmap", "dataset
 def identity(cfg: dict) -> dict:
     """The part of a config that determines the results; a checkpoint only resumes into a config
     whose identity is the same."""
-    return {k: cfg.get(k) for k in IDENTITY_KEYS if k != "dataset" or (cfg.get("dataset") or {}).get("path")}
+    return without_unread({k: cfg.get(k) for k in IDENTITY_KEYS if k != "dataset" or (cfg.get("dataset") or {}).get("path")})
+
+
+def without_unread(ident: dict) -> dict:
+    """``ident`` less the settings its algorithm never reads, so that a finished run is reused (and a
+    checkpoint resumes) whatever their values.  A QARL-code run without an adversary (curriculum
+    ``none`` or ``phased``) zeroes the adversary's action before the env sees it, so its force budget
+    ``algo.adversary.max_force`` changes nothing: the SAC arm a budget is calibrated on is the same run
+    at any budget."""
+    algo = ident.get("algo") if isinstance(ident, dict) else None
+    if not (isinstance(algo, dict) and algo.get("name") in ("qarl", "rarl") and isinstance(algo.get("adversary"), dict)):
+        return ident
+    from purejaxrl.algos.qarl import NO_ADVERSARY
+
+    if algo.get("curriculum") not in NO_ADVERSARY:
+        return ident
+    return {**ident, "algo": {**algo, "adversary": {k: v for k, v in algo["adversary"].items() if k != "max_force"}}}
 
 
 def first_difference(saved: Any, current: Any, prefix: str = "",

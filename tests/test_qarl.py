@@ -293,6 +293,31 @@ def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ab
     assert q.adversary_alpha(jnp.array([0.03, 0.05])) is not None and "adv_alpha" not in _run(q, 1)[1][0]
 
 
+def test_a_run_without_an_adversary_is_the_same_run_at_any_force_budget():
+    """A study calibrates its budget on a trained SAC arm, then trains the adversarial arms at it; the
+    SAC arm (curriculum none or phased) never applies a push, so it is reused whatever the budget,
+    while an adversarial run at another budget is another run (checkpoints of either kind written
+    with the budget in their identity still resume)."""
+    from purejaxrl.config import identity, without_unread
+
+    for curriculum in ("none", "phased"):
+        a, b = (_pendulum_qarl(f"algo.curriculum={curriculum}", f"algo.adversary.max_force={f}") for f in (0.5, 3.0))
+        sa, _ = _run(a, 4)
+        sb, _ = _run(b, 4)
+        assert all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), sa, sb)))
+        ia, ib = (identity(compose(["algo=qarl", f"algo.curriculum={curriculum}", f"algo.adversary.max_force={f}"]))
+                  for f in (0.5, 3.0))
+        assert ia == ib and "max_force" not in ia["algo"]["adversary"]
+        raw = compose(["algo=qarl", f"algo.curriculum={curriculum}", "algo.adversary.max_force=3.0"])
+        assert without_unread({"algo": raw["algo"], "env": raw["env"]})["algo"] == ia["algo"]
+    for curriculum in ("rarl", "self_paced"):
+        ia, ib = (identity(compose(["algo=qarl", f"algo.curriculum={curriculum}", f"algo.adversary.max_force={f}"]))
+                  for f in (0.5, 3.0))
+        assert ia != ib and ia["algo"]["adversary"]["max_force"] == 0.5
+    r = identity(compose(["algo=rarl", "algo.adversary.max_force=0.5"]))
+    assert r["algo"]["adversary"]["max_force"] == 0.5
+
+
 def test_phased_sac_keeps_the_alternation_with_a_zero_adversary():
     """The same-schedule baseline: the protagonist learns only in its phases (as every adversarial
     protagonist), the adversary never pushes and never learns; ``none`` learns every update."""
