@@ -24,8 +24,8 @@ BODIES = {"cartpole": ("pole_1",), "hopper": ("foot",), "walker": ("right_foot",
 class ForceAdversary(Wrapper):
     def __init__(self, env, max_force: float = 1.0, bodies: tuple[str, ...] | None = None):
         super().__init__(env)
-        if not isinstance(max_force, (int, float)) or isinstance(max_force, bool) or max_force < 0:
-            raise ValueError(f"max_force={max_force!r} must be a number >= 0")
+        if not isinstance(max_force, (int, float)) or isinstance(max_force, bool) or not 0 <= max_force < float("inf"):
+            raise ValueError(f"max_force={max_force!r} must be a finite number >= 0")
         self.max_force = float(max_force)
         self.protagonist_dim = int(env.action_space.shape[0])
         base = env.unwrapped

@@ -124,7 +124,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         meta = self.read_meta(step)
         drop = lambda d: {k: v for k, v in d.items() if k not in ignore} if isinstance(d, dict) else d  # noqa: E731
-        diff = first_difference(drop(without_unread(meta["identity"])), drop(identity))
+        diff = first_difference(drop(without_unread(meta["identity"])), drop(without_unread(identity)))
         if diff:
             raise ConfigError(
                 f"cannot resume from {self.directory}: the config differs from the one that wrote it ({diff}); "

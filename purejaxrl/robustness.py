@@ -155,6 +155,23 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     return res
 
 
+def fresh_budget(algo, cfg: dict, max_force: float | None, fresh_adversary) -> float:
+    """The fresh adversary's force budget: ``max_force`` if given, else the run's own.  A run without an
+    adversary (curriculum none or phased) never used its recorded budget (it is not part of the run's
+    identity), so attacking it at that budget is a note's worth: give the budget to compare at."""
+    from purejaxrl.algos.qarl import NO_ADVERSARY
+
+    if max_force is not None:
+        if not (isinstance(max_force, (int, float)) and 0 < max_force < float("inf")):
+            raise ConfigError(f"--max-force={max_force} must be a finite number > 0")
+        return float(max_force)
+    own = float((cfg["algo"].get("adversary") or {}).get("max_force", 1.0))
+    if fresh_adversary and getattr(algo, "curriculum", None) in NO_ADVERSARY:
+        print(f"note: this run has no adversary, so its recorded algo.adversary.max_force={own:g} never acted; the "
+              "fresh adversary uses it (--max-force F to attack at the budget the adversarial runs used)", file=sys.stderr)
+    return own
+
+
 def co_trained_updates(algo) -> int:
     """The number of updates a run's adversary learned in (its phases of the alternation)."""
     n, p = algo.num_updates, algo.phase_updates
@@ -163,7 +180,9 @@ def co_trained_updates(algo) -> int:
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
                fresh_adversary: int = 0, absolute: bool = False, bodies: tuple[str, str] | None = None,
-               split: str = "test", write: bool = True, adversary_grids: bool = True) -> dict:
+               split: str = "test", write: bool = True, adversary_grids: bool = True,
+               max_force: float | None = None) -> dict:
+    """``max_force``: the fresh adversary's force budget (default the run's own ``algo.adversary.max_force``)."""
     from purejaxrl.evaluate import load_run
 
     algo, state, hparams, runs, cfg = load_run(run_dir)
@@ -212,8 +231,10 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
         print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in "
               f"{co_trained_updates(algo)}: a weaker attack may only mean a shorter one (--fresh-adversary auto "
               "matches them)", file=sys.stderr)
+    budget = fresh_budget(algo, cfg, max_force, fresh_adversary)
     if fresh_adversary:
-        attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg, fresh_adversary, seed)
+        cfg_f = {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": budget}}}
+        attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg_f, fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
     bases = algo.eval_key(state)  # the run's own evaluation key: runs independent, cells and modes paired
     out = {}
@@ -237,6 +258,7 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     res = {**axes, "nominal": nominal, "episodes_per_cell": E,
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
            "fresh_adversary_updates": int(fresh_adversary),
+           "fresh_adversary_max_force": budget if fresh_adversary else None,
            "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
@@ -320,6 +342,9 @@ def robustness_main(argv: list[str]) -> None:
                    "--fresh-adversary updates, default auto) cuts the run's nominal return by --drop "
                    "(a run of algo=qarl algo.curriculum=none; validation episodes; writes calibration.json)")
     p.add_argument("--drop", type=float, default=0.3, help="with --calibrate: the relative drop a budget must reach")
+    p.add_argument("--max-force", type=float, default=None, metavar="F",
+                   help="the fresh adversary's force budget per component (default the run's own "
+                   "algo.adversary.max_force; a run without an adversary never used its own)")
     a = p.parse_args(argv)
     if a.episodes is not None and a.episodes < 1:
         raise ConfigError(f"--episodes={a.episodes} must be >= 1")
@@ -352,7 +377,10 @@ def robustness_main(argv: list[str]) -> None:
     if not a.absolute and not bodies and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
         print(f"note: --mass {a.mass} multiplies every body's mass (up to {mass.max():g} x nominal); for the paper's "
               "torso mass in kg add --absolute", file=sys.stderr)
-    res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute, bodies)
+    if a.max_force is not None and not 0 < a.max_force < float("inf"):
+        raise ConfigError(f"--max-force={a.max_force} must be a finite number > 0")
+    res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute, bodies,
+                     max_force=a.max_force)
     (mk, ml), (fk, fl) = grid_axes(res)
     nom = res["nominal"]
     torso = "" if nom["torso_mass"] is None else f"torso mass {nom['torso_mass']:.3g} kg, "

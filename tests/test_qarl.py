@@ -153,7 +153,7 @@ def test_linear_schedule_reaches_the_target_at_two_thirds():
 @pytest.mark.slow
 @pytest.mark.parametrize("algo, env", [("qarl", ["env=dmc_cartpole_balance", "env.kwargs.episode_length=50"]),
                                        ("rarl", ["env=pendulum", "+env.kwargs.max_steps_in_episode=50"])])
-def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
+def test_qarl_and_rarl_through_the_console_script(tmp_path, monkeypatch, algo, env):
     """QARL pushing the DM Control cartpole's pole (one seed: robustness without a run axis);
     RARL perturbing Pendulum's action (no forces; two seeds vmapped)."""
     seeds = 1 if algo == "qarl" else 2
@@ -190,6 +190,7 @@ def test_qarl_and_rarl_through_the_console_script(tmp_path, algo, env):
     # the protagonist sees the context of the final evaluations: temperature 0 (the reference's)
     assert g["fresh_adversary_temperature"] == [0.0]
     _robustness_cells_and_modes_share_the_runs_episodes(tmp_path / "r")
+    _the_fresh_adversary_attacks_at_the_budget_given(tmp_path / "r", monkeypatch)
     # the reference's cartpole grid: pole mass x cart mass in kg
     r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--bodies", "pole_1,cart", "--mass", "0.05:0.5:2",
                         "--friction", "0.5:1.5:3", "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True)
@@ -316,6 +317,28 @@ def test_a_run_without_an_adversary_is_the_same_run_at_any_force_budget():
         assert ia != ib and ia["algo"]["adversary"]["max_force"] == 0.5
     r = identity(compose(["algo=rarl", "algo.adversary.max_force=0.5"]))
     assert r["algo"]["adversary"]["max_force"] == 0.5
+
+
+def test_a_checkpoint_written_with_the_budget_in_its_identity_resumes_without_it(tmp_path):
+    """Checkpoints of SAC-arm runs written before the budget left their identity (it is in their
+    record) resume at any budget; an adversarial run's checkpoint still refuses another budget."""
+    from purejaxrl.checkpoint import Checkpointer
+    from purejaxrl.config import ConfigError, identity
+
+    state = {"w": jnp.arange(3.0)}
+    for curriculum, ok in (("none", True), ("rarl", False)):
+        old = compose(["algo=qarl", f"algo.curriculum={curriculum}", "algo.adversary.max_force=2.0"])
+        raw = {k: old.get(k) for k in ("algo", "env", "network", "seed", "num_seeds", "vmap")}  # the budget kept
+        ck = Checkpointer(tmp_path / curriculum)
+        ck.save(1, state, {"identity": raw, "update": 1})
+        now = identity(compose(["algo=qarl", f"algo.curriculum={curriculum}", "algo.adversary.max_force=0.5"]))
+        if ok:
+            got, _ = ck.restore(state, now)
+            np.testing.assert_array_equal(got["w"], state["w"])
+        else:
+            with pytest.raises(ConfigError, match="max_force"):
+                ck.restore(state, now)
+        ck.close()
 
 
 def test_phased_sac_keeps_the_alternation_with_a_zero_adversary():
@@ -465,6 +488,49 @@ def test_force_budget_baseline_clips_the_push_to_a_linearly_growing_budget(cartp
     pushes = np.abs(actions[:, algo.act_dim:]).max(-1)
     assert np.all(pushes <= np.array([0, 0, 0.2, 0.2, 1, 1]) + 1e-6) and pushes[4:].max() > 0.2  # stored as applied
     assert float(algo.eval_temperature(s)) == 1.0  # evaluation: the full budget
+
+
+class _Stop(Exception):
+    pass
+
+
+def _the_fresh_adversary_attacks_at_the_budget_given(run_dir, monkeypatch):
+    """``robustness --max-force F``: the fresh attacker is built at F, else at the run's own budget."""
+    import purejaxrl.robustness as rb
+
+    seen = []
+
+    def stop(algo, state, hparams, runs, cfg, updates, seed=0):
+        seen.append(cfg["algo"]["adversary"]["max_force"])
+        raise _Stop
+
+    monkeypatch.setattr(rb, "train_fresh_adversary", stop)
+    for given in (None, 0.25):
+        with pytest.raises(_Stop):
+            rb.robustness(run_dir, np.array([1.0], np.float32), np.array([1.0], np.float32), episodes=1,
+                          fresh_adversary=40, write=False, max_force=given)
+    assert seen == [1.0, 0.25]  # the run trained at the default budget 1
+
+
+def test_the_fresh_budget_of_a_run_without_an_adversary_is_named(capsys):
+    """A SAC run of the QARL code never used its recorded budget: attacking it there says so; a
+    budget given is used as given; a non-finite or non-positive one is refused in one line."""
+    from types import SimpleNamespace
+
+    from purejaxrl.errors import ConfigError
+    from purejaxrl.robustness import fresh_budget
+
+    cfg = {"algo": {"adversary": {"max_force": 2.0}}}
+    assert fresh_budget(SimpleNamespace(curriculum="none"), cfg, None, 100) == 2.0
+    assert "never acted" in capsys.readouterr().err
+    assert fresh_budget(SimpleNamespace(curriculum="rarl"), cfg, None, 100) == 2.0
+    assert fresh_budget(SimpleNamespace(curriculum="none"), cfg, 0.5, 100) == 0.5
+    assert capsys.readouterr().err == ""
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="--max-force"):
+            fresh_budget(SimpleNamespace(curriculum="none"), cfg, bad, 100)
+    with pytest.raises(ValueError, match="max_force"):
+        ForceAdversary(make("pendulum"), max_force=float("inf"))
 
 
 def _robustness_cells_and_modes_share_the_runs_episodes(run_dir):
