@@ -16,7 +16,8 @@ Parts (each includes the ones above it):
 - ``step``: + RAdam and the parameter update: the whole step as ``purejaxrl.rollout.minibatch_sgd``
   runs it (its minibatch rows unpacked from the packed ``[obs, action, target]`` array).
 
-Also the whole step without LayerNorm and with Adam in place of RAdam.  Writes
+Also the whole step without LayerNorm and with Adam in place of RAdam, and the update as the training
+loop runs it (``in_loop``: rollout, targets, the epochs of SGD steps, the whole update).  Writes
 ``benchmarks/results/sgd_step_profile_<platform>.json`` (``--out``).
 """
 
@@ -121,11 +122,71 @@ def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: 
             "minibatch": n, "hidden": hidden, "layer_norm": layer_norm, "optimizer": optimizer}
 
 
+def in_loop(updates: int, repeats: int) -> dict:
+    """PQN CartPole's update as the training loop runs it, whole and in parts (ms per update, each part
+    ``updates`` times in one compiled scan, best of ``repeats``): ``collect`` (the ε-greedy rollout of
+    ``num_steps`` × ``num_envs`` env steps), ``collect_targets`` (+ Peng's Q(λ) targets), ``learn``
+    (``minibatch_sgd``'s epochs on one fixed batch: permutation, gather, the SGD steps and their metrics)
+    and ``update`` (the algorithm's whole update).  ``learn`` divided by its SGD steps is the in-loop
+    step to set beside the isolated ``step``; ``update − collect_targets − learn`` is what is left."""
+    from purejaxrl.rollout import flatten_time, minibatch_sgd
+
+    cfg = compose(["num_seeds=1"])
+    algo = build_algorithm(cfg)
+    hp = {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
+    state = algo.init(jax.random.PRNGKey(0), hp)
+    out = {}
+
+    def whole(c):
+        s, i = c
+        return algo.update(s, hp, i)[0], i + 1
+
+    out["update"] = timed_scan(whole, (state, jnp.int32(0)), updates, repeats)
+
+    def collect(c):
+        s, i = c
+        (obs, env_state, rng), _, _ = algo.collect(s, hp, i)
+        return s.replace(obs=obs, env_state=env_state, rng=rng), i + 1
+
+    out["collect"] = timed_scan(collect, (state, jnp.int32(0)), updates, repeats)
+
+    def collect_targets(c):
+        s, i, acc = c
+        (obs, env_state, rng), traj, _ = algo.collect(s, hp, i)
+        t = algo.targets(traj, obs, s.params, hp)
+        return s.replace(obs=obs, env_state=env_state, rng=rng), i + 1, acc + t.sum() * 1e-30
+
+    out["collect_targets"] = timed_scan(collect_targets, (state, jnp.int32(0), jnp.float32(0)), updates, repeats)
+
+    (obs, _, _), traj, _ = jax.jit(algo.collect)(state, hp, jnp.int32(0))
+    targets = jax.jit(algo.targets)(traj, obs, state.params, hp)
+    batch = flatten_time({"obs": traj.obs, "action": traj.action.astype(jnp.int32), "target": targets})
+    apply = algo.network.apply
+
+    def loss_fn(params, mb):  # the algorithm's own loss (pqn.py), its metric included
+        q = apply(params, mb["obs"])
+        q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
+        return 0.5 * jnp.mean((q_a - mb["target"]) ** 2), {"q_values": q_a.mean()}
+
+    def learn(c):
+        p, o, rng = c
+        p, o, rng, _ = minibatch_sgd(loss_fn, algo._tx(hp), p, o, batch, rng, algo.num_epochs, algo.num_minibatches)
+        return p, o, rng
+
+    out["learn"] = timed_scan(learn, (state.params, state.opt_state, state.rng), updates, repeats)
+    sgd_steps = algo.num_epochs * algo.num_minibatches
+    ms = {k: round(v * 1e3, 4) for k, v in out.items()}
+    return {"ms_per_update": ms, "sgd_steps_per_update": sgd_steps, "env_steps_per_update": algo.num_envs * algo.num_steps,
+            "learn_ms_per_sgd_step": round(ms["learn"] / sgd_steps, 4),
+            "rest_ms": round(ms["update"] - ms["collect_targets"] - ms["learn"], 4)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--steps", type=int, default=2000, help="iterations per timed scan")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--updates", type=int, default=100, help="PQN updates per timed scan of the in-loop parts")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
@@ -135,11 +196,15 @@ def main() -> None:
            "default": profile(a.hidden, True, a.steps, a.repeats),
            "no_layer_norm": profile(a.hidden, False, a.steps, a.repeats),
            "adam": profile(a.hidden, True, a.steps, a.repeats, optimizer="adam")}
+    res["in_loop"] = in_loop(a.updates, a.repeats)
     d = res["default"]["ms"]
     res["step_over_matmul"] = round(d["step"] / d["matmul"], 2)
+    res["in_loop_step_over_step"] = round(res["in_loop"]["learn_ms_per_sgd_step"] / d["step"], 2)
     for name in ("default", "no_layer_norm", "adam"):
         print(name, res[name]["ms"], flush=True)
     print("step / matmul:", res["step_over_matmul"])
+    print("in the loop (ms per update):", res["in_loop"]["ms_per_update"], "| per SGD step in learn:",
+          res["in_loop"]["learn_ms_per_sgd_step"], "| rest:", res["in_loop"]["rest_ms"])
     out = a.out or RESULTS / f"sgd_step_profile_{res['machine']['platform']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

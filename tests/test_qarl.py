@@ -294,6 +294,7 @@ def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ab
     assert q.adversary_alpha(jnp.array([0.03, 0.05])) is not None and "adv_alpha" not in _run(q, 1)[1][0]
 
 
+@pytest.mark.slow
 def test_a_run_without_an_adversary_is_the_same_run_at_any_force_budget():
     """A study calibrates its budget on a trained SAC arm, then trains the adversarial arms at it; the
     SAC arm (curriculum none or phased) never applies a push, so it is reused whatever the budget,

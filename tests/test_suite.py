@@ -136,9 +136,15 @@ def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
 def test_sgd_step_profile_times_every_part(tmp_path):
     out = tmp_path / "p.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sgd_step_profile.py"), "--steps", "5", "--repeats", "1",
-                        "--hidden", "32", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                        "--hidden", "32", "--updates", "2", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
+    loop = res["in_loop"]
+    assert set(loop["ms_per_update"]) == {"update", "collect", "collect_targets", "learn"}
+    assert all(positive(v) for v in loop["ms_per_update"].values())
+    assert loop["sgd_steps_per_update"] > 1 and loop["learn_ms_per_sgd_step"] == pytest.approx(
+        loop["ms_per_update"]["learn"] / loop["sgd_steps_per_update"], abs=1e-3)
     for variant in ("default", "no_layer_norm", "adam"):
         ms = res[variant]["ms"]
         assert set(ms) == {"matmul", "forward", "forward_backward", "clip", "step"} and all(positive(v) for v in ms.values())
