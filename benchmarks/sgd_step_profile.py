@@ -4,6 +4,7 @@ compiled ``lax.scan`` (as the training loop runs it) after a warm-up, best of ``
 
     python benchmarks/sgd_step_profile.py                  # PQN's default: 128 x 4 -> 256 -> 256 -> 2, LayerNorm, RAdam
     python benchmarks/sgd_step_profile.py --hidden 512
+    python benchmarks/sgd_step_profile.py --also experiment=pqn_minatar   # + MinAtar's conv network
 
 Parts (each includes the ones above it):
 
@@ -54,17 +55,11 @@ def timed_scan(body, carry, steps: int, repeats: int) -> float:
     return best / steps
 
 
-def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: str = "radam") -> dict:
-    cfg = compose(["num_seeds=1", f"network.hidden_size={hidden}", f"network.layer_norm={str(layer_norm).lower()}"])
-    algo = build_algorithm(cfg)
-    hp = {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
-    n = algo.num_envs * algo.num_steps // algo.num_minibatches  # minibatch rows
-    obs_dim = int(algo.env.observation_shape[0])
-    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
-    batch = {"obs": jax.random.normal(k1, (n, obs_dim)), "action": jax.random.randint(k2, (n,), 0, algo.num_actions),
-             "target": jax.random.normal(k3, (n,))}
+def _step_parts(algo, hp, batch, steps: int, repeats: int, optimizer: str = "radam") -> tuple[dict, dict]:
+    """The step's cumulative parts (forward, forward_backward, clip, step) on ``batch`` with the algorithm's
+    network, loss and optimiser, and the parameters they start from."""
     rows, unpack = pack(batch)
-    params = algo.network.init(k4, batch["obs"][:1])
+    params = algo.network.init(jax.random.PRNGKey(3), batch["obs"][:1])
     tx = algo._tx(hp) if optimizer == "radam" else algo.make_optimizer(hp, algo.num_epochs * algo.num_minibatches, optax.adam)
     clip = optax.clip_by_global_norm(hp["max_grad_norm"])
     apply = algo.network.apply
@@ -96,6 +91,25 @@ def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: 
         return optax.apply_updates(p, u), s
 
     out["step"] = timed_scan(step, (params, tx.init(params)), steps, repeats)
+    cost = jax.jit(lambda p: jax.grad(loss_fn)(p, unpack(rows))).lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return out, {"forward_backward_flops": float((cost or {}).get("flops", float("nan")))}
+
+
+def _hparams(cfg, algo) -> dict:
+    return {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
+
+
+def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: str = "radam") -> dict:
+    cfg = compose(["num_seeds=1", f"network.hidden_size={hidden}", f"network.layer_norm={str(layer_norm).lower()}"])
+    algo = build_algorithm(cfg)
+    hp = _hparams(cfg, algo)
+    n = algo.num_envs * algo.num_steps // algo.num_minibatches  # minibatch rows
+    obs_dim = int(algo.env.observation_shape[0])
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    batch = {"obs": jax.random.normal(k1, (n, obs_dim)), "action": jax.random.randint(k2, (n,), 0, algo.num_actions),
+             "target": jax.random.normal(k3, (n,))}
+    out, _ = _step_parts(algo, hp, batch, steps, repeats, optimizer)
 
     # the eight matrix products of one step, chained through a scalar so that none is loop-invariant
     ws = [jax.random.normal(k, s) * 0.05 for k, s in zip(jax.random.split(k1, 3),
@@ -122,8 +136,25 @@ def profile(hidden: int, layer_norm: bool, steps: int, repeats: int, optimizer: 
             "minibatch": n, "hidden": hidden, "layer_norm": layer_norm, "optimizer": optimizer}
 
 
-def in_loop(updates: int, repeats: int) -> dict:
-    """PQN CartPole's update as the training loop runs it, whole and in parts (ms per update, each part
+def network_step(overrides: list[str], steps: int, repeats: int) -> dict:
+    """One minibatch SGD step of another PQN configuration (e.g. ``experiment=pqn_minatar``, its conv
+    network) in cumulative parts, with the FLOPs XLA counts for its forward + backward pass, so the
+    achieved rate can be set beside the plain matmul rate of the CartPole profile."""
+    cfg = compose(["num_seeds=1", *overrides])
+    algo = build_algorithm(cfg)
+    n = algo.num_envs * algo.num_steps // algo.num_minibatches
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    shape = tuple(algo.env.observation_shape)
+    batch = {"obs": (jax.random.uniform(k1, (n, *shape)) < 0.1).astype(jnp.float32),  # sparse binary planes
+             "action": jax.random.randint(k2, (n,), 0, algo.num_actions), "target": jax.random.normal(k3, (n,))}
+    out, cost = _step_parts(algo, _hparams(cfg, algo), batch, steps, repeats)
+    ms = {k: round(v * 1e3, 4) for k, v in out.items()}
+    return {"overrides": overrides, "ms": ms, "minibatch": n, "observation_shape": list(shape), **cost,
+            "forward_backward_gflops_per_s": round(cost["forward_backward_flops"] / out["forward_backward"] / 1e9, 1)}
+
+
+def in_loop(updates: int, repeats: int, overrides: list[str] = ()) -> dict:
+    """PQN's update (CartPole unless ``overrides``) as the training loop runs it, whole and in parts (ms per update, each part
     ``updates`` times in one compiled scan, best of ``repeats``): ``collect`` (the ε-greedy rollout of
     ``num_steps`` × ``num_envs`` env steps), ``collect_targets`` (+ Peng's Q(λ) targets), ``learn``
     (``minibatch_sgd``'s epochs on one fixed batch: permutation, gather, the SGD steps and their metrics)
@@ -131,9 +162,9 @@ def in_loop(updates: int, repeats: int) -> dict:
     step to set beside the isolated ``step``; ``update − collect_targets − learn`` is what is left."""
     from purejaxrl.rollout import flatten_time, minibatch_sgd
 
-    cfg = compose(["num_seeds=1"])
+    cfg = compose(["num_seeds=1", *overrides])
     algo = build_algorithm(cfg)
-    hp = {k: jnp.float32(cfg["algo"][k]) for k in algo.HPARAMS}
+    hp = _hparams(cfg, algo)
     state = algo.init(jax.random.PRNGKey(0), hp)
     out = {}
 
@@ -187,6 +218,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000, help="iterations per timed scan")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--updates", type=int, default=100, help="PQN updates per timed scan of the in-loop parts")
+    p.add_argument("--also", action="append", default=[], metavar="OVERRIDES",
+                   help="another PQN configuration to profile (step and in-loop parts), e.g. experiment=pqn_minatar; "
+                   "space-separated overrides; repeatable")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
@@ -197,6 +231,10 @@ def main() -> None:
            "no_layer_norm": profile(a.hidden, False, a.steps, a.repeats),
            "adam": profile(a.hidden, True, a.steps, a.repeats, optimizer="adam")}
     res["in_loop"] = in_loop(a.updates, a.repeats)
+    for also in a.also:
+        over = also.split()
+        res.setdefault("also", []).append({"step": network_step(over, a.steps, a.repeats),
+                                           "in_loop": in_loop(max(1, a.updates // 10), a.repeats, over)})
     d = res["default"]["ms"]
     res["step_over_matmul"] = round(d["step"] / d["matmul"], 2)
     res["in_loop_step_over_step"] = round(res["in_loop"]["learn_ms_per_sgd_step"] / d["step"], 2)
@@ -205,6 +243,10 @@ def main() -> None:
     print("step / matmul:", res["step_over_matmul"])
     print("in the loop (ms per update):", res["in_loop"]["ms_per_update"], "| per SGD step in learn:",
           res["in_loop"]["learn_ms_per_sgd_step"], "| rest:", res["in_loop"]["rest_ms"])
+    for x in res.get("also", []):
+        print(" ".join(x["step"]["overrides"]), "step:", x["step"]["ms"], "|", x["step"]["forward_backward_gflops_per_s"],
+              "GFLOP/s (matmul alone:", res["default"]["matmul_gflops_per_s"], ") | in the loop:", x["in_loop"]["ms_per_update"],
+              "per SGD step in learn:", x["in_loop"]["learn_ms_per_sgd_step"])
     out = a.out or RESULTS / f"sgd_step_profile_{res['machine']['platform']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

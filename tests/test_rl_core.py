@@ -173,3 +173,43 @@ def test_make_stack_is_the_one_training_stack():
     env = envs.make("Pendulum-v1")
     v = envs.make_stack(env, 2, normalize_reward=True, gamma=0.9)
     assert [type(w).__name__ for w in _chain(v)] == ["NormalizeReward", "EpisodeStats", "VecEnv", "ClipAction", "GymnaxEnv"]
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_the_patch_convolution_is_flaxs_convolution(padding):
+    """MinAtar's torso convolves as one matrix product over patches (XLA's CPU backward of a small
+    convolution is ~20x slower): the same parameters (tree, names, initial values) and outputs as
+    ``nn.Conv``, any leading batch axes, and the same gradient."""
+    import flax.linen as nn
+
+    from purejaxrl.networks import PatchConv
+
+    init = nn.initializers.he_normal()
+    for shape in [(6, 10, 10, 4), (2, 3, 10, 10, 7), (10, 10, 4)]:
+        x = jax.random.normal(jax.random.PRNGKey(0), shape)
+        ref = nn.Conv(16, (3, 3), padding=padding, kernel_init=init, name="Conv_0")
+        ours = PatchConv(16, (3, 3), padding=padding, kernel_init=init, name="Conv_0")
+        p_ref, p_ours = ref.init(jax.random.PRNGKey(1), x), ours.init(jax.random.PRNGKey(1), x)
+        assert jax.tree.structure(p_ref) == jax.tree.structure(p_ours)
+        for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p_ours)):
+            np.testing.assert_array_equal(a, b)
+        p = jax.tree.map(lambda a: a + 0.1, p_ref)  # a non-zero bias too
+        np.testing.assert_allclose(ours.apply(p, x), ref.apply(p, x), rtol=1e-5, atol=1e-5)
+        g_ref, g_ours = (jax.grad(lambda q, m=m: (m.apply(q, x) ** 2).mean())(p) for m in (ref, ours))
+        for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_ours)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="SAME or VALID"):
+        PatchConv(4, padding="CIRCULAR").init(jax.random.PRNGKey(0), jnp.zeros((5, 5, 2)))
+
+
+def test_the_minatar_q_network_keeps_its_parameter_tree():
+    """Checkpoints of MinAtar runs stay readable: the torso's convolution is still ``Conv_0`` with a
+    ``kernel`` [3, 3, C, 16] and a ``bias``."""
+    algo = build_algorithm(compose(["experiment=pqn_minatar", "num_seeds=1"]))
+    obs = jnp.zeros((1, *algo.env.observation_shape))
+    params = algo.network.init(jax.random.PRNGKey(0), obs)["params"]
+    conv = jax.tree.map(jnp.shape, params)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(conv,
+            is_leaf=lambda t: isinstance(t, tuple))}
+    kern = [k for k in flat if k.endswith("Conv_0/kernel")]
+    assert len(kern) == 1 and flat[kern[0]] == (3, 3, obs.shape[-1], 16), flat
