@@ -98,7 +98,7 @@ class PatchConv(nn.Module):
     """A stride-1 2-D convolution computed as one matrix product over its input patches.  The same
     function and parameters as ``nn.Conv`` (``kernel`` ``[kh, kw, C, F]``, ``bias`` ``[F]``, the same
     initialisers), but its gradient is a plain matrix product: XLA's CPU backward of a small
-    convolution's kernel is ~20× slower than this on MinAtar's 10 × 10 planes."""
+    convolution's kernel is much slower than this on MinAtar's 10 × 10 planes."""
 
     features: int
     kernel_size: tuple[int, int] = (3, 3)

@@ -178,7 +178,7 @@ def test_make_stack_is_the_one_training_stack():
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
 def test_the_patch_convolution_is_flaxs_convolution(padding):
     """MinAtar's torso convolves as one matrix product over patches (XLA's CPU backward of a small
-    convolution is ~20x slower): the same parameters (tree, names, initial values) and outputs as
+    convolution is much slower): the same parameters (tree, names, initial values) and outputs as
     ``nn.Conv``, any leading batch axes, and the same gradient."""
     import flax.linen as nn
 
