@@ -62,12 +62,9 @@ def _step_parts(algo, hp, batch, steps: int, repeats: int, optimizer: str = "rad
     params = algo.network.init(jax.random.PRNGKey(3), batch["obs"][:1])
     tx = algo._tx(hp) if optimizer == "radam" else algo.make_optimizer(hp, algo.num_epochs * algo.num_minibatches, optax.adam)
     clip = optax.clip_by_global_norm(hp["max_grad_norm"])
-    apply = algo.network.apply
 
-    def loss_fn(p, mb):
-        q = apply(p, mb["obs"])
-        q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
-        return 0.5 * jnp.mean((q_a - mb["target"]) ** 2)
+    def loss_fn(p, mb):  # the algorithm's own loss
+        return algo.loss(p, mb)[0]
 
     def nudge(p, g):  # keep each iteration dependent on the last without an optimiser
         return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g)
@@ -192,16 +189,10 @@ def in_loop(updates: int, repeats: int, overrides: list[str] = ()) -> dict:
     (obs, _, _), traj, _ = jax.jit(algo.collect)(state, hp, jnp.int32(0))
     targets = jax.jit(algo.targets)(traj, obs, state.params, hp)
     batch = flatten_time({"obs": traj.obs, "action": traj.action.astype(jnp.int32), "target": targets})
-    apply = algo.network.apply
-
-    def loss_fn(params, mb):  # the algorithm's own loss (pqn.py), its metric included
-        q = apply(params, mb["obs"])
-        q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
-        return 0.5 * jnp.mean((q_a - mb["target"]) ** 2), {"q_values": q_a.mean()}
 
     def learn(c):
         p, o, rng = c
-        p, o, rng, _ = minibatch_sgd(loss_fn, algo._tx(hp), p, o, batch, rng, algo.num_epochs, algo.num_minibatches)
+        p, o, rng, _ = minibatch_sgd(algo.loss, algo._tx(hp), p, o, batch, rng, algo.num_epochs, algo.num_minibatches)
         return p, o, rng
 
     out["learn"] = timed_scan(learn, (state.params, state.opt_state, state.rng), updates, repeats)

@@ -133,8 +133,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     nominal = np.asarray(_for_each_run(nominal_returns, len(runs), hparams, state, bases)).reshape(len(runs), -1).mean(-1)
     rows = []
     for F in budgets:
-        cfg_f = {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": F}}}
-        attacker, attack_state, _ = train_fresh_adversary(algo, state, hparams, runs, cfg_f, n)
+        attacker, attack_state, _ = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, F), n)
 
         def attacked_returns(hp, s, base, attacker=attacker):
             venv = attacker.make_venv(episodes, hp, evaluation=True)
@@ -155,6 +154,18 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     return res
 
 
+def with_budget(cfg: dict, max_force: float) -> dict:
+    """``cfg`` with the adversary's force budget set to ``max_force``."""
+    return {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": max_force}}}
+
+
+def check_budget(max_force: float) -> float:
+    """A force budget given on the command line: a finite number > 0 (one line otherwise)."""
+    if not (isinstance(max_force, (int, float)) and 0 < max_force < float("inf")):
+        raise ConfigError(f"--max-force={max_force} must be a finite number > 0")
+    return float(max_force)
+
+
 def fresh_budget(algo, cfg: dict, max_force: float | None, fresh_adversary) -> float:
     """The fresh adversary's force budget: ``max_force`` if given, else the run's own.  A run without an
     adversary (curriculum none or phased) never used its recorded budget (it is not part of the run's
@@ -162,9 +173,7 @@ def fresh_budget(algo, cfg: dict, max_force: float | None, fresh_adversary) -> f
     from purejaxrl.algos.qarl import NO_ADVERSARY
 
     if max_force is not None:
-        if not (isinstance(max_force, (int, float)) and 0 < max_force < float("inf")):
-            raise ConfigError(f"--max-force={max_force} must be a finite number > 0")
-        return float(max_force)
+        return check_budget(max_force)
     own = float((cfg["algo"].get("adversary") or {}).get("max_force", 1.0))
     if fresh_adversary and getattr(algo, "curriculum", None) in NO_ADVERSARY:
         print(f"note: this run has no adversary, so its recorded algo.adversary.max_force={own:g} never acted; the "
@@ -233,8 +242,8 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
               "matches them)", file=sys.stderr)
     budget = fresh_budget(algo, cfg, max_force, fresh_adversary)
     if fresh_adversary:
-        cfg_f = {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": budget}}}
-        attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, cfg_f, fresh_adversary, seed)
+        attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, budget),
+                                                                    fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
     bases = algo.eval_key(state)  # the run's own evaluation key: runs independent, cells and modes paired
     out = {}
@@ -377,8 +386,8 @@ def robustness_main(argv: list[str]) -> None:
     if not a.absolute and not bodies and mass is not None and mass.max() > 4:  # the paper's torso masses typed as multipliers?
         print(f"note: --mass {a.mass} multiplies every body's mass (up to {mass.max():g} x nominal); for the paper's "
               "torso mass in kg add --absolute", file=sys.stderr)
-    if a.max_force is not None and not 0 < a.max_force < float("inf"):
-        raise ConfigError(f"--max-force={a.max_force} must be a finite number > 0")
+    if a.max_force is not None:
+        check_budget(a.max_force)
     res = robustness(a.run_dir, mass, friction, a.episodes, a.seed, a.fresh_adversary, a.absolute, bodies,
                      max_force=a.max_force)
     (mk, ml), (fk, fl) = grid_axes(res)

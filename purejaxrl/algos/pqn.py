@@ -100,18 +100,17 @@ class PQN(RolloutAlgorithm):
         return returns.q_lambda_targets(traj.reward * hp["reward_scale"], traj.terminated, traj.truncated,
                                         next_v, hp["gamma"], hp["lam"])
 
+    def loss(self, params, mb):
+        """``½ (Q(s, a) − target)²`` on a minibatch, and the mean Q(s, a) as a metric."""
+        q = self.network.apply(params, mb["obs"])
+        q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
+        return 0.5 * jnp.mean((q_a - mb["target"]) ** 2), {"q_values": q_a.mean()}
+
     def update(self, state, hp, i, data=None):
         (obs, env_state, rng), traj, eps = self.collect(state, hp, i)
         targets = self.targets(traj, obs, state.params, hp)
-        apply = self.network.apply
-
-        def loss_fn(params, mb):
-            q = apply(params, mb["obs"])
-            q_a = jnp.take_along_axis(q, mb["action"][:, None], axis=-1)[:, 0]
-            return 0.5 * jnp.mean((q_a - mb["target"]) ** 2), {"q_values": q_a.mean()}
-
         batch = flatten_time({"obs": traj.obs, "action": traj.action.astype(jnp.int32), "target": targets})
-        params, opt_state, rng, m = minibatch_sgd(loss_fn, self._tx(hp), state.params, state.opt_state, batch, rng,
+        params, opt_state, rng, m = minibatch_sgd(self.loss, self._tx(hp), state.params, state.opt_state, batch, rng,
                                                   self.num_epochs, self.num_minibatches)
         metrics = {**m, "epsilon": eps, **episode_metrics(traj.episode)}
         return state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, rng=rng), metrics
