@@ -71,6 +71,7 @@ def initialize(cfg: dict) -> None:
     try:
         if dist.get("cpu_devices"):
             jax.config.update("jax_num_cpu_devices", int(dist["cpu_devices"]))
+            _patient_cpu_collectives()
         if dist.get("coordinator"):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes gather metrics over TCP
         if dist.get("coordinator") == "auto":  # SLURM (and other clusters JAX knows): everything from the environment
@@ -82,6 +83,21 @@ def initialize(cfg: dict) -> None:
         raise ConfigError(f"distributed.* must take effect before JAX starts, but this process already started it "
                           f"({str(e).splitlines()[0][:120]}); pass them on the command line of a fresh process") from None
     _INITIALIZED = True
+
+
+# Virtual CPU devices share the host's cores: on a small, busy machine one device can reach a
+# collective (or leave it) minutes after another, and XLA's default wait (tens of seconds) aborts the
+# process.  These are emulated devices, so waiting is right; a value the user set is kept.
+_CPU_COLLECTIVE_WAIT_S = 1800
+_CPU_COLLECTIVE_FLAGS = ("xla_cpu_collective_timeout_seconds", "xla_cpu_collective_call_terminate_timeout_seconds")
+
+
+def _patient_cpu_collectives() -> None:
+    """Add generous CPU-collective timeouts to ``XLA_FLAGS`` (read when the backend starts)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f"--{f}={_CPU_COLLECTIVE_WAIT_S}" for f in _CPU_COLLECTIVE_FLAGS if f not in flags]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
 def is_main_process() -> bool:

@@ -132,6 +132,24 @@ def test_meta_population_is_the_same_on_1_and_4_devices(tmp_path):
     assert json.loads((tmp_path / "four" / "summary.json").read_text())["devices"] == 4
 
 
+def test_virtual_cpu_devices_wait_for_each_other_in_collectives(monkeypatch):
+    """Virtual CPU devices share a small machine's cores; XLA's default collective timeouts (tens of
+    seconds) aborted a 4-device LLM run on a busy 2-core machine.  cpu_devices adds long timeouts to
+    XLA_FLAGS and keeps any the user set."""
+    from purejaxrl import sharding
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_collective_timeout_seconds=7")
+    sharding._patient_cpu_collectives()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert "--xla_cpu_collective_timeout_seconds=7" in flags
+    assert f"--xla_cpu_collective_call_terminate_timeout_seconds={sharding._CPU_COLLECTIVE_WAIT_S}" in flags
+    assert sum("collective_timeout" in f for f in flags) == 1
+    monkeypatch.delenv("XLA_FLAGS")
+    sharding._patient_cpu_collectives()
+    assert os.environ["XLA_FLAGS"].split() == [f"--{f}={sharding._CPU_COLLECTIVE_WAIT_S}"
+                                               for f in sharding._CPU_COLLECTIVE_FLAGS]
+
+
 @pytest.mark.slow
 def test_llm_data_parallel_matches_one_device(tmp_path):
     """The prompt batch split over 4 devices: the same samples and rewards; gradients are summed
