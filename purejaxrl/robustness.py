@@ -16,7 +16,8 @@ adversary from scratch against each run's frozen protagonist, which acts greedil
 updates of the run's own settings (envs, gradient steps, force budget): an ordinary SAC agent with
 its own tuned temperature, as the reference's RARL adversary (``algo.adversary.alpha`` of the run
 fixes it instead).  ``auto`` trains it for as many updates as the co-trained adversary learned (the
-run's adversary phases), so it is not the weaker of the two by its budget; its grid is the
+run's adversary phases; for a ``curriculum=none`` SAC run, those of its adversarial counterpart with
+twice its updates), so it is not the weaker of the two by its budget; its grid is the
 ``fresh_adversary`` heat map, and ``fresh_adversary_stronger`` says per run whether it lowers the
 mean return more than the trained adversary.
 """
@@ -182,8 +183,12 @@ def fresh_budget(algo, cfg: dict, max_force: float | None, fresh_adversary) -> f
 
 
 def co_trained_updates(algo) -> int:
-    """The number of updates a run's adversary learned in (its phases of the alternation)."""
+    """The number of updates a run's adversary learned in (its phases of the alternation).  A SAC run
+    (``curriculum=none``) learns every update, so its adversarial counterpart has twice its updates:
+    the count is that run's, the one every adversarial arm of a study co-trains for."""
     n, p = algo.num_updates, algo.phase_updates
+    if getattr(algo, "curriculum", None) == "none":
+        n = 2 * n
     return sum(min(p, n - start) for start in range(0, n, 2 * p))
 
 

@@ -709,3 +709,38 @@ def test_the_self_paced_window_counts_every_episode_of_the_update_that_fills_it(
     new = algo.advance_curriculum(cur, ep, 0)
     assert int(new.steps) == 1 and int(new.count) == 0
     assert float(new.performance) == pytest.approx(np.arange(6.0).mean())  # all six at their own shape: weight 1
+
+
+@pytest.mark.parametrize("name", ["qarl", "qarl_walker"])
+def test_every_arm_of_a_qarl_study_learns_as_many_protagonist_updates(name):
+    """The reference's SAC baseline runs its protagonist's episodes only: half the env steps, learning
+    every update, so as many learning updates as an adversarial protagonist (which learns in its half
+    of the phases).  SAC + domain randomisation is that baseline too; it once trained on every env step
+    of the adversarial arms, twice the others' learning updates."""
+    from purejaxrl.reproduce import _train_overrides, load_study, tier_spec
+
+    study = load_study(name)
+    for tier in study["tiers"]:
+        spec = tier_spec(study, tier, None)
+        learning = {}
+        for arm in study["arms"]:
+            cfg = compose(_train_overrides(study, spec, arm))["algo"]
+            updates = int(cfg["total_timesteps"]) // int(cfg["num_envs"])
+            learning[arm] = updates if cfg["curriculum"] == "none" else updates // 2
+        assert len(set(learning.values())) == 1, (tier, learning)
+
+
+def test_a_sac_runs_fresh_adversary_trains_as_long_as_the_adversarial_arms_co_trained_one():
+    """A SAC run (curriculum=none, learning every update) has half the updates of the adversarial arms
+    it is compared with; ``auto`` once counted the adversary phases of its own, shorter schedule (3,200
+    of the arms' 6,260 at the cartpole study's cpu tier), so its calibration attacked with an adversary
+    trained half as long."""
+    from types import SimpleNamespace
+
+    from purejaxrl.robustness import co_trained_updates
+
+    arm = SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="self_paced")
+    sac = SimpleNamespace(num_updates=6_250, phase_updates=160, curriculum="none")
+    phased = SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="phased")
+    assert co_trained_updates(arm) == 6_260  # 39 full phases of 160 and 20 updates of the 40th
+    assert co_trained_updates(sac) == co_trained_updates(phased) == co_trained_updates(arm)
