@@ -146,13 +146,38 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
         rel = (nominal - att) / np.maximum(np.abs(nominal), 1e-8)  # 1 − attacked/nominal for positive returns
         rows.append({"max_force": F, "attacked_return": att.tolist(), "relative_drop": rel.tolist(),
                      "mean_relative_drop": float(rel.mean())})
-    chosen = next((r["max_force"] for r in rows if r["mean_relative_drop"] >= drop), None)
     res = {"runs": runs, "env": cfg["env"]["name"], "episodes": int(episodes), "split": "validation",
            "adversary_updates": int(n), "target_drop": float(drop), "nominal_return": nominal.tolist(),
-           "budgets": rows, "chosen_max_force": chosen}
+           "budgets": rows}
+    f = Path(run_dir, "calibration.json")
+    if write and f.exists():
+        res = _merge_calibration(json.loads(f.read_text()), res, f)
+    res["chosen_max_force"] = next((r["max_force"] for r in res["budgets"] if r["mean_relative_drop"] >= drop), None)
     if write:
-        Path(run_dir, "calibration.json").write_text(json.dumps(res, indent=1))
+        f.write_text(json.dumps(res, indent=1))
     return res
+
+
+CALIBRATION_SAME = ("runs", "env", "episodes", "split", "adversary_updates", "target_drop", "nominal_return")
+
+
+def _merge_calibration(old: dict, new: dict, f: Path) -> dict:
+    """A calibration of the same run, episodes and adversary length adds its budgets to the recorded
+    ones (each budget's attack depends on nothing but its own budget, so calling with 0.25 and then
+    with 0.5 records what one call with both would); one made otherwise is kept beside it as
+    ``calibration.<its adversary updates>_updates.json`` (nothing saved is lost)."""
+    if all(old.get(k) == new[k] for k in CALIBRATION_SAME):
+        given = {r["max_force"] for r in new["budgets"]}
+        rows = [r for r in old.get("budgets", []) if r["max_force"] not in given] + new["budgets"]
+        return {**new, "budgets": sorted(rows, key=lambda r: r["max_force"])}
+    stem, k = f"calibration.{old.get('adversary_updates', 'earlier')}_updates", 1
+    keep = f.with_name(f"{stem}.json")
+    while keep.exists():
+        k += 1
+        keep = f.with_name(f"{stem}.{k}.json")
+    f.rename(keep)
+    print(f"note: the earlier calibration (another adversary length or run) is kept as {keep.name}", file=sys.stderr)
+    return new
 
 
 def with_budget(cfg: dict, max_force: float) -> dict:

@@ -658,9 +658,40 @@ def test_calibrate_finds_the_smallest_budget_whose_fresh_adversary_bites(tmp_pat
     np.testing.assert_allclose(big["relative_drop"], (nom - np.asarray(big["attacked_return"])) / np.abs(nom), rtol=1e-5)
     want = next((b["max_force"] for b in c["budgets"] if b["mean_relative_drop"] >= 0.3), None)
     assert c["chosen_max_force"] == want and "chosen:" in r.stdout
+    # a second call adds its budgets; a budget's attack depends on nothing but that budget
+    r = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--calibrate", "0.5,2",
+                        "--fresh-adversary", "30", "--episodes", "4", "--drop", "0.3"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    c2 = json.loads((tmp_path / "r" / "calibration.json").read_text())
+    assert [b["max_force"] for b in c2["budgets"]] == [0.000001, 0.5, 2.0]
+    assert c2["budgets"][0] == tiny and c2["budgets"][2] == big
+    assert c2["chosen_max_force"] == next((b["max_force"] for b in c2["budgets"] if b["mean_relative_drop"] >= 0.3), None)
     bad = subprocess.run([sys.executable, "-m", "purejaxrl", "robustness", "r", "--calibrate", "a,b"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_calibration_with_another_adversary_length_keeps_the_earlier_one(tmp_path):
+    """Budgets of one run, episodes and adversary length accumulate in calibration.json; a calibration
+    with another adversary length replaces it and the earlier file is kept beside it, never lost."""
+    from purejaxrl.robustness import _merge_calibration
+
+    def cal(updates, *forces):
+        return {"runs": [{"run": 0, "seed": 0}], "env": "e", "episodes": 32, "split": "validation",
+                "adversary_updates": updates, "target_drop": 0.3, "nominal_return": [400.0],
+                "budgets": [{"max_force": F, "mean_relative_drop": F / 2} for F in forces]}
+
+    f = tmp_path / "calibration.json"
+    f.write_text(json.dumps(cal(3200, 0.25, 1.0)))
+    merged = _merge_calibration(cal(3200, 0.25, 1.0), cal(3200, 0.5, 0.25), f)
+    assert [b["max_force"] for b in merged["budgets"]] == [0.25, 0.5, 1.0] and f.exists()
+    longer = _merge_calibration(cal(3200, 0.25, 1.0), cal(6260, 0.25), f)
+    assert [b["max_force"] for b in longer["budgets"]] == [0.25] and longer["adversary_updates"] == 6260
+    assert json.loads((tmp_path / "calibration.3200_updates.json").read_text()) == cal(3200, 0.25, 1.0)
+    f.write_text("{}")
+    _merge_calibration({}, cal(6260, 0.25), f)
+    assert (tmp_path / "calibration.earlier_updates.json").exists()
 
 
 def test_each_player_replays_only_its_own_phases():
