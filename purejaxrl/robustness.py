@@ -180,6 +180,36 @@ def _merge_calibration(old: dict, new: dict, f: Path) -> dict:
     return new
 
 
+def curriculum_record(run_dir, write: bool = True) -> dict | None:
+    """The self-paced curriculum's path per run, from the run's per-update log (``metrics.csv``): every
+    step's update, Gamma shape, the gate's measure (the importance-weighted return) and whether the gate
+    held the shape back; ``None`` for runs that log no curriculum steps.  Writes ``curriculum.json``
+    (small, kept with the recorded results where the per-update log is not)."""
+    import pandas as pd
+
+    f = Path(run_dir, "metrics.csv")
+    if not f.exists():
+        return None
+    cols = ["run", "update", "curriculum_shape", "curriculum_performance", "curriculum_held", "curriculum_steps"]
+    head = pd.read_csv(f, nrows=0).columns
+    if any(c not in head for c in cols):
+        return None
+    d = pd.read_csv(f, usecols=cols).dropna()
+    runs = []
+    for r, g in d.sort_values(["run", "update"]).groupby("run"):
+        step = g[g["curriculum_steps"].diff().fillna(g["curriculum_steps"]) > 0]
+        runs.append({"run": int(r), "steps": int(g["curriculum_steps"].max()),
+                     "held_steps": int(step["curriculum_held"].sum()),
+                     "final_shape": float(g["curriculum_shape"].iloc[-1]),
+                     "path": [{"update": int(u), "shape": float(c), "performance": float(pf), "held": bool(h)}
+                              for u, c, pf, h in zip(step["update"], step["curriculum_shape"],
+                                                     step["curriculum_performance"], step["curriculum_held"])]})
+    res = {"what": "the self-paced curriculum's steps per run (from metrics.csv)", "runs": runs}
+    if write:
+        Path(run_dir, "curriculum.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def with_budget(cfg: dict, max_force: float) -> dict:
     """``cfg`` with the adversary's force budget set to ``max_force``."""
     return {**cfg, "algo": {**cfg["algo"], "adversary": {**(cfg["algo"].get("adversary") or {}), "max_force": max_force}}}

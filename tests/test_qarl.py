@@ -775,3 +775,33 @@ def test_a_sac_runs_fresh_adversary_trains_as_long_as_the_adversarial_arms_co_tr
     phased = SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="phased")
     assert co_trained_updates(arm) == 6_260  # 39 full phases of 160 and 20 updates of the 40th
     assert co_trained_updates(sac) == co_trained_updates(phased) == co_trained_updates(arm)
+
+
+def test_the_curriculum_record_lists_each_step_and_whether_the_gate_held(tmp_path):
+    """curriculum.json (what recorded results keep of the per-update log): one entry per curriculum
+    step with its shape, the gate's measure and whether it held, per run; rows between steps repeat the
+    last step's values and must not count again."""
+    import pandas as pd
+
+    from purejaxrl.robustness import curriculum_record
+
+    rows = []
+    for run, held_at in ((0, set()), (1, {2})):
+        shape, steps = 50.0, 0
+        for u in range(1, 13):
+            if u % 4 == 0:  # a step every 4 updates
+                steps += 1
+                held = steps in held_at
+                shape = shape if held else shape - 10
+            rows.append({"run": run, "update": u, "curriculum_shape": shape, "curriculum_performance": 10.0 * steps,
+                         "curriculum_held": float(steps in held_at and steps > 0), "curriculum_steps": steps})
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    r = curriculum_record(tmp_path)
+    assert json.loads((tmp_path / "curriculum.json").read_text()) == r
+    a, b = r["runs"]
+    assert (a["steps"], a["held_steps"], a["final_shape"]) == (3, 0, 20.0)
+    assert [p["update"] for p in a["path"]] == [4, 8, 12] and [p["shape"] for p in a["path"]] == [40.0, 30.0, 20.0]
+    assert (b["steps"], b["held_steps"], b["final_shape"]) == (3, 1, 30.0)
+    assert [p["held"] for p in b["path"]] == [False, True, False] and b["path"][1]["performance"] == 20.0
+    pd.DataFrame({"run": [0], "update": [1], "loss": [0.0]}).to_csv(tmp_path / "metrics.csv", index=False)
+    assert curriculum_record(tmp_path, write=False) is None  # no curriculum logged
