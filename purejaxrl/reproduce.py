@@ -527,10 +527,10 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
             log(f"[{study['study']}] {'resuming' if resuming else 'training'} {run} ({n} seeds): {' '.join(over) or 'defaults'}")
             train({**cfg, "resume": resuming}, d, progress=False, overrides=over)
         keep_evaluation_rows(d)
-        if (cfg.get("algo") or {}).get("curriculum") == "self_paced" and not (d / "curriculum.json").exists():
+        if (cfg.get("algo") or {}).get("curriculum") == "self_paced":
             from purejaxrl.robustness import curriculum_record
 
-            curriculum_record(d)  # the curriculum's path, kept where the per-update log is not
+            curriculum_record(d)  # the curriculum's path, kept where the per-update log is not (none: no log here)
         for arm in arms:
             ev_over = (study["arms"][arm] or {}).get("eval") or []
             source = {"run": run, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),

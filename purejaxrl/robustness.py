@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -123,7 +124,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     budgets = sorted(float(b) for b in budgets)
     if not budgets or budgets[0] <= 0:
         raise ConfigError(f"--calibrate={budgets}: budgets must be numbers > 0")
-    n = co_trained_updates(algo) if updates == "auto" else int(updates)
+    n = auto_updates(algo) if updates == "auto" else int(updates)
     n = max(n, algo.learning_starts // algo.units_per_update + 1)
     bases = algo.eval_key(state)
 
@@ -134,6 +135,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     nominal = np.asarray(_for_each_run(nominal_returns, len(runs), hparams, state, bases)).reshape(len(runs), -1).mean(-1)
     rows = []
     for F in budgets:
+        t0 = time.perf_counter()
         attacker, attack_state, _ = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, F), n)
 
         def attacked_returns(hp, s, base, attacker=attacker):
@@ -145,7 +147,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
         att = att.mean(-1)
         rel = (nominal - att) / np.maximum(np.abs(nominal), 1e-8)  # 1 − attacked/nominal for positive returns
         rows.append({"max_force": F, "attacked_return": att.tolist(), "relative_drop": rel.tolist(),
-                     "mean_relative_drop": float(rel.mean())})
+                     "mean_relative_drop": float(rel.mean()), "seconds": round(time.perf_counter() - t0, 1)})
     res = {"runs": runs, "env": cfg["env"]["name"], "episodes": int(episodes), "split": "validation",
            "adversary_updates": int(n), "target_drop": float(drop), "nominal_return": nominal.tolist(),
            "budgets": rows}
@@ -158,7 +160,7 @@ def calibrate_budget(run_dir, budgets: list[float], updates="auto", episodes: in
     return res
 
 
-CALIBRATION_SAME = ("runs", "env", "episodes", "split", "adversary_updates", "target_drop", "nominal_return")
+CALIBRATION_SAME = ("runs", "env", "episodes", "split", "adversary_updates", "nominal_return")
 
 
 def _merge_calibration(old: dict, new: dict, f: Path) -> dict:
@@ -197,7 +199,11 @@ def curriculum_record(run_dir, write: bool = True) -> dict | None:
     d = pd.read_csv(f, usecols=cols).dropna()
     runs = []
     for r, g in d.sort_values(["run", "update"]).groupby("run"):
-        step = g[g["curriculum_steps"].diff().fillna(g["curriculum_steps"]) > 0]
+        diff = g["curriculum_steps"].diff().fillna(g["curriculum_steps"])
+        if (diff > 1).any():  # logged less often than the curriculum steps (logger.log_every > 1)
+            print(f"note: {f} skips curriculum steps between logged rows; curriculum.json lists the logged ones "
+                  "(logger.log_every=1 logs them all)", file=sys.stderr)
+        step = g[diff > 0]
         runs.append({"run": int(r), "steps": int(g["curriculum_steps"].max()),
                      "held_steps": int(step["curriculum_held"].sum()),
                      "final_shape": float(g["curriculum_shape"].iloc[-1]),
@@ -245,6 +251,17 @@ def co_trained_updates(algo) -> int:
     if getattr(algo, "curriculum", None) == "none":
         n = 2 * n
     return sum(min(p, n - start) for start in range(0, n, 2 * p))
+
+
+def auto_updates(algo) -> int:
+    """``--fresh-adversary auto``: :func:`co_trained_updates`, with a note when it assumes the adversarial
+    counterpart of a SAC run (which a study gives half the adversarial arms' env steps)."""
+    n = co_trained_updates(algo)
+    if getattr(algo, "curriculum", None) == "none":
+        print(f"note: auto trains the fresh adversary for {n} updates, as long as the co-trained adversary of an "
+              f"adversarial run with twice this run's {algo.num_updates} updates (a SAC baseline runs half the env "
+              "steps); give --fresh-adversary N otherwise", file=sys.stderr)
+    return n
 
 
 def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | None = None, episodes: int = 4, seed: int = 0,
@@ -295,7 +312,7 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
         modes["trained_adversary"] = (algo.adversarial_action, state)
     fresh_temps = None
     if fresh_adversary == "auto":
-        fresh_adversary = co_trained_updates(algo)
+        fresh_adversary = auto_updates(algo)
     elif 0 < fresh_adversary < co_trained_updates(algo):
         print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in "
               f"{co_trained_updates(algo)}: a weaker attack may only mean a shorter one (--fresh-adversary auto "

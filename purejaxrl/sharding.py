@@ -85,9 +85,10 @@ def initialize(cfg: dict) -> None:
     _INITIALIZED = True
 
 
-# Virtual CPU devices share the host's cores: on a small, busy machine one device can reach a
-# collective (or leave it) minutes after another, and XLA's default wait (tens of seconds) aborts the
-# process.  These are emulated devices, so waiting is right; a value the user set is kept.
+# Virtual CPU devices share the host's cores: on a small, busy machine one device can leave a
+# collective minutes after another, and XLA's default wait for that (40 s) aborts the process; the
+# wait to enter one is raised to match.  These are emulated devices, so waiting is right; a value the
+# user set is kept.
 _CPU_COLLECTIVE_WAIT_S = 1800
 _CPU_COLLECTIVE_FLAGS = ("xla_cpu_collective_timeout_seconds", "xla_cpu_collective_call_terminate_timeout_seconds")
 

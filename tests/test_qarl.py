@@ -777,6 +777,19 @@ def test_a_sac_runs_fresh_adversary_trains_as_long_as_the_adversarial_arms_co_tr
     assert co_trained_updates(sac) == co_trained_updates(phased) == co_trained_updates(arm)
 
 
+def test_auto_names_its_assumption_for_a_sac_run(capsys):
+    """``auto`` on a SAC run assumes the study's halved baseline; it says so (a SAC run at the adversarial
+    arms' full env steps would get an adversary twice as long)."""
+    from types import SimpleNamespace
+
+    from purejaxrl.robustness import auto_updates
+
+    assert auto_updates(SimpleNamespace(num_updates=6_250, phase_updates=160, curriculum="none")) == 6_260
+    assert "twice this run's 6250 updates" in capsys.readouterr().err
+    assert auto_updates(SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="rarl")) == 6_260
+    assert capsys.readouterr().err == ""
+
+
 def test_the_curriculum_record_lists_each_step_and_whether_the_gate_held(tmp_path):
     """curriculum.json (what recorded results keep of the per-update log): one entry per curriculum
     step with its shape, the gate's measure and whether it held, per run; rows between steps repeat the
