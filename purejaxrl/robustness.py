@@ -313,10 +313,9 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     fresh_temps = None
     if fresh_adversary == "auto":
         fresh_adversary = auto_updates(algo)
-    elif 0 < fresh_adversary < co_trained_updates(algo):
-        print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in "
-              f"{co_trained_updates(algo)}: a weaker attack may only mean a shorter one (--fresh-adversary auto "
-              "matches them)", file=sys.stderr)
+    elif 0 < fresh_adversary < (co := co_trained_updates(algo)):
+        print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in {co}: a "
+              "weaker attack may only mean a shorter one (--fresh-adversary auto matches them)", file=sys.stderr)
     budget = fresh_budget(algo, cfg, max_force, fresh_adversary)
     if fresh_adversary:
         attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, budget),
