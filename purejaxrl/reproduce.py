@@ -175,6 +175,7 @@ def study_errors(s: dict, where: str) -> list[str]:
                             f"arm all it chooses from); add the arms of at least one claim")
     errs += _datasets_errors(s, where)
     errs += _grid_errors(s, where)
+    errs += _fresh_adversary_errors(s, where)
     setup = s.get("setup") or {}
     if setup and (s["kind"] != "llm" or not isinstance(setup, dict)):
         errs.append(f"{where}: setup (runs every arm starts from) is for kind=llm, a mapping name -> overrides")
@@ -212,6 +213,42 @@ def _grid_errors(s: dict, where: str) -> list[str]:
     if _uses_grid(s) and any("eval" in (a or {}) for a in (s.get("arms") or {}).values()):
         errs.append(f"{where}: grid_return evaluates each arm's own run; arms with eval: overrides cannot use it")
     return errs
+
+
+FRESH_ADVERSARY_KEYS = ("arms", "episodes", "updates")
+
+
+def _fresh_adversary_errors(s: dict, where: str) -> list[str]:
+    """``fresh_adversary:`` (study or tier): the arms whose final protagonists face an adversary trained
+    from scratch against them (``purejaxrl robustness --fresh-adversary``) on the nominal task."""
+    specs = [("fresh_adversary", s.get("fresh_adversary"))] + [
+        (f"tiers.{t}.fresh_adversary", v.get("fresh_adversary")) for t, v in (s.get("tiers") or {}).items()
+        if isinstance(v, dict) and v.get("fresh_adversary") is not None]
+    errs = []
+    for key, f in specs:
+        if f is None:
+            continue
+        if s.get("kind") != "train" or not isinstance(f, dict) or set(f) - set(FRESH_ADVERSARY_KEYS):
+            errs.append(f"{where}: {key} is for kind=train, a mapping of {', '.join(FRESH_ADVERSARY_KEYS)}")
+            continue
+        arms = f.get("arms", [])
+        if not isinstance(arms, list) or not set(arms) <= set(s.get("arms") or {}):
+            errs.append(f"{where}: {key}.arms must list arms of the study (those attacked by a fresh adversary)")
+        e = f.get("episodes", 32)
+        if not isinstance(e, int) or isinstance(e, bool) or e < 1:
+            errs.append(f"{where}: {key}.episodes={e!r} must be an integer >= 1 (test episodes per seed)")
+        u = f.get("updates", "auto")
+        if u != "auto" and (not isinstance(u, int) or isinstance(u, bool) or u < 1):
+            errs.append(f"{where}: {key}.updates={u!r} must be auto (as long as the co-trained adversary) or an "
+                        "integer >= 1")
+    return errs
+
+
+def fresh_adversary_spec(study: dict, spec: dict) -> dict | None:
+    """The study's ``fresh_adversary`` updated by the tier's, its arms those the tier runs; None without one."""
+    f = {**(study.get("fresh_adversary") or {}), **(spec.get("fresh_adversary") or {})}
+    arms = [a for a in f.get("arms", []) if a in study["arms"]]
+    return {"episodes": 32, "updates": "auto", **f, "arms": arms} if arms else None
 
 
 def _datasets_errors(s: dict, where: str) -> list[str]:
@@ -545,6 +582,10 @@ def _run_train(study: dict, spec: dict, out: Path, log) -> None:
         if _uses_grid(study):
             for arm in arms:
                 _grid_evaluations(study, spec, d, out, arm, log)
+    fa = fresh_adversary_spec(study, spec)
+    for arm in (fa or {}).get("arms", []):  # after every arm has its verdict files: the longest evaluations last
+        run = next(r for r, names in _runs(study).items() if arm in names)
+        _fresh_adversary_evaluation(study, fa, out / "runs" / run, out, arm, log)
 
 
 def grid_spec(study: dict, spec: dict) -> dict:
@@ -577,6 +618,79 @@ def _grid_evaluations(study: dict, spec: dict, d: Path, out: Path, arm: str, log
                                                                          "torso_mass", "friction", "mass_1", "mass_2")},
                                  "source": source}, indent=1))
     log(f"[{study['study']}] {arm}: grid_return on validation and test episodes ({g})")
+
+
+def _fresh_adversary_evaluation(study: dict, fa: dict, d: Path, out: Path, arm: str, log) -> None:
+    """Every run's greedy return on ``fa['episodes']`` test episodes of the nominal task with no adversary,
+    against its co-trained adversary (adversarial arms) and against a fresh one trained ``fa['updates']``
+    updates from scratch against the frozen protagonist at the run's force budget (each seed's own key,
+    the same for every arm on that seed): ``OUT/evals/<arm>_fresh_adversary.json``."""
+    from purejaxrl.robustness import robustness
+
+    source = {"run": arm, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),
+              "episodes": fa["episodes"], "updates": fa["updates"]}
+    f = out / "evals" / f"{arm}_fresh_adversary.json"
+    if f.exists() and json.loads(f.read_text()).get("source") == source:
+        return
+    t0 = time.time()
+    one = np.ones(1, np.float32)  # the nominal task: every mass and friction times 1
+    res = robustness(d, one, one, int(fa["episodes"]), 0, fa["updates"], split="test", write=False)
+    per_run = [{**r, **{mode: float(np.asarray(v)[i].mean()) for mode, v in res["returns"].items()}}
+               for i, r in enumerate(res["runs"])]
+    f.write_text(json.dumps({"per_run": per_run, "episodes_per_run": int(fa["episodes"]), "split": "test",
+                             "updates": res["fresh_adversary_updates"], "max_force": res["fresh_adversary_max_force"],
+                             "temperature": res["fresh_adversary_temperature"],
+                             "seconds": round(time.time() - t0, 1), "source": source}, indent=1))
+    log(f"[{study['study']}] {arm}: against a fresh adversary ({res['fresh_adversary_updates']} updates) on "
+        f"{fa['episodes']} test episodes per seed")
+
+
+def fresh_adversary_summary(study: dict, spec: dict, out: Path) -> list[dict] | None:
+    """Per arm of ``fresh_adversary``: the mean greedy return with no adversary, against the co-trained
+    adversary and against the fresh one, and the paired per-seed effect of the fresh attack over the
+    co-trained one (fresh − co-trained; below 0: the fresh adversary is the stronger) with its t interval
+    and verdict on "the fresh adversary is stronger"; arms not yet evaluated are listed as such."""
+    fa = fresh_adversary_spec(study, spec)
+    if not fa:
+        return None
+    rows = []
+    for arm in fa["arms"]:
+        f = out / "evals" / f"{arm}_fresh_adversary.json"
+        if not f.exists():
+            rows.append({"arm": arm, "evaluated": False})
+            continue
+        ev = json.loads(f.read_text())
+        pr = ev["per_run"]
+        get = lambda m: [float(r[m]) for r in pr] if all(m in r for r in pr) else None  # noqa: E731
+        none, trained, fresh = get("no_adversary"), get("trained_adversary"), get("fresh_adversary")
+        row = {"arm": arm, "evaluated": True, "seeds": [int(r["seed"]) for r in pr],
+               "episodes_per_seed": int(ev["episodes_per_run"]), "updates": ev["updates"], "max_force": ev["max_force"],
+               "no_adversary": none, "trained_adversary": trained, "fresh_adversary": fresh,
+               "seconds": ev.get("seconds")}
+        for name, vals in (("no_adversary", none), ("trained_adversary", trained), ("fresh_adversary", fresh)):
+            row[f"{name}_mean"] = None if vals is None else float(np.mean(vals))
+        if trained is not None:
+            d = np.asarray(fresh) - np.asarray(trained)
+            iv = S.mean_interval(d, method="t")
+            row.update(effect=iv["estimate"], effect_ci=iv["ci"], fresh_stronger_seeds=int((d < 0).sum()),
+                       verdict=S.verdict(iv["ci"], "<", 0.0, len(d)))
+        rows.append(row)
+    return rows
+
+
+def fresh_adversary_table(rows: list[dict]) -> str:
+    lines = ["| arm | no adversary | co-trained adversary | fresh adversary (updates, budget) | fresh − co-trained "
+             "[95% CI] | fresh stronger (seeds) | “the fresh adversary is stronger” |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["evaluated"]:
+            lines.append(f"| {r['arm']} | not evaluated yet (`--reuse` runs it) | | | | | |")
+            continue
+        m = lambda k: "–" if r[f"{k}_mean"] is None else _fmt(r[f"{k}_mean"])  # noqa: E731
+        eff = (_est(r["effect"], r["effect_ci"]), f"{r['fresh_stronger_seeds']} of {len(r['seeds'])}",
+               f"**{r['verdict']}**") if "effect" in r else ("– (no co-trained adversary)", "–", "–")
+        lines.append(f"| {r['arm']} | {m('no_adversary')} | {m('trained_adversary')} | {m('fresh_adversary')} "
+                     f"({r['updates']}, {r['max_force']:g}) | " + " | ".join(eff) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _train_overrides(study: dict, spec: dict, run: str, out: Path | None = None) -> list[str]:
@@ -880,6 +994,8 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
               "claims_not_run": [c["claim"] for c in study.get("claims_not_run", [])],
               "command": f"purejaxrl reproduce {study['study']} --tier {tier}"}
     report["compute_seconds"] = compute_seconds(study, out)
+    if study["kind"] == "train" and (fa := fresh_adversary_summary(study, spec, out)) is not None:
+        report["fresh_adversary"] = fa
     if study["kind"] == "meta":
         from purejaxrl.meta import study as meta_study
 
@@ -1114,7 +1230,17 @@ def report_markdown(report: dict) -> str:
     if report.get("claims_not_run"):
         lines += [f"Not run at tier {report['tier']} (it runs a subset of the arms): "
                   + ", ".join(f"`{c}`" for c in report["claims_not_run"]) + ".", ""]
-    lines += ["## Arms", "", arms_table(report), "## Setup", "",
+    lines += ["## Arms", "", arms_table(report)]
+    if report.get("fresh_adversary"):
+        ep = {r["episodes_per_seed"] for r in report["fresh_adversary"] if r["evaluated"]}
+        lines += ["## Against a fresh adversary", "",
+                  "Each seed's final protagonist (greedy) on the nominal task with no adversary, against the adversary "
+                  "it was trained with (greedy), and against a new one trained from scratch against it, frozen, with its "
+                  "own tuned temperature at the same force budget" + (f" ({', '.join(map(str, sorted(ep)))} test "
+                                                                       "episodes per seed)" if ep else "")
+                  + ". Mean greedy returns over seeds; the effect is paired per seed.", "",
+                  fresh_adversary_table(report["fresh_adversary"])]
+    lines += ["## Setup", "",
              f"Shared overrides: {over(report['base'])}; tier overrides: {over(report['tier_overrides'])}.", ""]
     for name, a in report["arms"].items():
         if a.get("chosen"):

@@ -536,3 +536,52 @@ def test_a_claim_on_another_metric_gets_its_own_bounds_not_the_studys():
     assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "test_pass_at_1"}) == [0, 1]
     assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "train_successes_level3"}) is None
     assert claim_bounds(study, {"claim": "effect(a, b) > 0", "metric": "train_successes_level3", "bounds": [0, 9]}) == [0, 9]
+
+
+def test_the_fresh_adversary_section_pairs_each_seed_and_says_which_attack_is_stronger(tmp_path):
+    """``fresh_adversary:``: checked before anything runs; the report pairs each seed's return against the
+    fresh adversary with its return against the co-trained one (fresh − co-trained, t interval; below 0 the
+    fresh attack is the stronger), shows an arm without a co-trained adversary without an effect, and lists
+    an arm not evaluated yet instead of failing."""
+    with pytest.raises(ConfigError, match="fresh_adversary.arms must list arms"):
+        _study(tmp_path, fresh_adversary={"arms": ["zz"]})
+    with pytest.raises(ConfigError, match="episodes=0 must be an integer"):
+        _study(tmp_path, tiers={"smoke": {"seeds": 2, "fresh_adversary": {"episodes": 0}}})
+    with pytest.raises(ConfigError, match="updates='long' must be auto"):
+        _study(tmp_path, fresh_adversary={"arms": ["a"], "updates": "long"})
+    with pytest.raises(ConfigError, match="a mapping of arms, episodes, updates"):
+        _study(tmp_path, fresh_adversary={"arms": ["a"], "budget": 1})
+    study = _study(tmp_path, fresh_adversary={"arms": ["a", "b", "c"], "episodes": 16},
+                   tiers={"smoke": {"seeds": 3, "fresh_adversary": {"episodes": 4}}})
+    spec = R.tier_spec(study, "smoke", None)
+    assert R.fresh_adversary_spec(study, spec) == {"episodes": 4, "updates": "auto", "arms": ["a", "b", "c"]}
+    assert R.fresh_adversary_spec(_study(tmp_path), spec) is None  # no arms attacked: no section
+    assert R.fresh_adversary_spec(R.for_tier(_study(tmp_path, fresh_adversary={"arms": ["c"]}, tiers={
+        "smoke": {"seeds": 2, "arms": ["a", "b"]}}), "smoke"), spec) is None  # the tier does not run c
+    out = tmp_path / "out"
+    (out / "evals").mkdir(parents=True)
+    trained, fresh = [300.0, 200.0, 250.0], [280.0, 150.0, 251.0]
+    (out / "evals" / "a_fresh_adversary.json").write_text(json.dumps({
+        "per_run": [{"run": i, "seed": i, "no_adversary": 490.0, "trained_adversary": t, "fresh_adversary": f}
+                    for i, (t, f) in enumerate(zip(trained, fresh))],
+        "episodes_per_run": 4, "split": "test", "updates": 100, "max_force": 0.25}))
+    (out / "evals" / "b_fresh_adversary.json").write_text(json.dumps({
+        "per_run": [{"run": i, "seed": i, "no_adversary": 480.0, "fresh_adversary": 100.0} for i in range(3)],
+        "episodes_per_run": 4, "split": "test", "updates": 200, "max_force": 0.25}))
+    a, b, c = R.fresh_adversary_summary(study, spec, out)
+    d = np.asarray(fresh) - np.asarray(trained)  # -20, -50, +1
+    half = st.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert a["effect"] == pytest.approx(d.mean()) and a["effect_ci"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert a["fresh_stronger_seeds"] == 2 and a["verdict"] == "inconclusive at 3 seeds"
+    assert a["trained_adversary_mean"] == pytest.approx(250.0) and a["fresh_adversary_mean"] == pytest.approx(227.0)
+    assert b["trained_adversary"] is None and "effect" not in b and b["fresh_adversary_mean"] == 100.0
+    assert c == {"arm": "c", "evaluated": False}
+    table = R.fresh_adversary_table([a, b, c])
+    assert "| a | 490.0 | 250.0 | 227.0 (100, 0.25) |" in table and "2 of 3 | **inconclusive at 3 seeds** |" in table
+    assert "| b | 480.0 | – | 100.0 (200, 0.25) | – (no co-trained adversary) |" in table
+    assert "| c | not evaluated yet" in table
+    # a clearly stronger fresh attack on every seed is "supported"
+    (out / "evals" / "a_fresh_adversary.json").write_text(json.dumps({
+        "per_run": [{"run": i, "seed": i, "no_adversary": 490.0, "trained_adversary": 300.0 + i, "fresh_adversary": 100.0 + 2 * i}
+                    for i in range(3)], "episodes_per_run": 4, "split": "test", "updates": 100, "max_force": 0.25}))
+    assert R.fresh_adversary_summary(study, spec, out)[0]["verdict"] == "supported"
