@@ -232,8 +232,10 @@ def _fresh_adversary_errors(s: dict, where: str) -> list[str]:
             errs.append(f"{where}: {key} is for kind=train, a mapping of {', '.join(FRESH_ADVERSARY_KEYS)}")
             continue
         arms = f.get("arms", [])
-        if not isinstance(arms, list) or not set(arms) <= set(s.get("arms") or {}):
-            errs.append(f"{where}: {key}.arms must list arms of the study (those attacked by a fresh adversary)")
+        if not isinstance(arms, list) or not set(arms) <= set(s.get("arms") or {}) or any(
+                {"choose", "eval"} & set(s["arms"][a] or {}) for a in arms):
+            errs.append(f"{where}: {key}.arms must list arms of the study that are run, not chosen and without eval: "
+                        "overrides (those attacked by a fresh adversary)")
         e = f.get("episodes", 32)
         if not isinstance(e, int) or isinstance(e, bool) or e < 1:
             errs.append(f"{where}: {key}.episodes={e!r} must be an integer >= 1 (test episodes per seed)")
@@ -490,11 +492,22 @@ def _check_configs(study: dict, spec: dict, out: Path) -> None:
     for r in dataset_recipes(study, spec).values():
         for over in (r.get("policies") or {}).values():
             validate(compose(list(over)))
+    fa = fresh_adversary_spec(study, spec) if study["kind"] == "train" else None
     for run, arms in _runs(study).items():
         over = study.get("base", []) + spec["overrides"] + (study["arms"][run] or {}).get("overrides", [])
         if study["kind"] == "train":
             cfg = compose(_train_overrides(study, spec, run, out))
             validate(cfg, check_data=all(p.exists() for p in dataset_paths(study, spec, out).values()))
+            for a in set(arms) & set((fa or {}).get("arms", [])):  # what would fail only after every arm trained
+                c = cfg["algo"]
+                if c["name"] not in ("qarl", "rarl"):
+                    raise ConfigError(f"fresh_adversary.arms: arm {a} runs algo={c['name']}; a fresh adversary needs "
+                                      "the QARL code (algo=qarl or algo=rarl, or algo=qarl algo.curriculum=none for SAC)")
+                units = int(c["num_envs"]) * int(c.get("steps_per_update", 1))
+                if fa["updates"] != "auto" and int(fa["updates"]) * units <= int(c["learning_starts"]):
+                    raise ConfigError(f"fresh_adversary.updates={fa['updates']} ({int(fa['updates']) * units} env steps) "
+                                      f"end before arm {a}'s algo.learning_starts={c['learning_starts']}: the adversary "
+                                      f"would never learn; use auto or more than {int(c['learning_starts']) // units} updates")
             for a in arms:
                 ev = (study["arms"][a] or {}).get("eval")
                 if ev:
@@ -625,21 +638,30 @@ def _fresh_adversary_evaluation(study: dict, fa: dict, d: Path, out: Path, arm: 
     against its co-trained adversary (adversarial arms) and against a fresh one trained ``fa['updates']``
     updates from scratch against the frozen protagonist at the run's force budget (each seed's own key,
     the same for every arm on that seed): ``OUT/evals/<arm>_fresh_adversary.json``."""
-    from purejaxrl.robustness import robustness
+    from purejaxrl.experiment import build_algorithm
+    from purejaxrl.robustness import auto_updates, check_attackable, robustness
 
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    algo = build_algorithm(cfg)
+    check_attackable(algo, cfg)
+    # the count itself, not "auto", so that a file made under another rule for auto is not reused
+    updates = auto_updates(algo) if fa["updates"] == "auto" else int(fa["updates"])
     source = {"run": arm, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),
-              "episodes": fa["episodes"], "updates": fa["updates"]}
+              "episodes": fa["episodes"], "updates": updates}
     f = out / "evals" / f"{arm}_fresh_adversary.json"
     if f.exists() and json.loads(f.read_text()).get("source") == source:
         return
     t0 = time.time()
     one = np.ones(1, np.float32)  # the nominal task: every mass and friction times 1
-    res = robustness(d, one, one, int(fa["episodes"]), 0, fa["updates"], split="test", write=False)
-    per_run = [{**r, **{mode: float(np.asarray(v)[i].mean()) for mode, v in res["returns"].items()}}
-               for i, r in enumerate(res["runs"])]
+    res = robustness(d, one, one, int(fa["episodes"]), 0, updates, split="test", write=False)
+    per_run = [{**r, **{mode: float(np.asarray(v)[i].mean()) for mode, v in res["returns"].items()},
+                "fresh_adversary_alpha": res["fresh_adversary_alpha"][i]} for i, r in enumerate(res["runs"])]
     f.write_text(json.dumps({"per_run": per_run, "episodes_per_run": int(fa["episodes"]), "split": "test",
-                             "updates": res["fresh_adversary_updates"], "max_force": res["fresh_adversary_max_force"],
-                             "temperature": res["fresh_adversary_temperature"],
+                             "updates": res["fresh_adversary_updates"],
+                             "learning_updates": res["fresh_adversary_learning_updates"],
+                             "co_trained_learning_updates": res["co_trained_adversary_learning_updates"],
+                             "max_force": res["fresh_adversary_max_force"],
+                             "protagonist_context": res["fresh_adversary_temperature"],
                              "seconds": round(time.time() - t0, 1), "source": source}, indent=1))
     log(f"[{study['study']}] {arm}: against a fresh adversary ({res['fresh_adversary_updates']} updates) on "
         f"{fa['episodes']} test episodes per seed")
@@ -665,6 +687,8 @@ def fresh_adversary_summary(study: dict, spec: dict, out: Path) -> list[dict] | 
         none, trained, fresh = get("no_adversary"), get("trained_adversary"), get("fresh_adversary")
         row = {"arm": arm, "evaluated": True, "seeds": [int(r["seed"]) for r in pr],
                "episodes_per_seed": int(ev["episodes_per_run"]), "updates": ev["updates"], "max_force": ev["max_force"],
+               "learning_updates": ev.get("learning_updates"), "co_trained_learning_updates": ev.get("co_trained_learning_updates"),
+               "fresh_alpha": [r.get("fresh_adversary_alpha") for r in pr],
                "no_adversary": none, "trained_adversary": trained, "fresh_adversary": fresh,
                "seconds": ev.get("seconds")}
         for name, vals in (("no_adversary", none), ("trained_adversary", trained), ("fresh_adversary", fresh)):
@@ -679,17 +703,23 @@ def fresh_adversary_summary(study: dict, spec: dict, out: Path) -> list[dict] | 
 
 
 def fresh_adversary_table(rows: list[dict]) -> str:
-    lines = ["| arm | no adversary | co-trained adversary | fresh adversary (updates, budget) | fresh − co-trained "
-             "[95% CI] | fresh stronger (seeds) | “the fresh adversary is stronger” |", "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | no adversary | co-trained adversary | fresh adversary | fresh − co-trained [95% CI] "
+             "| fresh stronger (seeds) | “the fresh adversary is stronger” | updates learned: co-trained / fresh "
+             "| force budget | fresh α at the end (per seed) | min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r["evaluated"]:
-            lines.append(f"| {r['arm']} | not evaluated yet (`--reuse` runs it) | | | | | |")
+            lines.append(f"| {r['arm']} | not evaluated yet (`--reuse` runs it) |" + " |" * 9)
             continue
         m = lambda k: "–" if r[f"{k}_mean"] is None else _fmt(r[f"{k}_mean"])  # noqa: E731
         eff = (_est(r["effect"], r["effect_ci"]), f"{r['fresh_stronger_seeds']} of {len(r['seeds'])}",
                f"**{r['verdict']}**") if "effect" in r else ("– (no co-trained adversary)", "–", "–")
-        lines.append(f"| {r['arm']} | {m('no_adversary')} | {m('trained_adversary')} | {m('fresh_adversary')} "
-                     f"({r['updates']}, {r['max_force']:g}) | " + " | ".join(eff) + " |")
+        n = lambda x: "–" if x is None else str(x)  # noqa: E731
+        alpha = ", ".join("–" if a is None else f"{a:.2g}" for a in r.get("fresh_alpha") or [])
+        mins = "–" if r.get("seconds") is None else f"{r['seconds'] / 60:.1f}"
+        lines.append(f"| {r['arm']} | {m('no_adversary')} | {m('trained_adversary')} | {m('fresh_adversary')} | "
+                     + " | ".join(eff) + f" | {n(r.get('co_trained_learning_updates'))} / {n(r.get('learning_updates'))} "
+                     f"| {r['max_force']:g} | {alpha or '–'} | {mins} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1235,10 +1265,12 @@ def report_markdown(report: dict) -> str:
         ep = {r["episodes_per_seed"] for r in report["fresh_adversary"] if r["evaluated"]}
         lines += ["## Against a fresh adversary", "",
                   "Each seed's final protagonist (greedy) on the nominal task with no adversary, against the adversary "
-                  "it was trained with (greedy), and against a new one trained from scratch against it, frozen, with its "
-                  "own tuned temperature at the same force budget" + (f" ({', '.join(map(str, sorted(ep)))} test "
-                                                                       "episodes per seed)" if ep else "")
-                  + ". Mean greedy returns over seeds; the effect is paired per seed.", "",
+                  "it was trained with (greedy), and against a new one (greedy) trained from scratch against it, frozen, "
+                  "at the same force budget, after a random warm-up as long as the run's, for as many learning updates as "
+                  "the co-trained adversary had (the table gives both counts and the new adversary's final entropy "
+                  "temperature α)" + (f"; {', '.join(map(str, sorted(ep)))} test episodes per seed" if ep else "")
+                  + ". Mean greedy returns over seeds; the effect is paired per seed. The fresh adversaries' training "
+                  "time (min) is not in the compute figure above.", "",
                   fresh_adversary_table(report["fresh_adversary"])]
     lines += ["## Setup", "",
              f"Shared overrides: {over(report['base'])}; tier overrides: {over(report['tier_overrides'])}.", ""]

@@ -69,6 +69,15 @@ def _for_each_run(fn, n_runs: int, hparams, *args):
     return jax.jit(fn)(jax.tree.map(lambda x: jnp.asarray(x)[0], hparams), *args)
 
 
+def check_attackable(algo, cfg: dict) -> None:
+    """A fresh adversary needs the QARL code's adversary machinery (QARL, RARL, or its SAC arms)."""
+    from purejaxrl.algos.qarl import QARL
+
+    if not isinstance(algo, QARL):
+        raise ConfigError(f"--fresh-adversary needs a run of algo=qarl or algo=rarl, not algo={cfg['algo']['name']}; "
+                          "for SAC, train algo=qarl algo.curriculum=none (SAC with the adversary's machinery)")
+
+
 def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: int, seed: int = 0):
     """``(attacker, attack_state, temperatures)``: a new adversary (its own tuned α) trained for ``updates``
     updates against the frozen protagonist of every run (vmapped over runs), from the run's own
@@ -77,9 +86,7 @@ def train_fresh_adversary(algo, state, hparams, runs: list, cfg: dict, updates: 
     reference's; the full budget for ``force_budget``), so all three grids show it the same input."""
     from purejaxrl.algos.qarl import QARL
 
-    if not isinstance(algo, QARL):
-        raise ConfigError(f"--fresh-adversary needs a run of algo=qarl or algo=rarl, not algo={cfg['algo']['name']}; "
-                          "for SAC, train algo=qarl algo.curriculum=none (SAC with the adversary's machinery)")
+    check_attackable(algo, cfg)
     if updates * algo.units_per_update <= algo.learning_starts:
         need = algo.learning_starts // algo.units_per_update + 1
         raise ConfigError(f"--fresh-adversary={updates} updates ({updates * algo.units_per_update} env steps) end before "
@@ -244,23 +251,32 @@ def fresh_budget(algo, cfg: dict, max_force: float | None, fresh_adversary) -> f
 
 
 def co_trained_updates(algo) -> int:
-    """The number of updates a run's adversary learned in (its phases of the alternation).  A SAC run
-    (``curriculum=none``) learns every update, so its adversarial counterpart has twice its updates:
-    the count is that run's, the one every adversarial arm of a study co-trains for."""
-    n, p = algo.num_updates, algo.phase_updates
+    """The number of updates a run's co-trained adversary *learned* in: the updates of its phases of the
+    alternation that come after the random warm-up (``algo.learning_starts`` env steps, the same test as
+    the run's own).  A SAC run (``curriculum=none``) learns every update, so its adversarial counterpart
+    has twice its updates: the count is that run's, the one every adversarial arm of a study co-trains for."""
+    n, p, u = algo.num_updates, algo.phase_updates, algo.units_per_update
     if getattr(algo, "curriculum", None) == "none":
         n = 2 * n
-    return sum(min(p, n - start) for start in range(0, n, 2 * p))
+    i = np.arange(n)
+    return int(np.sum(((i // p) % 2 == 0) & ((i + 1) * u > algo.learning_starts)))
+
+
+def fresh_warmup_updates(algo) -> int:
+    """The updates a fresh adversary spends acting at random before it learns (every one of its updates
+    is an adversary update; it starts learning after ``algo.learning_starts`` env steps, as the run did)."""
+    return int(algo.learning_starts // algo.units_per_update)
 
 
 def auto_updates(algo) -> int:
-    """``--fresh-adversary auto``: :func:`co_trained_updates`, with a note when it assumes the adversarial
-    counterpart of a SAC run (which a study gives half the adversarial arms' env steps)."""
-    n = co_trained_updates(algo)
+    """``--fresh-adversary auto``: the fresh adversary's warm-up plus :func:`co_trained_updates`, so that it
+    learns in exactly as many updates as the co-trained adversary did; with a note when it assumes the
+    adversarial counterpart of a SAC run (which a study gives half the adversarial arms' env steps)."""
+    n = co_trained_updates(algo) + fresh_warmup_updates(algo)
     if getattr(algo, "curriculum", None) == "none":
-        print(f"note: auto trains the fresh adversary for {n} updates, as long as the co-trained adversary of an "
-              f"adversarial run with twice this run's {algo.num_updates} updates (a SAC baseline runs half the env "
-              "steps); give --fresh-adversary N otherwise", file=sys.stderr)
+        print(f"note: auto trains the fresh adversary for {n} updates, so that it learns in as many as the co-trained "
+              f"adversary of an adversarial run with twice this run's {algo.num_updates} updates (a SAC baseline runs "
+              "half the env steps); give --fresh-adversary N otherwise", file=sys.stderr)
     return n
 
 
@@ -310,17 +326,22 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
 
     if adversary_grids and hasattr(algo, "adversarial_action") and getattr(algo, "curriculum", None) not in NO_ADVERSARY:
         modes["trained_adversary"] = (algo.adversarial_action, state)
-    fresh_temps = None
+    fresh_temps = fresh_alpha = None
+    if fresh_adversary:
+        check_attackable(algo, cfg)
     if fresh_adversary == "auto":
         fresh_adversary = auto_updates(algo)
-    elif 0 < fresh_adversary < (co := co_trained_updates(algo)):
-        print(f"note: the fresh adversary trains {fresh_adversary} updates, the co-trained one learned in {co}: a "
-              "weaker attack may only mean a shorter one (--fresh-adversary auto matches them)", file=sys.stderr)
+    elif fresh_adversary and fresh_adversary - fresh_warmup_updates(algo) < (co := co_trained_updates(algo)):
+        print(f"note: the fresh adversary learns in {fresh_adversary - fresh_warmup_updates(algo)} updates, the "
+              f"co-trained one learned in {co}: a weaker attack may only mean a shorter one (--fresh-adversary auto "
+              "matches them)", file=sys.stderr)
     budget = fresh_budget(algo, cfg, max_force, fresh_adversary)
     if fresh_adversary:
         attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, budget),
                                                                     fresh_adversary, seed)
         modes["fresh_adversary"] = (attacker.adversarial_action, attack_state)
+        fresh_alpha = (np.exp(np.asarray(attack_state.adversary.log_alpha)).reshape(-1) if attacker.adv_alpha == "auto"
+                       else np.full(len(runs), float(attacker.adv_alpha)))
     bases = algo.eval_key(state)  # the run's own evaluation key: runs independent, cells and modes paired
     out = {}
     for mode, (act, st_all) in modes.items():
@@ -344,7 +365,12 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
            "runs": runs, "env": cfg["env"]["name"], "algo": cfg["algo"]["name"],
            "fresh_adversary_updates": int(fresh_adversary),
            "fresh_adversary_max_force": budget if fresh_adversary else None,
+           # the context the attacked protagonist sees (the evaluation temperature), not the attacker's own α
            "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
+           "fresh_adversary_alpha": None if fresh_alpha is None else [float(a) for a in fresh_alpha],  # its final α
+           "fresh_adversary_learning_updates": max(int(fresh_adversary) - fresh_warmup_updates(algo), 0)
+           if fresh_adversary else None,
+           "co_trained_adversary_learning_updates": co_trained_updates(algo) if fresh_adversary else None,
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
     if "fresh_adversary" in out and "trained_adversary" in out:  # per run: the fresh attack the stronger one?

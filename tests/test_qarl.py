@@ -772,11 +772,32 @@ def test_a_sac_runs_fresh_adversary_trains_as_long_as_the_adversarial_arms_co_tr
 
     from purejaxrl.robustness import co_trained_updates
 
-    arm = SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="self_paced")
-    sac = SimpleNamespace(num_updates=6_250, phase_updates=160, curriculum="none")
-    phased = SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="phased")
-    assert co_trained_updates(arm) == 6_260  # 39 full phases of 160 and 20 updates of the 40th
+    kw = dict(phase_updates=160, units_per_update=16, learning_starts=5000)
+    arm = SimpleNamespace(num_updates=12_500, curriculum="self_paced", **kw)
+    sac = SimpleNamespace(num_updates=6_250, curriculum="none", **kw)
+    phased = SimpleNamespace(num_updates=12_500, curriculum="phased", **kw)
     assert co_trained_updates(sac) == co_trained_updates(phased) == co_trained_updates(arm)
+
+
+def test_a_fresh_adversary_learns_in_as_many_updates_as_the_co_trained_one():
+    """``auto`` once gave the fresh adversary as many updates as the co-trained adversary's phases
+    (6,260 at the cartpole study's cpu tier), but the co-trained one's first phase falls in the random
+    warm-up (learning starts after 5,000 env steps, update 312) and the fresh one spends its own first 312
+    updates at random too: it learned in 5,948 updates against 6,100.  Counted with the run's own rules."""
+    from types import SimpleNamespace
+
+    from purejaxrl.robustness import auto_updates, co_trained_updates, fresh_warmup_updates
+
+    arm = SimpleNamespace(num_updates=12_500, phase_updates=160, units_per_update=16, learning_starts=5000,
+                          curriculum="rarl")
+    i = np.arange(arm.num_updates)
+    learns = (i + 1) * arm.units_per_update > arm.learning_starts  # the run's test for a learning update
+    co = int(np.sum(learns & ((i // arm.phase_updates) % 2 == 0)))  # in an adversary phase (the adversary's first)
+    assert co == co_trained_updates(arm) == 6_100
+    n = auto_updates(arm)
+    j = np.arange(n)
+    assert int(np.sum((j + 1) * arm.units_per_update > arm.learning_starts)) == co  # the fresh one: every update its own
+    assert fresh_warmup_updates(arm) == 312 and n == 6_412
 
 
 def test_auto_names_its_assumption_for_a_sac_run(capsys):
@@ -786,9 +807,10 @@ def test_auto_names_its_assumption_for_a_sac_run(capsys):
 
     from purejaxrl.robustness import auto_updates
 
-    assert auto_updates(SimpleNamespace(num_updates=6_250, phase_updates=160, curriculum="none")) == 6_260
+    kw = dict(phase_updates=160, units_per_update=16, learning_starts=5000)
+    assert auto_updates(SimpleNamespace(num_updates=6_250, curriculum="none", **kw)) == 6_412
     assert "twice this run's 6250 updates" in capsys.readouterr().err
-    assert auto_updates(SimpleNamespace(num_updates=12_500, phase_updates=160, curriculum="rarl")) == 6_260
+    assert auto_updates(SimpleNamespace(num_updates=12_500, curriculum="rarl", **kw)) == 6_412
     assert capsys.readouterr().err == ""
 
 

@@ -545,6 +545,8 @@ def test_the_fresh_adversary_section_pairs_each_seed_and_says_which_attack_is_st
     an arm not evaluated yet instead of failing."""
     with pytest.raises(ConfigError, match="fresh_adversary.arms must list arms"):
         _study(tmp_path, fresh_adversary={"arms": ["zz"]})
+    with pytest.raises(ConfigError, match="run, not chosen"):  # a chosen arm has no run of its own
+        _study(tmp_path, fresh_adversary={"arms": ["best"]})
     with pytest.raises(ConfigError, match="episodes=0 must be an integer"):
         _study(tmp_path, tiers={"smoke": {"seeds": 2, "fresh_adversary": {"episodes": 0}}})
     with pytest.raises(ConfigError, match="updates='long' must be auto"):
@@ -564,7 +566,8 @@ def test_the_fresh_adversary_section_pairs_each_seed_and_says_which_attack_is_st
     (out / "evals" / "a_fresh_adversary.json").write_text(json.dumps({
         "per_run": [{"run": i, "seed": i, "no_adversary": 490.0, "trained_adversary": t, "fresh_adversary": f}
                     for i, (t, f) in enumerate(zip(trained, fresh))],
-        "episodes_per_run": 4, "split": "test", "updates": 100, "max_force": 0.25}))
+        "episodes_per_run": 4, "split": "test", "updates": 100, "learning_updates": 60, "co_trained_learning_updates": 60,
+        "max_force": 0.25, "seconds": 90.0}))
     (out / "evals" / "b_fresh_adversary.json").write_text(json.dumps({
         "per_run": [{"run": i, "seed": i, "no_adversary": 480.0, "fresh_adversary": 100.0} for i in range(3)],
         "episodes_per_run": 4, "split": "test", "updates": 200, "max_force": 0.25}))
@@ -577,8 +580,9 @@ def test_the_fresh_adversary_section_pairs_each_seed_and_says_which_attack_is_st
     assert b["trained_adversary"] is None and "effect" not in b and b["fresh_adversary_mean"] == 100.0
     assert c == {"arm": "c", "evaluated": False}
     table = R.fresh_adversary_table([a, b, c])
-    assert "| a | 490.0 | 250.0 | 227.0 (100, 0.25) |" in table and "2 of 3 | **inconclusive at 3 seeds** |" in table
-    assert "| b | 480.0 | – | 100.0 (200, 0.25) | – (no co-trained adversary) |" in table
+    assert "| a | 490.0 | 250.0 | 227.0 |" in table and "2 of 3 | **inconclusive at 3 seeds** | 60 / 60 | 0.25 |" in table
+    assert table.rstrip().split("\n")[2].endswith("| 1.5 |")  # the fresh adversary's minutes
+    assert "| b | 480.0 | – | 100.0 | – (no co-trained adversary) | – | – | – / – | 0.25 |" in table
     assert "| c | not evaluated yet" in table
     # a clearly stronger fresh attack on every seed is "supported"
     (out / "evals" / "a_fresh_adversary.json").write_text(json.dumps({
