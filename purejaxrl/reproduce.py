@@ -1237,8 +1237,10 @@ def arms_table(report: dict) -> str:
 
 
 def readme_block(report: dict) -> str:
-    """What the README shows of a study: its claims and arms tables (the same text as report.md)."""
-    return claims_table(report) + "\n" + arms_table(report)
+    """What the README shows of a study: its claims and arms tables, and the fresh-adversary table where
+    the study has one (the same text as report.md)."""
+    fa = ("\n" + fresh_adversary_table(report["fresh_adversary"])) if report.get("fresh_adversary") else ""
+    return claims_table(report) + "\n" + arms_table(report) + fa
 
 
 def report_markdown(report: dict) -> str:
