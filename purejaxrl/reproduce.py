@@ -196,15 +196,17 @@ def _uses_grid(s: dict) -> bool:
         isinstance(c, dict) and c.get("metric") == "grid_return" for c in s.get("claims") or [])
 
 
+def _sections(s: dict, name: str) -> list[tuple[str, object]]:
+    """``(where, value)`` of a section a study and each of its tiers may set (``grid``, ``fresh_adversary``)."""
+    tiers = [(f"tiers.{t}.{name}", v.get(name)) for t, v in (s.get("tiers") or {}).items() if isinstance(v, dict)]
+    return [(k, v) for k, v in [(name, s.get(name))] + tiers if v is not None]
+
+
 def _grid_errors(s: dict, where: str) -> list[str]:
     """``grid:`` (study or tier): the physics grid of ``grid_return`` — ``purejaxrl robustness``'s
     ``mass`` / ``friction`` ranges (``LOW:HIGH:N``), ``episodes`` per cell, ``absolute`` or ``bodies``."""
-    specs = [("grid", s.get("grid"))] + [(f"tiers.{t}.grid", v.get("grid")) for t, v in (s.get("tiers") or {}).items()
-                                         if isinstance(v, dict) and v.get("grid") is not None]
     errs = []
-    for key, g in specs:
-        if g is None:
-            continue
+    for key, g in _sections(s, "grid"):
         if s.get("kind") != "train" or not isinstance(g, dict) or set(g) - set(GRID_KEYS):
             errs.append(f"{where}: {key} (the physics grid of grid_return) is for kind=train, a mapping of "
                         f"{', '.join(GRID_KEYS)}")
@@ -221,13 +223,8 @@ FRESH_ADVERSARY_KEYS = ("arms", "episodes", "updates")
 def _fresh_adversary_errors(s: dict, where: str) -> list[str]:
     """``fresh_adversary:`` (study or tier): the arms whose final protagonists face an adversary trained
     from scratch against them (``purejaxrl robustness --fresh-adversary``) on the nominal task."""
-    specs = [("fresh_adversary", s.get("fresh_adversary"))] + [
-        (f"tiers.{t}.fresh_adversary", v.get("fresh_adversary")) for t, v in (s.get("tiers") or {}).items()
-        if isinstance(v, dict) and v.get("fresh_adversary") is not None]
     errs = []
-    for key, f in specs:
-        if f is None:
-            continue
+    for key, f in _sections(s, "fresh_adversary"):
         if s.get("kind") != "train" or not isinstance(f, dict) or set(f) - set(FRESH_ADVERSARY_KEYS):
             errs.append(f"{where}: {key} is for kind=train, a mapping of {', '.join(FRESH_ADVERSARY_KEYS)}")
             continue
