@@ -635,22 +635,24 @@ def _fresh_adversary_evaluation(study: dict, fa: dict, d: Path, out: Path, arm: 
     against its co-trained adversary (adversarial arms) and against a fresh one trained ``fa['updates']``
     updates from scratch against the frozen protagonist at the run's force budget (each seed's own key,
     the same for every arm on that seed): ``OUT/evals/<arm>_fresh_adversary.json``."""
-    from purejaxrl.experiment import build_algorithm
-    from purejaxrl.robustness import auto_updates, check_attackable, robustness
+    from purejaxrl.robustness import auto_updates, robustness
 
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    algo = build_algorithm(cfg)
-    check_attackable(algo, cfg)
-    # the count itself, not "auto", so that a file made under another rule for auto is not reused
-    updates = auto_updates(algo) if fa["updates"] == "auto" else int(fa["updates"])
-    source = {"run": arm, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),
-              "episodes": fa["episodes"], "updates": updates}
+    def source(updates: int) -> dict:  # the count itself, not "auto": a file made under another rule is not reused
+        return {"run": arm, "summary_sha1": hashlib.sha1((d / "summary.json").read_bytes()).hexdigest(),
+                "episodes": fa["episodes"], "updates": updates}
+
     f = out / "evals" / f"{arm}_fresh_adversary.json"
-    if f.exists() and json.loads(f.read_text()).get("source") == source:
-        return
+    if f.exists():
+        from purejaxrl.experiment import build_algorithm
+
+        updates = fa["updates"]
+        if updates == "auto":  # resolved from the run's own schedule (no checkpoint loaded)
+            updates = auto_updates(build_algorithm(yaml.safe_load((d / "config.yaml").read_text())))
+        if json.loads(f.read_text()).get("source") == source(int(updates)):
+            return
     t0 = time.time()
     one = np.ones(1, np.float32)  # the nominal task: every mass and friction times 1
-    res = robustness(d, one, one, int(fa["episodes"]), 0, updates, split="test", write=False)
+    res = robustness(d, one, one, int(fa["episodes"]), 0, fa["updates"], split="test", write=False)
     per_run = [{**r, **{mode: float(np.asarray(v)[i].mean()) for mode, v in res["returns"].items()},
                 "fresh_adversary_alpha": res["fresh_adversary_alpha"][i]} for i, r in enumerate(res["runs"])]
     f.write_text(json.dumps({"per_run": per_run, "episodes_per_run": int(fa["episodes"]), "split": "test",
@@ -659,7 +661,8 @@ def _fresh_adversary_evaluation(study: dict, fa: dict, d: Path, out: Path, arm: 
                              "co_trained_learning_updates": res["co_trained_adversary_learning_updates"],
                              "max_force": res["fresh_adversary_max_force"],
                              "protagonist_context": res["fresh_adversary_temperature"],
-                             "seconds": round(time.time() - t0, 1), "source": source}, indent=1))
+                             "seconds": round(time.time() - t0, 1),
+                             "source": source(res["fresh_adversary_updates"])}, indent=1))
     log(f"[{study['study']}] {arm}: against a fresh adversary ({res['fresh_adversary_updates']} updates) on "
         f"{fa['episodes']} test episodes per seed")
 

@@ -329,12 +329,14 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
     fresh_temps = fresh_alpha = None
     if fresh_adversary:
         check_attackable(algo, cfg)
-    if fresh_adversary == "auto":
-        fresh_adversary = auto_updates(algo)
-    elif fresh_adversary and fresh_adversary - fresh_warmup_updates(algo) < (co := co_trained_updates(algo)):
-        print(f"note: the fresh adversary learns in {fresh_adversary - fresh_warmup_updates(algo)} updates, the "
-              f"co-trained one learned in {co}: a weaker attack may only mean a shorter one (--fresh-adversary auto "
-              "matches them)", file=sys.stderr)
+    fresh_learning = co = None  # learning updates of the fresh and of the co-trained adversary
+    if fresh_adversary:
+        co = co_trained_updates(algo)
+        fresh_adversary = auto_updates(algo) if fresh_adversary == "auto" else fresh_adversary
+        fresh_learning = max(int(fresh_adversary) - fresh_warmup_updates(algo), 0)
+        if fresh_learning < co:
+            print(f"note: the fresh adversary learns in {fresh_learning} updates, the co-trained one learned in {co}: "
+                  "a weaker attack may only mean a shorter one (--fresh-adversary auto matches them)", file=sys.stderr)
     budget = fresh_budget(algo, cfg, max_force, fresh_adversary)
     if fresh_adversary:
         attacker, attack_state, fresh_temps = train_fresh_adversary(algo, state, hparams, runs, with_budget(cfg, budget),
@@ -368,9 +370,8 @@ def robustness(run_dir, mass: np.ndarray | None = None, friction: np.ndarray | N
            # the context the attacked protagonist sees (the evaluation temperature), not the attacker's own α
            "fresh_adversary_temperature": None if fresh_temps is None else [float(t) for t in fresh_temps],
            "fresh_adversary_alpha": None if fresh_alpha is None else [float(a) for a in fresh_alpha],  # its final α
-           "fresh_adversary_learning_updates": max(int(fresh_adversary) - fresh_warmup_updates(algo), 0)
-           if fresh_adversary else None,
-           "co_trained_adversary_learning_updates": co_trained_updates(algo) if fresh_adversary else None,
+           "fresh_adversary_learning_updates": fresh_learning,
+           "co_trained_adversary_learning_updates": co,
            "returns": {k: v.tolist() for k, v in out.items()},
            "mean": {k: float(v.mean()) for k, v in out.items()}}
     if "fresh_adversary" in out and "trained_adversary" in out:  # per run: the fresh attack the stronger one?
