@@ -18,8 +18,19 @@ Parts (each includes the ones above it):
   runs it (its minibatch rows unpacked from the packed ``[obs, action, target]`` array).
 
 Also the whole step without LayerNorm and with Adam in place of RAdam, and the update as the training
-loop runs it (``in_loop``: rollout, targets, the epochs of SGD steps, the whole update).  Writes
-``benchmarks/results/sgd_step_profile_<platform>.json`` (``--out``).
+loop runs it (``in_loop``: rollout, targets, the epochs of SGD steps, the whole update).
+
+``--run-breakdown SEEDS`` (repeatable) adds what a whole run is made of at the anchor pair's config
+(``benchmarks/anchors.py``'s ``pqn`` / ``pqn8``: ``algo.num_eval_envs=128``, SEEDS vmapped): the run
+timed as the pair times it (one jit, compile apart, best of ``--repeats``), once with the trainer's
+greedy tests and once with only the last update's, beside its updates at the in-loop rate
+(``--updates`` per timed scan, laid out as the trainer lays them out: one seed unbatched, several a
+vmap of the scan).  The difference of the two runs is the tests' cost; what the one-test run takes
+beyond its updates is the rest (one test, the step counter, the metrics the run returns).
+
+    python benchmarks/sgd_step_profile.py --run-breakdown 1 --run-breakdown 8
+
+Writes ``benchmarks/results/sgd_step_profile_<platform>.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -203,6 +214,46 @@ def in_loop(updates: int, repeats: int, overrides: list[str] = ()) -> dict:
             "rest_ms": round(ms["update"] - ms["collect_targets"] - ms["learn"], 4)}
 
 
+def run_breakdown(seeds: int, updates: int, repeats: int, overrides: list[str] = ()) -> dict:
+    """The whole PQN CartPole run of the anchor pair (``seeds`` vmapped, 128 test envs) with its greedy tests
+    and with only the last one, beside its updates at the in-loop rate (seconds)."""
+    from throughput import time_training  # benchmarks/throughput.py: the anchor pair's own timing of our side
+
+    cfg = compose([f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides])
+    tests = int(cfg["algo"]["num_evals"])
+    with_tests, one_test = [], []
+    for _ in range(repeats):  # alternated, each a best of one, so a slow spell does not land on one side only
+        with_tests.append(time_training(cfg, repeats=1)["run_seconds"])
+        one_test.append(time_training(cfg, repeats=1, num_evals=1)["run_seconds"])
+    algo = build_algorithm(cfg)
+    hp = _hparams(cfg, algo)
+    # the updates laid out as the trainer runs them: one seed unbatched, several as a vmap of the scan (a
+    # scan of the vmapped update, or a vmap over one seed, compiles to a slower program on CPU: 89 ms per
+    # update for one seed against 47 ms)
+    def scan(s):
+        return jax.lax.scan(lambda c, i: (algo.update(c, hp, i)[0], None), s, jnp.arange(updates))[0]
+
+    if seeds == 1:
+        state, run_updates = algo.init(jax.random.PRNGKey(0), hp), jax.jit(scan)
+    else:
+        state = jax.vmap(lambda k: algo.init(k, hp))(jax.random.split(jax.random.PRNGKey(0), seeds))
+        run_updates = jax.jit(jax.vmap(scan))
+    jax.block_until_ready(run_updates(state))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(run_updates(state))
+        best = min(best, time.perf_counter() - t)
+    per_update = best / updates
+    run, run_one = min(with_tests), min(one_test)
+    n = algo.num_updates
+    return {"seeds": seeds, "overrides": [f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides],
+            "updates": n, "num_evals": tests, "run_seconds": with_tests, "run_one_test_seconds": one_test,
+            "update_ms": round(per_update * 1e3, 4), "updates_seconds": round(n * per_update, 3),
+            "best_run_seconds": run, "best_run_one_test_seconds": run_one,
+            "tests_seconds": round(run - run_one, 3), "rest_seconds": round(run_one - n * per_update, 3)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=256)
@@ -212,8 +263,14 @@ def main() -> None:
     p.add_argument("--also", action="append", default=[], metavar="OVERRIDES",
                    help="another PQN configuration to profile (step and in-loop parts), e.g. experiment=pqn_minatar; "
                    "space-separated overrides; repeatable")
+    p.add_argument("--run-breakdown", type=int, action="append", default=[], metavar="SEEDS",
+                   help="also break a whole PQN CartPole run of SEEDS vmapped seeds down (tests, updates, rest); repeatable")
+    p.add_argument("--run-overrides", default="", metavar="OVERRIDES",
+                   help="space-separated overrides for --run-breakdown's runs (e.g. algo.total_timesteps=4096)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    if any(n < 1 for n in a.run_breakdown):
+        raise SystemExit(f"sgd_step_profile.py: --run-breakdown {a.run_breakdown}: seeds must be >= 1")
     jax.config.update("jax_enable_compilation_cache", False)
     res = {"what": "one PQN CartPole minibatch SGD step, whole and in cumulative parts (ms per step, best of "
                    f"{a.repeats} scans of {a.steps} steps)",
@@ -226,6 +283,8 @@ def main() -> None:
         over = also.split()
         res.setdefault("also", []).append({"step": network_step(over, a.steps, a.repeats),
                                            "in_loop": in_loop(max(1, a.updates // 10), a.repeats, over)})
+    for seeds in a.run_breakdown:
+        res.setdefault("run_breakdown", []).append(run_breakdown(seeds, a.updates, a.repeats, a.run_overrides.split()))
     d = res["default"]["ms"]
     res["step_over_matmul"] = round(d["step"] / d["matmul"], 2)
     res["in_loop_step_over_step"] = round(res["in_loop"]["learn_ms_per_sgd_step"] / d["step"], 2)
@@ -238,6 +297,10 @@ def main() -> None:
         print(" ".join(x["step"]["overrides"]), "step:", x["step"]["ms"], "|", x["step"]["forward_backward_gflops_per_s"],
               "GFLOP/s (matmul alone:", res["default"]["matmul_gflops_per_s"], ") | in the loop:", x["in_loop"]["ms_per_update"],
               "per SGD step in learn:", x["in_loop"]["learn_ms_per_sgd_step"])
+    for r in res.get("run_breakdown", []):
+        print(f"whole run, {r['seeds']} seed(s): {r['best_run_seconds']} s with {r['num_evals']} tests, "
+              f"{r['best_run_one_test_seconds']} s with one | {r['updates']} updates x {r['update_ms']} ms = "
+              f"{r['updates_seconds']} s | tests {r['tests_seconds']} s, rest {r['rest_seconds']} s")
     out = a.out or RESULTS / f"sgd_step_profile_{res['machine']['platform']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

@@ -136,10 +136,18 @@ def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
 def test_sgd_step_profile_times_every_part(tmp_path):
     out = tmp_path / "p.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sgd_step_profile.py"), "--steps", "5", "--repeats", "1",
-                        "--hidden", "32", "--updates", "2", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600)
+                        "--hidden", "32", "--updates", "2", "--out", str(out), "--run-breakdown", "2",
+                        "--run-overrides", "algo.total_timesteps=8192 algo.num_evals=4"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
+    (b,) = res["run_breakdown"]  # a whole run of 2 vmapped seeds: 4 updates of 2,048 env steps
+    assert b["seeds"] == 2 and b["updates"] == 4 and b["num_evals"] == 4
+    assert len(b["run_seconds"]) == len(b["run_one_test_seconds"]) == 1
+    assert all(positive(v) for v in (*b["run_seconds"], *b["run_one_test_seconds"], b["update_ms"]))
+    assert b["tests_seconds"] == round(b["best_run_seconds"] - b["best_run_one_test_seconds"], 3)
+    assert b["rest_seconds"] == pytest.approx(b["best_run_one_test_seconds"] - b["updates_seconds"], abs=2e-3)
+    assert b["updates_seconds"] == pytest.approx(4 * b["update_ms"] / 1e3, abs=1e-3)
     loop = res["in_loop"]
     assert set(loop["ms_per_update"]) == {"update", "collect", "collect_targets", "learn"}
     assert all(positive(v) for v in loop["ms_per_update"].values())
