@@ -298,8 +298,8 @@ def main() -> None:
               "GFLOP/s (matmul alone:", res["default"]["matmul_gflops_per_s"], ") | in the loop:", x["in_loop"]["ms_per_update"],
               "per SGD step in learn:", x["in_loop"]["learn_ms_per_sgd_step"])
     for r in res.get("run_breakdown", []):
-        print(f"whole run, {r['seeds']} seed(s): {r['best_run_seconds']} s with {r['num_evals']} tests, "
-              f"{r['best_run_one_test_seconds']} s with one | {r['updates']} updates x {r['update_ms']} ms = "
+        print(f"whole run, {r['seeds']} seed(s): {r['best_run_seconds']} s with {r['num_evals']} tests and the last, "
+              f"{r['best_run_one_test_seconds']} s with the last only | {r['updates']} updates x {r['update_ms']} ms = "
               f"{r['updates_seconds']} s | tests {r['tests_seconds']} s, rest {r['rest_seconds']} s")
     out = a.out or RESULTS / f"sgd_step_profile_{res['machine']['platform']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
