@@ -57,13 +57,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def timed_scan(body, carry, steps: int, repeats: int) -> float:
     """Seconds per iteration of ``body`` run ``steps`` times in one compiled scan (best of ``repeats``)."""
     run = jax.jit(lambda c: jax.lax.scan(lambda c, _: (body(c), None), c, None, steps)[0])
-    jax.block_until_ready(run(carry))
+    return best_seconds(run, carry, repeats) / steps
+
+
+def best_seconds(run, arg, repeats: int) -> float:
+    """The best of ``repeats`` timed calls of the compiled ``run(arg)``, after one untimed call."""
+    jax.block_until_ready(run(arg))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(run(carry))
+        jax.block_until_ready(run(arg))
         best = min(best, time.perf_counter() - t)
-    return best / steps
+    return best
 
 
 def _step_parts(algo, hp, batch, steps: int, repeats: int, optimizer: str = "radam") -> tuple[dict, dict]:
@@ -238,13 +243,7 @@ def run_breakdown(seeds: int, updates: int, repeats: int, overrides: list[str] =
     else:
         state = jax.vmap(lambda k: algo.init(k, hp))(jax.random.split(jax.random.PRNGKey(0), seeds))
         run_updates = jax.jit(jax.vmap(scan))
-    jax.block_until_ready(run_updates(state))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(run_updates(state))
-        best = min(best, time.perf_counter() - t)
-    per_update = best / updates
+    per_update = best_seconds(run_updates, state, repeats) / updates
     run, run_one = min(with_tests), min(one_test)
     n = algo.num_updates
     return {"seeds": seeds, "overrides": [f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides],
