@@ -224,7 +224,8 @@ def run_breakdown(seeds: int, updates: int, repeats: int, overrides: list[str] =
     and with only the last one, beside its updates at the in-loop rate (seconds)."""
     from throughput import time_training  # benchmarks/throughput.py: the anchor pair's own timing of our side
 
-    cfg = compose([f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides])
+    over = [f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides]
+    cfg = compose(over)
     tests = int(cfg["algo"]["num_evals"])
     with_tests, one_test = [], []
     for _ in range(repeats):  # alternated, each a best of one, so a slow spell does not land on one side only
@@ -233,8 +234,7 @@ def run_breakdown(seeds: int, updates: int, repeats: int, overrides: list[str] =
     algo = build_algorithm(cfg)
     hp = _hparams(cfg, algo)
     # the updates laid out as the trainer runs them: one seed unbatched, several as a vmap of the scan (a
-    # scan of the vmapped update, or a vmap over one seed, compiles to a slower program on CPU: 89 ms per
-    # update for one seed against 47 ms)
+    # scan of the vmapped update, or a vmap over one seed, compiles to a slower program on CPU)
     def scan(s):
         return jax.lax.scan(lambda c, i: (algo.update(c, hp, i)[0], None), s, jnp.arange(updates))[0]
 
@@ -246,7 +246,7 @@ def run_breakdown(seeds: int, updates: int, repeats: int, overrides: list[str] =
     per_update = best_seconds(run_updates, state, repeats) / updates
     run, run_one = min(with_tests), min(one_test)
     n = algo.num_updates
-    return {"seeds": seeds, "overrides": [f"num_seeds={seeds}", "algo.num_eval_envs=128", *overrides],
+    return {"seeds": seeds, "overrides": over,
             "updates": n, "num_evals": tests, "run_seconds": with_tests, "run_one_test_seconds": one_test,
             "update_ms": round(per_update * 1e3, 4), "updates_seconds": round(n * per_update, 3),
             "best_run_seconds": run, "best_run_one_test_seconds": run_one,
