@@ -51,10 +51,14 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--rounds", type=int, default=2, help="timed calls after the first (compiling) one")
     p.add_argument("--out", default=None)
+    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
     cfg = {**compose(a.overrides, CONF_DIR / "llm", "meta"), "progress": False}
     validate_llm_meta(cfg)
+    if a.check:
+        print(f"check: ok ({cfg['es']['population']} x {cfg['es']['seeds_per_member']} runs of {cfg['iterations']} iterations)")
+        return
     es = cfg["es"]
     P, S = int(es["population"]), int(es["seeds_per_member"])
     pop = Population(inner_config(cfg), stream="validation")

@@ -135,7 +135,19 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (skipped anyway at non-default sizes)")
     ap.add_argument("--out", type=Path, default=None,
                     help="the JSON file (default: benchmarks/results/llm_grpo_throughput_<platform>.json)")
+    ap.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = ap.parse_args()
+    bad = [f"--{k.replace('_', '-')}={getattr(a, k)!r} must be an integer >= 1"
+           for k in ("rounds", "d_model", "layers", "prompts", "completions") if getattr(a, k) < 1]
+    if a.d_model % 4:
+        bad.append(f"--d-model={a.d_model} must be divisible by the model's 4 heads")
+    if a.completions < 2:
+        bad.append(f"--completions={a.completions}: GRPO's group advantage needs at least 2 completions per prompt")
+    if bad:
+        raise SystemExit(f"llm_throughput.py: error: {bad[0]}")
+    if a.check:
+        print(f"check: ok (d {a.d_model} x {a.layers} layers, {a.prompts} x {a.completions})")
+        return
     n_prompts, g = a.prompts, a.completions
     default_sizes = (a.d_model, a.layers, a.prompts, a.completions) == (128, 4, PROMPTS, G)
     cfg = ModelConfig(vocab_size=32, d_model=a.d_model, n_layers=a.layers, n_heads=4, d_mlp=4 * a.d_model, max_len=P + NEW)

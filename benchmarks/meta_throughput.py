@@ -28,7 +28,7 @@ from purejaxrl import objectives
 from purejaxrl.config import run_grid
 from purejaxrl.meta.es import PopulationFitness, make_strategy
 from purejaxrl.meta.evolved import from_config
-from purejaxrl.meta.run import inner_config
+from purejaxrl.meta.run import inner_config, validate_meta
 from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
 purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=3, help="timed generations after the first (compiling) one")
     p.add_argument("--out", type=Path, default=None,
                    help="the JSON file (default: benchmarks/results/meta_throughput[_<overrides>]_<platform>.json)")
+    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
     from hydra import compose, initialize_config_dir
@@ -53,6 +54,10 @@ def main() -> None:
         default = [] if any(x.startswith("experiment=") for x in a.overrides) else ["experiment=meta_cartpole"]
         cfg = OmegaConf.to_container(compose("meta", overrides=[*default, *a.overrides]), resolve=True)
     cfg.pop("hydra", None)
+    if a.check:
+        validate_meta(cfg)
+        print(f"check: ok ({cfg['es']['population']} x {cfg['es']['seeds_per_member']} {cfg['algo']['name']} runs)")
+        return
     es_cfg = cfg["es"]
     runs = es_cfg["population"] * es_cfg["seeds_per_member"]
     inner = {**inner_config(cfg), "es": es_cfg}

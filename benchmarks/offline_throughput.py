@@ -37,15 +37,37 @@ purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
 OUT = Path(__file__).resolve().parent / "results" / "qgf" / "offline_throughput_cpu.json"
 
 
+def ours_config(algo_name: str, data_path: Path, hidden: list[int], batch: int, updates: int, extra=()) -> dict:
+    return compose([f"algo={algo_name}", "env=pointmaze_medium", f"dataset.path={data_path}", f"algo.batch_size={batch}",
+                    f"algo.actor_hidden={hidden}".replace(" ", ""), f"algo.critic_hidden={hidden}".replace(" ", ""),
+                    "num_seeds=1", f"algo.num_updates={3 * updates}", "algo.num_evals=3", *extra])
+
+
+# the configurations timed: (row, algorithm, extra overrides)
+CONFIGS = (("ours FQL (critic=fql)", "fql", ()), ("ours FQL (critic=iql)", "fql", ("algo.critic=iql",)),
+           ("ours QGF", "qgf", ()))
+
+
+def check(a) -> None:
+    """The arguments and every configuration's config, validated without a dataset or a compile."""
+    from purejaxrl.config import validate
+
+    bad = [f"--{k}={getattr(a, k)!r} must be an integer >= 1" for k in ("updates", "hidden", "layers", "batch", "episodes")
+           if getattr(a, k) < 1]
+    if bad:
+        raise SystemExit(f"offline_throughput.py: error: {bad[0]}")
+    for _, name, extra in CONFIGS:
+        validate(ours_config(name, Path("unused.npz"), [a.hidden] * a.layers, a.batch, a.updates, extra), check_data=False)
+    print(f"check: ok ({len(CONFIGS)} configurations, {a.layers} x {a.hidden} networks, batch {a.batch})")
+
+
 def ours(algo_name: str, data_path: Path, hidden: list[int], batch: int, updates: int, extra=()) -> dict:
     """Our training loop as ``purejaxrl train`` runs it (:class:`purejaxrl.trainer.Trainer` chunks,
     no evaluation inside them): compile, one warm-up chunk, then one chunk of ``updates`` timed."""
     from purejaxrl.config import run_grid
     from purejaxrl.trainer import Trainer, batch_hparams
 
-    cfg = compose([f"algo={algo_name}", "env=pointmaze_medium", f"dataset.path={data_path}", f"algo.batch_size={batch}",
-                   f"algo.actor_hidden={hidden}".replace(" ", ""), f"algo.critic_hidden={hidden}".replace(" ", ""),
-                   "num_seeds=1", f"algo.num_updates={3 * updates}", "algo.num_evals=3", *extra])
+    cfg = ours_config(algo_name, data_path, hidden, batch, updates, extra)
     algo = build_algorithm(cfg)
     runs, hparams, seeds = run_grid(cfg, algo.HPARAMS)
     tr = Trainer(algo, len(runs), 3)
@@ -114,9 +136,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--episodes", type=int, default=200, help="point-maze episodes in the dataset (1,001 steps each)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = p.parse_args()
     if a.fql_reference is not None and not (a.fql_reference / "agents" / "fql.py").exists():
         raise SystemExit(f"--fql-reference={a.fql_reference} has no agents/fql.py; give a checkout of seohongpark/fql")
+    if a.check:
+        return check(a)
     hidden = [a.hidden] * a.layers
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,9 +151,8 @@ def main() -> None:
             rows["reference FQL (seohongpark/fql, its update loop)"] = reference_fql(a.fql_reference, data, hidden, a.batch,
                                                                                      a.updates, 10.0)
             print(rows)
-        rows["ours FQL (critic=fql)"] = ours("fql", data, hidden, a.batch, a.updates)
-        rows["ours FQL (critic=iql)"] = ours("fql", data, hidden, a.batch, a.updates, ["algo.critic=iql"])
-        rows["ours QGF"] = ours("qgf", data, hidden, a.batch, a.updates)
+        for row, name, extra in CONFIGS:
+            rows[row] = ours(name, data, hidden, a.batch, a.updates, extra)
     out = {"setup": {"dataset": f"pointmaze_medium_navigate, {a.episodes} episodes", "hidden": hidden, "batch": a.batch,
                      "flow_steps": 10, "chunk": 1, "seeds": 1, "timed_updates": a.updates, "machine": platform.processor()
                      or platform.machine(), "jax": jax.__version__, "devices": [str(x) for x in jax.devices()]},

@@ -40,9 +40,50 @@ def small(env: str, steps: int, seeds: int, num_envs: int) -> list[str]:
             "algo.buffer_size=100000", "logger.progress=false"]
 
 
+def throughput_config(algo: str, env: str, num_envs: int, updates: int) -> dict:
+    """The config ``throughput`` times for ``algo`` (sac or qarl): one gradient step per update, three chunks."""
+    from purejaxrl.config import compose
+
+    one_phase = ["algo.phase_updates=1000000"] if algo == "qarl" else []  # the adversary learns throughout
+    return compose([f"algo={algo}", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
+                    "algo.gradient_steps=1", "algo.num_evals=1", *one_phase])
+
+
+def vs_brax_config(env: str, num_envs: int, updates: int, grad_updates: int, batch: int) -> dict:
+    """Our side of ``vs-brax``: one update = one step of every env + ``grad_updates`` gradient steps (brax's training step)."""
+    from purejaxrl.config import compose
+
+    return compose(["algo=sac", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
+                    f"algo.gradient_steps={grad_updates}", f"algo.batch_size={batch}", "algo.num_evals=1",
+                    "algo.normalize_observations=true", "algo.critic_layer_norm=true"])
+
+
+def check(a) -> None:
+    """throughput and vs-brax: the arguments and each config validated, with no env built and nothing compiled."""
+    from envs.registry import missing_extra
+    from purejaxrl.config import validate
+
+    if a.what not in ("throughput", "vs-brax"):
+        raise SystemExit(f"qarl_experiments.py: error: --check validates throughput and vs-brax, not {a.what}")
+    bad = [f"--{k.replace('_', '-')}={getattr(a, k)!r} must be an integer >= 1"
+           for k in ("num_envs", "updates", "grad_updates", "batch") if getattr(a, k) < 1]
+    if missing_extra(a.env):
+        bad.append(f"--env {a.env}: {missing_extra(a.env)}")
+    if bad:
+        raise SystemExit(f"qarl_experiments.py: error: {bad[0]}")
+    cfgs = ([throughput_config(x, a.env, a.num_envs, a.updates) for x in ("sac", "qarl")] if a.what == "throughput"
+            else [vs_brax_config(a.env, a.num_envs, a.updates, a.grad_updates, a.batch)])
+    for cfg in cfgs:
+        if cfg["algo"]["name"] == "qarl":  # its one adversary phase past the run's end is the timing's choice (the
+            # training command refuses it); everything else is validated as timed, with the phases alternating
+            cfg = {**cfg, "algo": {**cfg["algo"], "phase_updates": a.updates}}
+        validate(cfg)
+    print(f"check: ok ({a.what} on {a.env}, {a.num_envs} envs, {len(cfgs)} config(s))")
+
+
 def throughput(env: str, num_envs: int, updates: int) -> dict:
     from envs import make, make_stack
-    from purejaxrl.config import compose, run_grid
+    from purejaxrl.config import run_grid
     from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
     venv = make_stack(make(env), num_envs)
@@ -68,9 +109,7 @@ def throughput(env: str, num_envs: int, updates: int) -> dict:
     jax.block_until_ready(raw(jax.random.PRNGKey(1)))
     out["raw"]["env_steps_per_second"] = 1000 * num_envs / (time.perf_counter() - t0)
     for algo in ("sac", "qarl"):
-        one_phase = ["algo.phase_updates=1000000"] if algo == "qarl" else []  # the adversary learns throughout
-        cfg = compose([f"algo={algo}", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
-                       "algo.gradient_steps=1", "algo.num_evals=1", *one_phase])
+        cfg = throughput_config(algo, env, num_envs, updates)
         a = build_algorithm(cfg)
         runs, hparams, seeds = run_grid(cfg, a.HPARAMS)
         tr = Trainer(a, 1, 3, num_evals=1)
@@ -101,16 +140,13 @@ def vs_brax(env: str, num_envs: int, updates: int, grad_updates: int, batch: int
     from mujoco_playground import wrapper
 
     from envs import make
-    from purejaxrl.config import compose, run_grid
+    from purejaxrl.config import run_grid
     from purejaxrl.trainer import Trainer, batch_hparams, build_algorithm
 
     out = {"env": env, "num_envs": num_envs, "batch_size": batch, "gradient_steps_per_env_step": grad_updates,
            "hidden": [256, 256], "normalize_observations": True, "critic_layer_norm": True,
            "device": jax.devices()[0].device_kind}
-    # ours: one update = one step of every env + grad_updates gradient steps (brax's training step)
-    cfg = compose(["algo=sac", *small(env, updates * num_envs * 3, 1, num_envs), "algo.learning_starts=0",
-                   f"algo.gradient_steps={grad_updates}", f"algo.batch_size={batch}", "algo.num_evals=1",
-                   "algo.normalize_observations=true", "algo.critic_layer_norm=true"])
+    cfg = vs_brax_config(env, num_envs, updates, grad_updates, batch)
     a = build_algorithm(cfg)
     _, hparams, _ = run_grid(cfg, a.HPARAMS)
     tr = Trainer(a, 1, 3, num_evals=1)
@@ -333,10 +369,14 @@ def main() -> None:
     p.add_argument("--fresh-adversary", type=int, default=0, metavar="UPDATES",
                    help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: its file under benchmarks/results/qarl/)")
+    p.add_argument("--check", action="store_true",
+                   help="throughput, vs-brax: validate the arguments and configs, then stop: nothing is compiled or timed")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
     a = p.parse_intermixed_args()
     if not Path("benchmarks").is_dir():
         raise SystemExit("run from the repository root")
+    if a.check:
+        return check(a)
     OUT.mkdir(parents=True, exist_ok=True)
     if a.what == "throughput":
         res = throughput(a.env, a.num_envs, a.updates)

@@ -73,6 +73,24 @@ def worker(devices: int, seeds: int, chunks: int, process: tuple[int, int, str] 
             "env_steps_per_second": steps / min(times), "platform": jax.devices()[0].platform}
 
 
+def check(a) -> None:
+    """The arguments and the config of every configuration, validated without a device or a compile."""
+    from purejaxrl.config import compose, validate
+    from purejaxrl.sharding import check_mesh_config
+
+    bad = [f"--{k}={getattr(a, k)!r} must be an integer >= 1" for k in ("seeds", "chunks", "processes") if getattr(a, k) < 1]
+    bad += [f"--devices {d}: a device count must be >= 1" for d in a.devices if d < 1]
+    if a.processes > 1 and max(a.devices) % a.processes:
+        bad.append(f"--processes {a.processes} must divide the largest device count ({max(a.devices)})")
+    for d in a.devices:
+        cfg = compose([*CFG, f"num_seeds={a.seeds}", f"mesh.devices={d}"])
+        validate(cfg)
+        bad += check_mesh_config(cfg)
+    if bad:
+        raise SystemExit(f"scale_throughput.py: error: {bad[0]}")
+    print(f"check: ok ({a.seeds} seeds on {', '.join(map(str, a.devices))} device(s))")
+
+
 def launch(devices: int, seeds: int, chunks: int, processes: int) -> dict:
     base = [sys.executable, __file__, "--worker", "--devices", str(devices), "--seeds", str(seeds), "--chunks", str(chunks)]
     if processes == 1:
@@ -97,7 +115,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/scale/pqn_cartpole_<platform>.json)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--process", nargs=3, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = p.parse_args()
+    if a.check:
+        return check(a)
     if a.worker:
         proc = None if a.process is None else (int(a.process[0]), int(a.process[1]), a.process[2])
         print(json.dumps(worker(a.devices[0], a.seeds, a.chunks, proc)))

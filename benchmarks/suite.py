@@ -5,12 +5,16 @@ collected into one JSON and one markdown table.
     python benchmarks/suite.py --preset tiny                  # seconds each: checks that every benchmark runs
     python benchmarks/suite.py --preset cpu                   # the sizes of the docs' CPU figures (long)
     python benchmarks/suite.py --preset gpu --only pqn,ppo    # sizes meant to fill one modern GPU
+    python benchmarks/suite.py --preset gpu --check           # every family's arguments and configs, no run
 
 Writes ``<out>/suite_<preset>_<platform>.json`` and ``.md`` (``--out``, default ``benchmarks/results/``).
 A family whose benchmark fails gets a row saying so (with the last line of its stderr) and the suite
 exits non-zero after writing both files; a family whose optional extra is not installed (SAC / QARL
 need the ``dmc`` extra) is reported as skipped.  The PyTorch part of ``llm_throughput.py`` is always
-skipped here.
+skipped here.  ``--check`` runs each benchmark with its own ``--check`` instead (arguments parsed,
+configs composed and validated, nothing compiled or timed; seconds per family, no accelerator
+needed), writes nothing and exits non-zero if any family's preset is refused: a preset is checked
+here before a device's minutes are spent on it.
 """
 
 from __future__ import annotations
@@ -236,6 +240,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--only", default=None, help=f"comma-separated families (default: all): {','.join(FAMILIES)}")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the JSON and markdown")
+    p.add_argument("--check", action="store_true",
+                   help="validate every family's arguments and configs at this preset; run nothing, write nothing")
     a = p.parse_args(argv)
     err = None
     if a.preset not in PRESETS:
@@ -254,8 +260,39 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def check_family(family: str, args: list[str]) -> dict:
+    """The family's benchmark run with ``--check``: its arguments and configs validated, nothing timed."""
+    script = FAMILIES[family][0]
+    reason = missing_extra(family, args)
+    if reason:
+        return {"status": "skipped", "reason": reason}
+    p = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--check"], capture_output=True, text=True,
+                       cwd=ROOT, env=ENV)
+    lines = [x.strip() for x in (p.stdout if p.returncode == 0 else p.stderr).splitlines() if x.strip()]
+    if p.returncode or not lines or not lines[-1].startswith("check: ok"):
+        return {"status": "refused", "reason": (lines or ["(no output)"])[-1]}
+    return {"status": "ok", "reason": lines[-1].removeprefix("check: ok").strip().removeprefix("(").removesuffix(")")}
+
+
+def check(a) -> int:
+    refused = []
+    for fam in a.families:
+        r = check_family(fam, PRESETS[a.preset][fam])
+        print(f"{fam}: {r['status']}: python benchmarks/{FAMILIES[fam][0]} {shlex.join(PRESETS[a.preset][fam])}"
+              + (f" ({r['reason']})" if r["reason"] else ""), flush=True)
+        if r["status"] == "refused":
+            refused.append(fam)
+    if refused:
+        print(f"suite.py: preset {a.preset} refused for: {', '.join(refused)}", file=sys.stderr)
+        return 1
+    print(f"preset {a.preset}: every family's arguments and configs are valid")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    if a.check:
+        return check(a)
     t0 = time.perf_counter()
     mach = machine()
     print(f"{mach.get('device')} ({mach.get('platform')}), preset {a.preset}: {', '.join(a.families)}", flush=True)

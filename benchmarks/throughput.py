@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 import envs as _envs
 import purejaxrl
-from purejaxrl.config import compose, run_grid
+from purejaxrl.config import compose, run_grid, validate
 from purejaxrl.trainer import Trainer, build_algorithm
 
 purejaxrl.configure_cpu_runtime()  # as the purejaxrl command runs
@@ -93,10 +93,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", action="store_true", help="also time reference-style layouts and 8 seeds")
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/<name>_<platform>.json)")
+    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
 
     cfg = compose(["num_seeds=1", *a.overrides])
+    if a.check:
+        validate(cfg)
+        algo = build_algorithm(cfg)
+        print(f"check: ok ({cfg['algo']['name']} on {cfg['env']['name']}, {algo.num_updates} updates)")
+        return
     algo_cfg = cfg["algo"]
     env = _envs.make(cfg["env"]["name"], **(cfg["env"].get("kwargs") or {}))
     result = {

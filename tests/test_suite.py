@@ -54,6 +54,31 @@ def test_failed_and_skipped_families_are_reported(tmp_path, monkeypatch):
     assert "**failed**" in md and "**skipped**" in md
 
 
+def test_gpu_preset_passes_its_check(tmp_path):
+    """The preset no machine here can run is validated family by family (arguments, configs), nothing run or written."""
+    p = run_suite("--preset", "gpu", "--check", "--out", str(tmp_path), timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    suite = load_suite()
+    for fam in suite.FAMILIES:
+        (line,) = [x for x in lines if x.startswith(f"{fam}: ")]
+        assert line.startswith(f"{fam}: ok: python benchmarks/{suite.FAMILIES[fam][0]}") or "skipped" in line, line
+    assert "every family's arguments and configs are valid" in lines[-1]
+    assert not list(tmp_path.iterdir())
+
+
+def test_check_refuses_a_bad_preset_naming_the_setting(tmp_path, monkeypatch, capsys):
+    suite = load_suite()
+    monkeypatch.setitem(suite.PRESETS["gpu"], "pqn", ["algo.num_env=1024"])  # misspelt
+    monkeypatch.setitem(suite.PRESETS["gpu"], "llm", ["--d-model", "250", "--no-torch"])  # not divisible by 4 heads
+    assert suite.main(["--preset", "gpu", "--only", "pqn,llm,offline", "--check", "--out", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "pqn: refused" in out and "num_env" in out.split("pqn: refused")[1].splitlines()[0]
+    assert "llm: refused" in out and "--d-model=250 must be divisible" in out
+    assert "offline: ok" in out and "refused for: pqn, llm" in err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # the whole tiny preset: several minutes on two cores (mostly SAC / QARL's MJX compiles)
 def test_tiny_preset_end_to_end(tmp_path):
     p = run_suite("--preset", "tiny", "--out", str(tmp_path), timeout=1500)
