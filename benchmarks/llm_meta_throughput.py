@@ -51,8 +51,11 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--rounds", type=int, default=2, help="timed calls after the first (compiling) one")
     p.add_argument("--out", default=None)
-    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    p.add_argument("--check", action="store_true",
+                   help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = p.parse_args()
+    if a.rounds < 1:
+        raise SystemExit(f"llm_meta_throughput.py: error: --rounds={a.rounds} must be an integer >= 1")
     jax.config.update("jax_enable_compilation_cache", False)
     cfg = {**compose(a.overrides, CONF_DIR / "llm", "meta"), "progress": False}
     validate_llm_meta(cfg)

@@ -135,12 +135,13 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (skipped anyway at non-default sizes)")
     ap.add_argument("--out", type=Path, default=None,
                     help="the JSON file (default: benchmarks/results/llm_grpo_throughput_<platform>.json)")
-    ap.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    ap.add_argument("--check", action="store_true",
+                    help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = ap.parse_args()
     bad = [f"--{k.replace('_', '-')}={getattr(a, k)!r} must be an integer >= 1"
            for k in ("rounds", "d_model", "layers", "prompts", "completions") if getattr(a, k) < 1]
-    if a.d_model % 4:
-        bad.append(f"--d-model={a.d_model} must be divisible by the model's 4 heads")
+    if a.d_model % 8:
+        bad.append(f"--d-model={a.d_model} must be a multiple of 8: 4 heads of even width (the rotary embedding)")
     if a.completions < 2:
         bad.append(f"--completions={a.completions}: GRPO's group advantage needs at least 2 completions per prompt")
     if bad:

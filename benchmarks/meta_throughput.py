@@ -42,8 +42,11 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=3, help="timed generations after the first (compiling) one")
     p.add_argument("--out", type=Path, default=None,
                    help="the JSON file (default: benchmarks/results/meta_throughput[_<overrides>]_<platform>.json)")
-    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    p.add_argument("--check", action="store_true",
+                   help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = p.parse_args()
+    if a.generations < 1:
+        raise SystemExit(f"meta_throughput.py: error: --generations={a.generations} must be an integer >= 1")
     jax.config.update("jax_enable_compilation_cache", False)
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf

@@ -136,7 +136,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--episodes", type=int, default=200, help="point-maze episodes in the dataset (1,001 steps each)")
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    p.add_argument("--check", action="store_true",
+                   help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = p.parse_args()
     if a.fql_reference is not None and not (a.fql_reference / "agents" / "fql.py").exists():
         raise SystemExit(f"--fql-reference={a.fql_reference} has no agents/fql.py; give a checkout of seohongpark/fql")

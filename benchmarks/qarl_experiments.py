@@ -59,7 +59,10 @@ def vs_brax_config(env: str, num_envs: int, updates: int, grad_updates: int, bat
 
 
 def check(a) -> None:
-    """throughput and vs-brax: the arguments and each config validated, with no env built and nothing compiled."""
+    """throughput and vs-brax: the arguments and each of our configs validated (validation builds the env),
+    nothing of the benchmark compiled.  QARL's throughput config is validated with its phases alternating: the
+    timing runs one adversary phase longer than the run on purpose, which the training command's rule on phase
+    length refuses.  vs-brax: brax's side is checked only for its replay-size condition."""
     from envs.registry import missing_extra
     from purejaxrl.config import validate
 
@@ -67,6 +70,9 @@ def check(a) -> None:
         raise SystemExit(f"qarl_experiments.py: error: --check validates throughput and vs-brax, not {a.what}")
     bad = [f"--{k.replace('_', '-')}={getattr(a, k)!r} must be an integer >= 1"
            for k in ("num_envs", "updates", "grad_updates", "batch") if getattr(a, k) < 1]
+    if a.what == "vs-brax" and a.batch >= 2 * a.updates * a.num_envs:  # brax's trainer refuses it after ours is timed
+        bad.append(f"vs-brax: --batch {a.batch} (brax's min_replay_size) must be below its 2 x --updates x --num-envs = "
+                   f"{2 * a.updates * a.num_envs} env steps")
     if missing_extra(a.env):
         bad.append(f"--env {a.env}: {missing_extra(a.env)}")
     if bad:
@@ -74,8 +80,7 @@ def check(a) -> None:
     cfgs = ([throughput_config(x, a.env, a.num_envs, a.updates) for x in ("sac", "qarl")] if a.what == "throughput"
             else [vs_brax_config(a.env, a.num_envs, a.updates, a.grad_updates, a.batch)])
     for cfg in cfgs:
-        if cfg["algo"]["name"] == "qarl":  # its one adversary phase past the run's end is the timing's choice (the
-            # training command refuses it); everything else is validated as timed, with the phases alternating
+        if cfg["algo"]["name"] == "qarl":  # the phase-length rule aside (see the docstring), validated as timed
             cfg = {**cfg, "algo": {**cfg["algo"], "phase_updates": a.updates}}
         validate(cfg)
     print(f"check: ok ({a.what} on {a.env}, {a.num_envs} envs, {len(cfgs)} config(s))")
@@ -370,7 +375,7 @@ def main() -> None:
                    help="compare: also attack each trained protagonist with a new adversary trained for UPDATES updates")
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: its file under benchmarks/results/qarl/)")
     p.add_argument("--check", action="store_true",
-                   help="throughput, vs-brax: validate the arguments and configs, then stop: nothing is compiled or timed")
+                   help="throughput, vs-brax: validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. algo.gradient_steps=8")
     a = p.parse_intermixed_args()
     if not Path("benchmarks").is_dir():

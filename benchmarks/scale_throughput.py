@@ -73,15 +73,24 @@ def worker(devices: int, seeds: int, chunks: int, process: tuple[int, int, str] 
             "env_steps_per_second": steps / min(times), "platform": jax.devices()[0].platform}
 
 
+def argument_errors(a) -> list[str]:
+    """What would stop a configuration before it compiles, or time past the run's end."""
+    bad = [f"--{k}={getattr(a, k)!r} must be an integer >= 1" for k in ("seeds", "processes") if getattr(a, k) < 1]
+    if a.chunks < 3:  # chunk 0 warms up, chunks 1 and 2 are timed
+        bad.append(f"--chunks={a.chunks} must be >= 3: the first chunk warms up and the next two are timed")
+    bad += [f"--devices {d}: a device count must be >= 1" for d in a.devices if d < 1]
+    bad += [f"--seeds {a.seeds} do not divide over {d} devices" for d in a.devices if d >= 1 and a.seeds % d]
+    if a.processes > 1 and max(a.devices) % a.processes:
+        bad.append(f"--processes {a.processes} must divide the largest device count ({max(a.devices)})")
+    return bad
+
+
 def check(a) -> None:
     """The arguments and the config of every configuration, validated without a device or a compile."""
     from purejaxrl.config import compose, validate
     from purejaxrl.sharding import check_mesh_config
 
-    bad = [f"--{k}={getattr(a, k)!r} must be an integer >= 1" for k in ("seeds", "chunks", "processes") if getattr(a, k) < 1]
-    bad += [f"--devices {d}: a device count must be >= 1" for d in a.devices if d < 1]
-    if a.processes > 1 and max(a.devices) % a.processes:
-        bad.append(f"--processes {a.processes} must divide the largest device count ({max(a.devices)})")
+    bad = argument_errors(a)
     for d in a.devices:
         cfg = compose([*CFG, f"num_seeds={a.seeds}", f"mesh.devices={d}"])
         validate(cfg)
@@ -115,7 +124,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/scale/pqn_cartpole_<platform>.json)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--process", nargs=3, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    p.add_argument("--check", action="store_true",
+                   help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = p.parse_args()
     if a.check:
         return check(a)
@@ -125,6 +135,8 @@ def main() -> None:
         return
     if not Path("benchmarks").is_dir():
         raise SystemExit("run from the repository root")
+    if argument_errors(a):
+        raise SystemExit(f"scale_throughput.py: error: {argument_errors(a)[0]}")
     rows = [launch(d, a.seeds, a.chunks, 1) for d in a.devices]
     if a.processes > 1:
         rows.append(launch(max(a.devices), a.seeds, a.chunks, a.processes))

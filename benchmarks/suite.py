@@ -12,9 +12,10 @@ A family whose benchmark fails gets a row saying so (with the last line of its s
 exits non-zero after writing both files; a family whose optional extra is not installed (SAC / QARL
 need the ``dmc`` extra) is reported as skipped.  The PyTorch part of ``llm_throughput.py`` is always
 skipped here.  ``--check`` runs each benchmark with its own ``--check`` instead (arguments parsed,
-configs composed and validated, nothing compiled or timed; seconds per family, no accelerator
-needed), writes nothing and exits non-zero if any family's preset is refused: a preset is checked
-here before a device's minutes are spent on it.
+configs composed and validated by the platform's rules, nothing of the benchmark compiled or timed;
+seconds per family, no accelerator needed), writes nothing and exits non-zero if any family's preset
+is refused: a preset is checked here before a device's minutes are spent on it.  It catches what
+those rules and each benchmark's own argument checks know of, not what only a run finds (memory).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -270,22 +272,28 @@ def check_family(family: str, args: list[str]) -> dict:
                        cwd=ROOT, env=ENV)
     lines = [x.strip() for x in (p.stdout if p.returncode == 0 else p.stderr).splitlines() if x.strip()]
     if p.returncode or not lines or not lines[-1].startswith("check: ok"):
-        return {"status": "refused", "reason": (lines or ["(no output)"])[-1]}
+        # the exception's own line (a traceback may end in a hint), its module path dropped
+        raised = [m.group(1) for x in lines if (m := re.match(r"^(?:[\w]+\.)*(\w*(?:Error|Exception): .*)$", x))]
+        return {"status": "refused", "reason": (raised or lines or ["(no output)"])[-1]}
     return {"status": "ok", "reason": lines[-1].removeprefix("check: ok").strip().removeprefix("(").removesuffix(")")}
 
 
 def check(a) -> int:
-    refused = []
+    status = {}
     for fam in a.families:
         r = check_family(fam, PRESETS[a.preset][fam])
         print(f"{fam}: {r['status']}: python benchmarks/{FAMILIES[fam][0]} {shlex.join(PRESETS[a.preset][fam])}"
               + (f" ({r['reason']})" if r["reason"] else ""), flush=True)
-        if r["status"] == "refused":
-            refused.append(fam)
-    if refused:
-        print(f"suite.py: preset {a.preset} refused for: {', '.join(refused)}", file=sys.stderr)
+        status[fam] = r["status"]
+    count = {k: [f for f, v in status.items() if v == k] for k in ("ok", "skipped", "refused")}
+    line = (f"preset {a.preset}: {len(count['ok'])} of {len(status)} famil{'y' if len(status) == 1 else 'ies'} valid"
+            + (f"; not checked (skipped): {', '.join(count['skipped'])}" if count["skipped"] else "")
+            + (f"; not selected: {', '.join(f for f in FAMILIES if f not in status)}" if len(status) < len(FAMILIES) else ""))
+    if count["refused"]:
+        print(line, flush=True)
+        print(f"suite.py: preset {a.preset} refused for: {', '.join(count['refused'])}", file=sys.stderr)
         return 1
-    print(f"preset {a.preset}: every family's arguments and configs are valid")
+    print(line)
     return 0
 
 

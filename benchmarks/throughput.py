@@ -93,11 +93,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", action="store_true", help="also time reference-style layouts and 8 seeds")
     p.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/<name>_<platform>.json)")
-    p.add_argument("--check", action="store_true", help="validate the arguments and configs, then stop: nothing is compiled or timed")
+    p.add_argument("--check", action="store_true",
+                   help="validate the arguments and configs, then stop: nothing of the benchmark is compiled or timed")
     a = p.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
 
     cfg = compose(["num_seeds=1", *a.overrides])
+    if a.repeats < 1:
+        raise SystemExit(f"throughput.py: error: --repeats={a.repeats} must be an integer >= 1")
+    if "num_steps" not in cfg["algo"]:
+        raise SystemExit(f"throughput.py: error: algo={cfg['algo']['name']} has no num_steps (a rollout length); this "
+                         "benchmark times the on-policy trainers (algo=pqn, algo=ppo)")
     if a.check:
         validate(cfg)
         algo = build_algorithm(cfg)

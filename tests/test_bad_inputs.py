@@ -112,6 +112,8 @@ CASES = [
     pytest.param(llm("pref", "loss=grpo", "task=sort_letters"), "loss='grpo' is not a preference loss", id="llm-pref-rl-loss"),
     pytest.param(llm("pref", "loss=dpo", "task=sort_letters", "noise=bogus"), "noise='bogus'", id="llm-pref-bad-noise"),
     pytest.param(llm("rl", "model.n_heads=3"), "model.n_heads=3", id="llm-heads-not-dividing"),
+    # 64 / 32 heads = width 2 is fine; 64 / 64 = width 1 (odd): the rotary embedding needs an even head width
+    pytest.param(llm("rl", "model.n_heads=64"), "even head width", id="llm-odd-head-width"),
     pytest.param(llm("rl", "lr=abc"), "lr='abc'", id="llm-lr-not-number"),
     pytest.param(llm("rl", "iterations=0"), "iterations=0", id="llm-zero-iterations"),
     pytest.param(llm("rl", "reward=nosuch"), "reward='nosuch'", id="llm-unknown-reward"),

@@ -12,6 +12,14 @@ CFG = ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, d_mlp=128)
 PROMPTS = jnp.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 9, 9, 9]])  # left-padded with 0
 
 
+@pytest.mark.parametrize("d_model", [12, 20])
+def test_odd_head_width_is_refused(d_model):
+    """4 heads of width 3 or 5: the rotary embedding rotates a head's two halves against each other, so an odd
+    width either failed inside the forward pass (20) or silently dropped a channel of every head (12)."""
+    with pytest.raises(ValueError, match="even head width"):
+        init_params(jax.random.PRNGKey(0), ModelConfig(vocab_size=8, d_model=d_model, n_layers=1, n_heads=4, d_mlp=8))
+
+
 @pytest.mark.slow
 def test_kv_cache_sampler_logprobs_equal_full_forward():
     params = init_params(jax.random.PRNGKey(0), CFG)

@@ -54,29 +54,51 @@ def test_failed_and_skipped_families_are_reported(tmp_path, monkeypatch):
     assert "**failed**" in md and "**skipped**" in md
 
 
+def results_state() -> str:
+    """What git sees of benchmarks/results/ (where each benchmark writes by default; studies' run folders aside):
+    a check must leave it as it was."""
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "benchmarks/results",
+                           ":(exclude)benchmarks/results/reproduce"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
 def test_gpu_preset_passes_its_check(tmp_path):
     """The preset no machine here can run is validated family by family (arguments, configs), nothing run or written."""
+    before = results_state()
     p = run_suite("--preset", "gpu", "--check", "--out", str(tmp_path), timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     suite = load_suite()
     for fam in suite.FAMILIES:
         (line,) = [x for x in lines if x.startswith(f"{fam}: ")]
-        assert line.startswith(f"{fam}: ok: python benchmarks/{suite.FAMILIES[fam][0]}") or "skipped" in line, line
-    assert "every family's arguments and configs are valid" in lines[-1]
-    assert not list(tmp_path.iterdir())
+        assert line.startswith(f"{fam}: ok: python benchmarks/{suite.FAMILIES[fam][0]}"), line
+    assert lines[-1] == f"preset gpu: {len(suite.FAMILIES)} of {len(suite.FAMILIES)} families valid"
+    assert not list(tmp_path.iterdir()) and results_state() == before
 
 
 def test_check_refuses_a_bad_preset_naming_the_setting(tmp_path, monkeypatch, capsys):
+    """Each refusal names its setting: a config the platform's validation refuses, a key Hydra cannot set, and
+    each benchmark's own argument rules."""
     suite = load_suite()
-    monkeypatch.setitem(suite.PRESETS["gpu"], "pqn", ["algo.num_env=1024"])  # misspelt
-    monkeypatch.setitem(suite.PRESETS["gpu"], "llm", ["--d-model", "250", "--no-torch"])  # not divisible by 4 heads
-    assert suite.main(["--preset", "gpu", "--only", "pqn,llm,offline", "--check", "--out", str(tmp_path)]) == 1
+    bad = {"pqn": ["algo.num_envs=0"],  # composes, refused by validation
+           "ppo": ["experiment=ppo_cartpole", "algo.num_env=5"],  # misspelt: Hydra cannot set it
+           "llm": ["--d-model", "20", "--no-torch"],  # 4 heads of width 5: the rotary embedding needs even widths
+           "meta": ["es.population=63"],  # antithetic pairs need an even population
+           "scale": ["--seeds", "16", "--devices", "3", "--processes", "1"],  # 16 runs do not split over 3 devices
+           "sac_qarl": ["vs-brax", "--num-envs", "4", "--updates", "8", "--batch", "256"]}  # brax's replay condition
+    for fam, args in bad.items():
+        monkeypatch.setitem(suite.PRESETS["gpu"], fam, args)
+    before = results_state()
+    assert suite.main(["--preset", "gpu", "--only", ",".join([*bad, "offline"]), "--check", "--out", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert "pqn: refused" in out and "num_env" in out.split("pqn: refused")[1].splitlines()[0]
-    assert "llm: refused" in out and "--d-model=250 must be divisible" in out
-    assert "offline: ok" in out and "refused for: pqn, llm" in err
-    assert not list(tmp_path.iterdir())
+    line = {x.split(":")[0]: x for x in out.splitlines() if ": " in x}
+    expect = {"pqn": "algo.num_envs=0 must be >= 1", "ppo": "ConfigCompositionException: Could not override 'algo.num_env'",
+              "llm": "--d-model=20 must be a multiple of 8", "meta": "es.population=63",
+              "scale": "--seeds 16 do not divide over 3 devices", "sac_qarl": "--batch 256"}
+    for fam, fragment in expect.items():
+        assert line[fam].startswith(f"{fam}: refused") and fragment in line[fam], line[fam]
+    assert line["offline"].startswith("offline: ok")
+    assert f"refused for: {', '.join(bad)}" in err
+    assert not list(tmp_path.iterdir()) and results_state() == before
 
 
 @pytest.mark.slow  # the whole tiny preset: several minutes on two cores (mostly SAC / QARL's MJX compiles)

@@ -35,6 +35,9 @@ class ModelConfig:
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     if cfg.d_model % cfg.n_heads:
         raise ValueError(f"d_model={cfg.d_model} must be divisible by n_heads={cfg.n_heads}")
+    if cfg.head_dim % 2:  # the rotary embedding rotates the head's two halves against each other
+        raise ValueError(f"d_model={cfg.d_model} / n_heads={cfg.n_heads} gives heads of width {cfg.head_dim}: the rotary "
+                         f"embedding needs an even head width; use a d_model that is a multiple of {2 * cfg.n_heads}")
     d, m, L = cfg.d_model, cfg.d_mlp, cfg.n_layers
     ks = jax.random.split(key, 5)
 

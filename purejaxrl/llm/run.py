@@ -201,6 +201,10 @@ def validate_llm(cfg: dict) -> None:
             errs.append(f"model.{k}={v!r} must be an integer >= 1")
     if not any(e.startswith("model.") for e in errs) and m.get("d_model", 1) % max(m.get("n_heads", 1), 1):
         errs.append(f"model.d_model={m.get('d_model')} must be divisible by model.n_heads={m.get('n_heads')}")
+    elif not any(e.startswith("model.") for e in errs) and "d_model" in m and (m["d_model"] // m.get("n_heads", 1)) % 2:
+        h = m.get("n_heads", 1)
+        errs.append(f"model.d_model={m['d_model']} / model.n_heads={h} gives heads of width {m['d_model'] // h}: the "
+                    f"rotary embedding needs an even head width; use a d_model that is a multiple of {2 * h}")
     errs += _task_errors(cfg.get("task"))
     if cfg.get("anchor", "fixed") not in ("fixed", "moving"):
         errs.append(f"anchor={cfg.get('anchor')!r}; valid: fixed (π_ref), moving (the policy at the start of each round)")
