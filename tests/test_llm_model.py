@@ -15,7 +15,7 @@ PROMPTS = jnp.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 9, 9, 9]])  # left
 @pytest.mark.parametrize("d_model", [12, 20])
 def test_odd_head_width_is_refused(d_model):
     """4 heads of width 3 or 5: the rotary embedding rotates a head's two halves against each other, so an odd
-    width either failed inside the forward pass (20) or silently dropped a channel of every head (12)."""
+    width either failed inside the forward pass (20) or silently came out of it 4 wide (12: heads of 3)."""
     with pytest.raises(ValueError, match="even head width"):
         init_params(jax.random.PRNGKey(0), ModelConfig(vocab_size=8, d_model=d_model, n_layers=1, n_heads=4, d_mlp=8))
 
