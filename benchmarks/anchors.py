@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -166,6 +167,28 @@ def run_json(cmd: list[str], env: dict) -> dict:
     return json.loads(lines[-1])
 
 
+def checkout_commit(path: Path) -> str | None:
+    """The anchor checkout's commit (None where it is not a git checkout): which version was timed."""
+    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command as run, with this machine's checkouts and interpreter (and an absolute --out) named by their flag."""
+    out, i = ["python", "benchmarks/anchors.py"], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag in ("--purejaxql", "--purejaxrl", "--anchor-python", "--out"):
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            out += [flag, value if flag == "--out" and not Path(value).is_absolute() else f"<{flag.lstrip('-')}>"]
+        else:
+            out.append(argv[i])
+        i += 1
+    return shlex.join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--purejaxql", type=Path, help="a checkout of github.com/mttga/purejaxql (PQN anchor)")
@@ -205,7 +228,8 @@ def main() -> None:
         ours_py.write_text(OURS_DRIVER)
         anchor_py = Path(tmp) / "anchor.py"
         anchor_py.write_text(ANCHOR_DRIVER)
-        result = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "rounds": a.rounds, "quick": a.quick,
+        result = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "command": shown_command(sys.argv[1:]),
+                  "rounds": a.rounds, "quick": a.quick,
                   "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
                   "items": {}}
         for w in items:
@@ -230,7 +254,8 @@ def main() -> None:
                       f"compile {pair['compile_ratio']:.2f}x", flush=True)
                 pairs.append(pair)
             result["items"][w] = {
-                "anchor": s["anchor"], "anchor_options": s["anchor_opts"], "ours": s["ours"], "pairs": pairs,
+                "anchor": s["anchor"], "anchor_commit": checkout_commit(getattr(a, s["anchor"])),
+                "anchor_options": s["anchor_opts"], "ours": s["ours"], "pairs": pairs,
                 "median_run_ratio": statistics.median(p["run_ratio"] for p in pairs),
                 "median_compile_ratio": statistics.median(p["compile_ratio"] for p in pairs),
             }

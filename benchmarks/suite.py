@@ -43,7 +43,7 @@ from pathlib import Path
 #         QARL step 1,024 MJX envs per update (MJX compiles dominate, ~1-2 min for both); the offline
 #         rows keep the paper's 4 x 512 networks and take batch 1,024 for 2,000 timed steps (~10 s each
 #         on top of ~15 s of compile, three configurations); meta trains 64 members x 4 seeds = 256
-#         PPO runs per generation (~2M inner env steps); the GRPO iteration is an ~6M-parameter model
+#         PPO runs per generation (~2M inner env steps); the GRPO iteration is an ~8.4M-parameter model
 #         (d 256, 8 layers) on 128 prompts x 16 completions; LLM meta 32 members x 4 seeds = 128 runs
 #         of the default config; scaling runs 256 seeds on the one device.  Roughly 1 min per family
 #         with process start-up and compiles, SAC / QARL and offline ~2 min: ~8 min in all.

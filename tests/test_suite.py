@@ -159,6 +159,29 @@ def fake_checkouts(root: Path) -> tuple[Path, Path]:
     return ql, rl
 
 
+def load_anchors():
+    spec = importlib.util.spec_from_file_location("benchmark_anchors", ANCHORS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_anchors_record_the_checkout_commit_and_a_command_without_machine_paths(tmp_path):
+    anchors = load_anchors()
+    ql, _ = fake_checkouts(tmp_path)
+    assert anchors.checkout_commit(ql) is None  # not a git checkout
+    git = ["git", "-C", str(ql), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *cmd], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert anchors.checkout_commit(ql) == head and len(head) == 40
+    shown = anchors.shown_command(["--purejaxql", str(ql), "--purejaxrl=/x/rl", "--anchor-python", sys.executable,
+                                   "--only", "pqn8", "--out", "benchmarks/results/a.json"])
+    assert shown == ("python benchmarks/anchors.py --purejaxql '<purejaxql>' --purejaxrl '<purejaxrl>' "
+                     "--anchor-python '<anchor-python>' --only pqn8 --out benchmarks/results/a.json")
+    assert anchors.shown_command(["--out", str(tmp_path / "a.json")]).endswith("--out '<out>'")
+
+
 @pytest.mark.slow
 def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
     """The harness's plumbing, with stand-in checkouts: each pair times both sides in fresh processes,
@@ -177,6 +200,8 @@ def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
                 assert positive(pair[side]["compile_seconds"]) and positive(pair[side]["run_seconds"])
             assert pair["run_ratio"] == round(pair["anchor"]["run_seconds"] / pair["ours"]["run_seconds"], 3)
     assert res["items"]["pqn"]["ours"]["overrides"][-1] == "algo.total_timesteps=4096"
+    assert res["command"].startswith("python benchmarks/anchors.py --only pqn,ppo --purejaxql '<purejaxql>'")
+    assert str(tmp_path) not in json.dumps(res) and res["items"]["pqn"]["anchor_commit"] is None  # not a git checkout
 
 
 @pytest.mark.slow
