@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from throughput import hlo_instructions  # benchmarks/throughput.py (this script's own folder is on the path)
 
 import purejaxrl
 from purejaxrl.config import compose, run_grid
@@ -37,9 +38,8 @@ def _split(fn, *args) -> dict:
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
-    text = compiled.as_text() or ""
-    instructions = sum(1 for ln in text.splitlines() if " = " in ln and not ln.lstrip().startswith(("//", "HloModule")))
-    return {"trace_lower_s": round(lower_s, 3), "xla_compile_s": round(compile_s, 3), "hlo_instructions": instructions}
+    return {"trace_lower_s": round(lower_s, 3), "xla_compile_s": round(compile_s, 3),
+            "hlo_instructions": hlo_instructions(compiled)}
 
 
 def profile(cfg: dict, num_evals: int | None) -> dict:

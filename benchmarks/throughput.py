@@ -59,6 +59,12 @@ def raw_env_rate(env, num_envs: int, num_steps: int, total_steps: int) -> float:
     return n_iter * num_envs * num_steps / (time.perf_counter() - t)
 
 
+def hlo_instructions(compiled) -> int:
+    """Instructions in a compiled program's optimised HLO (its size, as XLA compiled it)."""
+    text = compiled.as_text() or ""
+    return sum(1 for ln in text.splitlines() if " = " in ln and not ln.lstrip().startswith(("//", "HloModule")))
+
+
 def time_training(cfg: dict, repeats: int = 2, vmap_single: bool = False, num_evals: int | None = None) -> dict:
     """Whole run under one jit (chunks=1): compile seconds, then the best of ``repeats`` runs."""
     algo = build_algorithm(cfg)
@@ -79,6 +85,8 @@ def time_training(cfg: dict, repeats: int = 2, vmap_single: bool = False, num_ev
     return {
         "runs": len(runs),
         "compile_seconds": round(tr.compile_seconds, 3),
+        "trace_lower_seconds": round(tr.trace_lower_seconds, 3),  # of compile_seconds: before XLA
+        "hlo_instructions": sum(hlo_instructions(c) for c in tr._compiled.values()),  # every program compiled
         "run_seconds": round(best, 3),
         "env_steps": steps,
         "env_steps_per_second": round(steps / best, 1),

@@ -60,6 +60,7 @@ class Trainer:
         self.data = self.place.replicate(algo.load_data() if load_data else None)
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
+        self.trace_lower_seconds = 0.0  # the part of compile_seconds spent tracing and lowering (before XLA)
 
     # ---- pure functions ----
     def _run_updates(self, state, hp, start, data, n: int, guard: bool = True):
@@ -111,7 +112,9 @@ class Trainer:
     def _compile(self, name, fn, *args):
         if name not in self._compiled:
             t0 = time.perf_counter()
-            self._compiled[name] = fn.lower(*args).compile()
+            lowered = fn.lower(*args)
+            self.trace_lower_seconds += time.perf_counter() - t0
+            self._compiled[name] = lowered.compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[name]
 

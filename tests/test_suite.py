@@ -198,6 +198,9 @@ def test_anchors_pair_ours_with_an_anchor_read_from_its_checkout(tmp_path):
         for pair in item["pairs"]:
             for side in ("ours", "anchor"):
                 assert positive(pair[side]["compile_seconds"]) and positive(pair[side]["run_seconds"])
+                # the compile split before XLA, and the optimised programs' size, counted alike on both sides
+                assert 0 < pair[side]["trace_lower_seconds"] < pair[side]["compile_seconds"]
+                assert isinstance(pair[side]["hlo_instructions"], int) and pair[side]["hlo_instructions"] > 0
             assert pair["run_ratio"] == round(pair["anchor"]["run_seconds"] / pair["ours"]["run_seconds"], 3)
     assert res["items"]["pqn"]["ours"]["overrides"][-1] == "algo.total_timesteps=4096"
     assert res["command"].startswith("python benchmarks/anchors.py --only pqn,ppo --purejaxql '<purejaxql>'")
