@@ -1021,7 +1021,9 @@ def make_report(study: dict, out: Path, tier: str) -> dict:
     report = {"study": study["study"], "title": study["title"], "paper": study["paper"], "kind": study["kind"], "tier": tier,
               "seeds": seeds, "metric": study["metric"], "base": study.get("base", []),
               "tier_overrides": spec.get("overrides", []), "arms": arms, "claims": claims,
-              "claims_not_run": [c["claim"] for c in study.get("claims_not_run", [])],
+              "claims_not_run": [c["claim"] + (f" on `{c['metric']}`" if c.get("metric") not in (None, study["metric"]["name"])
+                                               else "") for c in study.get("claims_not_run", [])],
+              "arm_overrides": {k: v for k, v in (spec.get("arm_overrides") or {}).items() if k in arms},
               "command": f"purejaxrl reproduce {study['study']} --tier {tier}"}
     report["compute_seconds"] = compute_seconds(study, out)
     if study["kind"] == "train" and (fa := fresh_adversary_summary(study, spec, out)) is not None:
@@ -1260,8 +1262,9 @@ def report_markdown(report: dict) -> str:
                 else "compile and training over all runs."), "",
              "## Claims", "", claims_table(report)]
     if report.get("claims_not_run"):
-        lines += [f"Not run at tier {report['tier']} (it runs a subset of the arms): "
-                  + ", ".join(f"`{c}`" for c in report["claims_not_run"]) + ".", ""]
+        lines += ["Not decided here (the arms they compare were not run for this report): "
+                  + ", ".join(f"`{c}`" if " on `" not in c else "`" + c.replace(" on `", "` on `", 1)
+                              for c in report["claims_not_run"]) + ".", ""]
     lines += ["## Arms", "", arms_table(report)]
     if report.get("fresh_adversary"):
         ep = {r["episodes_per_seed"] for r in report["fresh_adversary"] if r["evaluated"]}
@@ -1284,10 +1287,13 @@ def report_markdown(report: dict) -> str:
                          "reported episodes, not the luck of the training seeds; a confirmatory figure runs the "
                          "choice on fresh seeds as an arm of its own.")
         else:
-            lines.append(f"- `{name}`: {over(a['overrides'])}" + (f"; evaluated with {over(a['eval'])}" if a["eval"] else ""))
+            tier_own = (report.get("arm_overrides") or {}).get(name)
+            lines.append(f"- `{name}`: {over(a['overrides'])}" + (f"; at this tier {over(tier_own)}" if tier_own else "")
+                         + (f"; evaluated with {over(a['eval'])}" if a["eval"] else ""))
     lines += ["", "Statistics for each claim:", ""]
     for c in report["claims"]:
-        lines.append(f"- `{c['claim']}`: {c['statistic']}, n = {c['seeds']} seeds"
+        on = f" on `{c['metric']}`" if c["metric"] != report["metric"]["name"] else ""
+        lines.append(f"- `{c['claim']}`{on}: {c['statistic']}, n = {c['seeds']} seeds"
                      + (f"; per seed {', '.join(_fmt(v) for v in c['per_seed'])}" if c.get("per_seed") else ""))
     es = report.get("per_es_seed")
     if es and es["arms"]:

@@ -589,3 +589,26 @@ def test_the_fresh_adversary_section_pairs_each_seed_and_says_which_attack_is_st
         "per_run": [{"run": i, "seed": i, "no_adversary": 490.0, "trained_adversary": 300.0 + i, "fresh_adversary": 100.0 + 2 * i}
                     for i in range(3)], "episodes_per_run": 4, "split": "test", "updates": 100, "max_force": 0.25}))
     assert R.fresh_adversary_summary(study, spec, out)[0]["verdict"] == "supported"
+
+
+def test_a_subset_report_names_what_it_did_not_decide_and_each_arms_budget(tmp_path):
+    """The report of a tier that runs some arms: the claims it leaves out keep their metric (two claims on the
+    same arms differ only by it), an arm's tier budget is in the setup, and each statistics row names its claim
+    as the claims table does."""
+    claims = [{"claim": "effect(a, b) > 0", "paper": "a beats b"},
+              {"claim": "effect(a, c) > 0", "paper": "a beats c"},
+              {"claim": "effect(a, c) > 0", "paper": "a beats c on the other metric", "metric": "success"}]
+    study = _study(tmp_path, claims=claims, arms={"a": {"overrides": ["algo.lr=0.001"]}, "b": {}, "c": {}},
+                   tiers={"smoke": {"seeds": 4, "arms": ["a", "b"], "overrides": ["algo.total_timesteps=100"],
+                                    "arm_overrides": {"a": ["algo.total_timesteps=50"]}}})
+    out = tmp_path / "out"
+    _write_evals(out, {"a": {"validation": [1.0] * 4, "test": [3.0, 4.0, 5.0, 6.0]},
+                       "b": {"validation": [1.0] * 4, "test": [1.0, 2.0, 2.5, 3.0]}})
+    rep = R.make_report(study, out, "smoke")
+    assert rep["claims_not_run"] == ["effect(a, c) > 0", "effect(a, c) > 0 on `success`"]
+    assert rep["arm_overrides"] == {"a": ["algo.total_timesteps=50"]}
+    md = R.report_markdown(rep)
+    assert "Not decided here (the arms they compare were not run for this report): `effect(a, c) > 0`, " \
+           "`effect(a, c) > 0` on `success`." in md
+    assert "- `a`: `algo.lr=0.001`; at this tier `algo.total_timesteps=50`" in md
+    assert "- `effect(a, b) > 0`: mean over common seeds" in md
