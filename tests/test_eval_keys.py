@@ -41,6 +41,7 @@ def _train_metrics(overrides, monkeypatch, num_evals=2):
     return runs, m["eval_return"], algo, state
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_in_program_greedy_tests(monkeypatch):
     runs, ev, algo, state = _train_metrics(TINY_PQN + ["num_seeds=2", "+vmap.algo.lr=[0.001,0.003]"], monkeypatch)
     assert [(r["seed"], r["algo.lr"]) for r in runs] == [(0, 0.001), (1, 0.001), (0, 0.003), (1, 0.003)]

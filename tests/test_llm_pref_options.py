@@ -121,6 +121,7 @@ def _loss_with_ref(task, mcfg, K, noise, opts, params, ref, key, beta):
     return float(step(params, opt.init(params), ref, key, {"beta": jnp.float32(beta)})[2]["loss"])
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_pairs_best_worst_is_the_old_loss(setup):
     task, mcfg, params, ref = setup
     key, beta, K, noise = jax.random.PRNGKey(3), 0.5, 4, "flip:0.4"
@@ -138,6 +139,7 @@ def test_pairs_best_worst_is_the_old_loss(setup):
     assert old == pytest.approx(float(np.mean(np.log1p(np.exp(-beta * h)))), rel=1e-4)
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_pairs_all_in_the_step_matches_a_hand_loop(setup):
     task, mcfg, params, ref = setup
     key, beta, K, noise = jax.random.PRNGKey(5), 0.5, 3, "flip:0.4"  # flip: the scores are the true rewards, with ties

@@ -94,6 +94,7 @@ def test_garl_and_paft_refuse_filtered_sampling():
     validate_llm(_compose_llm(["mode=rl", "loss=grpo", "top_p=0.9"]))  # the clipped losses sample filtered, as TRL
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_a_resume_with_a_sampling_or_reward_setting_changed_is_refused(tmp_path):
     """The newer trajectory settings are part of the identity too (checked before any compile)."""
     from purejaxrl.reproduce import _compose_llm

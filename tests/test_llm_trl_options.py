@@ -58,6 +58,7 @@ def _iteration(settings, params=None, opt=None, key=1, task=None, hp=HP):
     return params, p2, o2, m
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_filtered_sampling_takes_old_log_probs_from_the_unfiltered_policy():
     """With top-p the sampler's log-probs are of the filtered distribution; the ratio's denominator must
     be the policy at the sampling temperature (as TRL), so that ρ = 1 before the update: nothing is

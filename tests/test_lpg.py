@@ -192,6 +192,7 @@ def test_kl_categorical_by_hand():
     assert float(kl_categorical(p, p)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_an_agent_on_a_random_family_keeps_one_level_on_all_its_envs():
     from envs.gridworld import GridState, level_of
 
@@ -226,6 +227,7 @@ def test_random_lifetimes_are_log_uniform_integers_fixed_by_the_seed():
     assert int(plain.draw_lifetime(keys[0])) == plain.num_updates == 2
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_updates_after_the_agents_lifetime_are_discarded():
     """An agent of lifetime 3 in a run of 6 updates (two chunks of 3, then chunks of 2: the update index is
     the run's, not the chunk's) ends with the parameters and optimiser state of a 3-update run (same seed:

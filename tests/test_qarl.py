@@ -272,6 +272,7 @@ def _run(algo, n, state=None):
     return s, rows
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ablation():
     """The reference's RARL adversary is SAC with automatic tuning from α = 0.005 toward −dim(A_adv); the
     old code trained it at α_A = 0, so its σ collapsed.  ``adversary.alpha=0`` keeps that as an ablation."""
@@ -359,6 +360,7 @@ def test_phased_sac_keeps_the_alternation_with_a_zero_adversary():
     assert [r["learning"] for r in rows] == [1.0] * 6
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_the_performance_gate_holds_the_self_paced_curriculum_back():
     """Through the update loop: Pendulum's returns are negative, below δ = 10, so every curriculum step
     is held (the shape stays at c_start, ``curriculum_held`` = 1, the measure logged); with δ below
@@ -620,6 +622,7 @@ def test_domain_randomisation_draws_physics_per_episode_in_training_only():
         make("dmc_cartpole_balance", body_mass_ranges={"pole": [1.0, 2.0]})
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_per_body_masses_set_kilograms_and_recompute_subtree_masses(cartpole):
     base, _ = cartpole
     _, s = base.reset(jax.random.PRNGKey(0))

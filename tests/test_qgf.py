@@ -269,6 +269,7 @@ def _set_constant_output(params, c):
     return {"params": {**inner, last: layer}}, last
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_fql_distillation_pulls_back_an_output_beyond_the_box(maze_data):
     """The defect: the distillation term went through the clip, so a one-step output past ±1 had a
     distillation gradient of exactly 0 and nothing pulled it back.  As the reference: the distillation
@@ -383,6 +384,7 @@ def test_best_of_n_with_guidance_keeps_the_best_guided_sample(maze_data):
     np.testing.assert_allclose(got, np.asarray(cands)[q.argmax(0), np.arange(6)], atol=1e-6)
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_evaluation_between_chunks_timed_apart_on_the_training_programs_keys(maze_data, tmp_path):
     """Evaluations run between compiled chunks: ``num_evals: null`` gives one for a short run, the
     summary reports evaluation time apart from training, and the final evaluation of each run is the
@@ -601,6 +603,7 @@ def _oracle_to_task3(monkeypatch):
     monkeypatch.setattr(QGF, "act", act)
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_each_run_is_evaluated_on_its_own_task_in_training_and_in_eval(tmp_path, monkeypatch):
     """With an oracle that only solves task 3, success per run is 1 exactly for the task-3 runs:
     in the evaluation during training, through ``purejaxrl eval`` (``evaluate_run``), and for runs

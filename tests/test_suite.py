@@ -61,6 +61,7 @@ def results_state() -> str:
                            ":(exclude)benchmarks/results/reproduce"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_gpu_preset_passes_its_check(tmp_path):
     """The preset no machine here can run is validated family by family (arguments, configs), nothing run or written."""
     before = results_state()

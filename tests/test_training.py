@@ -18,6 +18,7 @@ def _rows(run_dir):
     return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_resume_is_bitwise_identical(tmp_path, tiny_cfg):
     cfg = tiny_cfg("num_seeds=2", "chunks=4")
     full = run(cfg, tmp_path / "full")
