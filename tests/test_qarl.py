@@ -272,6 +272,17 @@ def _run(algo, n, state=None):
     return s, rows
 
 
+def test_rarl_adversary_starts_tuning_from_the_references_temperature():
+    """The quick half of the next test (no update compiled): RARL's adversary starts at α = 0.005 with
+    target entropy −dim(A_adv) (the old code fixed α_A = 0); ``adversary.alpha=0`` outside RARL is named."""
+    algo = _pendulum_qarl("algo.curriculum=rarl")
+    s0 = algo.init(jax.random.PRNGKey(0), HP)
+    assert float(jnp.exp(s0.adversary.log_alpha)) == pytest.approx(0.005)
+    assert algo.adv_learner.target_entropy == -1.0
+    cfg = compose(["algo=qarl", "env=pendulum", "algo.adversary.alpha=0"])
+    assert any("has no effect" in e for e in QARL.config_errors(cfg["algo"]))
+
+
 @pytest.mark.slow  # over 20 s with cold caches on 2 cores
 def test_rarl_adversary_tunes_its_own_temperature_and_alpha_zero_is_the_named_ablation():
     """The reference's RARL adversary is SAC with automatic tuning from α = 0.005 toward −dim(A_adv); the
