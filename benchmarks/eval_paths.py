@@ -1,0 +1,87 @@
+"""Why a run's no-adversary return differs between ``purejaxrl eval`` and the robustness evaluation at
+scale 1 (the figure a study's fresh-adversary table shows beside its arms table).
+
+Three evaluations of one trained run directory (with its checkpoints), each on the same test episodes
+(every run's own evaluation key, split ``test``, draw 0):
+
+* ``eval_path``: :func:`purejaxrl.evaluate.evaluate_run`, as a study's arms table;
+* ``grid_path_scale_1``: :func:`purejaxrl.robustness.robustness` at mass and friction x 1, as the
+  fresh-adversary evaluation (the physics set at run time, per cell);
+* ``grid_path_no_override``: the same robustness program with the physics left as the env resets it.
+
+The file also records whether the env's model built at run time from scales of 1 equals the nominal
+model, field by field, bit for bit.
+
+    python benchmarks/eval_paths.py RUN_DIR --out FILE.json [--episodes 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--episodes", type=int, default=32)
+    a = p.parse_args(argv)
+    if not (Path(a.run_dir) / "checkpoints").is_dir():
+        sys.exit(f"error: {a.run_dir} has no checkpoints/; this needs a trained run directory with its checkpoints")
+    if a.episodes < 1:
+        sys.exit(f"error: --episodes={a.episodes} must be >= 1")
+
+    import jax
+    import jax.numpy as jnp
+
+    import purejaxrl
+
+    purejaxrl.configure_cpu_runtime()
+    import purejaxrl.robustness as R
+    from purejaxrl.evaluate import evaluate_run, load_run
+
+    out = {"run_dir": a.run_dir, "episodes": a.episodes, "split": "test", "seconds": {}}
+    t = time.time()
+    ev = evaluate_run(a.run_dir, a.episodes, "test", 0, write=False)
+    out["eval_path"] = [r["mean_return"] for r in ev["per_run"]]
+    out["seeds"] = [r["seed"] for r in ev["per_run"]]
+    out["seconds"]["eval_path"] = time.time() - t
+    one = np.ones(1, np.float32)
+    t = time.time()
+    res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
+    out["grid_path_scale_1"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
+    out["seconds"]["grid_path_scale_1"] = time.time() - t
+    orig = R._with_physics
+    R._with_physics = lambda state, mass, friction, base=None, bodies=None: state  # the physics as reset
+    try:
+        t = time.time()
+        res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
+    finally:
+        R._with_physics = orig
+    out["grid_path_no_override"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
+    out["seconds"]["grid_path_no_override"] = time.time() - t
+
+    algo = load_run(a.run_dir)[0]
+    base = algo.env.unwrapped
+    model = jax.jit(lambda m, f: base._model(m, f))(jnp.float32(1), jnp.float32(1))
+    nominal = base._env.mjx_model
+    fields = ("body_mass", "body_inertia", "body_subtreemass", "body_invweight0", "dof_invweight0", "geom_friction")
+    out["model_at_scale_1_bitwise_nominal"] = {f: bool(np.array_equal(np.asarray(getattr(model, f)),
+                                                                      np.asarray(getattr(nominal, f))))
+                                               for f in fields}
+    e, g, n = (np.asarray(out[k]) for k in ("eval_path", "grid_path_scale_1", "grid_path_no_override"))
+    out["grid_scale_1_minus_eval"] = (g - e).tolist()
+    out["no_override_bitwise_eval"] = bool(np.array_equal(n, e))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: out[k] for k in ("grid_scale_1_minus_eval", "no_override_bitwise_eval",
+                                          "model_at_scale_1_bitwise_nominal")}))
+
+
+if __name__ == "__main__":
+    main()
