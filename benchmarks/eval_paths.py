@@ -7,10 +7,13 @@ Three evaluations of one trained run directory (with its checkpoints), each on t
 * ``eval_path``: :func:`purejaxrl.evaluate.evaluate_run`, as a study's arms table;
 * ``grid_path_scale_1``: :func:`purejaxrl.robustness.robustness` at mass and friction x 1, as the
   fresh-adversary evaluation (the physics set at run time, per cell);
-* ``grid_path_no_override``: the same robustness program with the physics left as the env resets it.
+* ``grid_path_no_override``: the robustness code with the physics left as the env resets it (the episode
+  then no longer depends on the vmapped cell, so its cell axis drops out of the compiled program);
+* ``grid_path_unbatched_ones``: the override kept, its values an unbatched constant 1 instead of the
+  vmapped cell's (separates the override itself from the batching over cells).
 
-The file also records whether the env's model built at run time from scales of 1 equals the nominal
-model, field by field, bit for bit.
+The file also records whether the env's model at scales of 1, as the env steps with it (with the reset's
+per-body scales of 1, subtree masses recomputed), equals the nominal model, field by field, bit for bit.
 
     python benchmarks/eval_paths.py RUN_DIR --out FILE.json [--episodes 32]
 """
@@ -35,7 +38,15 @@ def main(argv=None) -> None:
         sys.exit(f"error: {a.run_dir} has no checkpoints/; this needs a trained run directory with its checkpoints")
     if a.episodes < 1:
         sys.exit(f"error: --episodes={a.episodes} must be >= 1")
+    from purejaxrl.config import ConfigError
 
+    try:
+        run(a)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+def run(a) -> None:
     import jax
     import jax.numpy as jnp
 
@@ -43,8 +54,13 @@ def main(argv=None) -> None:
 
     purejaxrl.configure_cpu_runtime()
     import purejaxrl.robustness as R
+    from purejaxrl.config import ConfigError
     from purejaxrl.evaluate import evaluate_run, load_run
 
+    algo = load_run(a.run_dir)[0]
+    base = algo.env.unwrapped
+    if not hasattr(base, "with_physics"):
+        raise ConfigError(f"{a.run_dir} is not a DM Control run (env=dmc_*): it has no physics to set")
     out = {"run_dir": a.run_dir, "episodes": a.episodes, "split": "test", "seconds": {}}
     t = time.time()
     ev = evaluate_run(a.run_dir, a.episodes, "test", 0, write=False)
@@ -65,22 +81,33 @@ def main(argv=None) -> None:
         R._with_physics = orig
     out["grid_path_no_override"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
     out["seconds"]["grid_path_no_override"] = time.time() - t
+    R._with_physics = lambda state, mass, friction, base=None, bodies=None: orig(
+        state, jnp.ones(mass.shape, mass.dtype), jnp.ones(friction.shape, friction.dtype), base, bodies)
+    try:
+        t = time.time()
+        res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
+    finally:
+        R._with_physics = orig
+    out["grid_path_unbatched_ones"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
+    out["seconds"]["grid_path_unbatched_ones"] = time.time() - t
 
-    algo = load_run(a.run_dir)[0]
-    base = algo.env.unwrapped
-    model = jax.jit(lambda m, f: base._model(m, f))(jnp.float32(1), jnp.float32(1))
+    nb = len(base.body_names)
+    model = jax.jit(lambda m, f, b: base._model(m, f, b))(jnp.float32(1), jnp.float32(1), jnp.ones(nb, jnp.float32))
     nominal = base._env.mjx_model
     fields = ("body_mass", "body_inertia", "body_subtreemass", "body_invweight0", "dof_invweight0", "geom_friction")
     out["model_at_scale_1_bitwise_nominal"] = {f: bool(np.array_equal(np.asarray(getattr(model, f)),
                                                                       np.asarray(getattr(nominal, f))))
                                                for f in fields}
-    e, g, n = (np.asarray(out[k]) for k in ("eval_path", "grid_path_scale_1", "grid_path_no_override"))
+    e, g, n, u = (np.asarray(out[k]) for k in ("eval_path", "grid_path_scale_1", "grid_path_no_override",
+                                               "grid_path_unbatched_ones"))
     out["grid_scale_1_minus_eval"] = (g - e).tolist()
     out["no_override_bitwise_eval"] = bool(np.array_equal(n, e))
+    out["unbatched_ones_bitwise_eval"] = bool(np.array_equal(u, e))
+    out["unbatched_ones_minus_eval"] = (u - e).tolist()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: out[k] for k in ("grid_scale_1_minus_eval", "no_override_bitwise_eval",
-                                          "model_at_scale_1_bitwise_nominal")}))
+                                          "unbatched_ones_bitwise_eval", "model_at_scale_1_bitwise_nominal")}))
 
 
 if __name__ == "__main__":
