@@ -68,28 +68,23 @@ def run(a) -> None:
     out["seeds"] = [r["seed"] for r in ev["per_run"]]
     out["seconds"]["eval_path"] = time.time() - t
     one = np.ones(1, np.float32)
-    t = time.time()
-    res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
-    out["grid_path_scale_1"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
-    out["seconds"]["grid_path_scale_1"] = time.time() - t
     orig = R._with_physics
-    R._with_physics = lambda state, mass, friction, base=None, bodies=None: state  # the physics as reset
-    try:
-        t = time.time()
-        res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
-    finally:
-        R._with_physics = orig
-    out["grid_path_no_override"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
-    out["seconds"]["grid_path_no_override"] = time.time() - t
-    R._with_physics = lambda state, mass, friction, base=None, bodies=None: orig(
-        state, jnp.ones(mass.shape, mass.dtype), jnp.ones(friction.shape, friction.dtype), base, bodies)
-    try:
-        t = time.time()
-        res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False, adversary_grids=False)
-    finally:
-        R._with_physics = orig
-    out["grid_path_unbatched_ones"] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
-    out["seconds"]["grid_path_unbatched_ones"] = time.time() - t
+
+    def grid(name, with_physics):  # the robustness evaluation at scale 1, its physics override replaced
+        R._with_physics = with_physics
+        try:
+            t = time.time()
+            res = R.robustness(a.run_dir, one, one, a.episodes, 0, 0, split="test", write=False,
+                               adversary_grids=False)
+        finally:
+            R._with_physics = orig
+        out[name] = np.asarray(res["returns"]["no_adversary"]).reshape(-1).tolist()
+        out["seconds"][name] = time.time() - t
+
+    grid("grid_path_scale_1", orig)
+    grid("grid_path_no_override", lambda state, mass, friction, base=None, bodies=None: state)  # as reset
+    grid("grid_path_unbatched_ones", lambda state, mass, friction, base=None, bodies=None: orig(
+        state, jnp.ones(mass.shape, mass.dtype), jnp.ones(friction.shape, friction.dtype), base, bodies))
 
     nb = len(base.body_names)
     model = jax.jit(lambda m, f, b: base._model(m, f, b))(jnp.float32(1), jnp.float32(1), jnp.ones(nb, jnp.float32))
