@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from purejaxrl.config import ConfigError
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,8 +40,6 @@ def main(argv=None) -> None:
         sys.exit(f"error: {a.run_dir} has no checkpoints/; this needs a trained run directory with its checkpoints")
     if a.episodes < 1:
         sys.exit(f"error: --episodes={a.episodes} must be >= 1")
-    from purejaxrl.config import ConfigError
-
     try:
         run(a)
     except ConfigError as e:
@@ -54,7 +54,6 @@ def run(a) -> None:
 
     purejaxrl.configure_cpu_runtime()
     import purejaxrl.robustness as R
-    from purejaxrl.config import ConfigError
     from purejaxrl.evaluate import evaluate_run, load_run
 
     algo = load_run(a.run_dir)[0]
